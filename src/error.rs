@@ -1,0 +1,156 @@
+//! Quarry's one error type. Every message says what failed and what to do about it, and
+//! none of them ever contains a secret.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout Quarry.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Quarry, with messages written for the user.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A connection name breaks the naming rule.
+    #[error(
+        "invalid connection name '{name}': {problem}. Names are lowercase SQL identifiers: a letter \
+         or '_' followed by up to 62 letters, digits or '_' ([a-z_][a-z0-9_]{{0,62}}){hint}"
+    )]
+    InvalidName {
+        name: String,
+        problem: String,
+        hint: String,
+    },
+
+    /// A connection name is reserved for Quarry's own catalogs.
+    #[error(
+        "the connection name '{name}' is reserved (reserved names: quarry, information_schema, \
+         datafusion, public); choose another name"
+    )]
+    ReservedName { name: String },
+
+    /// A text that should be a connection id is not one.
+    #[error(
+        "'{given}' is not a connection id: ids are 'conn_' followed by 22 characters from [0-9a-z]"
+    )]
+    InvalidId { given: String },
+
+    /// A connection with this name already exists.
+    #[error(
+        "a connection named '{name}' already exists; pick another name or drop/rename the existing one"
+    )]
+    ConnectionExists { name: String },
+
+    /// No connection has this name or id.
+    #[error("no connection named or with id '{0}'; list connections to see the existing ones")]
+    ConnectionNotFound(String),
+
+    /// The source type is not one Quarry knows.
+    #[error("unknown source type '{given}'; valid source types: {valid}")]
+    UnknownSourceType { given: String, valid: String },
+
+    /// A connection config breaks one of its source type's rules.
+    #[error("invalid {source_type} connection config: {message}")]
+    InvalidConfig {
+        source_type: String,
+        message: String,
+    },
+
+    /// The secret key could not be loaded or created, or is malformed.
+    #[error("secret key problem: {0}")]
+    SecretKey(String),
+
+    /// A stored secret could not be decrypted.
+    #[error("cannot decrypt the secrets of connection '{connection}' ({id}): {cause}")]
+    SecretDecrypt {
+        connection: String,
+        id: String,
+        cause: String,
+    },
+
+    /// No data directory was given and there is no home directory to default to.
+    #[error(
+        "cannot choose a data directory: no home directory is known; pass --data-dir or set QUARRY_HOME"
+    )]
+    NoDataDir,
+
+    /// The store URL is malformed or of an unsupported kind.
+    #[error("invalid metadata store URL '{url}': {problem}")]
+    InvalidStoreUrl { url: String, problem: String },
+
+    /// The metadata store was written by a newer Quarry.
+    #[error(
+        "the metadata store at {store} has schema version {found}, but this Quarry only knows \
+         versions up to {known}: it was written by a newer Quarry. Upgrade Quarry, or point \
+         --store / --data-dir at another store"
+    )]
+    StoreTooNew {
+        store: String,
+        found: i64,
+        known: i64,
+    },
+
+    /// A migration recorded in the store differs from the one this build carries.
+    #[error(
+        "the metadata store at {store} recorded migration v{version} with checksum {found}, but \
+         this Quarry's v{version} has checksum {expected}: the store was created by a different \
+         build of Quarry or edited by hand. Use the Quarry build that created it, or start a new \
+         store with another --data-dir"
+    )]
+    StoreMigrationChanged {
+        store: String,
+        version: i64,
+        found: String,
+        expected: String,
+    },
+
+    /// The metadata store failed an operation.
+    #[error("metadata store error while {context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A file-system operation failed.
+    #[error("{context} '{}': {source}", path.display())]
+    Io {
+        context: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// DataFusion failed to plan or run a statement.
+    #[error("{0}")]
+    Sql(#[from] datafusion::error::DataFusionError),
+}
+
+impl Error {
+    /// An `InvalidConfig` error for `source_type` with `message`.
+    pub(crate) fn config(source_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            source_type: source_type.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A `Store` error: `context` says what Quarry was doing.
+    pub(crate) fn store(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Self {
+        let context = context.into();
+        move |source| Error::Store { context, source }
+    }
+
+    /// An `Io` error maker: `context` says what Quarry was doing to `path`.
+    pub fn io(
+        context: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        let path = path.into();
+        move |source| Error::Io {
+            context,
+            path,
+            source,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Quarry: an embedded federated SQL engine. Every database connection becomes a SQL
+//! catalog; tables are fetched lazily into a local Parquet cache and queried with Apache
+//! DataFusion.
+//!
+//! ```no_run
+//! # async fn demo() -> quarry::Result<()> {
+//! let engine = quarry::Engine::builder().data_dir("/tmp/quarry").build().await?;
+//! let batches = engine.sql("SELECT 1 + 1").await?.collect().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod connection;
+mod engine;
+pub mod error;
+pub mod id;
+pub mod secrets;
+pub mod source;
+pub mod store;
+
+pub use config::StoreUrl;
+pub use connection::{Connection, ConnectionName, ConnectionStatus};
+pub use engine::{Config, Engine, EngineBuilder};
+pub use error::{Error, Result};
+pub use id::ConnectionId;
+pub use source::{SourceConfig, SourceType};

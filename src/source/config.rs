@@ -1,0 +1,386 @@
+//! Typed, validated connection configs. Each rule has its own message; credentials are
+//! split out so the stored config never holds a secret.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use super::SourceType;
+use crate::error::{Error, Result};
+
+const SERVER_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "database",
+    "user",
+    "password",
+    "ssl_mode",
+    "ssl_root_cert",
+    "connect_timeout",
+    "statement_timeout",
+];
+const SQLITE_KEYS: &[&str] = &["path", "connect_timeout", "statement_timeout"];
+const SERVER_SECRETS: &[&str] = &["password"];
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SourceType {
+    /// The config keys this source type accepts.
+    pub fn config_keys(self) -> &'static [&'static str] {
+        match self {
+            SourceType::Postgres | SourceType::Mysql => SERVER_KEYS,
+            SourceType::Sqlite => SQLITE_KEYS,
+        }
+    }
+
+    /// The config keys holding credentials, stored encrypted and never shown.
+    pub fn secret_keys(self) -> &'static [&'static str] {
+        match self {
+            SourceType::Postgres | SourceType::Mysql => SERVER_SECRETS,
+            SourceType::Sqlite => &[],
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            SourceType::Mysql => 3306,
+            _ => 5432,
+        }
+    }
+}
+
+/// A validated connection config for one source type.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// A PostgreSQL server.
+    Postgres(ServerConfig),
+    /// A MySQL or MariaDB server.
+    Mysql(ServerConfig),
+    /// A SQLite file.
+    Sqlite(SqliteConfig),
+}
+
+/// Config of a database server source (PostgreSQL, MySQL/MariaDB).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port, 1-65535.
+    pub port: u16,
+    /// Database to read.
+    pub database: String,
+    /// User to log in as.
+    pub user: String,
+    /// Password, if any; `Debug` shows it redacted.
+    pub password: Option<SecretString>,
+    /// TLS policy.
+    pub ssl_mode: SslMode,
+    /// CA certificate for the verify-* modes.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Timeouts shared by every source.
+    pub options: CommonOptions,
+}
+
+/// Config of a SQLite file source.
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// The database file.
+    pub path: PathBuf,
+    /// Timeouts shared by every source.
+    pub options: CommonOptions,
+}
+
+/// Options every source understands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommonOptions {
+    /// How long to wait for a connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// Longest a source statement may run (default: no limit).
+    pub statement_timeout: Option<Duration>,
+}
+
+/// TLS policy of a server connection, named as libpq names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never use TLS.
+    Disable,
+    /// Use TLS when the server offers it.
+    Prefer,
+    /// Require TLS, without checking the certificate.
+    Require,
+    /// Require TLS and a certificate signed by `ssl_root_cert`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    const NAMES: &'static str = "disable, prefer, require, verify-ca, verify-full";
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    /// The libpq name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl SourceConfig {
+    /// Validates `config` (a JSON object, secrets included) as a config of `source_type`.
+    pub fn parse(source_type: SourceType, config: &Value) -> Result<Self> {
+        let fields = Fields::new(source_type, config)?;
+        let options = CommonOptions {
+            connect_timeout: fields
+                .duration("connect_timeout")?
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            statement_timeout: fields.duration("statement_timeout")?,
+        };
+        Ok(match source_type {
+            SourceType::Postgres => SourceConfig::Postgres(fields.server(options)?),
+            SourceType::Mysql => SourceConfig::Mysql(fields.server(options)?),
+            SourceType::Sqlite => SourceConfig::Sqlite(SqliteConfig {
+                path: fields.existing_file("path", "the SQLite database file")?,
+                options,
+            }),
+        })
+    }
+
+    /// The source type of this config.
+    pub fn source_type(&self) -> SourceType {
+        match self {
+            SourceConfig::Postgres(_) => SourceType::Postgres,
+            SourceConfig::Mysql(_) => SourceType::Mysql,
+            SourceConfig::Sqlite(_) => SourceType::Sqlite,
+        }
+    }
+
+    /// Validates `config` and splits it into the JSON object to store (no secrets) and the
+    /// credential values to encrypt, by field name.
+    pub fn split_secrets(
+        source_type: SourceType,
+        config: &Value,
+    ) -> Result<(Value, Vec<(String, SecretString)>)> {
+        Self::parse(source_type, config)?;
+        let mut public = config.as_object().cloned().unwrap_or_default();
+        let mut secrets = Vec::new();
+        for key in source_type.secret_keys() {
+            if let Some(Value::String(secret)) = public.remove(*key) {
+                secrets.push((key.to_string(), SecretString::from(secret)));
+            }
+        }
+        Ok((Value::Object(public), secrets))
+    }
+}
+
+/// Applies `patch` to `base` as a JSON merge patch (RFC 7396) of a flat object: a key set to
+/// `null` is removed, any other value replaces the old one.
+pub(crate) fn merge_patch(base: &Value, patch: &Value, source_type: SourceType) -> Result<Value> {
+    let Some(changes) = patch.as_object() else {
+        return Err(not_an_object(source_type));
+    };
+    let mut merged = base.as_object().cloned().unwrap_or_default();
+    for (key, value) in changes {
+        if value.is_null() {
+            merged.remove(key);
+        } else {
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    Ok(Value::Object(merged))
+}
+
+fn not_an_object(source_type: SourceType) -> Error {
+    let example = match source_type {
+        SourceType::Sqlite => r#"{"path": "/data/app.db"}"#,
+        _ => r#"{"host": "localhost", "database": "sales", "user": "reader"}"#,
+    };
+    Error::config(
+        source_type.as_str(),
+        format!("the config must be a JSON object, such as {example}"),
+    )
+}
+
+/// Typed access to a config object's fields, each failure with its own message.
+struct Fields<'a> {
+    source_type: SourceType,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(source_type: SourceType, config: &'a Value) -> Result<Self> {
+        let map = config
+            .as_object()
+            .ok_or_else(|| not_an_object(source_type))?;
+        let valid = source_type.config_keys();
+        for key in map.keys() {
+            if !valid.contains(&key.as_str()) {
+                let suggestion = valid
+                    .iter()
+                    .filter(|k| strsim::damerau_levenshtein(k, key) <= 2)
+                    .min_by_key(|k| strsim::damerau_levenshtein(k, key))
+                    .map(|k| format!(" (did you mean '{k}'?)"))
+                    .unwrap_or_default();
+                return Err(Error::config(
+                    source_type.as_str(),
+                    format!(
+                        "unknown key '{key}'{suggestion}; valid keys: {}",
+                        valid.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Fields { source_type, map })
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::config(self.source_type.as_str(), message)
+    }
+
+    fn is_secret(&self, key: &str) -> bool {
+        self.source_type.secret_keys().contains(&key)
+    }
+
+    /// A string field; never echoes the value of a secret field.
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() && !self.is_secret(key) => {
+                Err(self.error(format!("'{key}' must not be empty")))
+            }
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) if self.is_secret(key) => Err(self.error(format!(
+                "'{key}' must be a string, got a {}",
+                json_kind(other)
+            ))),
+            Some(other) => Err(self.error(format!("'{key}' must be a string, got {other}"))),
+        }
+    }
+
+    fn required_string(&self, key: &str, what: &str) -> Result<String> {
+        self.string(key)?
+            .ok_or_else(|| self.error(format!("'{key}' is required: {what}")))
+    }
+
+    fn port(&self) -> Result<u16> {
+        let default = self.source_type.default_port();
+        match self.map.get("port") {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
+                _ => Err(self.error(format!("'port' must be between 1 and 65535, got {n}"))),
+            },
+            Some(other) => Err(self.error(format!(
+                "'port' must be an integer between 1 and 65535, got {other}"
+            ))),
+        }
+    }
+
+    fn duration(&self, key: &str) -> Result<Option<Duration>> {
+        let bad = |got: &Value| {
+            self.error(format!(
+                "'{key}' must be a positive duration: seconds as a number, or text such as \
+                 \"30s\", \"500ms\" or \"2m\"; got {got}"
+            ))
+        };
+        let duration = match self.map.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(v @ Value::Number(n)) => n
+                .as_f64()
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .ok_or_else(|| bad(v))?,
+            Some(v @ Value::String(s)) => match s.trim().parse::<u64>() {
+                Ok(secs) => Duration::from_secs(secs),
+                Err(_) => humantime::parse_duration(s.trim()).map_err(|_| bad(v))?,
+            },
+            Some(other) => return Err(bad(other)),
+        };
+        if duration.is_zero() {
+            return Err(self.error(format!("'{key}' must be greater than zero")));
+        }
+        Ok(Some(duration))
+    }
+
+    fn existing_file(&self, key: &str, what: &str) -> Result<PathBuf> {
+        let path = PathBuf::from(self.required_string(key, what)?);
+        self.check_file(key, path)
+    }
+
+    fn check_file(&self, key: &str, path: PathBuf) -> Result<PathBuf> {
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(path),
+            Ok(_) => Err(self.error(format!(
+                "'{key}' must name a file, but '{}' is a directory",
+                path.display()
+            ))),
+            Err(_) => Err(self.error(format!(
+                "'{key}' file '{}' does not exist or cannot be read",
+                path.display()
+            ))),
+        }
+    }
+
+    fn server(&self, options: CommonOptions) -> Result<ServerConfig> {
+        let host = self.required_string("host", "the server's host name or address")?;
+        let port = self.port()?;
+        let database = self.required_string("database", "the database to read")?;
+        let user = self.required_string("user", "the user to log in as")?;
+        let password = self.string("password")?.map(SecretString::from);
+        let ssl_mode = match self.string("ssl_mode")? {
+            None => SslMode::Prefer,
+            Some(mode) => SslMode::parse(&mode).ok_or_else(|| {
+                self.error(format!(
+                    "'ssl_mode' must be one of {}, got '{mode}'",
+                    SslMode::NAMES
+                ))
+            })?,
+        };
+        let ssl_root_cert = match self.string("ssl_root_cert")? {
+            Some(path) => Some(self.check_file("ssl_root_cert", PathBuf::from(path))?),
+            None => None,
+        };
+        if matches!(ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) && ssl_root_cert.is_none() {
+            return Err(self.error(format!(
+                "ssl_mode '{}' needs 'ssl_root_cert', the path of the CA certificate to verify \
+                 the server with",
+                ssl_mode.as_str()
+            )));
+        }
+        Ok(ServerConfig {
+            host,
+            port,
+            database,
+            user,
+            password,
+            ssl_mode,
+            ssl_root_cert,
+            options,
+        })
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

@@ -1,0 +1,156 @@
+//! The metadata store: connections, encrypted secrets, discovered tables and columns, and
+//! cache entries, behind one async trait. SQLite (embedded default) and PostgreSQL (shared
+//! by several processes) share one implementation; their differences live in `dialect`.
+
+mod dialect;
+mod migrations;
+mod sql;
+
+pub use dialect::Dialect;
+pub use migrations::{MIGRATIONS_TABLE, Migration, migrations};
+pub use sql::SqlStore;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::StoreUrl;
+use crate::connection::{Connection, ConnectionName};
+use crate::error::Result;
+use crate::id::ConnectionId;
+use crate::secrets::SealedSecret;
+use crate::source::SourceType;
+
+/// A connection about to be stored. Its secrets are already sealed.
+#[derive(Clone, Debug)]
+pub struct NewConnection {
+    /// The id, generated before sealing since it is the secrets' associated data.
+    pub id: ConnectionId,
+    /// Validated name.
+    pub name: ConnectionName,
+    /// Kind of source.
+    pub source_type: SourceType,
+    /// Validated config without secrets.
+    pub config: serde_json::Value,
+    /// Sealed credentials.
+    pub secrets: Vec<SealedSecret>,
+}
+
+/// A change to a connection's config and secrets.
+#[derive(Clone, Debug)]
+pub struct ConfigUpdate {
+    /// The new full config without secrets.
+    pub config: serde_json::Value,
+    /// Secrets to add or replace.
+    pub set_secrets: Vec<SealedSecret>,
+    /// Secret fields to delete.
+    pub remove_secrets: Vec<String>,
+}
+
+/// A discovered source table and its columns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableRecord {
+    /// Source schema (`main` for SQLite).
+    pub schema: String,
+    /// Source table name.
+    pub name: String,
+    /// `table` or `view`.
+    pub table_type: String,
+    /// The source's row estimate.
+    pub row_estimate: Option<i64>,
+    /// The Arrow schema a fetch must produce, serialized.
+    pub arrow_schema: Option<String>,
+    /// When it was discovered.
+    pub discovered_at: DateTime<Utc>,
+    /// How many times it has been fetched into the cache.
+    pub fetch_count: i64,
+    /// Its columns in ordinal order.
+    pub columns: Vec<ColumnRecord>,
+}
+
+/// A discovered column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnRecord {
+    /// Column name.
+    pub name: String,
+    /// 1-based position.
+    pub ordinal_position: i64,
+    /// Exact source type text, e.g. `numeric(38,10)`.
+    pub source_type: String,
+    /// Numeric precision, where the type has one.
+    pub numeric_precision: Option<i64>,
+    /// Numeric scale, where the type has one.
+    pub numeric_scale: Option<i64>,
+    /// Whether NULLs are allowed.
+    pub is_nullable: bool,
+    /// The Arrow type it maps to.
+    pub arrow_type: String,
+}
+
+/// One immutable, versioned Parquet file holding a full copy of a source table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheEntry {
+    /// Owning connection.
+    pub connection_id: ConnectionId,
+    /// Source schema.
+    pub table_schema: String,
+    /// Source table.
+    pub table_name: String,
+    /// Version, increasing per table.
+    pub version: i64,
+    /// File path relative to the data dir.
+    pub path: String,
+    /// Rows in the file.
+    pub row_count: i64,
+    /// File size in bytes.
+    pub byte_size: i64,
+    /// Arrow schema of the file, serialized.
+    pub arrow_schema: String,
+    /// When the fetch finished.
+    pub fetched_at: DateTime<Utc>,
+    /// False once a newer version replaced it (kept until readers are done).
+    pub is_current: bool,
+}
+
+/// Everything Quarry keeps about connections, behind one async interface.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + Debug {
+    /// Where the store lives, for messages (never shows a password).
+    fn describe(&self) -> String;
+
+    /// Stores a new connection and its sealed secrets. Fails if the name is taken.
+    async fn insert_connection(&self, new: &NewConnection) -> Result<Connection>;
+    /// The connection with this id.
+    async fn connection(&self, id: &ConnectionId) -> Result<Option<Connection>>;
+    /// The connection with this name.
+    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<Connection>>;
+    /// Every connection, ordered by name.
+    async fn connections(&self) -> Result<Vec<Connection>>;
+    /// Renames a connection, keeping its id. Fails if the new name is taken.
+    async fn rename_connection(&self, id: &ConnectionId, name: &ConnectionName)
+    -> Result<Connection>;
+    /// Replaces a connection's config and applies the secret changes, atomically.
+    async fn update_connection(&self, id: &ConnectionId, update: &ConfigUpdate)
+    -> Result<Connection>;
+    /// Deletes a connection with its secrets, tables, columns and cache entries.
+    /// Returns whether it existed.
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<bool>;
+    /// A connection's sealed secrets.
+    async fn secrets(&self, id: &ConnectionId) -> Result<Vec<SealedSecret>>;
+
+    /// Replaces the discovered tables (and their columns) of a connection.
+    async fn replace_tables(&self, id: &ConnectionId, tables: &[TableRecord]) -> Result<()>;
+    /// A connection's discovered tables with their columns, ordered by schema and name.
+    async fn tables(&self, id: &ConnectionId) -> Result<Vec<TableRecord>>;
+    /// Records a cache entry for a discovered table.
+    async fn insert_cache_entry(&self, entry: &CacheEntry) -> Result<()>;
+    /// A connection's cache entries.
+    async fn cache_entries(&self, id: &ConnectionId) -> Result<Vec<CacheEntry>>;
+}
+
+/// Opens (creating and migrating as needed) the store at `url`.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn MetadataStore>> {
+    Ok(Arc::new(SqlStore::open(url).await?))
+}

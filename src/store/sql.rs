@@ -1,0 +1,581 @@
+//! The SQL implementation of [`MetadataStore`], shared by the SQLite and PostgreSQL
+//! backends through sqlx's `Any` driver: the queries are portable (`$n` parameters, text
+//! timestamps, `ON CONFLICT` upserts), so both backends run the very same code.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use super::{
+    CacheEntry, ColumnRecord, ConfigUpdate, Dialect, MetadataStore, NewConnection, TableRecord,
+    migrations,
+};
+use crate::config::StoreUrl;
+use crate::connection::{Connection, ConnectionName, ConnectionStatus};
+use crate::error::{Error, Result};
+use crate::id::ConnectionId;
+use crate::secrets::SealedSecret;
+use crate::source::SourceType;
+
+/// A metadata store in a SQLite file or a PostgreSQL database.
+#[derive(Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    describe: String,
+}
+
+/// Store timestamps are RFC 3339 UTC text with microseconds: portable, and they sort.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| sqlx::Error::Decode(format!("bad timestamp '{text}' in the store: {e}").into()))
+}
+
+fn optional_timestamp(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    row.try_get::<Option<String>, _>(column)?
+        .map(|t| parse_timestamp(&t))
+        .transpose()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
+}
+
+fn sqlite_url(path: &Path) -> Result<String> {
+    let absolute =
+        std::path::absolute(path).map_err(Error::io("cannot resolve the store path", path))?;
+    let file_url = url::Url::from_file_path(&absolute).map_err(|()| Error::InvalidStoreUrl {
+        url: path.display().to_string(),
+        problem: "not a usable file path".into(),
+    })?;
+    Ok(format!("sqlite://{}?mode=rwc", file_url.path()))
+}
+
+const CONNECTION_COLUMNS: &str = "id, name, source_type, config, created_at, updated_at, \
+     last_tested_at, test_status, test_latency_ms, test_error, server_version";
+
+impl SqlStore {
+    /// Opens the store at `url`, creating it if needed, and applies pending migrations.
+    pub async fn open(url: &StoreUrl) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let describe = url.to_string();
+        let (dialect, any_url) = match url {
+            StoreUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(Error::io("cannot create the store's directory", dir))?;
+                }
+                (Dialect::Sqlite, sqlite_url(path)?)
+            }
+            StoreUrl::Postgres(url) => (Dialect::Postgres, url.clone()),
+        };
+        let options = AnyConnectOptions::from_str(&any_url).map_err(|e| Error::InvalidStoreUrl {
+            url: describe.clone(),
+            problem: e.to_string(),
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(dialect.max_connections())
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(Error::store(format!("opening the store at {describe}")))?;
+        if dialect == Dialect::Sqlite {
+            // Persistent in the file: readers never block the writer.
+            sqlx::raw_sql("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .map_err(Error::store(format!("enabling WAL on {describe}")))?;
+        }
+        migrations::apply(&pool, dialect, &describe).await?;
+        Ok(SqlStore {
+            pool,
+            dialect,
+            describe,
+        })
+    }
+
+    /// The backend dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The underlying pool, for tests and tooling that inspect the store directly.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn secret_fields(&self, id: Option<&ConnectionId>) -> Result<HashMap<String, Vec<String>>> {
+        let rows = match id {
+            Some(id) => {
+                sqlx::query(
+                    "SELECT connection_id, field FROM secrets WHERE connection_id = $1 ORDER BY field",
+                )
+                .bind(id.as_str())
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("SELECT connection_id, field FROM secrets ORDER BY field")
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(Error::store("reading secret fields"))?;
+        let mut fields: HashMap<String, Vec<String>> = HashMap::new();
+        for row in rows {
+            let conn: String = row.try_get("connection_id").map_err(Error::store("reading secret fields"))?;
+            let field: String = row.try_get("field").map_err(Error::store("reading secret fields"))?;
+            fields.entry(conn).or_default().push(field);
+        }
+        Ok(fields)
+    }
+
+    async fn load_connections(&self, filter: &str, value: Option<&str>) -> Result<Vec<Connection>> {
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections {filter} ORDER BY name");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(value) = value {
+            query = query.bind(value);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::store("reading connections"))?;
+        let only = match (rows.len(), rows.first()) {
+            (1, Some(row)) => Some(ConnectionId::parse(&row.try_get::<String, _>("id").map_err(Error::store("reading connections"))?)?),
+            _ => None,
+        };
+        let mut secret_fields = self.secret_fields(only.as_ref()).await?;
+        rows.iter()
+            .map(|row| self.connection_from_row(row, &mut secret_fields))
+            .collect()
+    }
+
+    fn connection_from_row(
+        &self,
+        row: &AnyRow,
+        secret_fields: &mut HashMap<String, Vec<String>>,
+    ) -> Result<Connection> {
+        let read = || -> Result<_, sqlx::Error> {
+            Ok((
+                row.try_get::<String, _>("id")?,
+                row.try_get::<String, _>("name")?,
+                row.try_get::<String, _>("source_type")?,
+                row.try_get::<String, _>("config")?,
+                parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
+                parse_timestamp(&row.try_get::<String, _>("updated_at")?)?,
+                ConnectionStatus {
+                    last_tested_at: optional_timestamp(row, "last_tested_at")?,
+                    test_status: row.try_get("test_status")?,
+                    test_latency_ms: row.try_get("test_latency_ms")?,
+                    test_error: row.try_get("test_error")?,
+                    server_version: row.try_get("server_version")?,
+                },
+            ))
+        };
+        let (id, name, source_type, config, created_at, updated_at, status) =
+            read().map_err(Error::store("reading a connection"))?;
+        let config = serde_json::from_str(&config).map_err(|e| Error::Store {
+            context: format!("reading the config of connection {id}"),
+            source: sqlx::Error::Decode(e.into()),
+        })?;
+        Ok(Connection {
+            secret_fields: secret_fields.remove(&id).unwrap_or_default(),
+            id: ConnectionId::parse(&id)?,
+            name: ConnectionName::parse(&name)?,
+            source_type: SourceType::parse(&source_type)?,
+            config,
+            created_at,
+            updated_at,
+            status,
+        })
+    }
+
+    async fn must_get(&self, id: &ConnectionId) -> Result<Connection> {
+        self.connection(id)
+            .await?
+            .ok_or_else(|| Error::ConnectionNotFound(id.to_string()))
+    }
+}
+
+async fn upsert_secrets(
+    tx: &mut sqlx::AnyConnection,
+    id: &ConnectionId,
+    secrets: &[SealedSecret],
+) -> Result<(), sqlx::Error> {
+    for secret in secrets {
+        sqlx::query(
+            "INSERT INTO secrets (connection_id, field, key_id, nonce, ciphertext)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (connection_id, field) DO UPDATE
+             SET key_id = excluded.key_id, nonce = excluded.nonce, ciphertext = excluded.ciphertext",
+        )
+        .bind(id.as_str())
+        .bind(&secret.field)
+        .bind(&secret.key_id)
+        .bind(&secret.nonce)
+        .bind(&secret.ciphertext)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MetadataStore for SqlStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn insert_connection(&self, new: &NewConnection) -> Result<Connection> {
+        let now = timestamp(Utc::now());
+        let insert = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO connections (id, name, source_type, config, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(new.id.as_str())
+            .bind(new.name.as_str())
+            .bind(new.source_type.as_str())
+            .bind(new.config.to_string())
+            .bind(&now)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            upsert_secrets(&mut tx, &new.id, &new.secrets).await?;
+            tx.commit().await
+        };
+        insert.await.map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::ConnectionExists {
+                    name: new.name.to_string(),
+                }
+            } else {
+                Error::store(format!("creating connection '{}'", new.name))(e)
+            }
+        })?;
+        self.must_get(&new.id).await
+    }
+
+    async fn connection(&self, id: &ConnectionId) -> Result<Option<Connection>> {
+        Ok(self
+            .load_connections("WHERE id = $1", Some(id.as_str()))
+            .await?
+            .pop())
+    }
+
+    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<Connection>> {
+        Ok(self
+            .load_connections("WHERE name = $1", Some(name.as_str()))
+            .await?
+            .pop())
+    }
+
+    async fn connections(&self) -> Result<Vec<Connection>> {
+        self.load_connections("", None).await
+    }
+
+    async fn rename_connection(
+        &self,
+        id: &ConnectionId,
+        name: &ConnectionName,
+    ) -> Result<Connection> {
+        let result = sqlx::query("UPDATE connections SET name = $1, updated_at = $2 WHERE id = $3")
+            .bind(name.as_str())
+            .bind(timestamp(Utc::now()))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::ConnectionExists {
+                        name: name.to_string(),
+                    }
+                } else {
+                    Error::store(format!("renaming connection {id}"))(e)
+                }
+            })?;
+        if result.rows_affected() == 0 {
+            return Err(Error::ConnectionNotFound(id.to_string()));
+        }
+        self.must_get(id).await
+    }
+
+    async fn update_connection(
+        &self,
+        id: &ConnectionId,
+        update: &ConfigUpdate,
+    ) -> Result<Connection> {
+        let apply = async {
+            let mut tx = self.pool.begin().await?;
+            let changed = sqlx::query("UPDATE connections SET config = $1, updated_at = $2 WHERE id = $3")
+                .bind(update.config.to_string())
+                .bind(timestamp(Utc::now()))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed == 0 {
+                return Ok(false);
+            }
+            upsert_secrets(&mut tx, id, &update.set_secrets).await?;
+            for field in &update.remove_secrets {
+                sqlx::query("DELETE FROM secrets WHERE connection_id = $1 AND field = $2")
+                    .bind(id.as_str())
+                    .bind(field)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        };
+        let found = apply
+            .await
+            .map_err(Error::store(format!("updating connection {id}")))?;
+        if !found {
+            return Err(Error::ConnectionNotFound(id.to_string()));
+        }
+        self.must_get(id).await
+    }
+
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM connections WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(Error::store(format!("deleting connection {id}")))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn secrets(&self, id: &ConnectionId) -> Result<Vec<SealedSecret>> {
+        let rows = sqlx::query(
+            "SELECT field, key_id, nonce, ciphertext FROM secrets WHERE connection_id = $1 ORDER BY field",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::store(format!("reading the secrets of {id}")))?;
+        rows.iter()
+            .map(|row| {
+                Ok(SealedSecret {
+                    field: row.try_get("field")?,
+                    key_id: row.try_get("key_id")?,
+                    nonce: row.try_get("nonce")?,
+                    ciphertext: row.try_get("ciphertext")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::store(format!("reading the secrets of {id}")))
+    }
+
+    async fn replace_tables(&self, id: &ConnectionId, tables: &[TableRecord]) -> Result<()> {
+        let apply = async {
+            let mut tx = self.pool.begin().await?;
+            let existing: Vec<(String, String)> =
+                sqlx::query("SELECT table_schema, table_name FROM source_tables WHERE connection_id = $1")
+                    .bind(id.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.try_get("table_schema")?, row.try_get("table_name")?)))
+                    .collect::<Result<_, sqlx::Error>>()?;
+            for (schema, name) in &existing {
+                if !tables.iter().any(|t| &t.schema == schema && &t.name == name) {
+                    sqlx::query(
+                        "DELETE FROM source_tables
+                         WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+                    )
+                    .bind(id.as_str())
+                    .bind(schema)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            for table in tables {
+                sqlx::query(
+                    "INSERT INTO source_tables (connection_id, table_schema, table_name, table_type,
+                         row_estimate, arrow_schema, discovered_at, fetch_count)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (connection_id, table_schema, table_name) DO UPDATE
+                     SET table_type = excluded.table_type, row_estimate = excluded.row_estimate,
+                         arrow_schema = excluded.arrow_schema, discovered_at = excluded.discovered_at",
+                )
+                .bind(id.as_str())
+                .bind(&table.schema)
+                .bind(&table.name)
+                .bind(&table.table_type)
+                .bind(table.row_estimate)
+                .bind(&table.arrow_schema)
+                .bind(timestamp(table.discovered_at))
+                .bind(table.fetch_count)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM source_columns
+                     WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+                )
+                .bind(id.as_str())
+                .bind(&table.schema)
+                .bind(&table.name)
+                .execute(&mut *tx)
+                .await?;
+                for column in &table.columns {
+                    sqlx::query(
+                        "INSERT INTO source_columns (connection_id, table_schema, table_name,
+                             column_name, ordinal_position, source_type, numeric_precision,
+                             numeric_scale, is_nullable, arrow_type)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(id.as_str())
+                    .bind(&table.schema)
+                    .bind(&table.name)
+                    .bind(&column.name)
+                    .bind(column.ordinal_position)
+                    .bind(&column.source_type)
+                    .bind(column.numeric_precision)
+                    .bind(column.numeric_scale)
+                    .bind(i64::from(column.is_nullable))
+                    .bind(&column.arrow_type)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await
+        };
+        apply
+            .await
+            .map_err(Error::store(format!("saving the tables of {id}")))
+    }
+
+    async fn tables(&self, id: &ConnectionId) -> Result<Vec<TableRecord>> {
+        let context = format!("reading the tables of {id}");
+        let load = async {
+            let column_rows = sqlx::query(
+                "SELECT table_schema, table_name, column_name, ordinal_position, source_type,
+                        numeric_precision, numeric_scale, is_nullable, arrow_type
+                 FROM source_columns WHERE connection_id = $1
+                 ORDER BY table_schema, table_name, ordinal_position",
+            )
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            let mut columns: HashMap<(String, String), Vec<ColumnRecord>> = HashMap::new();
+            for row in &column_rows {
+                columns
+                    .entry((row.try_get("table_schema")?, row.try_get("table_name")?))
+                    .or_default()
+                    .push(ColumnRecord {
+                        name: row.try_get("column_name")?,
+                        ordinal_position: row.try_get("ordinal_position")?,
+                        source_type: row.try_get("source_type")?,
+                        numeric_precision: row.try_get("numeric_precision")?,
+                        numeric_scale: row.try_get("numeric_scale")?,
+                        is_nullable: row.try_get::<i64, _>("is_nullable")? != 0,
+                        arrow_type: row.try_get("arrow_type")?,
+                    });
+            }
+            let table_rows = sqlx::query(
+                "SELECT table_schema, table_name, table_type, row_estimate, arrow_schema,
+                        discovered_at, fetch_count
+                 FROM source_tables WHERE connection_id = $1
+                 ORDER BY table_schema, table_name",
+            )
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            table_rows
+                .iter()
+                .map(|row| {
+                    let schema: String = row.try_get("table_schema")?;
+                    let name: String = row.try_get("table_name")?;
+                    Ok(TableRecord {
+                        columns: columns
+                            .remove(&(schema.clone(), name.clone()))
+                            .unwrap_or_default(),
+                        schema,
+                        name,
+                        table_type: row.try_get("table_type")?,
+                        row_estimate: row.try_get("row_estimate")?,
+                        arrow_schema: row.try_get("arrow_schema")?,
+                        discovered_at: parse_timestamp(&row.try_get::<String, _>("discovered_at")?)?,
+                        fetch_count: row.try_get("fetch_count")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        };
+        load.await.map_err(Error::store(context))
+    }
+
+    async fn insert_cache_entry(&self, entry: &CacheEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cache_entries (connection_id, table_schema, table_name, version, path,
+                 row_count, byte_size, arrow_schema, fetched_at, is_current)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(entry.connection_id.as_str())
+        .bind(&entry.table_schema)
+        .bind(&entry.table_name)
+        .bind(entry.version)
+        .bind(&entry.path)
+        .bind(entry.row_count)
+        .bind(entry.byte_size)
+        .bind(&entry.arrow_schema)
+        .bind(timestamp(entry.fetched_at))
+        .bind(i64::from(entry.is_current))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::store(format!(
+            "recording the cache entry of {}.{}",
+            entry.table_schema, entry.table_name
+        )))?;
+        Ok(())
+    }
+
+    async fn cache_entries(&self, id: &ConnectionId) -> Result<Vec<CacheEntry>> {
+        let rows = sqlx::query(
+            "SELECT table_schema, table_name, version, path, row_count, byte_size, arrow_schema,
+                    fetched_at, is_current
+             FROM cache_entries WHERE connection_id = $1
+             ORDER BY table_schema, table_name, version",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::store(format!("reading the cache entries of {id}")))?;
+        rows.iter()
+            .map(|row| {
+                Ok(CacheEntry {
+                    connection_id: id.clone(),
+                    table_schema: row.try_get("table_schema")?,
+                    table_name: row.try_get("table_name")?,
+                    version: row.try_get("version")?,
+                    path: row.try_get("path")?,
+                    row_count: row.try_get("row_count")?,
+                    byte_size: row.try_get("byte_size")?,
+                    arrow_schema: row.try_get("arrow_schema")?,
+                    fetched_at: parse_timestamp(&row.try_get::<String, _>("fetched_at")?)?,
+                    is_current: row.try_get::<i64, _>("is_current")? != 0,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::store(format!("reading the cache entries of {id}")))
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests, in one binary so DataFusion is linked once. Tests that need a server
+//! talk to the real PostgreSQL/MariaDB given by QUARRY_TEST_PG_URL / QUARRY_TEST_MYSQL_URL.
+
+mod cli;
+mod config_rules;
+mod secrets;
+mod store_suite;
+mod support;
