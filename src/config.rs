@@ -115,7 +115,9 @@ mod tests {
             StoreUrl::parse("/tmp/y.db").unwrap(),
             StoreUrl::Sqlite("/tmp/y.db".into())
         );
-        let msg = StoreUrl::parse("mysql://root:pw@h/db").unwrap_err().to_string();
+        let msg = StoreUrl::parse("mysql://root:pw@h/db")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("unsupported scheme"), "{msg}");
         assert!(!msg.contains(":pw@"), "{msg}");
     }

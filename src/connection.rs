@@ -153,7 +153,10 @@ mod tests {
             ("sales-db", "it contains '-'"),
             ("sales db", "it contains ' '"),
             ("ventes_é", "it contains 'é'"),
-            (too_long.as_str(), "it is 64 characters long, the limit is 63"),
+            (
+                too_long.as_str(),
+                "it is 64 characters long, the limit is 63",
+            ),
         ];
         for (name, problem) in cases {
             let msg = message(name);

@@ -68,10 +68,11 @@ impl EngineBuilder {
         let data_dir = config::resolve_data_dir(self.data_dir)?;
         std::fs::create_dir_all(&data_dir)
             .map_err(Error::io("cannot create the data directory", &data_dir))?;
-        let store_url = match self
-            .store_url
-            .or_else(|| std::env::var(config::STORE_ENV).ok().filter(|u| !u.is_empty()))
-        {
+        let store_url = match self.store_url.or_else(|| {
+            std::env::var(config::STORE_ENV)
+                .ok()
+                .filter(|u| !u.is_empty())
+        }) {
             Some(url) => StoreUrl::parse(&url)?,
             None => StoreUrl::default_in(&data_dir),
         };
@@ -80,9 +81,8 @@ impl EngineBuilder {
             None => KeySource::from_env_or_file(&data_dir)?,
         };
         let store = store::open(&store_url).await?;
-        let session = SessionContext::new_with_config(
-            SessionConfig::new().with_information_schema(true),
-        );
+        let session =
+            SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
         Ok(Engine {
             inner: Arc::new(Inner {
                 config: Config {
@@ -152,8 +152,7 @@ impl Engine {
 
     /// Splits a script into statements, in the SQL dialect Quarry speaks.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        Ok(DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-            .map_err(datafusion::error::DataFusionError::from)?
+        Ok(DFParser::parse_sql_with_dialect(sql, &GenericDialect {})?
             .into_iter()
             .collect())
     }
@@ -267,10 +266,10 @@ impl Engine {
         let connection = self.connection(name_or_id).await?;
         let mut full = connection.config.clone();
         for sealed in self.inner.store.secrets(&connection.id).await? {
-            let value = self
-                .inner
-                .cipher
-                .open(&connection.id, connection.name.as_str(), &sealed)?;
+            let value =
+                self.inner
+                    .cipher
+                    .open(&connection.id, connection.name.as_str(), &sealed)?;
             full[sealed.field.as_str()] = Value::String(value.expose_secret().to_owned());
         }
         SourceConfig::parse(connection.source_type, &full)

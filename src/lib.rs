@@ -24,3 +24,8 @@ pub use engine::{Config, Engine, EngineBuilder};
 pub use error::{Error, Result};
 pub use id::ConnectionId;
 pub use source::{SourceConfig, SourceType};
+
+/// Compiles the README's code examples as doctests, so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -57,7 +57,13 @@ impl SecretKey {
     }
 
     fn from_bytes(bytes: [u8; 32]) -> Self {
-        let digest = Sha256::digest(b"quarry key id\0".iter().chain(&bytes).copied().collect::<Vec<_>>());
+        let digest = Sha256::digest(
+            b"quarry key id\0"
+                .iter()
+                .chain(&bytes)
+                .copied()
+                .collect::<Vec<_>>(),
+        );
         let id = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         SecretKey {
             bytes: Zeroizing::new(bytes),
@@ -164,7 +170,12 @@ impl SecretCipher {
     }
 
     /// Encrypts `value` of config key `field` for connection `id`.
-    pub fn seal(&self, id: &ConnectionId, field: &str, value: &SecretString) -> Result<SealedSecret> {
+    pub fn seal(
+        &self,
+        id: &ConnectionId,
+        field: &str,
+        value: &SecretString,
+    ) -> Result<SealedSecret> {
         let key = self.key(true)?;
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.bytes.as_slice()));
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
@@ -186,7 +197,12 @@ impl SecretCipher {
     }
 
     /// Decrypts `sealed`, a secret of connection `id` (named `name` in messages).
-    pub fn open(&self, id: &ConnectionId, name: &str, sealed: &SealedSecret) -> Result<SecretString> {
+    pub fn open(
+        &self,
+        id: &ConnectionId,
+        name: &str,
+        sealed: &SealedSecret,
+    ) -> Result<SecretString> {
         let fail = |cause: String| Error::SecretDecrypt {
             connection: name.to_owned(),
             id: id.to_string(),
@@ -194,7 +210,9 @@ impl SecretCipher {
         };
         let key = self.key(false).map_err(|e| fail(e.to_string()))?;
         if sealed.nonce.len() != 12 {
-            return Err(fail("the stored secret is malformed (bad nonce length)".into()));
+            return Err(fail(
+                "the stored secret is malformed (bad nonce length)".into(),
+            ));
         }
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.bytes.as_slice()));
         let plain = cipher
@@ -329,7 +347,10 @@ mod tests {
             .seal(&id, "password", &SecretString::from("pw".to_owned()))
             .unwrap();
         let other = ConnectionId::generate();
-        let msg = cipher.open(&other, "other", &sealed).unwrap_err().to_string();
+        let msg = cipher
+            .open(&other, "other", &sealed)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("altered or corrupted"), "{msg}");
     }
 
@@ -338,7 +359,10 @@ mod tests {
         let msg = SecretKey::from_base64("not base64!", KEY_ENV)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("QUARRY_SECRET_KEY is not valid base64"), "{msg}");
+        assert!(
+            msg.contains("QUARRY_SECRET_KEY is not valid base64"),
+            "{msg}"
+        );
         let short = BASE64.encode([1u8; 16]);
         let msg = SecretKey::from_base64(&short, KEY_ENV)
             .unwrap_err()

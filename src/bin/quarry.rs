@@ -19,7 +19,12 @@ struct Cli {
 
     /// Metadata store: postgres://user@host/db to share one between processes
     /// [default: quarry.db in the data directory]
-    #[arg(long = "store", env = "QUARRY_STORE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long = "store",
+        env = "QUARRY_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     store_url: Option<String>,
 
     /// Run these SQL statements, print their results and exit
@@ -71,7 +76,11 @@ async fn run_script(engine: &Engine, sql: &str) -> quarry::Result<()> {
     for statement in engine.parse(sql)? {
         let batches = engine.execute(statement).await?.collect().await?;
         if batches.iter().any(|b| b.num_columns() > 0) {
-            println!("{}", pretty_format_batches(&batches).map_err(datafusion::error::DataFusionError::from)?);
+            println!(
+                "{}",
+                pretty_format_batches(&batches)
+                    .map_err(datafusion::error::DataFusionError::from)?
+            );
         }
     }
     Ok(())

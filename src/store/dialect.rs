@@ -27,7 +27,9 @@ impl Dialect {
     pub(crate) fn lock_statement(self) -> Option<String> {
         match self {
             Dialect::Sqlite => None,
-            Dialect::Postgres => Some(format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")),
+            Dialect::Postgres => Some(format!(
+                "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+            )),
         }
     }
 

@@ -90,7 +90,11 @@ pub(crate) async fn apply(pool: &AnyPool, dialect: Dialect, store: &str) -> Resu
 
     let known = migrations(dialect);
     let newest_known = known.last().map_or(0, |m| m.version);
-    if let Some((&found, _)) = applied.iter().next_back().filter(|(v, _)| **v > newest_known) {
+    if let Some((&found, _)) = applied
+        .iter()
+        .next_back()
+        .filter(|(v, _)| **v > newest_known)
+    {
         return Err(Error::StoreTooNew {
             store: store.to_owned(),
             found,
@@ -112,7 +116,10 @@ pub(crate) async fn apply(pool: &AnyPool, dialect: Dialect, store: &str) -> Resu
                 sqlx::raw_sql(AssertSqlSafe(migration.sql))
                     .execute(&mut *tx)
                     .await
-                    .map_err(failed(&format!("applying migration v{}", migration.version)))?;
+                    .map_err(failed(&format!(
+                        "applying migration v{}",
+                        migration.version
+                    )))?;
                 sqlx::query(AssertSqlSafe(format!(
                     "INSERT INTO {MIGRATIONS_TABLE} (version, checksum, applied_at) VALUES ($1, $2, $3)"
                 )))
@@ -122,9 +129,15 @@ pub(crate) async fn apply(pool: &AnyPool, dialect: Dialect, store: &str) -> Resu
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("recording a migration"))?;
-                tracing::info!(version = migration.version, store, "applied store migration");
+                tracing::info!(
+                    version = migration.version,
+                    store,
+                    "applied store migration"
+                );
             }
         }
     }
-    tx.commit().await.map_err(failed("committing the migration"))
+    tx.commit()
+        .await
+        .map_err(failed("committing the migration"))
 }

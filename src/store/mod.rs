@@ -129,11 +129,17 @@ pub trait MetadataStore: Send + Sync + Debug {
     /// Every connection, ordered by name.
     async fn connections(&self) -> Result<Vec<Connection>>;
     /// Renames a connection, keeping its id. Fails if the new name is taken.
-    async fn rename_connection(&self, id: &ConnectionId, name: &ConnectionName)
-    -> Result<Connection>;
+    async fn rename_connection(
+        &self,
+        id: &ConnectionId,
+        name: &ConnectionName,
+    ) -> Result<Connection>;
     /// Replaces a connection's config and applies the secret changes, atomically.
-    async fn update_connection(&self, id: &ConnectionId, update: &ConfigUpdate)
-    -> Result<Connection>;
+    async fn update_connection(
+        &self,
+        id: &ConnectionId,
+        update: &ConfigUpdate,
+    ) -> Result<Connection>;
     /// Deletes a connection with its secrets, tables, columns and cache entries.
     /// Returns whether it existed.
     async fn delete_connection(&self, id: &ConnectionId) -> Result<bool>;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, Connection as _, Row};
 
 use super::{
     CacheEntry, ColumnRecord, ConfigUpdate, Dialect, MetadataStore, NewConnection, TableRecord,
@@ -39,7 +39,9 @@ pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
 fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| sqlx::Error::Decode(format!("bad timestamp '{text}' in the store: {e}").into()))
+        .map_err(|e| {
+            sqlx::Error::Decode(format!("bad timestamp '{text}' in the store: {e}").into())
+        })
 }
 
 fn optional_timestamp(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
@@ -81,10 +83,19 @@ impl SqlStore {
             }
             StoreUrl::Postgres(url) => (Dialect::Postgres, url.clone()),
         };
-        let options = AnyConnectOptions::from_str(&any_url).map_err(|e| Error::InvalidStoreUrl {
-            url: describe.clone(),
-            problem: e.to_string(),
-        })?;
+        let options =
+            AnyConnectOptions::from_str(&any_url).map_err(|e| Error::InvalidStoreUrl {
+                url: describe.clone(),
+                problem: e.to_string(),
+            })?;
+        // One direct connection first: a pool would hide the cause (refused, auth, missing
+        // database) behind "pool timed out".
+        let probe = sqlx::AnyConnection::connect_with(&options)
+            .await
+            .map_err(Error::store(format!(
+                "connecting to the store at {describe}"
+            )))?;
+        let _ = probe.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(dialect.max_connections())
             .acquire_timeout(Duration::from_secs(30))
@@ -121,16 +132,17 @@ impl SqlStore {
         self.pool.close().await;
     }
 
-    async fn secret_fields(&self, id: Option<&ConnectionId>) -> Result<HashMap<String, Vec<String>>> {
+    async fn secret_fields(
+        &self,
+        id: Option<&ConnectionId>,
+    ) -> Result<HashMap<String, Vec<String>>> {
         let rows = match id {
-            Some(id) => {
-                sqlx::query(
-                    "SELECT connection_id, field FROM secrets WHERE connection_id = $1 ORDER BY field",
-                )
-                .bind(id.as_str())
-                .fetch_all(&self.pool)
-                .await
-            }
+            Some(id) => sqlx::query(
+                "SELECT connection_id, field FROM secrets WHERE connection_id = $1 ORDER BY field",
+            )
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await,
             None => {
                 sqlx::query("SELECT connection_id, field FROM secrets ORDER BY field")
                     .fetch_all(&self.pool)
@@ -140,8 +152,12 @@ impl SqlStore {
         .map_err(Error::store("reading secret fields"))?;
         let mut fields: HashMap<String, Vec<String>> = HashMap::new();
         for row in rows {
-            let conn: String = row.try_get("connection_id").map_err(Error::store("reading secret fields"))?;
-            let field: String = row.try_get("field").map_err(Error::store("reading secret fields"))?;
+            let conn: String = row
+                .try_get("connection_id")
+                .map_err(Error::store("reading secret fields"))?;
+            let field: String = row
+                .try_get("field")
+                .map_err(Error::store("reading secret fields"))?;
             fields.entry(conn).or_default().push(field);
         }
         Ok(fields)
@@ -158,7 +174,10 @@ impl SqlStore {
             .await
             .map_err(Error::store("reading connections"))?;
         let only = match (rows.len(), rows.first()) {
-            (1, Some(row)) => Some(ConnectionId::parse(&row.try_get::<String, _>("id").map_err(Error::store("reading connections"))?)?),
+            (1, Some(row)) => Some(ConnectionId::parse(
+                &row.try_get::<String, _>("id")
+                    .map_err(Error::store("reading connections"))?,
+            )?),
             _ => None,
         };
         let mut secret_fields = self.secret_fields(only.as_ref()).await?;
@@ -325,13 +344,14 @@ impl MetadataStore for SqlStore {
     ) -> Result<Connection> {
         let apply = async {
             let mut tx = self.pool.begin().await?;
-            let changed = sqlx::query("UPDATE connections SET config = $1, updated_at = $2 WHERE id = $3")
-                .bind(update.config.to_string())
-                .bind(timestamp(Utc::now()))
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let changed =
+                sqlx::query("UPDATE connections SET config = $1, updated_at = $2 WHERE id = $3")
+                    .bind(update.config.to_string())
+                    .bind(timestamp(Utc::now()))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             if changed == 0 {
                 return Ok(false);
             }
@@ -388,16 +408,20 @@ impl MetadataStore for SqlStore {
     async fn replace_tables(&self, id: &ConnectionId, tables: &[TableRecord]) -> Result<()> {
         let apply = async {
             let mut tx = self.pool.begin().await?;
-            let existing: Vec<(String, String)> =
-                sqlx::query("SELECT table_schema, table_name FROM source_tables WHERE connection_id = $1")
-                    .bind(id.as_str())
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(|row| Ok((row.try_get("table_schema")?, row.try_get("table_name")?)))
-                    .collect::<Result<_, sqlx::Error>>()?;
+            let existing: Vec<(String, String)> = sqlx::query(
+                "SELECT table_schema, table_name FROM source_tables WHERE connection_id = $1",
+            )
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("table_schema")?, row.try_get("table_name")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
             for (schema, name) in &existing {
-                if !tables.iter().any(|t| &t.schema == schema && &t.name == name) {
+                if !tables
+                    .iter()
+                    .any(|t| &t.schema == schema && &t.name == name)
+                {
                     sqlx::query(
                         "DELETE FROM source_tables
                          WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
@@ -515,7 +539,9 @@ impl MetadataStore for SqlStore {
                         table_type: row.try_get("table_type")?,
                         row_estimate: row.try_get("row_estimate")?,
                         arrow_schema: row.try_get("arrow_schema")?,
-                        discovered_at: parse_timestamp(&row.try_get::<String, _>("discovered_at")?)?,
+                        discovered_at: parse_timestamp(
+                            &row.try_get::<String, _>("discovered_at")?,
+                        )?,
                         fetch_count: row.try_get("fetch_count")?,
                     })
                 })

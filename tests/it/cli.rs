@@ -24,7 +24,10 @@ fn dash_c_prints_the_result_as_a_table() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let lines: Vec<_> = stdout.lines().collect();
-    let header = lines.iter().position(|l| l.contains("two")).expect("a header row");
+    let header = lines
+        .iter()
+        .position(|l| l.contains("two"))
+        .expect("a header row");
     assert!(lines[header].contains("label"));
     let row: Vec<_> = lines[header + 2].split('|').map(str::trim).collect();
     assert_eq!(row, ["", "2", "x", ""], "{stdout}");
@@ -58,10 +61,23 @@ fn a_syntax_error_fails_without_a_panic() {
 fn statements_run_in_order_and_the_data_dir_comes_from_quarry_home() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("nested/home");
-    let out = quarry(&home, &["-c", "CREATE TABLE t AS VALUES (41); SELECT column1 + 1 AS answer FROM t"]);
+    let out = quarry(
+        &home,
+        &[
+            "-c",
+            "CREATE TABLE t AS VALUES (41); SELECT column1 + 1 AS answer FROM t",
+        ],
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("| 42     |"), "{}", text(&out.stdout));
-    assert!(home.join("quarry.db").is_file(), "the store is created in QUARRY_HOME");
+    assert!(
+        text(&out.stdout).contains("| 42     |"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        home.join("quarry.db").is_file(),
+        "the store is created in QUARRY_HOME"
+    );
 }
 
 #[test]
@@ -69,7 +85,10 @@ fn data_dir_flag_wins_over_quarry_home() {
     let dir = tempfile::tempdir().unwrap();
     let flag_dir = dir.path().join("flag");
     let env_dir = dir.path().join("env");
-    let out = quarry(&env_dir, &["--data-dir", flag_dir.to_str().unwrap(), "-c", "SELECT 1"]);
+    let out = quarry(
+        &env_dir,
+        &["--data-dir", flag_dir.to_str().unwrap(), "-c", "SELECT 1"],
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(flag_dir.join("quarry.db").is_file());
     assert!(!env_dir.exists());
@@ -78,10 +97,36 @@ fn data_dir_flag_wins_over_quarry_home() {
 #[test]
 fn a_bad_store_url_is_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let out = quarry(dir.path(), &["--store", "mysql://root:topsecret@h/db", "-c", "SELECT 1"]);
+    let out = quarry(
+        dir.path(),
+        &["--store", "mysql://root:topsecret@h/db", "-c", "SELECT 1"],
+    );
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("invalid metadata store URL"), "{stderr}");
     assert!(stderr.contains("unsupported scheme"), "{stderr}");
+    assert!(!stderr.contains("topsecret"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_store_names_the_cause_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let out = quarry(
+        dir.path(),
+        &[
+            "--store",
+            "postgres://quarry:topsecret@127.0.0.1:1/meta",
+            "-c",
+            "SELECT 1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("while connecting to the store at postgres://quarry:***@127.0.0.1:1/meta"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
     assert!(!stderr.contains("topsecret"), "{stderr}");
 }

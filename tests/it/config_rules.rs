@@ -30,7 +30,10 @@ fn a_valid_server_config_gets_defaults() {
     };
     assert_eq!(pg.port, 5432);
     assert_eq!(pg.ssl_mode.as_str(), "prefer");
-    assert_eq!(pg.options.connect_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(
+        pg.options.connect_timeout,
+        std::time::Duration::from_secs(10)
+    );
     assert_eq!(pg.options.statement_timeout, None);
     let SourceConfig::Mysql(my) = SourceConfig::parse(
         SourceType::Mysql,
@@ -40,8 +43,14 @@ fn a_valid_server_config_gets_defaults() {
         panic!("mysql config expected")
     };
     assert_eq!(my.port, 3306);
-    assert_eq!(my.options.statement_timeout, Some(std::time::Duration::from_secs(90)));
-    assert_eq!(my.options.connect_timeout, std::time::Duration::from_millis(2500));
+    assert_eq!(
+        my.options.statement_timeout,
+        Some(std::time::Duration::from_secs(90))
+    );
+    assert_eq!(
+        my.options.connect_timeout,
+        std::time::Duration::from_millis(2500)
+    );
 }
 
 #[test]
@@ -107,7 +116,9 @@ fn the_port_must_be_in_range() {
     for bad in [json!(0), json!(65536), json!(-1)] {
         assert_eq!(
             error("postgres", server(json!({"port": bad.clone()}))),
-            format!("invalid postgres connection config: 'port' must be between 1 and 65535, got {bad}")
+            format!(
+                "invalid postgres connection config: 'port' must be between 1 and 65535, got {bad}"
+            )
         );
     }
     assert_eq!(
@@ -126,7 +137,9 @@ fn ssl_mode_must_be_a_known_mode() {
          verify-ca, verify-full, got 'strict'"
     );
     for ok in ["disable", "prefer", "require"] {
-        assert!(SourceConfig::parse(SourceType::Postgres, &server(json!({"ssl_mode": ok}))).is_ok());
+        assert!(
+            SourceConfig::parse(SourceType::Postgres, &server(json!({"ssl_mode": ok}))).is_ok()
+        );
     }
 }
 
@@ -144,14 +157,18 @@ fn verify_modes_need_a_root_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("ca.pem");
     std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
-    let config = server(json!({"ssl_mode": "verify-full", "ssl_root_cert": cert.to_str().unwrap()}));
+    let config =
+        server(json!({"ssl_mode": "verify-full", "ssl_root_cert": cert.to_str().unwrap()}));
     assert!(SourceConfig::parse(SourceType::Postgres, &config).is_ok());
 }
 
 #[test]
 fn the_root_certificate_must_exist() {
     assert_eq!(
-        error("postgres", server(json!({"ssl_mode": "verify-ca", "ssl_root_cert": "/nonexistent/ca.pem"}))),
+        error(
+            "postgres",
+            server(json!({"ssl_mode": "verify-ca", "ssl_root_cert": "/nonexistent/ca.pem"}))
+        ),
         "invalid postgres connection config: 'ssl_root_cert' file '/nonexistent/ca.pem' does not \
          exist or cannot be read"
     );

@@ -61,7 +61,11 @@ async fn create_get_and_list(b: &Backend) {
         .await
         .unwrap();
     let shop = engine
-        .create_connection("shop", "mariadb", json!({"host": "h", "database": "d", "user": "u"}))
+        .create_connection(
+            "shop",
+            "mariadb",
+            json!({"host": "h", "database": "d", "user": "u"}),
+        )
         .await
         .unwrap();
     assert!(ConnectionId::looks_valid(sales.id.as_str()));
@@ -121,20 +125,40 @@ async fn rename_keeps_the_id(b: &Backend) {
     let full = engine.source_config("revenue").await.unwrap();
     assert_eq!(password_of(&full).as_deref(), Some("pw"));
 
-    let clash = engine.rename_connection("revenue", "other").await.unwrap_err();
-    assert!(clash.to_string().contains("a connection named 'other' already exists"));
-    let bad = engine.rename_connection("revenue", "Bad-Name").await.unwrap_err();
-    assert!(bad.to_string().contains("invalid connection name 'Bad-Name'"));
-    assert_eq!(engine.connection(original.id.as_str()).await.unwrap().name.as_str(), "revenue");
+    let clash = engine
+        .rename_connection("revenue", "other")
+        .await
+        .unwrap_err();
+    assert!(
+        clash
+            .to_string()
+            .contains("a connection named 'other' already exists")
+    );
+    let bad = engine
+        .rename_connection("revenue", "Bad-Name")
+        .await
+        .unwrap_err();
+    assert!(
+        bad.to_string()
+            .contains("invalid connection name 'Bad-Name'")
+    );
+    assert_eq!(
+        engine
+            .connection(original.id.as_str())
+            .await
+            .unwrap()
+            .name
+            .as_str(),
+        "revenue"
+    );
 }
 
 fn password_of(config: &quarry::SourceConfig) -> Option<String> {
     use secrecy::ExposeSecret;
     match config {
-        quarry::SourceConfig::Postgres(c) | quarry::SourceConfig::Mysql(c) => c
-            .password
-            .as_ref()
-            .map(|p| p.expose_secret().to_owned()),
+        quarry::SourceConfig::Postgres(c) | quarry::SourceConfig::Mysql(c) => {
+            c.password.as_ref().map(|p| p.expose_secret().to_owned())
+        }
         quarry::SourceConfig::Sqlite(_) => None,
     }
 }
@@ -171,7 +195,10 @@ async fn update_merges_config_and_keeps_secrets(b: &Backend) {
         .await
         .unwrap();
     assert!(cleared.secret_fields.is_empty());
-    assert_eq!(password_of(&engine.source_config("sales").await.unwrap()), None);
+    assert_eq!(
+        password_of(&engine.source_config("sales").await.unwrap()),
+        None
+    );
 }
 
 async fn invalid_update_changes_nothing(b: &Backend) {
@@ -240,7 +267,11 @@ async fn count_rows(b: &Backend, table: &str, id: &ConnectionId) -> i64 {
     let raw = b.raw().await;
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT COUNT(*) AS n FROM {table} WHERE {} = $1",
-        if table == "connections" { "id" } else { "connection_id" }
+        if table == "connections" {
+            "id"
+        } else {
+            "connection_id"
+        }
     )))
     .bind(id.as_str())
     .fetch_one(raw.pool())
@@ -262,22 +293,52 @@ async fn delete_cascades_to_everything_the_connection_owns(b: &Backend) {
         .await
         .unwrap();
     for conn in [&doomed, &kept] {
-        engine.store().replace_tables(&conn.id, &sample_tables()).await.unwrap();
-        engine.store().insert_cache_entry(&cache_entry(&conn.id, "orders")).await.unwrap();
+        engine
+            .store()
+            .replace_tables(&conn.id, &sample_tables())
+            .await
+            .unwrap();
+        engine
+            .store()
+            .insert_cache_entry(&cache_entry(&conn.id, "orders"))
+            .await
+            .unwrap();
     }
-    let tables = ["connections", "secrets", "source_tables", "source_columns", "cache_entries"];
+    let tables = [
+        "connections",
+        "secrets",
+        "source_tables",
+        "source_columns",
+        "cache_entries",
+    ];
     for table in tables {
-        assert!(count_rows(b, table, &doomed.id).await > 0, "{table} is filled");
+        assert!(
+            count_rows(b, table, &doomed.id).await > 0,
+            "{table} is filled"
+        );
     }
 
     let dropped = engine.drop_connection("doomed").await.unwrap();
     assert_eq!(dropped.id, doomed.id);
     for table in tables {
-        assert_eq!(count_rows(b, table, &doomed.id).await, 0, "{table} of the dropped connection");
-        assert!(count_rows(b, table, &kept.id).await > 0, "{table} of the other connection");
+        assert_eq!(
+            count_rows(b, table, &doomed.id).await,
+            0,
+            "{table} of the dropped connection"
+        );
+        assert!(
+            count_rows(b, table, &kept.id).await > 0,
+            "{table} of the other connection"
+        );
     }
-    let again = engine.drop_connection(doomed.id.as_str()).await.unwrap_err();
-    assert!(again.to_string().contains("no connection named or with id"), "{again}");
+    let again = engine
+        .drop_connection(doomed.id.as_str())
+        .await
+        .unwrap_err();
+    assert!(
+        again.to_string().contains("no connection named or with id"),
+        "{again}"
+    );
 }
 
 async fn rediscovery_keeps_the_cache_of_remaining_tables(b: &Backend) {
@@ -296,7 +357,10 @@ async fn rediscovery_keeps_the_cache_of_remaining_tables(b: &Backend) {
     assert_eq!(stored[1].row_estimate, Some(1000));
     let orders = cache_entry(&conn.id, "orders");
     store.insert_cache_entry(&orders).await.unwrap();
-    store.insert_cache_entry(&cache_entry(&conn.id, "customers")).await.unwrap();
+    store
+        .insert_cache_entry(&cache_entry(&conn.id, "customers"))
+        .await
+        .unwrap();
 
     // "customers" vanished at the source: it goes, with its cache; orders keeps its entry.
     store.replace_tables(&conn.id, &tables[..1]).await.unwrap();
@@ -316,7 +380,9 @@ async fn missing_connections_are_reported_by_name(b: &Backend) {
         let err = engine.connection(missing).await.unwrap_err().to_string();
         assert_eq!(
             err,
-            format!("no connection named or with id '{missing}'; list connections to see the existing ones")
+            format!(
+                "no connection named or with id '{missing}'; list connections to see the existing ones"
+            )
         );
     }
 }
@@ -350,7 +416,12 @@ async fn applied_migrations(b: &Backend) -> Vec<(i64, String)> {
     .unwrap();
     raw.close().await;
     rows.iter()
-        .map(|r| (r.try_get("version").unwrap(), r.try_get("checksum").unwrap()))
+        .map(|r| {
+            (
+                r.try_get("version").unwrap(),
+                r.try_get("checksum").unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -395,14 +466,21 @@ async fn a_store_from_a_newer_quarry_is_refused(b: &Backend) {
     .await
     .unwrap();
     raw.close().await;
-    let err = b.engine_with_key(quarry::secrets::KeySource::Given(b.key.clone()))
+    let err = b
+        .engine_with_key(quarry::secrets::KeySource::Given(b.key.clone()))
         .await
         .unwrap_err()
         .to_string();
     let known = migrations(dialect(b)).len();
     assert!(err.contains("has schema version 99"), "{err}");
-    assert!(err.contains(&format!("only knows versions up to {known}")), "{err}");
-    assert!(err.contains("written by a newer Quarry. Upgrade Quarry"), "{err}");
+    assert!(
+        err.contains(&format!("only knows versions up to {known}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("written by a newer Quarry. Upgrade Quarry"),
+        "{err}"
+    );
 }
 
 async fn an_altered_migration_is_refused(b: &Backend) {
@@ -415,14 +493,24 @@ async fn an_altered_migration_is_refused(b: &Backend) {
     .await
     .unwrap();
     raw.close().await;
-    let err = b.engine_with_key(quarry::secrets::KeySource::Given(b.key.clone()))
+    let err = b
+        .engine_with_key(quarry::secrets::KeySource::Given(b.key.clone()))
         .await
         .unwrap_err()
         .to_string();
     let expected = &migrations(dialect(b))[0].checksum;
-    assert!(err.contains("recorded migration v1 with checksum deadbeef"), "{err}");
-    assert!(err.contains(&format!("this Quarry's v1 has checksum {expected}")), "{err}");
-    assert!(err.contains("different build of Quarry or edited by hand"), "{err}");
+    assert!(
+        err.contains("recorded migration v1 with checksum deadbeef"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("this Quarry's v1 has checksum {expected}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("different build of Quarry or edited by hand"),
+        "{err}"
+    );
 }
 
 const PLAINTEXT: &str = "correct-horse-battery-staple-4f9a";
@@ -463,11 +551,16 @@ async fn secrets_round_trip_and_are_not_stored_in_plaintext(b: &Backend) {
                 if name.starts_with("quarry.db") {
                     let bytes = std::fs::read(&path).unwrap();
                     checked += bytes.len();
-                    found |= bytes.windows(PLAINTEXT.len()).any(|w| w == PLAINTEXT.as_bytes());
+                    found |= bytes
+                        .windows(PLAINTEXT.len())
+                        .any(|w| w == PLAINTEXT.as_bytes());
                 }
             }
             assert!(checked > 0, "the store files were read");
-            assert!(!found, "the plaintext password is in the SQLite store files");
+            assert!(
+                !found,
+                "the plaintext password is in the SQLite store files"
+            );
         }
         Kind::Postgres => {
             let raw = b.raw().await;
@@ -490,7 +583,11 @@ async fn secrets_round_trip_and_are_not_stored_in_plaintext(b: &Backend) {
                 .unwrap();
             for row in rows {
                 let bytes: Vec<u8> = row.try_get("ciphertext").unwrap();
-                assert!(!bytes.windows(PLAINTEXT.len()).any(|w| w == PLAINTEXT.as_bytes()));
+                assert!(
+                    !bytes
+                        .windows(PLAINTEXT.len())
+                        .any(|w| w == PLAINTEXT.as_bytes())
+                );
             }
             raw.close().await;
         }

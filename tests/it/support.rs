@@ -88,10 +88,7 @@ impl Backend {
     pub async fn new(kind: Kind) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (store_url, pg) = match kind {
-            Kind::Sqlite => (
-                dir.path().join("quarry.db").display().to_string(),
-                None,
-            ),
+            Kind::Sqlite => (dir.path().join("quarry.db").display().to_string(), None),
             Kind::Postgres => {
                 let db = PgDatabase::create().await;
                 (db.url.clone(), Some(db))
