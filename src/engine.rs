@@ -1,8 +1,9 @@
 //! The Engine facade: opens the metadata store, holds the secret cipher and the DataFusion
 //! session, and offers connection management and SQL. It wires parts; logic lives in them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -11,13 +12,15 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use crate::cache::{Cache, PurgeOutcome};
 use crate::config::{self, StoreUrl};
-use crate::connection::{Connection, ConnectionName};
+use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
+use crate::events::{Event, Events};
 use crate::id::ConnectionId;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
-use crate::source::{SourceConfig, SourceType, merge_patch};
-use crate::store::{self, ConfigUpdate, MetadataStore, NewConnection};
+use crate::source::{self, Source, SourceConfig, SourceType, TestOutcome, merge_patch};
+use crate::store::{self, CacheEntry, ConfigUpdate, MetadataStore, NewConnection, TableRecord};
 
 /// The resolved configuration an engine runs with.
 #[derive(Clone, Debug)]
@@ -81,6 +84,9 @@ impl EngineBuilder {
             None => KeySource::from_env_or_file(&data_dir)?,
         };
         let store = store::open(&store_url).await?;
+        let events = Events::default();
+        let cache = Cache::new(&data_dir, Arc::clone(&store), events.clone());
+        cache.collect_garbage().await?;
         let session =
             SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
         Ok(Engine {
@@ -92,6 +98,9 @@ impl EngineBuilder {
                 store,
                 cipher: SecretCipher::new(key_source),
                 session,
+                events,
+                cache,
+                sources: Mutex::default(),
             }),
         })
     }
@@ -108,6 +117,21 @@ struct Inner {
     store: Arc<dyn MetadataStore>,
     cipher: SecretCipher,
     session: SessionContext,
+    events: Events,
+    cache: Cache,
+    /// Open sources (and their session pools) by connection, dropped when it changes.
+    sources: Mutex<HashMap<ConnectionId, Arc<dyn Source>>>,
+}
+
+/// What a discovery changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiscoveryOutcome {
+    /// Tables seen for the first time.
+    pub tables_added: u64,
+    /// Tables no longer at the source (their cache is removed).
+    pub tables_removed: u64,
+    /// Tables whose columns changed (their cache is invalidated).
+    pub tables_changed: u64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -238,6 +262,7 @@ impl Engine {
             .filter(|field| patch.get(**field).is_some_and(Value::is_null))
             .map(|field| field.to_string())
             .collect();
+        self.forget_source(&connection.id);
         self.inner
             .store
             .update_connection(
@@ -251,12 +276,15 @@ impl Engine {
             .await
     }
 
-    /// Deletes a connection with its secrets, tables, columns and cache entries; returns it.
+    /// Deletes a connection with its secrets, tables, columns and cache; returns it.
     pub async fn drop_connection(&self, name_or_id: &str) -> Result<Connection> {
         let connection = self.connection(name_or_id).await?;
+        let entries = self.inner.store.cache_entries(&connection.id).await?;
         if !self.inner.store.delete_connection(&connection.id).await? {
             return Err(Error::ConnectionNotFound(name_or_id.to_owned()));
         }
+        self.forget_source(&connection.id);
+        self.inner.cache.retire_files(&entries);
         Ok(connection)
     }
 
@@ -274,4 +302,192 @@ impl Engine {
         }
         SourceConfig::parse(connection.source_type, &full)
     }
+
+    /// Subscribes to engine events (tests, fetch progress).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// The Parquet cache.
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    fn forget_source(&self, id: &ConnectionId) {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// The open source of `connection`, opening it (lazily connecting) on first use.
+    async fn source(&self, connection: &Connection) -> Result<Arc<dyn Source>> {
+        if let Some(source) = self
+            .inner
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&connection.id)
+        {
+            return Ok(Arc::clone(source));
+        }
+        let config = self.source_config(connection.id.as_str()).await?;
+        let opened = source::open(connection.name.as_str(), &config)?;
+        Ok(Arc::clone(
+            self.inner
+                .sources
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(connection.id.clone())
+                .or_insert(opened),
+        ))
+    }
+
+    /// Connects to the source afresh, records the outcome on the connection, and returns it
+    /// (a failure is returned as the classified error, after being recorded).
+    pub async fn test_connection(&self, name_or_id: &str) -> Result<TestOutcome> {
+        let connection = self.connection(name_or_id).await?;
+        let outcome = match self.source(&connection).await {
+            Ok(source) => source.test().await,
+            Err(e) => Err(e),
+        };
+        let status = match &outcome {
+            Ok(ok) => ConnectionStatus {
+                last_tested_at: Some(chrono::Utc::now()),
+                test_status: Some("ok".into()),
+                test_latency_ms: Some(ok.latency.as_millis() as i64),
+                test_error: None,
+                server_version: Some(ok.server_version.clone()),
+            },
+            Err(e) => ConnectionStatus {
+                last_tested_at: Some(chrono::Utc::now()),
+                test_status: Some("failed".into()),
+                test_latency_ms: None,
+                test_error: Some(e.to_string()),
+                server_version: None,
+            },
+        };
+        self.inner
+            .store
+            .record_test(&connection.id, &status)
+            .await?;
+        self.inner.events.send(Event::ConnectionTested {
+            connection_id: connection.id.clone(),
+            ok: outcome.is_ok(),
+            error: status.test_error.clone(),
+        });
+        outcome
+    }
+
+    /// Reads the source's tables and columns into the store: adds new tables, removes
+    /// vanished ones with their cache, and invalidates the cache of changed ones.
+    pub async fn discover_connection(&self, name_or_id: &str) -> Result<DiscoveryOutcome> {
+        let connection = self.connection(name_or_id).await?;
+        let source = self.source(&connection).await?;
+        let found = source.discover().await?;
+        let store = &self.inner.store;
+        let before = store.tables(&connection.id).await?;
+        let mut outcome = DiscoveryOutcome::default();
+        for old in &before {
+            match found
+                .iter()
+                .find(|t| t.schema == old.schema && t.name == old.name)
+            {
+                None => outcome.tables_removed += 1,
+                Some(new) if !same_shape(old, new) => {
+                    outcome.tables_changed += 1;
+                    self.inner
+                        .cache
+                        .purge(&connection.id, Some(&old.schema), Some(&old.name))
+                        .await?;
+                }
+                Some(_) => {}
+            }
+        }
+        outcome.tables_added = found
+            .iter()
+            .filter(|t| {
+                !before
+                    .iter()
+                    .any(|o| o.schema == t.schema && o.name == t.name)
+            })
+            .count() as u64;
+        let removed_entries: Vec<CacheEntry> = store
+            .cache_entries(&connection.id)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                !found
+                    .iter()
+                    .any(|t| t.schema == e.table_schema && t.name == e.table_name)
+            })
+            .collect();
+        store.replace_tables(&connection.id, &found).await?;
+        self.inner.cache.retire_files(&removed_entries);
+        Ok(outcome)
+    }
+
+    async fn table_record(
+        &self,
+        connection: &Connection,
+        schema: &str,
+        table: &str,
+    ) -> Result<TableRecord> {
+        self.inner
+            .store
+            .table(&connection.id, schema, table)
+            .await?
+            .ok_or_else(|| Error::Fetch {
+                table: format!("{}.{schema}.{table}", connection.name),
+                message: "no such table was discovered; run discovery, or check the names".into(),
+            })
+    }
+
+    /// The current cache entry of a table, fetching it from the source if it has none.
+    pub async fn cached_table(
+        &self,
+        name_or_id: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<CacheEntry> {
+        let connection = self.connection(name_or_id).await?;
+        let record = self.table_record(&connection, schema, table).await?;
+        let source = self.source(&connection).await?;
+        self.inner.cache.ensure(&connection, source, &record).await
+    }
+
+    /// Fetches a new version of a table; queries already running keep reading the old one.
+    pub async fn refresh_table(
+        &self,
+        name_or_id: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<CacheEntry> {
+        let connection = self.connection(name_or_id).await?;
+        let record = self.table_record(&connection, schema, table).await?;
+        let source = self.source(&connection).await?;
+        self.inner.cache.fetch(&connection, source, &record).await
+    }
+
+    /// Drops cache entries of a connection (optionally of one schema or table); the tables
+    /// stay, and the next query fetches them again.
+    pub async fn purge_cache(
+        &self,
+        name_or_id: &str,
+        schema: Option<&str>,
+        table: Option<&str>,
+    ) -> Result<PurgeOutcome> {
+        let connection = self.connection(name_or_id).await?;
+        self.inner.cache.purge(&connection.id, schema, table).await
+    }
+}
+
+/// Whether two discoveries of a table have the same columns and types.
+fn same_shape(old: &TableRecord, new: &TableRecord) -> bool {
+    old.arrow_schema == new.arrow_schema
+        && old.columns.len() == new.columns.len()
+        && old.columns.iter().zip(&new.columns).all(|(a, b)| {
+            a.name == b.name && a.source_type == b.source_type && a.is_nullable == b.is_nullable
+        })
 }

@@ -111,6 +111,18 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// A source could not be reached or refused a request; `class` says which way.
+    #[error("connection '{connection}': {message}")]
+    Source {
+        connection: String,
+        class: crate::source::FailureClass,
+        message: String,
+    },
+
+    /// A table could not be fetched exactly; nothing was cached.
+    #[error("cannot fetch {table}: {message}")]
+    Fetch { table: String, message: String },
+
     /// A file-system operation failed.
     #[error("{context} '{}': {source}", path.display())]
     Io {
@@ -119,6 +131,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// An error shared by every statement that waited on the same operation.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 
     /// DataFusion failed to plan or run a statement.
     #[error("{0}")]

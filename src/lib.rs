@@ -9,10 +9,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cache;
 pub mod config;
 pub mod connection;
 mod engine;
 pub mod error;
+pub mod events;
 pub mod id;
 pub mod secrets;
 pub mod source;
@@ -20,10 +22,12 @@ pub mod store;
 
 pub use config::StoreUrl;
 pub use connection::{Connection, ConnectionName, ConnectionStatus};
+pub use engine::DiscoveryOutcome;
 pub use engine::{Config, Engine, EngineBuilder};
 pub use error::{Error, Result};
+pub use events::{Event, TableName};
 pub use id::ConnectionId;
-pub use source::{SourceConfig, SourceType};
+pub use source::{SourceConfig, SourceType, TestOutcome};
 
 /// Compiles the README's code examples as doctests, so they stay true.
 #[doc = include_str!("../README.md")]

@@ -1,14 +1,101 @@
-//! Sources: the kinds of databases Quarry reads, and their typed connection configs.
+//! Sources: the kinds of databases Quarry reads, their typed connection configs, and the
+//! [`Source`] trait each kind implements (test, discover, fetch).
 
 mod config;
+mod failure;
+mod pg_copy;
+mod postgres;
+pub mod postgres_types;
+pub mod retry;
 
 pub(crate) use config::merge_patch;
 pub use config::{CommonOptions, ServerConfig, SourceConfig, SqliteConfig, SslMode};
+pub use failure::{Endpoint, FailureClass};
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::store::TableRecord;
+
+/// Rows per Arrow batch handed from a source to the cache writer.
+pub const BATCH_ROWS: usize = 65_536;
+
+/// What a successful connection test reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestOutcome {
+    /// The server's version string.
+    pub server_version: String,
+    /// Time to connect and run a trivial query.
+    pub latency: Duration,
+}
+
+/// A table to fetch and the Arrow schema the fetch must produce.
+#[derive(Clone, Debug)]
+pub struct FetchRequest {
+    /// Source schema.
+    pub schema: String,
+    /// Source table.
+    pub table: String,
+    /// `connection.schema.table`, for messages.
+    pub label: String,
+    /// The schema stored at discovery; the batches must have exactly this schema.
+    pub arrow_schema: SchemaRef,
+    /// Source type text per column, for messages.
+    pub source_types: Vec<String>,
+}
+
+impl FetchRequest {
+    /// A fetch error about column `index` (or the whole table).
+    pub fn error(&self, column: Option<usize>, message: impl std::fmt::Display) -> Error {
+        let message = match column {
+            Some(i) => format!(
+                "column '{}' ({}) holds {message}",
+                self.arrow_schema.field(i).name(),
+                self.source_types.get(i).map_or("?", String::as_str)
+            ),
+            None => message.to_string(),
+        };
+        Error::Fetch {
+            table: self.label.clone(),
+            message,
+        }
+    }
+}
+
+/// A database Quarry reads from. Implementations pool their sessions, keep them read-only
+/// and apply the connection's timeouts.
+#[async_trait]
+pub trait Source: Send + Sync + fmt::Debug {
+    /// Connects afresh and runs a trivial query.
+    async fn test(&self) -> Result<TestOutcome>;
+    /// Reads schemas, tables and views, and their columns mapped to Arrow types.
+    async fn discover(&self) -> Result<Vec<TableRecord>>;
+    /// Streams the whole table as batches of `request.arrow_schema` into `sink`. Stops early,
+    /// without error, when the sink is closed.
+    async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()>;
+}
+
+/// Builds the source for `config`; `connection` names it in messages. Connects lazily.
+pub fn open(connection: &str, config: &SourceConfig) -> Result<Arc<dyn Source>> {
+    match config {
+        SourceConfig::Postgres(c) => Ok(Arc::new(postgres::PgSource::new(connection, c)?)),
+        other => Err(Error::config(
+            other.source_type().as_str(),
+            format!(
+                "reading {} sources is not available yet",
+                other.source_type()
+            ),
+        )),
+    }
+}
 
 /// The kind of source a connection points at.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

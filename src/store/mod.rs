@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::StoreUrl;
-use crate::connection::{Connection, ConnectionName};
+use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::Result;
 use crate::id::ConnectionId;
 use crate::secrets::SealedSecret;
@@ -150,10 +150,35 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn replace_tables(&self, id: &ConnectionId, tables: &[TableRecord]) -> Result<()>;
     /// A connection's discovered tables with their columns, ordered by schema and name.
     async fn tables(&self, id: &ConnectionId) -> Result<Vec<TableRecord>>;
-    /// Records a cache entry for a discovered table.
-    async fn insert_cache_entry(&self, entry: &CacheEntry) -> Result<()>;
+    /// One discovered table with its columns.
+    async fn table(
+        &self,
+        id: &ConnectionId,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<TableRecord>>;
+    /// Records the outcome of a connection test.
+    async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()>;
+
+    /// The version number the next fetch of a table gets.
+    async fn next_cache_version(&self, id: &ConnectionId, schema: &str, table: &str)
+    -> Result<i64>;
+    /// Makes `entry` the table's current version and counts the fetch, atomically.
+    /// Returns the entries it superseded.
+    async fn publish_cache_entry(&self, entry: &CacheEntry) -> Result<Vec<CacheEntry>>;
+    /// The current cache entry of a table.
+    async fn current_cache_entry(
+        &self,
+        id: &ConnectionId,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<CacheEntry>>;
+    /// Removes one cache entry.
+    async fn delete_cache_entry(&self, entry: &CacheEntry) -> Result<()>;
     /// A connection's cache entries.
     async fn cache_entries(&self, id: &ConnectionId) -> Result<Vec<CacheEntry>>;
+    /// Every cache entry in the store, for start-up clean-up.
+    async fn all_cache_entries(&self) -> Result<Vec<CacheEntry>>;
 }
 
 /// Opens (creating and migrating as needed) the store at `url`.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Connection as _, Row};
+use sqlx::{AnyPool, AssertSqlSafe, Connection as _, Row};
 
 use super::{
     CacheEntry, ColumnRecord, ConfigUpdate, Dialect, MetadataStore, NewConnection, TableRecord,
@@ -63,6 +63,26 @@ fn sqlite_url(path: &Path) -> Result<String> {
         problem: "not a usable file path".into(),
     })?;
     Ok(format!("sqlite://{}?mode=rwc", file_url.path()))
+}
+
+const CACHE_COLUMNS: &str = "connection_id, table_schema, table_name, version, path, row_count, \
+     byte_size, arrow_schema, fetched_at, is_current";
+
+fn cache_entry_from_row(row: &AnyRow) -> Result<CacheEntry, sqlx::Error> {
+    let id: String = row.try_get("connection_id")?;
+    Ok(CacheEntry {
+        connection_id: ConnectionId::parse(&id)
+            .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+        table_schema: row.try_get("table_schema")?,
+        table_name: row.try_get("table_name")?,
+        version: row.try_get("version")?,
+        path: row.try_get("path")?,
+        row_count: row.try_get("row_count")?,
+        byte_size: row.try_get("byte_size")?,
+        arrow_schema: row.try_get("arrow_schema")?,
+        fetched_at: parse_timestamp(&row.try_get::<String, _>("fetched_at")?)?,
+        is_current: row.try_get::<i64, _>("is_current")? != 0,
+    })
 }
 
 const CONNECTION_COLUMNS: &str = "id, name, source_type, config, created_at, updated_at, \
@@ -165,7 +185,7 @@ impl SqlStore {
 
     async fn load_connections(&self, filter: &str, value: Option<&str>) -> Result<Vec<Connection>> {
         let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections {filter} ORDER BY name");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(value) = value {
             query = query.bind(value);
         }
@@ -224,6 +244,26 @@ impl SqlStore {
             updated_at,
             status,
         })
+    }
+
+    async fn load_cache_entries(
+        &self,
+        filter: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<CacheEntry>> {
+        let sql = format!(
+            "SELECT {CACHE_COLUMNS} FROM cache_entries {filter}
+             ORDER BY connection_id, table_schema, table_name, version"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        if let Some(value) = value {
+            query = query.bind(value);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .and_then(|rows| rows.iter().map(cache_entry_from_row).collect())
+            .map_err(Error::store("reading cache entries"))
     }
 
     async fn must_get(&self, id: &ConnectionId) -> Result<Connection> {
@@ -550,58 +590,177 @@ impl MetadataStore for SqlStore {
         load.await.map_err(Error::store(context))
     }
 
-    async fn insert_cache_entry(&self, entry: &CacheEntry) -> Result<()> {
+    async fn table(
+        &self,
+        id: &ConnectionId,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<TableRecord>> {
+        Ok(self
+            .tables(id)
+            .await?
+            .into_iter()
+            .find(|t| t.schema == schema && t.name == name))
+    }
+
+    async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()> {
         sqlx::query(
-            "INSERT INTO cache_entries (connection_id, table_schema, table_name, version, path,
-                 row_count, byte_size, arrow_schema, fetched_at, is_current)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "UPDATE connections SET last_tested_at = $1, test_status = $2, test_latency_ms = $3,
+                 test_error = $4, server_version = COALESCE($5, server_version)
+             WHERE id = $6",
+        )
+        .bind(status.last_tested_at.map(timestamp))
+        .bind(&status.test_status)
+        .bind(status.test_latency_ms)
+        .bind(&status.test_error)
+        .bind(&status.server_version)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(Error::store(format!("recording the test of {id}")))?;
+        Ok(())
+    }
+
+    async fn next_cache_version(
+        &self,
+        id: &ConnectionId,
+        schema: &str,
+        table: &str,
+    ) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM cache_entries
+             WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+        )
+        .bind(id.as_str())
+        .bind(schema)
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Error::store(format!(
+            "numbering a cache version of {schema}.{table}"
+        )))?;
+        // Versions only grow, even past purges, so a path is never reused within a run.
+        let from_entries: i64 = row
+            .try_get("next")
+            .map_err(Error::store("numbering a cache version"))?;
+        let from_fetches: i64 = sqlx::query(
+            "SELECT fetch_count + 1 AS next FROM source_tables
+             WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+        )
+        .bind(id.as_str())
+        .bind(schema)
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::store("numbering a cache version"))?
+        .map(|r| r.try_get::<i64, _>("next"))
+        .transpose()
+        .map_err(Error::store("numbering a cache version"))?
+        .unwrap_or(1);
+        Ok(from_entries.max(from_fetches))
+    }
+
+    async fn publish_cache_entry(&self, entry: &CacheEntry) -> Result<Vec<CacheEntry>> {
+        let publish = async {
+            let mut tx = self.pool.begin().await?;
+            let superseded = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {CACHE_COLUMNS} FROM cache_entries
+                 WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3 AND is_current = 1"
+            )))
+            .bind(entry.connection_id.as_str())
+            .bind(&entry.table_schema)
+            .bind(&entry.table_name)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(cache_entry_from_row)
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            sqlx::query(
+                "UPDATE cache_entries SET is_current = 0
+                 WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+            )
+            .bind(entry.connection_id.as_str())
+            .bind(&entry.table_schema)
+            .bind(&entry.table_name)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO cache_entries (connection_id, table_schema, table_name, version, path,
+                     row_count, byte_size, arrow_schema, fetched_at, is_current)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
+            )
+            .bind(entry.connection_id.as_str())
+            .bind(&entry.table_schema)
+            .bind(&entry.table_name)
+            .bind(entry.version)
+            .bind(&entry.path)
+            .bind(entry.row_count)
+            .bind(entry.byte_size)
+            .bind(&entry.arrow_schema)
+            .bind(timestamp(entry.fetched_at))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE source_tables SET fetch_count = fetch_count + 1
+                 WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+            )
+            .bind(entry.connection_id.as_str())
+            .bind(&entry.table_schema)
+            .bind(&entry.table_name)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(superseded)
+        };
+        publish.await.map_err(Error::store(format!(
+            "publishing the cache entry of {}.{}",
+            entry.table_schema, entry.table_name
+        )))
+    }
+
+    async fn current_cache_entry(
+        &self,
+        id: &ConnectionId,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<CacheEntry>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CACHE_COLUMNS} FROM cache_entries
+             WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3 AND is_current = 1
+             ORDER BY version DESC LIMIT 1"
+        )))
+        .bind(id.as_str())
+        .bind(schema)
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await
+        .and_then(|row| row.as_ref().map(cache_entry_from_row).transpose())
+        .map_err(Error::store(format!(
+            "reading the cache entry of {schema}.{table}"
+        )))
+    }
+
+    async fn delete_cache_entry(&self, entry: &CacheEntry) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM cache_entries
+             WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3 AND version = $4",
         )
         .bind(entry.connection_id.as_str())
         .bind(&entry.table_schema)
         .bind(&entry.table_name)
         .bind(entry.version)
-        .bind(&entry.path)
-        .bind(entry.row_count)
-        .bind(entry.byte_size)
-        .bind(&entry.arrow_schema)
-        .bind(timestamp(entry.fetched_at))
-        .bind(i64::from(entry.is_current))
         .execute(&self.pool)
         .await
-        .map_err(Error::store(format!(
-            "recording the cache entry of {}.{}",
-            entry.table_schema, entry.table_name
-        )))?;
+        .map_err(Error::store("deleting a cache entry"))?;
         Ok(())
     }
 
     async fn cache_entries(&self, id: &ConnectionId) -> Result<Vec<CacheEntry>> {
-        let rows = sqlx::query(
-            "SELECT table_schema, table_name, version, path, row_count, byte_size, arrow_schema,
-                    fetched_at, is_current
-             FROM cache_entries WHERE connection_id = $1
-             ORDER BY table_schema, table_name, version",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::store(format!("reading the cache entries of {id}")))?;
-        rows.iter()
-            .map(|row| {
-                Ok(CacheEntry {
-                    connection_id: id.clone(),
-                    table_schema: row.try_get("table_schema")?,
-                    table_name: row.try_get("table_name")?,
-                    version: row.try_get("version")?,
-                    path: row.try_get("path")?,
-                    row_count: row.try_get("row_count")?,
-                    byte_size: row.try_get("byte_size")?,
-                    arrow_schema: row.try_get("arrow_schema")?,
-                    fetched_at: parse_timestamp(&row.try_get::<String, _>("fetched_at")?)?,
-                    is_current: row.try_get::<i64, _>("is_current")? != 0,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Error::store(format!("reading the cache entries of {id}")))
+        self.load_cache_entries("WHERE connection_id = $1", Some(id.as_str()))
+            .await
+    }
+
+    async fn all_cache_entries(&self) -> Result<Vec<CacheEntry>> {
+        self.load_cache_entries("", None).await
     }
 }

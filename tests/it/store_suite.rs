@@ -300,7 +300,7 @@ async fn delete_cascades_to_everything_the_connection_owns(b: &Backend) {
             .unwrap();
         engine
             .store()
-            .insert_cache_entry(&cache_entry(&conn.id, "orders"))
+            .publish_cache_entry(&cache_entry(&conn.id, "orders"))
             .await
             .unwrap();
     }
@@ -356,9 +356,9 @@ async fn rediscovery_keeps_the_cache_of_remaining_tables(b: &Backend) {
     assert_eq!(stored[1].columns, tables[0].columns);
     assert_eq!(stored[1].row_estimate, Some(1000));
     let orders = cache_entry(&conn.id, "orders");
-    store.insert_cache_entry(&orders).await.unwrap();
+    store.publish_cache_entry(&orders).await.unwrap();
     store
-        .insert_cache_entry(&cache_entry(&conn.id, "customers"))
+        .publish_cache_entry(&cache_entry(&conn.id, "customers"))
         .await
         .unwrap();
 

@@ -1,0 +1,58 @@
+//! Writes a stream of record batches to a Parquet file: zstd, page statistics and page
+//! index, row groups near 1M rows (or 128 MiB, whichever comes first, so memory stays
+//! bounded for wide tables), then fsync.
+
+use std::fs::File;
+use std::path::Path;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+
+const ROW_GROUP_ROWS: usize = 1 << 20;
+const ROW_GROUP_BYTES: usize = 128 << 20;
+
+/// The writer settings of every cache file.
+pub fn properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("valid zstd level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .build()
+}
+
+/// Writes every batch received on `batches` to a new file at `path`, calling `progress`
+/// with the running row count, and syncs the file. Runs on a blocking thread.
+pub fn write_parquet(
+    path: &Path,
+    schema: SchemaRef,
+    mut batches: mpsc::Receiver<RecordBatch>,
+    mut progress: impl FnMut(u64),
+) -> Result<u64> {
+    let file = File::create_new(path).map_err(Error::io("cannot create the cache file", path))?;
+    let parquet_error = |e: datafusion::parquet::errors::ParquetError| Error::Io {
+        context: "cannot write the cache file".into(),
+        path: path.to_owned(),
+        source: std::io::Error::other(e),
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, schema, Some(properties())).map_err(parquet_error)?;
+    let mut rows = 0u64;
+    while let Some(batch) = batches.blocking_recv() {
+        writer.write(&batch).map_err(parquet_error)?;
+        rows += batch.num_rows() as u64;
+        progress(rows);
+    }
+    let file = writer.into_inner().map_err(parquet_error)?;
+    file.sync_all()
+        .map_err(Error::io("cannot sync the cache file", path))?;
+    Ok(rows)
+}

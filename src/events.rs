@@ -1,0 +1,100 @@
+//! Engine events, broadcast to any number of subscribers (the REPL's progress bar, a
+//! library user's monitoring). Slow subscribers lose old events, never block a fetch.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::id::ConnectionId;
+
+/// Something that happened in the engine.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection test finished and recorded a new status.
+    ConnectionTested {
+        /// The connection.
+        connection_id: ConnectionId,
+        /// Whether the test succeeded.
+        ok: bool,
+        /// The classified error of a failed test.
+        error: Option<String>,
+    },
+    /// A table fetch into the cache started.
+    FetchStarted {
+        /// Which table.
+        table: TableName,
+        /// The source's row estimate, for progress bars.
+        row_estimate: Option<i64>,
+    },
+    /// Rows fetched so far.
+    FetchProgress {
+        /// Which table.
+        table: TableName,
+        /// Rows written so far.
+        rows: u64,
+    },
+    /// A fetch finished and its cache entry is published.
+    FetchFinished {
+        /// Which table.
+        table: TableName,
+        /// Rows in the new cache file.
+        rows: u64,
+        /// Its size in bytes.
+        bytes: u64,
+        /// How long the fetch took.
+        elapsed: Duration,
+    },
+    /// A fetch failed; nothing was published.
+    FetchFailed {
+        /// Which table.
+        table: TableName,
+        /// Why.
+        error: String,
+    },
+}
+
+/// A table of a connection, as events name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TableName {
+    /// The connection's id.
+    pub connection_id: ConnectionId,
+    /// The connection's name when the event was sent.
+    pub connection_name: String,
+    /// Source schema.
+    pub schema: String,
+    /// Source table.
+    pub table: String,
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.connection_name, self.schema, self.table)
+    }
+}
+
+/// The sending side, held by the engine.
+#[derive(Clone, Debug)]
+pub struct Events {
+    sender: broadcast::Sender<Event>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            sender: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Events {
+    /// A new receiver of every event sent from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+
+    /// Sends `event`; having no subscriber is fine.
+    pub fn send(&self, event: Event) {
+        let _ = self.sender.send(event);
+    }
+}

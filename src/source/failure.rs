@@ -1,0 +1,193 @@
+//! Classifies source failures into what a user can act on, and says which are transient
+//! (worth a retry) and which are not (authentication, SQL errors).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// The kind of a source failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Nothing listens at host:port.
+    Refused,
+    /// The host name does not resolve.
+    UnknownHost,
+    /// The server rejected the user or password.
+    Authentication,
+    /// The database does not exist on the server.
+    NoDatabase,
+    /// TLS was required and not offered, or failed.
+    Tls,
+    /// The connect or statement timeout passed.
+    Timeout,
+    /// The connection broke mid-way.
+    Reset,
+    /// The server rejected a statement.
+    Query,
+    /// Anything else.
+    Other,
+}
+
+impl FailureClass {
+    /// Whether retrying may help.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            FailureClass::Refused | FailureClass::Timeout | FailureClass::Reset
+        )
+    }
+
+    /// Short name, as shown in connection status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Refused => "refused",
+            FailureClass::UnknownHost => "unknown_host",
+            FailureClass::Authentication => "authentication",
+            FailureClass::NoDatabase => "no_database",
+            FailureClass::Tls => "tls",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Reset => "reset",
+            FailureClass::Query => "query",
+            FailureClass::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a failing source lives, for messages.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// The connection's name.
+    pub connection: String,
+    /// `host:port`, or the file path.
+    pub address: String,
+    /// The user logging in, if any.
+    pub user: Option<String>,
+    /// The database, or file.
+    pub database: String,
+}
+
+impl Endpoint {
+    /// An error of `class` with `message`.
+    pub fn error(&self, class: FailureClass, message: impl Into<String>) -> Error {
+        Error::Source {
+            connection: self.connection.clone(),
+            class,
+            message: message.into(),
+        }
+    }
+
+    /// The connect timeout passed.
+    pub fn timed_out(&self, timeout: Duration) -> Error {
+        self.error(
+            FailureClass::Timeout,
+            format!(
+                "timed out after {} connecting to {}; check the address and firewall, or raise \
+                 connect_timeout",
+                humantime::format_duration(timeout),
+                self.address
+            ),
+        )
+    }
+
+    /// Classifies a sqlx error from connecting or querying.
+    pub fn classify(&self, e: &sqlx::Error) -> Error {
+        let address = &self.address;
+        let user = self.user.as_deref().unwrap_or("");
+        let database = &self.database;
+        match e {
+            sqlx::Error::Io(io) => {
+                let text = io.to_string();
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => self.error(
+                        FailureClass::Refused,
+                        format!(
+                            "connection refused by {address}; check that the server is running \
+                             and accepts TCP connections on that port"
+                        ),
+                    ),
+                    std::io::ErrorKind::TimedOut => self.error(
+                        FailureClass::Timeout,
+                        format!("timed out talking to {address}: {text}"),
+                    ),
+                    _ if text.contains("lookup address")
+                        || text.contains("Name or service not known")
+                        || text.contains("No address associated") =>
+                    {
+                        let host = address
+                            .rsplit_once(':')
+                            .map_or(address.as_str(), |(h, _)| h);
+                        self.error(
+                            FailureClass::UnknownHost,
+                            format!("unknown host '{host}': the name does not resolve; check the spelling of 'host'"),
+                        )
+                    }
+                    _ => self.error(
+                        FailureClass::Reset,
+                        format!("the connection to {address} failed: {text}"),
+                    ),
+                }
+            }
+            sqlx::Error::Tls(tls) => self.error(
+                FailureClass::Tls,
+                format!(
+                    "TLS with {address} failed: {tls}; check ssl_mode and ssl_root_cert, or use \
+                     ssl_mode 'disable' if the server has no TLS"
+                ),
+            ),
+            sqlx::Error::PoolTimedOut => self.error(
+                FailureClass::Timeout,
+                format!("timed out waiting for a connection to {address}"),
+            ),
+            sqlx::Error::Database(db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                let message = db.message();
+                match code.as_str() {
+                    // PostgreSQL invalid_password / invalid_authorization; MySQL access denied.
+                    "28P01" | "28000" | "1045" | "1044" => self.error(
+                        FailureClass::Authentication,
+                        format!(
+                            "authentication failed for user '{user}' at {address}; check 'user' \
+                             and the password ({message})"
+                        ),
+                    ),
+                    // PostgreSQL invalid_catalog_name; MySQL unknown database.
+                    "3D000" | "1049" => self.error(
+                        FailureClass::NoDatabase,
+                        format!(
+                            "database '{database}' does not exist at {address}; check 'database'"
+                        ),
+                    ),
+                    // PostgreSQL query_canceled (statement_timeout); MySQL max_execution_time.
+                    "57014" | "3024" | "1969" => self.error(
+                        FailureClass::Timeout,
+                        format!("the statement timed out: {message}; raise statement_timeout"),
+                    ),
+                    _ => self.error(
+                        FailureClass::Query,
+                        format!("the server at {address} refused a statement: {message}"),
+                    ),
+                }
+            }
+            other => {
+                let text = other.to_string();
+                if text.contains("TLS") || text.contains("SSL") || text.contains("tls") {
+                    self.error(
+                        FailureClass::Tls,
+                        format!(
+                            "TLS with {address} failed: {text}; check ssl_mode and ssl_root_cert"
+                        ),
+                    )
+                } else {
+                    self.error(FailureClass::Other, format!("{address}: {text}"))
+                }
+            }
+        }
+    }
+}
