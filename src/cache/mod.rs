@@ -71,7 +71,8 @@ pub struct TableKey {
     pub table: String,
 }
 
-type SharedFetch = Shared<BoxFuture<'static, Result<CacheEntry, Arc<Error>>>>;
+type FetchFuture = BoxFuture<'static, Result<CacheEntry, Arc<Error>>>;
+type SharedFetch = Shared<FetchFuture>;
 
 /// Holds a cache file open for reading: its file is not deleted while a lease exists.
 #[derive(Debug)]
@@ -160,8 +161,7 @@ pub struct Cache {
     events: Events,
     state: Arc<CacheState>,
     // Weak, so that when every requester is gone (Ctrl-C) the fetch is dropped, not parked.
-    inflight:
-        Mutex<HashMap<TableKey, WeakShared<BoxFuture<'static, Result<CacheEntry, Arc<Error>>>>>>,
+    inflight: Mutex<HashMap<TableKey, WeakShared<FetchFuture>>>,
 }
 
 /// What a purge removed.
@@ -460,7 +460,9 @@ impl FetchJob {
             row_count: rows as i64,
             byte_size: bytes as i64,
             arrow_schema: stored.to_owned(),
-            fetched_at: Utc::now(),
+            // The store keeps microseconds; so does the returned entry.
+            fetched_at: chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros())
+                .unwrap_or_default(),
             is_current: true,
         };
         let superseded = match self.store.publish_cache_entry(&entry).await {

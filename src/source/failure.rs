@@ -116,6 +116,18 @@ impl Endpoint {
                         FailureClass::Timeout,
                         format!("timed out talking to {address}: {text}"),
                     ),
+                    _ if text.contains("certificate")
+                        || text.contains("TLS")
+                        || text.contains("tls") =>
+                    {
+                        self.error(
+                            FailureClass::Tls,
+                            format!(
+                                "TLS with {address} failed: {text}; check ssl_mode and \
+                                 ssl_root_cert, or use ssl_mode 'disable' if the server has no TLS"
+                            ),
+                        )
+                    }
                     _ if text.contains("lookup address")
                         || text.contains("Name or service not known")
                         || text.contains("No address associated") =>

@@ -437,34 +437,47 @@ fn numeric_to_decimal<T: ArrowNativeTypeOp + ArrowNativeType>(
         return Err("a truncated numeric".into());
     }
     let overflow = || "a numeric too large for the column's decimal type".to_owned();
-    let ten_thousand = T::usize_as(10_000);
+    let rounds = || {
+        format!(
+            "a numeric with more than {scale} decimal places, which the column's decimal type \
+             would round"
+        )
+    };
+    let ten = T::usize_as(10);
+    let pow10 = |n: i32| ten.pow_checked(n as u32).map_err(|_| overflow());
+    // Horner's scheme over base-10000 digit groups, stopping at the column's scale: the
+    // running value is in units of 10^last_exponent.
     let mut acc = T::ZERO;
+    let mut last_exponent = 0;
     for i in 0..ndigits {
         let digit = u16::from_be_bytes([v[8 + 2 * i], v[9 + 2 * i]]) as usize;
+        let exponent = 4 * (weight - i as i32) + scale as i32;
+        let (step, contribution) = if exponent >= 0 {
+            last_exponent = exponent;
+            (4, digit)
+        } else {
+            let cut = -exponent;
+            if cut >= 4 {
+                if digit != 0 {
+                    return Err(rounds());
+                }
+                continue;
+            }
+            let divisor = 10usize.pow(cut as u32);
+            if !digit.is_multiple_of(divisor) {
+                return Err(rounds());
+            }
+            last_exponent = 0;
+            (4 - cut, digit / divisor)
+        };
         acc = acc
-            .mul_checked(ten_thousand)
-            .and_then(|a| a.add_checked(T::usize_as(digit)))
+            .mul_checked(pow10(step)?)
+            .and_then(|a| a.add_checked(T::usize_as(contribution)))
             .map_err(|_| overflow())?;
     }
-    // acc holds the digits as an integer; its last digit group has weight
-    // (weight - ndigits + 1), i.e. a decimal exponent of 4 * that.
-    let exponent = 4 * (weight - ndigits as i32 + 1) + scale as i32;
-    let ten = T::usize_as(10);
-    if exponent >= 0 {
-        let factor = ten.pow_checked(exponent as u32).map_err(|_| overflow())?;
-        acc = acc.mul_checked(factor).map_err(|_| overflow())?;
-    } else {
-        let divisor = ten
-            .pow_checked((-exponent) as u32)
-            .map_err(|_| overflow())?;
-        if !acc.mod_checked(divisor).map_err(|_| overflow())?.is_zero() {
-            return Err(format!(
-                "a numeric with more than {scale} decimal places, which the column's decimal \
-                 type would round"
-            ));
-        }
-        acc = acc.div_checked(divisor).map_err(|_| overflow())?;
-    }
+    acc = acc
+        .mul_checked(pow10(last_exponent)?)
+        .map_err(|_| overflow())?;
     if sign == 0x4000 {
         acc = acc.neg_checked().map_err(|_| overflow())?;
     }
@@ -511,6 +524,16 @@ mod tests {
         );
         let zero = numeric(0, false, 2, &[]);
         assert_eq!(numeric_to_decimal::<i128>(&zero, 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_largest_numeric_38_10_fits() {
+        // 9999999999999999999999999999.9999999999: groups past the scale are padded.
+        let mut groups = vec![9999u16; 9];
+        groups.push(9900);
+        let v = numeric(6, true, 10, &groups);
+        let expected = -(10i128.pow(38) - 1);
+        assert_eq!(numeric_to_decimal::<i128>(&v, 10).unwrap(), expected);
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl PgSource {
             ("default_transaction_read_only", "on".to_owned()),
             ("TimeZone", "UTC".to_owned()),
             ("DateStyle", "ISO, YMD".to_owned()),
+            ("IntervalStyle", "iso_8601".to_owned()),
             ("extra_float_digits", "3".to_owned()),
         ];
         if let Some(timeout) = config.options.statement_timeout {

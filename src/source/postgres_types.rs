@@ -3,7 +3,9 @@
 //!
 //! Rules (also in the README):
 //! - bool, int2/4/8, float4/8, bytea, date, time, timestamp, timestamptz (UTC instant),
-//!   interval map exactly; oid maps to int64.
+//!   map exactly; oid maps to int64.
+//! - interval is carried as ISO 8601 text (`P1Y2M3DT4H5M6.000007S`): Parquet cannot store
+//!   Arrow's month-day-nanosecond intervals, and its own interval type drops microseconds.
 //! - numeric(p,s) → Decimal128(p,s) up to 38 digits, Decimal256(p,s) up to 76; wider or
 //!   unconstrained numeric is carried as exact text (or float64 with `numeric_as_float`).
 //! - date/timestamp ±infinity are carried as the largest/smallest value of the Arrow type.
@@ -68,7 +70,7 @@ pub fn numeric_precision_scale(typmod: i32) -> Option<(i32, i32)> {
 
 fn numeric_type(typmod: i32, numeric_as_float: bool) -> DataType {
     match numeric_precision_scale(typmod) {
-        Some((p, s)) if (-128..=127).contains(&s) && p >= 1 && p <= 38 => {
+        Some((p, s)) if (-128..=127).contains(&s) && (1..=38).contains(&p) => {
             DataType::Decimal128(p as u8, s as i8)
         }
         Some((p, s)) if (-128..=127).contains(&s) && p <= 76 => {
@@ -92,7 +94,6 @@ fn scalar_type(name: &str) -> Option<DataType> {
         "time" => DataType::Time64(TimeUnit::Microsecond),
         "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
         "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        "interval" => DataType::Interval(IntervalUnit::MonthDayNano),
         _ => return None,
     })
 }

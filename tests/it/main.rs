@@ -3,6 +3,8 @@
 
 mod cli;
 mod config_rules;
+mod postgres_source;
+mod render;
 mod secrets;
 mod store_suite;
 mod support;

@@ -139,3 +139,61 @@ pub fn sqlite_file(dir: &Path) -> String {
     std::fs::write(&path, b"").unwrap();
     path.display().to_string()
 }
+
+/// A real PostgreSQL database to read from, a Quarry engine (SQLite store) with a
+/// connection `pg` to it, and an admin session for setting up tables.
+pub struct PgSourceFixture {
+    pub db: PgDatabase,
+    pub backend: Backend,
+    pub engine: Engine,
+    pub admin: PgConnection,
+}
+
+impl PgSourceFixture {
+    pub async fn new() -> Self {
+        let db = PgDatabase::create().await;
+        let admin = PgConnection::connect(&db.url).await.unwrap();
+        let backend = Backend::new(Kind::Sqlite).await;
+        let engine = backend.engine().await;
+        engine
+            .create_connection("pg", "postgres", pg_source_config(&db.name))
+            .await
+            .unwrap();
+        PgSourceFixture {
+            db,
+            backend,
+            engine,
+            admin,
+        }
+    }
+
+    /// Runs setup SQL (several statements allowed) in the source database.
+    pub async fn exec(&mut self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut self.admin)
+            .await
+            .unwrap_or_else(|e| panic!("setup SQL failed: {e}\n{sql}"));
+    }
+}
+
+/// Config of a quarry connection to database `name` on the test PostgreSQL server.
+pub fn pg_source_config(name: &str) -> serde_json::Value {
+    let admin = url::Url::parse(&pg_admin_url()).unwrap();
+    serde_json::json!({
+        "host": admin.host_str().unwrap_or("127.0.0.1"),
+        "port": admin.port().unwrap_or(5432),
+        "database": name,
+        "user": if admin.username().is_empty() { "postgres" } else { admin.username() },
+    })
+}
+
+/// Reads a whole Parquet file.
+pub fn read_parquet(path: &Path) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
