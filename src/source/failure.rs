@@ -158,7 +158,11 @@ impl Endpoint {
                 format!("timed out waiting for a connection to {address}"),
             ),
             sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                // MySQL's SQLSTATE is too coarse (42000 for many things): use its error number.
+                let code = match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                    Some(mysql) => mysql.number().to_string(),
+                    None => db.code().map(|c| c.into_owned()).unwrap_or_default(),
+                };
                 let message = db.message();
                 match code.as_str() {
                     // PostgreSQL invalid_password / invalid_authorization; MySQL access denied.

@@ -1,12 +1,16 @@
 //! Sources: the kinds of databases Quarry reads, their typed connection configs, and the
 //! [`Source`] trait each kind implements (test, discover, fetch).
 
+mod cells;
 mod config;
 mod failure;
+mod mysql;
+pub mod mysql_types;
 mod pg_copy;
 mod postgres;
 pub mod postgres_types;
 pub mod retry;
+pub mod sqlite;
 
 pub(crate) use config::merge_patch;
 pub use config::{CommonOptions, ServerConfig, SourceConfig, SqliteConfig, SslMode};
@@ -87,13 +91,8 @@ pub trait Source: Send + Sync + fmt::Debug {
 pub fn open(connection: &str, config: &SourceConfig) -> Result<Arc<dyn Source>> {
     match config {
         SourceConfig::Postgres(c) => Ok(Arc::new(postgres::PgSource::new(connection, c)?)),
-        other => Err(Error::config(
-            other.source_type().as_str(),
-            format!(
-                "reading {} sources is not available yet",
-                other.source_type()
-            ),
-        )),
+        SourceConfig::Mysql(c) => Ok(Arc::new(mysql::MySqlSource::new(connection, c)?)),
+        SourceConfig::Sqlite(c) => Ok(Arc::new(sqlite::SqliteSource::new(connection, c)?)),
     }
 }
 

@@ -3,8 +3,10 @@
 
 mod cli;
 mod config_rules;
+mod mysql_source;
 mod postgres_source;
 mod render;
 mod secrets;
+mod sqlite_source;
 mod store_suite;
 mod support;

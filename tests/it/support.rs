@@ -197,3 +197,93 @@ pub fn read_parquet(path: &Path) -> Vec<datafusion::arrow::record_batch::RecordB
         .collect::<Result<Vec<_>, _>>()
         .unwrap()
 }
+
+/// Admin URL of the test MySQL/MariaDB server.
+pub fn mysql_admin_url() -> String {
+    std::env::var("QUARRY_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+}
+
+/// A MySQL database created for one test and dropped afterwards, a Quarry engine with a
+/// connection `my` to it, and an admin session in that database.
+pub struct MySqlSourceFixture {
+    pub name: String,
+    /// Keeps the engine's data dir alive.
+    pub _backend: Backend,
+    pub engine: Engine,
+    pub admin: sqlx::MySqlConnection,
+}
+
+impl MySqlSourceFixture {
+    pub async fn new() -> Self {
+        let name = unique_name("quarry_test");
+        let mut admin = sqlx::MySqlConnection::connect(&mysql_admin_url())
+            .await
+            .expect("the test MariaDB server is reachable (see .ci/run)");
+        for sql in [
+            format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"),
+            format!("USE {name}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        let backend = Backend::new(Kind::Sqlite).await;
+        let engine = backend.engine().await;
+        engine
+            .create_connection("my", "mysql", mysql_source_config(&name))
+            .await
+            .unwrap();
+        MySqlSourceFixture {
+            name,
+            _backend: backend,
+            engine,
+            admin,
+        }
+    }
+
+    pub async fn exec(&mut self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut self.admin)
+            .await
+            .unwrap_or_else(|e| panic!("setup SQL failed: {e}\n{sql}"));
+    }
+}
+
+impl Drop for MySqlSourceFixture {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_admin_url()).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name}"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Config of a quarry connection to database `name` on the test MySQL server.
+pub fn mysql_source_config(name: &str) -> serde_json::Value {
+    let admin = url::Url::parse(&mysql_admin_url()).unwrap();
+    let mut config = serde_json::json!({
+        "host": admin.host_str().unwrap_or("127.0.0.1"),
+        "port": admin.port().unwrap_or(3306),
+        "database": name,
+        "user": if admin.username().is_empty() { "root" } else { admin.username() },
+    });
+    if let Some(password) = admin.password() {
+        config["password"] = serde_json::json!(password);
+    }
+    config
+}

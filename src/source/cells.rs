@@ -1,0 +1,449 @@
+//! Row-at-a-time batch building for sources read through a row API (MySQL/MariaDB,
+//! SQLite). A source hands each value as a [`Cell`]; the builder converts it to the
+//! column's Arrow type exactly, or says why it cannot.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
+    Float32Builder, Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
+    UInt64Builder,
+};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, i256};
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// One value as a source delivers it.
+#[derive(Clone, Copy, Debug)]
+pub enum Cell<'a> {
+    /// SQL NULL.
+    Null,
+    /// A signed integer.
+    Int(i64),
+    /// An unsigned integer.
+    UInt(u64),
+    /// A double.
+    Float(f64),
+    /// A single.
+    Float32(f32),
+    /// Text.
+    Text(&'a str),
+    /// Bytes.
+    Bytes(&'a [u8]),
+}
+
+impl Cell<'_> {
+    /// The value as shown in error messages (bytes as a length).
+    fn describe(&self) -> String {
+        match self {
+            Cell::Null => "NULL".into(),
+            Cell::Int(v) => v.to_string(),
+            Cell::UInt(v) => v.to_string(),
+            Cell::Float(v) => v.to_string(),
+            Cell::Float32(v) => v.to_string(),
+            Cell::Text(t) if t.chars().count() > 40 => {
+                format!("'{}…'", t.chars().take(40).collect::<String>())
+            }
+            Cell::Text(t) => format!("'{t}'"),
+            Cell::Bytes(b) => format!("{} bytes of binary data", b.len()),
+        }
+    }
+}
+
+/// Largest integer magnitude a double holds exactly.
+const EXACT_DOUBLE_INT: u64 = 1 << 53;
+
+enum Column {
+    Bool(BooleanBuilder),
+    Int8(Int8Builder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    UInt8(UInt8Builder),
+    UInt16(UInt16Builder),
+    UInt32(UInt32Builder),
+    UInt64(UInt64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Decimal128(Decimal128Builder, i8),
+    Decimal256(Decimal256Builder, i8),
+    Utf8(StringBuilder),
+    Binary(BinaryBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+/// Builds record batches of a fixed schema from cells.
+pub struct BatchBuilder {
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    /// A builder for `schema`; fails for an Arrow type no row source produces.
+    pub fn new(schema: SchemaRef) -> Result<Self, String> {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| column_for(f.data_type()))
+            .collect::<Result<_, _>>()?;
+        Ok(BatchBuilder {
+            schema,
+            columns,
+            rows: 0,
+        })
+    }
+
+    /// Rows appended since the last batch.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends `cell` to column `index`; the error describes the value and the problem.
+    pub fn append(&mut self, index: usize, cell: Cell<'_>) -> Result<(), String> {
+        append(&mut self.columns[index], cell)
+            .map_err(|problem| format!("{}, {problem}", cell.describe()))
+    }
+
+    /// Counts a finished row.
+    pub fn end_row(&mut self) {
+        self.rows += 1;
+    }
+
+    /// Takes the rows appended so far as a batch, if there are any.
+    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>, String> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        self.rows = 0;
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(finish).collect();
+        RecordBatch::try_new(Arc::clone(&self.schema), arrays)
+            .map(Some)
+            .map_err(|e| format!("decoded columns do not form a batch: {e}"))
+    }
+}
+
+fn column_for(data_type: &DataType) -> Result<Column, String> {
+    Ok(match data_type {
+        DataType::Boolean => Column::Bool(BooleanBuilder::new()),
+        DataType::Int8 => Column::Int8(Int8Builder::new()),
+        DataType::Int16 => Column::Int16(Int16Builder::new()),
+        DataType::Int32 => Column::Int32(Int32Builder::new()),
+        DataType::Int64 => Column::Int64(Int64Builder::new()),
+        DataType::UInt8 => Column::UInt8(UInt8Builder::new()),
+        DataType::UInt16 => Column::UInt16(UInt16Builder::new()),
+        DataType::UInt32 => Column::UInt32(UInt32Builder::new()),
+        DataType::UInt64 => Column::UInt64(UInt64Builder::new()),
+        DataType::Float32 => Column::Float32(Float32Builder::new()),
+        DataType::Float64 => Column::Float64(Float64Builder::new()),
+        DataType::Decimal128(p, s) => Column::Decimal128(
+            Decimal128Builder::new()
+                .with_precision_and_scale(*p, *s)
+                .map_err(|e| e.to_string())?,
+            *s,
+        ),
+        DataType::Decimal256(p, s) => Column::Decimal256(
+            Decimal256Builder::new()
+                .with_precision_and_scale(*p, *s)
+                .map_err(|e| e.to_string())?,
+            *s,
+        ),
+        DataType::Utf8 => Column::Utf8(StringBuilder::new()),
+        DataType::Binary => Column::Binary(BinaryBuilder::new()),
+        DataType::Date32 => Column::Date(Date32Builder::new()),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
+        }
+        other => return Err(format!("no row decoder for Arrow type {other}")),
+    })
+}
+
+fn int_of(cell: Cell<'_>) -> Result<i128, String> {
+    match cell {
+        Cell::Int(v) => Ok(i128::from(v)),
+        Cell::UInt(v) => Ok(i128::from(v)),
+        _ => Err("which is not an integer".into()),
+    }
+}
+
+fn narrow<T: TryFrom<i128>>(cell: Cell<'_>) -> Result<T, String> {
+    T::try_from(int_of(cell)?).map_err(|_| "which is out of the column type's range".to_owned())
+}
+
+macro_rules! append_int {
+    ($builder:expr, $cell:expr) => {{
+        $builder.append_value(narrow($cell)?);
+        Ok(())
+    }};
+}
+
+fn append(column: &mut Column, cell: Cell<'_>) -> Result<(), String> {
+    if let Cell::Null = cell {
+        append_null(column);
+        return Ok(());
+    }
+    match column {
+        Column::Bool(b) => match int_of(cell)? {
+            0 => b.append_value(false),
+            1 => b.append_value(true),
+            _ => return Err("which is not a boolean (0 or 1)".into()),
+        },
+        Column::Int8(b) => return append_int!(b, cell),
+        Column::Int16(b) => return append_int!(b, cell),
+        Column::Int32(b) => return append_int!(b, cell),
+        Column::Int64(b) => return append_int!(b, cell),
+        Column::UInt8(b) => return append_int!(b, cell),
+        Column::UInt16(b) => return append_int!(b, cell),
+        Column::UInt32(b) => return append_int!(b, cell),
+        Column::UInt64(b) => return append_int!(b, cell),
+        Column::Float32(b) => match cell {
+            Cell::Float32(v) => b.append_value(v),
+            _ => return Err("which is not a single-precision float".into()),
+        },
+        Column::Float64(b) => match cell {
+            Cell::Float(v) => b.append_value(v),
+            Cell::Float32(v) => b.append_value(f64::from(v)),
+            Cell::Int(v) if v.unsigned_abs() <= EXACT_DOUBLE_INT => b.append_value(v as f64),
+            Cell::Int(_) => return Err("an integer beyond 2^53, which a double would round".into()),
+            _ => return Err("which is not a number".into()),
+        },
+        Column::Decimal128(b, scale) => b.append_value(decimal_of(cell, *scale)?),
+        Column::Decimal256(b, scale) => b.append_value(decimal256_of(cell, *scale)?),
+        Column::Utf8(b) => match cell {
+            Cell::Text(t) => b.append_value(t),
+            Cell::Int(v) => b.append_value(v.to_string()),
+            Cell::UInt(v) => b.append_value(v.to_string()),
+            Cell::Float(v) => b.append_value(float_text(v)),
+            Cell::Float32(v) => b.append_value(float_text(f64::from(v))),
+            Cell::Bytes(bytes) => b.append_value(
+                std::str::from_utf8(bytes)
+                    .map_err(|_| "which is not valid UTF-8 text".to_owned())?,
+            ),
+            Cell::Null => unreachable!("handled above"),
+        },
+        Column::Binary(b) => match cell {
+            Cell::Bytes(bytes) => b.append_value(bytes),
+            Cell::Text(t) => b.append_value(t.as_bytes()),
+            _ => return Err("which is not binary data".into()),
+        },
+        Column::Date(b) => match parse_date_time(text_of(cell)?)? {
+            Some((days, 0)) => b.append_value(days),
+            Some(_) => return Err("a date with a time of day".into()),
+            None => b.append_null(),
+        },
+        Column::Timestamp(b) => match parse_date_time(text_of(cell)?)? {
+            Some((days, micros)) => b.append_value(i64::from(days) * 86_400_000_000 + micros),
+            None => b.append_null(),
+        },
+    }
+    Ok(())
+}
+
+fn append_null(column: &mut Column) {
+    match column {
+        Column::Bool(b) => b.append_null(),
+        Column::Int8(b) => b.append_null(),
+        Column::Int16(b) => b.append_null(),
+        Column::Int32(b) => b.append_null(),
+        Column::Int64(b) => b.append_null(),
+        Column::UInt8(b) => b.append_null(),
+        Column::UInt16(b) => b.append_null(),
+        Column::UInt32(b) => b.append_null(),
+        Column::UInt64(b) => b.append_null(),
+        Column::Float32(b) => b.append_null(),
+        Column::Float64(b) => b.append_null(),
+        Column::Decimal128(b, _) => b.append_null(),
+        Column::Decimal256(b, _) => b.append_null(),
+        Column::Utf8(b) => b.append_null(),
+        Column::Binary(b) => b.append_null(),
+        Column::Date(b) => b.append_null(),
+        Column::Timestamp(b) => b.append_null(),
+    }
+}
+
+fn finish(column: &mut Column) -> ArrayRef {
+    match column {
+        Column::Bool(b) => Arc::new(b.finish()),
+        Column::Int8(b) => Arc::new(b.finish()),
+        Column::Int16(b) => Arc::new(b.finish()),
+        Column::Int32(b) => Arc::new(b.finish()),
+        Column::Int64(b) => Arc::new(b.finish()),
+        Column::UInt8(b) => Arc::new(b.finish()),
+        Column::UInt16(b) => Arc::new(b.finish()),
+        Column::UInt32(b) => Arc::new(b.finish()),
+        Column::UInt64(b) => Arc::new(b.finish()),
+        Column::Float32(b) => Arc::new(b.finish()),
+        Column::Float64(b) => Arc::new(b.finish()),
+        Column::Decimal128(b, _) => Arc::new(b.finish()),
+        Column::Decimal256(b, _) => Arc::new(b.finish()),
+        Column::Utf8(b) => Arc::new(b.finish()),
+        Column::Binary(b) => Arc::new(b.finish()),
+        Column::Date(b) => Arc::new(b.finish()),
+        Column::Timestamp(b) => Arc::new(b.finish()),
+    }
+}
+
+fn float_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn text_of(cell: Cell<'_>) -> Result<&str, String> {
+    match cell {
+        Cell::Text(t) => Ok(t),
+        Cell::Bytes(b) => std::str::from_utf8(b).map_err(|_| "which is not text".to_owned()),
+        _ => Err("which is not a date or time text".into()),
+    }
+}
+
+/// Parses a decimal text (or integer) to an integer scaled by `scale`, exactly.
+fn decimal_of(cell: Cell<'_>, scale: i8) -> Result<i128, String> {
+    let text = match cell {
+        Cell::Int(v) => v.to_string(),
+        Cell::UInt(v) => v.to_string(),
+        Cell::Text(t) => t.to_owned(),
+        _ => return Err("which is not a decimal number".into()),
+    };
+    let (digits, exponent) = scaled_digits(&text, scale)?;
+    let value: i128 = digits
+        .parse()
+        .map_err(|_| "which is too large for the column's decimal type".to_owned())?;
+    value
+        .checked_mul(
+            10i128
+                .checked_pow(exponent)
+                .ok_or("which is too large for the column's decimal type")?,
+        )
+        .ok_or_else(|| "which is too large for the column's decimal type".to_owned())
+}
+
+fn decimal256_of(cell: Cell<'_>, scale: i8) -> Result<i256, String> {
+    let text = match cell {
+        Cell::Int(v) => v.to_string(),
+        Cell::UInt(v) => v.to_string(),
+        Cell::Text(t) => t.to_owned(),
+        _ => return Err("which is not a decimal number".into()),
+    };
+    let (digits, exponent) = scaled_digits(&text, scale)?;
+    let too_large = || "which is too large for the column's decimal type".to_owned();
+    let value = i256::from_string(&digits).ok_or_else(too_large)?;
+    let factor = i256::from_i128(10)
+        .checked_pow(exponent)
+        .ok_or_else(too_large)?;
+    value.checked_mul(factor).ok_or_else(too_large)
+}
+
+/// Splits decimal text into the digits of the value at `scale` and a power of ten still to
+/// apply; fails if the text has more fractional digits than `scale` (other than zeros).
+fn scaled_digits(text: &str, scale: i8) -> Result<(String, u32), String> {
+    let text = text.trim();
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = body.split_once('.').unwrap_or((body, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err("which is not a decimal number".into());
+    }
+    let scale = i32::from(scale);
+    let kept = fraction.len().min(scale.max(0) as usize);
+    if fraction[kept..].bytes().any(|b| b != b'0') {
+        return Err(format!("which has more than {scale} decimal places"));
+    }
+    let mut digits = String::with_capacity(whole.len() + kept + 1);
+    if negative {
+        digits.push('-');
+    }
+    digits.push_str(if whole.is_empty() { "0" } else { whole });
+    digits.push_str(&fraction[..kept]);
+    Ok((digits, (scale.max(0) as usize - kept) as u32))
+}
+
+/// Parses `YYYY-MM-DD[ HH:MM:SS[.ffffff]]` into days since 1970 and microseconds of day.
+/// MySQL's zero dates (a zero year, month or day) give `None`: they are not dates.
+fn parse_date_time(text: &str) -> Result<Option<(i32, i64)>, String> {
+    let bad = || "which is not a date or timestamp".to_owned();
+    let (date, time) = text
+        .trim()
+        .split_once([' ', 'T'])
+        .unwrap_or((text.trim(), ""));
+    let mut parts = date.splitn(3, '-');
+    let mut next =
+        || -> Result<i64, String> { parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad) };
+    let (year, month, day) = (next()?, next()?, next()?);
+    if year == 0 || month == 0 || day == 0 {
+        return Ok(None);
+    }
+    let date =
+        chrono::NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32).ok_or_else(bad)?;
+    let days =
+        (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid")).num_days() as i32;
+    if time.is_empty() {
+        return Ok(Some((days, 0)));
+    }
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut hms = hms
+        .splitn(3, ':')
+        .map(|p| p.parse::<i64>().map_err(|_| bad()));
+    let (h, m, s) = (
+        hms.next().ok_or_else(bad)??,
+        hms.next().ok_or_else(bad)??,
+        hms.next().ok_or_else(bad)??,
+    );
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("which has more than microsecond precision".into());
+    }
+    let micros_fraction: i64 = format!("{fraction:0<6}").parse().map_err(|_| bad())?;
+    Ok(Some((
+        days,
+        ((h * 60 + m) * 60 + s) * 1_000_000 + micros_fraction,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_parse_exactly_or_fail() {
+        assert_eq!(decimal_of(Cell::Text("-12.5"), 3).unwrap(), -12_500);
+        assert_eq!(decimal_of(Cell::Text("0.120"), 2).unwrap(), 12);
+        assert!(
+            decimal_of(Cell::Text("0.125"), 2)
+                .unwrap_err()
+                .contains("more than 2")
+        );
+        assert_eq!(decimal_of(Cell::Int(7), 2).unwrap(), 700);
+        assert_eq!(
+            decimal256_of(
+                Cell::Text("12345678901234567890123456789012345678901234.5"),
+                1
+            )
+            .unwrap(),
+            i256::from_string("123456789012345678901234567890123456789012345").unwrap()
+        );
+    }
+
+    #[test]
+    fn zero_dates_are_null_and_times_are_microseconds() {
+        assert_eq!(parse_date_time("0000-00-00").unwrap(), None);
+        assert_eq!(parse_date_time("2020-00-15 00:00:00").unwrap(), None);
+        assert_eq!(parse_date_time("1970-01-02").unwrap(), Some((1, 0)));
+        assert_eq!(
+            parse_date_time("1969-12-31 23:59:59.5").unwrap(),
+            Some((-1, 86_399_500_000))
+        );
+        assert!(parse_date_time("2020-02-30").is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! MySQL/MariaDB source: pooled read-only sessions in UTC, discovery from
+//! `information_schema`, and a streamed `SELECT` decoded row by row into Arrow.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use secrecy::ExposeSecret;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlSslMode};
+use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
+use tokio::sync::mpsc;
+
+use super::cells::{BatchBuilder, Cell};
+use super::mysql_types::{MySqlColumnType, arrow_type, quote_ident, select_expression};
+use super::retry::with_backoff;
+use super::{BATCH_ROWS, Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome};
+use crate::error::Result;
+use crate::store::{ColumnRecord, TableRecord};
+
+const MAX_SESSIONS: u32 = 10;
+
+/// A MySQL or MariaDB server.
+#[derive(Debug)]
+pub struct MySqlSource {
+    endpoint: Endpoint,
+    options: MySqlConnectOptions,
+    pool: MySqlPool,
+    connect_timeout: Duration,
+}
+
+impl MySqlSource {
+    /// A source for `config`; nothing connects until first use.
+    pub fn new(connection: &str, config: &ServerConfig) -> Result<Self> {
+        let mut options = MySqlConnectOptions::new()
+            .host(&config.host)
+            .port(config.port)
+            .database(&config.database)
+            .username(&config.user)
+            .charset("utf8mb4")
+            .timezone(Some("+00:00".to_owned()))
+            .ssl_mode(match config.ssl_mode {
+                SslMode::Disable => MySqlSslMode::Disabled,
+                SslMode::Prefer => MySqlSslMode::Preferred,
+                SslMode::Require => MySqlSslMode::Required,
+                SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+                SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+            });
+        if let Some(password) = &config.password {
+            options = options.password(password.expose_secret());
+        }
+        if let Some(cert) = &config.ssl_root_cert {
+            options = options.ssl_ca(cert);
+        }
+        let statement_timeout = config.options.statement_timeout;
+        let connect_timeout = config.options.connect_timeout;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(MAX_SESSIONS)
+            .acquire_timeout(connect_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move { prepare_session(conn, statement_timeout).await })
+            })
+            .connect_lazy_with(options.clone());
+        Ok(MySqlSource {
+            endpoint: Endpoint {
+                connection: connection.to_owned(),
+                address: format!("{}:{}", config.host, config.port),
+                user: Some(config.user.clone()),
+                database: config.database.clone(),
+            },
+            options,
+            pool,
+            connect_timeout,
+        })
+    }
+}
+
+/// Makes a session read-only and applies the statement timeout (named differently by
+/// MariaDB and MySQL).
+async fn prepare_session(
+    conn: &mut MySqlConnection,
+    statement_timeout: Option<Duration>,
+) -> std::result::Result<(), sqlx::Error> {
+    conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
+    if let Some(timeout) = statement_timeout {
+        let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+            .fetch_one(&mut *conn)
+            .await?;
+        let set = if version.contains("MariaDB") {
+            format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64())
+        } else {
+            format!("SET SESSION max_execution_time = {}", timeout.as_millis())
+        };
+        conn.execute(AssertSqlSafe(set)).await?;
+    }
+    Ok(())
+}
+
+const DISCOVER: &str = r"
+SELECT CAST(c.TABLE_SCHEMA AS CHAR) AS table_schema,
+       CAST(c.TABLE_NAME AS CHAR) AS table_name,
+       CAST(t.TABLE_TYPE AS CHAR) AS table_type,
+       CAST(t.TABLE_ROWS AS SIGNED) AS row_estimate,
+       CAST(c.COLUMN_NAME AS CHAR) AS column_name,
+       CAST(c.ORDINAL_POSITION AS SIGNED) AS ordinal_position,
+       CAST(c.IS_NULLABLE AS CHAR) AS is_nullable,
+       CAST(c.DATA_TYPE AS CHAR) AS data_type,
+       CAST(c.COLUMN_TYPE AS CHAR) AS column_type,
+       CAST(c.NUMERIC_PRECISION AS SIGNED) AS numeric_precision,
+       CAST(c.NUMERIC_SCALE AS SIGNED) AS numeric_scale
+FROM information_schema.COLUMNS c
+JOIN information_schema.TABLES t
+  ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
+WHERE c.TABLE_SCHEMA NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys')
+ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION";
+
+#[async_trait]
+impl Source for MySqlSource {
+    async fn test(&self) -> Result<TestOutcome> {
+        with_backoff("testing a MySQL connection", || async {
+            let start = Instant::now();
+            let mut conn = match tokio::time::timeout(
+                self.connect_timeout,
+                MySqlConnection::connect_with(&self.options),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return Err(self.endpoint.classify(&e)),
+                Err(_) => return Err(self.endpoint.timed_out(self.connect_timeout)),
+            };
+            let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| self.endpoint.classify(&e))?;
+            let latency = start.elapsed();
+            let _ = conn.close().await;
+            let server_version = if version.contains("MariaDB") {
+                format!("MariaDB {version}")
+            } else {
+                format!("MySQL {version}")
+            };
+            Ok(TestOutcome {
+                server_version,
+                latency,
+            })
+        })
+        .await
+    }
+
+    async fn discover(&self) -> Result<Vec<TableRecord>> {
+        let rows = with_backoff("discovering MySQL tables", || async {
+            sqlx::query(DISCOVER)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.endpoint.classify(&e))
+        })
+        .await?;
+        let now = Utc::now();
+        let mut tables: Vec<TableRecord> = Vec::new();
+        let mut fields: Vec<Vec<Field>> = Vec::new();
+        for row in &rows {
+            let read = || -> std::result::Result<_, sqlx::Error> {
+                Ok((
+                    row.try_get::<String, _>("table_schema")?,
+                    row.try_get::<String, _>("table_name")?,
+                    row.try_get::<String, _>("table_type")?,
+                    row.try_get::<Option<i64>, _>("row_estimate")?,
+                    row.try_get::<String, _>("column_name")?,
+                    row.try_get::<i64, _>("ordinal_position")?,
+                    row.try_get::<String, _>("is_nullable")? == "YES",
+                    MySqlColumnType {
+                        data_type: row.try_get("data_type")?,
+                        column_type: row.try_get("column_type")?,
+                        precision: row.try_get("numeric_precision")?,
+                        scale: row.try_get("numeric_scale")?,
+                    },
+                ))
+            };
+            let (schema, name, table_type, row_estimate, column, position, nullable, my_type) =
+                read().map_err(|e| self.endpoint.classify(&e))?;
+            if tables
+                .last()
+                .is_none_or(|t| t.schema != schema || t.name != name)
+            {
+                let is_view = table_type.eq_ignore_ascii_case("VIEW");
+                tables.push(TableRecord {
+                    schema,
+                    name,
+                    table_type: if is_view { "view" } else { "table" }.into(),
+                    row_estimate: if is_view { None } else { row_estimate },
+                    arrow_schema: None,
+                    discovered_at: now,
+                    fetch_count: 0,
+                    columns: Vec::new(),
+                });
+                fields.push(Vec::new());
+            }
+            let arrow = arrow_type(&my_type);
+            let (precision, scale) = match arrow {
+                DataType::Decimal128(..) | DataType::Decimal256(..) => {
+                    (my_type.precision, my_type.scale)
+                }
+                _ => (None, None),
+            };
+            tables
+                .last_mut()
+                .expect("pushed above")
+                .columns
+                .push(ColumnRecord {
+                    name: column.clone(),
+                    ordinal_position: position,
+                    source_type: my_type.column_type.clone(),
+                    numeric_precision: precision,
+                    numeric_scale: scale,
+                    is_nullable: nullable,
+                    arrow_type: arrow.to_string(),
+                });
+            fields
+                .last_mut()
+                .expect("pushed above")
+                .push(Field::new(column, arrow, nullable));
+        }
+        for (table, fields) in tables.iter_mut().zip(fields) {
+            table.arrow_schema = Some(crate::cache::schema_to_json(&Schema::new(fields)));
+        }
+        Ok(tables)
+    }
+
+    async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
+        let schema = Arc::clone(&request.arrow_schema);
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| select_expression(f.name(), f.data_type()))
+            .collect();
+        let statement = format!(
+            "SELECT {} FROM {}.{}",
+            columns.join(", "),
+            quote_ident(&request.schema),
+            quote_ident(&request.table)
+        );
+        let mut builder =
+            BatchBuilder::new(Arc::clone(&schema)).map_err(|e| request.error(None, e))?;
+        let types: Vec<DataType> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let mut conn = with_backoff("connecting to MySQL", || async {
+            self.pool
+                .acquire()
+                .await
+                .map_err(|e| self.endpoint.classify(&e))
+        })
+        .await?;
+        // An abandoned result set would have to be drained by the session's next user.
+        conn.close_on_drop();
+        let mut rows = sqlx::query(AssertSqlSafe(statement)).fetch(&mut *conn);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| self.endpoint.classify(&e))?
+        {
+            append_row(&row, &types, &mut builder).map_err(|(i, e)| request.error(Some(i), e))?;
+            if builder.rows() >= BATCH_ROWS {
+                let batch = builder.take_batch().map_err(|e| request.error(None, e))?;
+                if let Some(batch) = batch
+                    && sink.send(batch).await.is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(batch) = builder.take_batch().map_err(|e| request.error(None, e))? {
+            let _ = sink.send(batch).await;
+        }
+        Ok(())
+    }
+}
+
+fn append_row(
+    row: &MySqlRow,
+    types: &[DataType],
+    builder: &mut BatchBuilder,
+) -> std::result::Result<(), (usize, String)> {
+    for (i, data_type) in types.iter().enumerate() {
+        let decode_error = |e: sqlx::Error| (i, format!("a value that cannot be decoded ({e})"));
+        let cell = match data_type {
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => row
+                .try_get::<Option<i64>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Int),
+            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => row
+                .try_get::<Option<u64>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::UInt),
+            DataType::Float32 => row
+                .try_get::<Option<f32>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Float32),
+            DataType::Float64 => row
+                .try_get::<Option<f64>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Float),
+            DataType::Binary => row
+                .try_get::<Option<&[u8]>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Bytes),
+            _ => row
+                .try_get::<Option<&str>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Text),
+        };
+        builder.append(i, cell).map_err(|e| (i, e))?;
+    }
+    builder.end_row();
+    Ok(())
+}
