@@ -161,7 +161,8 @@ pub struct Cache {
     events: Events,
     state: Arc<CacheState>,
     // Weak, so that when every requester is gone (Ctrl-C) the fetch is dropped, not parked.
-    inflight: Mutex<HashMap<TableKey, WeakShared<FetchFuture>>>,
+    // Keyed also by whether the job may reuse a current entry (ensure) or must fetch (refresh).
+    inflight: Mutex<HashMap<(TableKey, bool), WeakShared<FetchFuture>>>,
 }
 
 /// What a purge removed.
@@ -249,21 +250,36 @@ impl Cache {
         {
             return Ok(entry);
         }
-        self.fetch(connection, source, table).await
+        self.run(connection, source, table, true).await
     }
 
-    /// Fetches a new version of `table`, or joins a fetch of it already running.
+    /// Fetches a new version of `table`, or joins a refresh of it already running.
     pub async fn fetch(
         &self,
         connection: &Connection,
         source: Arc<dyn Source>,
         table: &TableRecord,
     ) -> Result<CacheEntry> {
-        let key = TableKey {
-            connection_id: connection.id.clone(),
-            schema: table.schema.clone(),
-            table: table.name.clone(),
-        };
+        self.run(connection, source, table, false).await
+    }
+
+    /// Runs (or joins) one job per table and mode; `reuse` lets the job return a current
+    /// entry published after the caller looked, instead of fetching again.
+    async fn run(
+        &self,
+        connection: &Connection,
+        source: Arc<dyn Source>,
+        table: &TableRecord,
+        reuse: bool,
+    ) -> Result<CacheEntry> {
+        let key = (
+            TableKey {
+                connection_id: connection.id.clone(),
+                schema: table.schema.clone(),
+                table: table.name.clone(),
+            },
+            reuse,
+        );
         let shared = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             match inflight.get(&key).and_then(WeakShared::upgrade) {
@@ -282,6 +298,7 @@ impl Cache {
                         },
                         table: table.clone(),
                         source,
+                        reuse,
                     };
                     let shared: SharedFetch = async move { job.run().await.map_err(Arc::new) }
                         .boxed()
@@ -345,6 +362,7 @@ struct FetchJob {
     name: TableName,
     table: TableRecord,
     source: Arc<dyn Source>,
+    reuse: bool,
 }
 
 /// Deletes the temp file unless the fetch published it.
@@ -360,6 +378,18 @@ impl Drop for TempFile {
 
 impl FetchJob {
     async fn run(self) -> Result<CacheEntry> {
+        if self.reuse
+            && let Some(entry) = self
+                .store
+                .current_cache_entry(
+                    &self.name.connection_id,
+                    &self.table.schema,
+                    &self.table.name,
+                )
+                .await?
+        {
+            return Ok(entry);
+        }
         let label = self.name.to_string();
         self.events.send(Event::FetchStarted {
             table: self.name.clone(),

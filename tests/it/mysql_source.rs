@@ -256,3 +256,33 @@ async fn discovery_keeps_unsigned_and_decimal_types() {
     assert_eq!(arrow("ts"), "Timestamp(µs, \"UTC\")");
     assert_eq!(arrow("tm"), "Utf8");
 }
+
+#[tokio::test]
+async fn requiring_tls_from_a_server_without_it_is_a_tls_failure() {
+    let fx = MySqlSourceFixture::new().await;
+    let have_ssl: String = {
+        use sqlx::Connection;
+        let mut conn = sqlx::MySqlConnection::connect(&crate::support::mysql_admin_url())
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT CAST(@@have_ssl AS CHAR)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    let mut config = mysql_source_config(&fx.name);
+    config["ssl_mode"] = json!("require");
+    fx.engine
+        .create_connection("tls", "mysql", config)
+        .await
+        .unwrap();
+    let result = fx.engine.test_connection("tls").await;
+    if have_ssl == "YES" {
+        // A server with TLS accepts the requirement; nothing to classify.
+        assert!(result.is_ok(), "{result:?}");
+    } else {
+        let err = result.unwrap_err();
+        assert_eq!(class_of(&err), FailureClass::Tls, "{err}");
+        assert!(err.to_string().contains("TLS"), "{err}");
+    }
+}

@@ -329,7 +329,7 @@ async fn discovery_maps_types_and_skips_system_schemas() {
 async fn seed_orders(fx: &mut PgSourceFixture, rows: i64) {
     fx.exec(&format!(
         "CREATE TABLE orders AS SELECT g AS id, (g * 1.25)::numeric(12,2) AS amount, 'item ' || g AS label
-         FROM generate_series(1, {rows}) g"
+         FROM generate_series(1, {rows}) g; ANALYZE orders"
     ))
     .await;
     fx.engine.discover_connection("pg").await.unwrap();
@@ -349,7 +349,8 @@ async fn fetch_count(fx: &PgSourceFixture, table: &str) -> i64 {
 #[tokio::test]
 async fn concurrent_first_requests_share_one_fetch() {
     let mut fx = PgSourceFixture::new().await;
-    seed_orders(&mut fx, 20_000).await;
+    seed_orders(&mut fx, 200_000).await;
+    let mut events = fx.engine.subscribe();
     let requests = (0..8).map(|_| {
         let engine = fx.engine.clone();
         tokio::spawn(async move { engine.cached_table("pg", "public", "orders").await.unwrap() })
@@ -366,12 +367,37 @@ async fn concurrent_first_requests_share_one_fetch() {
         "the source was read once"
     );
     let entry = entries[0].as_ref().unwrap();
-    assert_eq!(entry.row_count, 20_000);
+    assert_eq!(entry.row_count, 200_000);
     let rows: usize = read_parquet(&fx.engine.cache().absolute(entry))
         .iter()
         .map(|b| b.num_rows())
         .sum();
-    assert_eq!(rows, 20_000);
+    assert_eq!(rows, 200_000);
+    // One fetch: one start with the row estimate, progress, one finish with the totals.
+    let (mut started, mut progress, mut finished) = (0, 0, 0);
+    while let Ok(event) = events.try_recv() {
+        match event {
+            Event::FetchStarted {
+                table,
+                row_estimate,
+            } => {
+                assert_eq!(table.to_string(), "pg.public.orders");
+                assert_eq!(row_estimate, Some(200_000));
+                started += 1;
+            }
+            Event::FetchProgress { rows, .. } => {
+                assert!(rows <= 200_000);
+                progress += 1;
+            }
+            Event::FetchFinished { rows, bytes, .. } => {
+                assert_eq!((rows, bytes), (200_000, entry.byte_size as u64));
+                finished += 1;
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    assert_eq!((started, finished), (1, 1));
+    assert!(progress >= 1);
 }
 
 #[tokio::test]
