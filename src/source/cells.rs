@@ -30,6 +30,10 @@ pub enum Cell<'a> {
     Text(&'a str),
     /// Bytes.
     Bytes(&'a [u8]),
+    /// A date, as days since 1970-01-01.
+    Date(i32),
+    /// A date and time, as microseconds since 1970-01-01 00:00:00.
+    Timestamp(i64),
 }
 
 impl Cell<'_> {
@@ -46,6 +50,8 @@ impl Cell<'_> {
             }
             Cell::Text(t) => format!("'{t}'"),
             Cell::Bytes(b) => format!("{} bytes of binary data", b.len()),
+            Cell::Date(days) => format!("the date {days} days from 1970-01-01"),
+            Cell::Timestamp(micros) => format!("the timestamp {micros} µs from 1970-01-01"),
         }
     }
 }
@@ -220,21 +226,30 @@ fn append(column: &mut Column, cell: Cell<'_>) -> Result<(), String> {
                 std::str::from_utf8(bytes)
                     .map_err(|_| "which is not valid UTF-8 text".to_owned())?,
             ),
-            Cell::Null => unreachable!("handled above"),
+            Cell::Null | Cell::Date(_) | Cell::Timestamp(_) => {
+                return Err("which is not text".into());
+            }
         },
         Column::Binary(b) => match cell {
             Cell::Bytes(bytes) => b.append_value(bytes),
             Cell::Text(t) => b.append_value(t.as_bytes()),
             _ => return Err("which is not binary data".into()),
         },
-        Column::Date(b) => match parse_date_time(text_of(cell)?)? {
-            Some((days, 0)) => b.append_value(days),
-            Some(_) => return Err("a date with a time of day".into()),
-            None => b.append_null(),
+        Column::Date(b) => match cell {
+            Cell::Date(days) => b.append_value(days),
+            _ => match parse_date_time(text_of(cell)?)? {
+                Some((days, 0)) => b.append_value(days),
+                Some(_) => return Err("a date with a time of day".into()),
+                None => b.append_null(),
+            },
         },
-        Column::Timestamp(b) => match parse_date_time(text_of(cell)?)? {
-            Some((days, micros)) => b.append_value(i64::from(days) * 86_400_000_000 + micros),
-            None => b.append_null(),
+        Column::Timestamp(b) => match cell {
+            Cell::Timestamp(micros) => b.append_value(micros),
+            Cell::Date(days) => b.append_value(i64::from(days) * 86_400_000_000),
+            _ => match parse_date_time(text_of(cell)?)? {
+                Some((days, micros)) => b.append_value(i64::from(days) * 86_400_000_000 + micros),
+                None => b.append_null(),
+            },
         },
     }
     Ok(())
@@ -302,25 +317,71 @@ fn text_of(cell: Cell<'_>) -> Result<&str, String> {
     }
 }
 
-/// Parses a decimal text (or integer) to an integer scaled by `scale`, exactly.
+/// Parses a decimal text (or integer) to an integer scaled by `scale`, exactly, without
+/// allocating (it runs once per value).
 fn decimal_of(cell: Cell<'_>, scale: i8) -> Result<i128, String> {
+    let too_large = || "which is too large for the column's decimal type".to_owned();
     let text = match cell {
-        Cell::Int(v) => v.to_string(),
-        Cell::UInt(v) => v.to_string(),
-        Cell::Text(t) => t.to_owned(),
+        Cell::Int(v) => {
+            return i128::from(v)
+                .checked_mul(
+                    10i128
+                        .checked_pow(scale.max(0) as u32)
+                        .ok_or_else(too_large)?,
+                )
+                .ok_or_else(too_large);
+        }
+        Cell::UInt(v) => {
+            return i128::from(v)
+                .checked_mul(
+                    10i128
+                        .checked_pow(scale.max(0) as u32)
+                        .ok_or_else(too_large)?,
+                )
+                .ok_or_else(too_large);
+        }
+        Cell::Text(t) => t.trim(),
         _ => return Err("which is not a decimal number".into()),
     };
-    let (digits, exponent) = scaled_digits(&text, scale)?;
-    let value: i128 = digits
-        .parse()
-        .map_err(|_| "which is too large for the column's decimal type".to_owned())?;
-    value
-        .checked_mul(
-            10i128
-                .checked_pow(exponent)
-                .ok_or("which is too large for the column's decimal type")?,
-        )
-        .ok_or_else(|| "which is too large for the column's decimal type".to_owned())
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let scale = i32::from(scale.max(0));
+    let mut value: i128 = 0;
+    let mut fraction_digits: i32 = -1;
+    let mut digits = 0;
+    for byte in body.bytes() {
+        match byte {
+            b'0'..=b'9' => {
+                if fraction_digits >= scale {
+                    if byte != b'0' {
+                        return Err(format!("which has more than {scale} decimal places"));
+                    }
+                    continue;
+                }
+                value = value
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(i128::from(byte - b'0')))
+                    .ok_or_else(too_large)?;
+                digits += 1;
+                if fraction_digits >= 0 {
+                    fraction_digits += 1;
+                }
+            }
+            b'.' if fraction_digits < 0 => fraction_digits = 0,
+            _ => return Err("which is not a decimal number".into()),
+        }
+    }
+    if digits == 0 && fraction_digits <= 0 {
+        return Err("which is not a decimal number".into());
+    }
+    let missing = scale - fraction_digits.max(0);
+    value = value
+        .checked_mul(10i128.checked_pow(missing as u32).ok_or_else(too_large)?)
+        .ok_or_else(too_large)?;
+    Ok(if negative { -value } else { value })
 }
 
 fn decimal256_of(cell: Cell<'_>, scale: i8) -> Result<i256, String> {
@@ -368,6 +429,17 @@ fn scaled_digits(text: &str, scale: i8) -> Result<(String, u32), String> {
     digits.push_str(if whole.is_empty() { "0" } else { whole });
     digits.push_str(&fraction[..kept]);
     Ok((digits, (scale.max(0) as usize - kept) as u32))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (no validation beyond arithmetic).
+pub fn days_from_civil(year: i32, month: u32, day: u32) -> i32 {
+    let year = i64::from(year) - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 719_468) as i32
 }
 
 /// Parses `YYYY-MM-DD[ HH:MM:SS[.ffffff]]` into days since 1970 and microseconds of day.
@@ -445,5 +517,8 @@ mod tests {
             Some((-1, 86_399_500_000))
         );
         assert!(parse_date_time("2020-02-30").is_err());
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1, 1, 1), -719_162);
     }
 }

@@ -235,7 +235,11 @@ impl Source for MySqlSource {
         let columns: Vec<String> = schema
             .fields()
             .iter()
-            .map(|f| select_expression(f.name(), f.data_type()))
+            .enumerate()
+            .map(|(i, f)| {
+                let source_type = request.source_types.get(i).map_or("", String::as_str);
+                select_expression(f.name(), f.data_type(), source_type)
+            })
             .collect();
         let statement = format!(
             "SELECT {} FROM {}.{}",
@@ -287,31 +291,42 @@ fn append_row(
     types: &[DataType],
     builder: &mut BatchBuilder,
 ) -> std::result::Result<(), (usize, String)> {
+    // Columns are read by position with the types the select expressions guarantee, so the
+    // per-value compatibility checks of `try_get` are skipped.
     for (i, data_type) in types.iter().enumerate() {
         let decode_error = |e: sqlx::Error| (i, format!("a value that cannot be decoded ({e})"));
         let cell = match data_type {
             DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => row
-                .try_get::<Option<i64>, _>(i)
+                .try_get_unchecked::<Option<i64>, _>(i)
                 .map_err(decode_error)?
                 .map_or(Cell::Null, Cell::Int),
             DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => row
-                .try_get::<Option<u64>, _>(i)
+                .try_get_unchecked::<Option<u64>, _>(i)
                 .map_err(decode_error)?
                 .map_or(Cell::Null, Cell::UInt),
             DataType::Float32 => row
-                .try_get::<Option<f32>, _>(i)
+                .try_get_unchecked::<Option<f32>, _>(i)
                 .map_err(decode_error)?
                 .map_or(Cell::Null, Cell::Float32),
             DataType::Float64 => row
-                .try_get::<Option<f64>, _>(i)
+                .try_get_unchecked::<Option<f64>, _>(i)
                 .map_err(decode_error)?
                 .map_or(Cell::Null, Cell::Float),
             DataType::Binary => row
-                .try_get::<Option<&[u8]>, _>(i)
+                .try_get_unchecked::<Option<&[u8]>, _>(i)
                 .map_err(decode_error)?
                 .map_or(Cell::Null, Cell::Bytes),
+            DataType::Date32 | DataType::Timestamp(..) => {
+                match row
+                    .try_get_unchecked::<Option<&[u8]>, _>(i)
+                    .map_err(decode_error)?
+                {
+                    None => Cell::Null,
+                    Some(raw) => binary_temporal(raw).map_err(|e| (i, e))?,
+                }
+            }
             _ => row
-                .try_get::<Option<&str>, _>(i)
+                .try_get_unchecked::<Option<&str>, _>(i)
                 .map_err(decode_error)?
                 .map_or(Cell::Null, Cell::Text),
         };
@@ -319,4 +334,46 @@ fn append_row(
     }
     builder.end_row();
     Ok(())
+}
+
+/// Decodes a DATE/DATETIME/TIMESTAMP value of the binary protocol: a length byte, then
+/// year (u16 LE), month, day, and optionally hour, minute, second and microseconds (u32 LE).
+/// Zero, partly-zero and impossible dates ('2020-02-31' under ALLOW_INVALID_DATES) are not
+/// dates and become NULL.
+fn binary_temporal(raw: &[u8]) -> std::result::Result<Cell<'static>, String> {
+    let bad = || format!("a date value of {} bytes that cannot be decoded", raw.len());
+    let (&len, body) = raw.split_first().ok_or_else(bad)?;
+    let body = body.get(..len as usize).ok_or_else(bad)?;
+    if body.len() < 4 {
+        return Ok(Cell::Null);
+    }
+    let year = u16::from_le_bytes([body[0], body[1]]);
+    let (month, day) = (body[2], body[3]);
+    let real_date = year != 0
+        && (1..=12).contains(&month)
+        && day != 0
+        && (day <= 28
+            || chrono::NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day))
+                .is_some());
+    if !real_date {
+        return Ok(Cell::Null);
+    }
+    let days = super::cells::days_from_civil(i32::from(year), u32::from(month), u32::from(day));
+    if body.len() == 4 {
+        return Ok(Cell::Date(days));
+    }
+    let (hour, minute, second) = (
+        i64::from(body[4]),
+        i64::from(*body.get(5).ok_or_else(bad)?),
+        i64::from(*body.get(6).ok_or_else(bad)?),
+    );
+    let micros = match body.get(7..11) {
+        Some(m) => i64::from(u32::from_le_bytes([m[0], m[1], m[2], m[3]])),
+        None => 0,
+    };
+    Ok(Cell::Timestamp(
+        i64::from(days) * 86_400_000_000
+            + ((hour * 60 + minute) * 60 + second) * 1_000_000
+            + micros,
+    ))
 }

@@ -7,7 +7,8 @@
 //! - DECIMAL(p,s) → Decimal128(p,s) up to 38 digits, Decimal256(p,s) up to 65.
 //! - FLOAT → Float32, DOUBLE → Float64.
 //! - DATE → Date32; DATETIME(n) → Timestamp(µs); TIMESTAMP → Timestamp(µs, UTC). Zero and
-//!   partly-zero dates ('0000-00-00', '2020-00-15') are not dates: they become NULL.
+//!   partly-zero dates ('0000-00-00', '2020-00-15'), and impossible ones allowed by
+//!   ALLOW_INVALID_DATES ('2020-02-31'), are not dates: they become NULL.
 //! - TIME (a signed duration up to ±838 hours) is carried as text, e.g. '-12:30:00.5'.
 //! - BINARY/VARBINARY/BLOB → Binary; text types, ENUM, SET (comma-separated members), JSON
 //!   and everything else → Utf8.
@@ -60,20 +61,35 @@ pub fn arrow_type(column: &MySqlColumnType) -> DataType {
     }
 }
 
-/// The select expression that delivers `column` in the form the decoder for `arrow` reads.
-pub fn select_expression(column: &str, arrow: &DataType) -> String {
+/// The select expression that delivers `column` (of source type `source_type`) in the form
+/// the decoder for `arrow` reads. Most columns are read as they are, in the binary protocol;
+/// BIT and non-text types carried as text are converted by the server.
+pub fn select_expression(column: &str, arrow: &DataType, source_type: &str) -> String {
     let quoted = quote_ident(column);
+    let kind = source_type
+        .split(['(', ' '])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match arrow {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-            format!("CAST({quoted} AS SIGNED)")
-        }
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-            format!("CAST({quoted} AS UNSIGNED)")
-        }
-        DataType::Float32 | DataType::Float64 | DataType::Binary => quoted,
-        _ => format!("CAST({quoted} AS CHAR)"),
+        DataType::UInt64 if kind == "bit" => format!("CAST({quoted} AS UNSIGNED)"),
+        DataType::Utf8 if !TEXT_TYPES.contains(&kind.as_str()) => format!("CAST({quoted} AS CHAR)"),
+        _ => quoted,
     }
 }
+
+/// Types the binary protocol already sends as text.
+const TEXT_TYPES: &[&str] = &[
+    "char",
+    "varchar",
+    "tinytext",
+    "text",
+    "mediumtext",
+    "longtext",
+    "enum",
+    "set",
+    "json",
+];
 
 /// Quotes an identifier for MySQL.
 pub fn quote_ident(name: &str) -> String {

@@ -1,0 +1,89 @@
+//! The in-memory snapshot of connections and their discovered tables that planning reads:
+//! catalog lookups never touch the store or a source, and a statement sees one consistent
+//! version even while another statement changes connections.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+
+use crate::connection::Connection;
+use crate::error::Result;
+use crate::store::{MetadataStore, TableRecord};
+
+/// One discovered table, with its Arrow schema parsed once.
+#[derive(Debug)]
+pub struct SnapshotTable {
+    /// The stored record.
+    pub record: TableRecord,
+    /// Its Arrow schema (empty if discovery stored none).
+    pub schema: SchemaRef,
+}
+
+/// A connection and its tables by schema and name.
+#[derive(Debug)]
+pub struct SnapshotConnection {
+    /// The connection.
+    pub connection: Connection,
+    /// schema → table → table.
+    pub schemas: BTreeMap<String, BTreeMap<String, Arc<SnapshotTable>>>,
+}
+
+/// Every connection, by name.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// name → connection.
+    pub connections: BTreeMap<String, Arc<SnapshotConnection>>,
+}
+
+impl Snapshot {
+    /// Reads a fresh snapshot from the store.
+    pub async fn load(store: &dyn MetadataStore) -> Result<Self> {
+        let mut connections = BTreeMap::new();
+        for connection in store.connections().await? {
+            let mut schemas: BTreeMap<String, BTreeMap<String, Arc<SnapshotTable>>> = BTreeMap::new();
+            for record in store.tables(&connection.id).await? {
+                let schema = record
+                    .arrow_schema
+                    .as_deref()
+                    .and_then(|json| serde_json::from_str::<Schema>(json).ok())
+                    .unwrap_or_else(Schema::empty);
+                schemas.entry(record.schema.clone()).or_default().insert(
+                    record.name.clone(),
+                    Arc::new(SnapshotTable {
+                        schema: Arc::new(schema),
+                        record,
+                    }),
+                );
+            }
+            connections.insert(
+                connection.name.to_string(),
+                Arc::new(SnapshotConnection {
+                    connection,
+                    schemas,
+                }),
+            );
+        }
+        Ok(Snapshot { connections })
+    }
+}
+
+/// The current snapshot, swapped whole on every change.
+#[derive(Debug, Default)]
+pub struct SnapshotCell {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl SnapshotCell {
+    /// The snapshot as of now.
+    pub fn get(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reloads from the store and publishes the result.
+    pub async fn reload(&self, store: &dyn MetadataStore) -> Result<()> {
+        let fresh = Arc::new(Snapshot::load(store).await?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
