@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::store::TableRecord;
 
 /// Rows per Arrow batch handed from a source to the cache writer.
-pub const BATCH_ROWS: usize = 65_536;
+pub const BATCH_ROWS: usize = 16_384;
 
 /// What a successful connection test reports.
 #[derive(Clone, Debug, PartialEq)]

@@ -238,26 +238,104 @@ impl Source for PgSource {
             .arrow_schema
             .fields()
             .iter()
-            .enumerate()
-            .map(|(i, f)| {
+            .map(|f| {
                 wire_cast(f.data_type())
                     .map(|cast| format!("{}::{cast}", quote_ident(f.name())))
                     .ok_or_else(|| {
                         request.error(
-                            Some(i),
-                            format!("an Arrow type ({}) Quarry cannot fetch", f.data_type()),
+                            None,
+                            format!(
+                                "column '{}' has an Arrow type ({}) Quarry cannot fetch",
+                                f.name(),
+                                f.data_type()
+                            ),
                         )
                     })
             })
             .collect::<Result<Vec<_>>>()?;
-        let statement = format!(
-            "COPY (SELECT {} FROM {}.{}) TO STDOUT (FORMAT binary)",
+        let select = format!(
+            "SELECT {} FROM {}.{}",
             columns.join(", "),
             quote_ident(&request.schema),
             quote_ident(&request.table)
         );
-        let mut decoder = CopyDecoder::new(Arc::clone(&request.arrow_schema), BATCH_ROWS)
-            .map_err(|e| request.error(None, e))?;
+        let mut first = self.acquire().await?;
+        let ranges = self.partition_ranges(&mut first, request).await?;
+        if ranges.len() <= 1 {
+            let statement = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+            return copy_into(
+                first,
+                statement,
+                Arc::new(request.clone()),
+                self.endpoint.clone(),
+                sink,
+            )
+            .await;
+        }
+        // Every partition reads the same snapshot, exported by the first session, so the
+        // partitions add up to exactly one consistent copy of the table.
+        let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+        let classify = |e: sqlx::Error| self.endpoint.classify(&e);
+        sqlx::raw_sql(begin)
+            .execute(&mut *first)
+            .await
+            .map_err(classify)?;
+        let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut *first)
+            .await
+            .map_err(classify)?;
+        let mut sessions = vec![first];
+        for _ in 1..ranges.len() {
+            let mut conn = self.acquire().await?;
+            sqlx::raw_sql(begin)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "SET TRANSACTION SNAPSHOT '{snapshot}'"
+            )))
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+            sessions.push(conn);
+        }
+        let request = Arc::new(request.clone());
+        let tasks: Vec<_> = sessions
+            .into_iter()
+            .zip(ranges)
+            .map(|(conn, (from, to))| {
+                let upper = to.map_or(String::new(), |to| format!(" AND ctid < '({to},0)'::tid"));
+                let statement = format!(
+                    "COPY ({select} WHERE ctid >= '({from},0)'::tid{upper}) TO STDOUT (FORMAT binary)"
+                );
+                // Own tasks, so partitions decode on all cores.
+                tokio::spawn(copy_into(
+                    conn,
+                    statement,
+                    Arc::clone(&request),
+                    self.endpoint.clone(),
+                    sink.clone(),
+                ))
+            })
+            .collect();
+        drop(sink);
+        let mut result = Ok(());
+        for task in tasks {
+            let outcome = task.await.unwrap_or_else(|e| {
+                Err(request.error(None, format!("a partition reader stopped: {e}")))
+            });
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+impl PgSource {
+    /// A pooled session for a fetch. A COPY left unread would have to be drained by the
+    /// session's next user, so fetch sessions are closed rather than returned.
+    async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
         let mut conn = with_backoff("connecting to PostgreSQL", || async {
             self.pool
                 .acquire()
@@ -265,33 +343,90 @@ impl Source for PgSource {
                 .map_err(|e| self.endpoint.classify(&e))
         })
         .await?;
-        // A COPY left unread would have to be drained by the next user of the session:
-        // fetch sessions are closed instead of returned to the pool.
         conn.close_on_drop();
-        let mut stream = conn
-            .copy_out_raw(&statement)
-            .await
+        Ok(conn)
+    }
+
+    /// Page ranges (`[from, to)`, the last open-ended) to read in parallel: one per core (at
+    /// most 4) for plain tables large enough to gain from it, else a single range.
+    async fn partition_ranges(
+        &self,
+        conn: &mut PgConnection,
+        request: &FetchRequest,
+    ) -> Result<Vec<(i64, Option<i64>)>> {
+        let row = sqlx::query(
+            "SELECT c.relkind::text AS kind,
+                    (pg_relation_size(c.oid) / current_setting('block_size')::int8)::int8 AS pages
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2",
+        )
+        .bind(&request.schema)
+        .bind(&request.table)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| self.endpoint.classify(&e))?;
+        let Some(row) = row else {
+            return Ok(vec![(0, None)]);
+        };
+        let kind: String = row
+            .try_get("kind")
             .map_err(|e| self.endpoint.classify(&e))?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.endpoint.classify(&e))?;
-            decoder
-                .feed(chunk)
-                .map_err(|(column, message)| request.error(column, message))?;
-            if decoder.batch_ready() {
-                let batch = decoder.take_batch().map_err(|e| request.error(None, e))?;
-                if let Some(batch) = batch
-                    && sink.send(batch).await.is_err()
-                {
-                    return Ok(());
-                }
+        let pages: i64 = row
+            .try_get("pages")
+            .map_err(|e| self.endpoint.classify(&e))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parts = cores.clamp(1, MAX_PARTITIONS) as i64;
+        if !matches!(kind.as_str(), "r" | "m") || pages < PARTITION_MIN_PAGES || parts < 2 {
+            return Ok(vec![(0, None)]);
+        }
+        Ok((0..parts)
+            .map(|i| {
+                let from = pages * i / parts;
+                let to = (i + 1 < parts).then(|| pages * (i + 1) / parts);
+                (if i == 0 { 0 } else { from }, to)
+            })
+            .collect())
+    }
+}
+
+/// Tables smaller than this many pages (64 MiB of 8 KiB pages) are read in one stream.
+const PARTITION_MIN_PAGES: i64 = 8192;
+/// Most partitions read in parallel.
+const MAX_PARTITIONS: usize = 4;
+
+/// Runs one binary COPY on `conn` and sends its rows to `sink` as batches.
+async fn copy_into(
+    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    statement: String,
+    request: Arc<FetchRequest>,
+    endpoint: Endpoint,
+    sink: mpsc::Sender<RecordBatch>,
+) -> Result<()> {
+    let mut decoder = CopyDecoder::new(Arc::clone(&request.arrow_schema), BATCH_ROWS)
+        .map_err(|e| request.error(None, e))?;
+    let mut stream = conn
+        .copy_out_raw(&statement)
+        .await
+        .map_err(|e| endpoint.classify(&e))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| endpoint.classify(&e))?;
+        decoder
+            .feed(chunk)
+            .map_err(|(column, message)| request.error(column, message))?;
+        if decoder.batch_ready() {
+            let batch = decoder.take_batch().map_err(|e| request.error(None, e))?;
+            if let Some(batch) = batch
+                && sink.send(batch).await.is_err()
+            {
+                return Ok(());
             }
         }
-        if !decoder.finished() {
-            return Err(request.error(None, "the source ended the COPY stream early"));
-        }
-        if let Some(batch) = decoder.take_batch().map_err(|e| request.error(None, e))? {
-            let _ = sink.send(batch).await;
-        }
-        Ok(())
     }
+    if !decoder.finished() {
+        return Err(request.error(None, "the source ended the COPY stream early"));
+    }
+    if let Some(batch) = decoder.take_batch().map_err(|e| request.error(None, e))? {
+        let _ = sink.send(batch).await;
+    }
+    Ok(())
 }

@@ -674,3 +674,52 @@ async fn a_fetch_killed_mid_way_leaves_no_entry_and_start_up_removes_its_temp_fi
     let _restarted = fx.backend.engine().await;
     assert!(!Path::new(&temp).exists(), "start-up removed the temp file");
 }
+
+#[tokio::test]
+async fn a_large_table_read_in_partitions_is_exact() {
+    let mut fx = PgSourceFixture::new().await;
+    // Over the 64 MiB partitioning threshold: 4 KiB rows, 20000 of them (~80 MiB).
+    fx.exec(
+        "CREATE TABLE wide (id int, payload text);
+         ALTER TABLE wide ALTER payload SET STORAGE PLAIN;
+         ALTER TABLE wide SET (autovacuum_enabled = false);
+         INSERT INTO wide SELECT g, repeat(md5(g::text), 128) FROM generate_series(1, 20000) g;",
+    )
+    .await;
+    let pages: i64 = sqlx::query_scalar("SELECT pg_relation_size('wide') / 8192")
+        .fetch_one(&mut fx.admin)
+        .await
+        .unwrap();
+    assert!(
+        pages >= 8192,
+        "the table must be large enough to be partitioned ({pages} pages)"
+    );
+    fx.engine.discover_connection("pg").await.unwrap();
+    let entry = fx
+        .engine
+        .cached_table("pg", "public", "wide")
+        .await
+        .unwrap();
+    assert_eq!(entry.row_count, 20_000);
+    let mut ids = Vec::new();
+    for batch in read_parquet(&fx.engine.cache().absolute(&entry)) {
+        let column = batch.column(0);
+        for row in 0..batch.num_rows() {
+            ids.push(
+                value_text(column.as_ref(), row)
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap(),
+            );
+        }
+        let payload = batch.column(1);
+        let first = value_text(payload.as_ref(), 0).unwrap();
+        assert_eq!(first.len(), 32 * 128);
+    }
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=20_000).collect::<Vec<_>>(),
+        "every row exactly once"
+    );
+}
