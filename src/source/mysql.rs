@@ -231,8 +231,8 @@ impl Source for MySqlSource {
     }
 
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
-        let schema = Arc::clone(&request.arrow_schema);
-        let columns: Vec<String> = schema
+        let columns: Vec<String> = request
+            .arrow_schema
             .fields()
             .iter()
             .enumerate()
@@ -241,19 +241,83 @@ impl Source for MySqlSource {
                 select_expression(f.name(), f.data_type(), source_type)
             })
             .collect();
-        let statement = format!(
+        let select = format!(
             "SELECT {} FROM {}.{}",
             columns.join(", "),
             quote_ident(&request.schema),
             quote_ident(&request.table)
         );
-        let mut builder =
-            BatchBuilder::new(Arc::clone(&schema)).map_err(|e| request.error(None, e))?;
-        let types: Vec<DataType> = schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
+        let request = Arc::new(request.clone());
+        let Some((key, sessions)) = self.partition_sessions(&request).await? else {
+            let conn = self.acquire().await?;
+            return stream_rows(conn, select, request, self.endpoint.clone(), sink).await;
+        };
+        let classify = |e: sqlx::Error| self.endpoint.classify(&e);
+        let mut sessions = sessions;
+        let (low, high): (Option<i64>, Option<i64>) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT CAST(MIN({key}) AS SIGNED), CAST(MAX({key}) AS SIGNED) FROM {}.{}",
+            quote_ident(&request.schema),
+            quote_ident(&request.table)
+        )))
+        .fetch_one(&mut *sessions[0])
+        .await
+        .map_err(classify)?;
+        let (Some(low), Some(high)) = (low, high) else {
+            let conn = sessions.swap_remove(0);
+            return stream_rows(conn, select, request, self.endpoint.clone(), sink).await;
+        };
+        let parts = sessions.len() as i128;
+        let span = i128::from(high) - i128::from(low) + 1;
+        let tasks: Vec<_> = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(i, conn)| {
+                let i = i as i128;
+                let from = i128::from(low) + span * i / parts;
+                let to = i128::from(low) + span * (i + 1) / parts;
+                // The first and last ranges are open so nothing outside [low, high] is missed.
+                let mut bounds = Vec::new();
+                if i > 0 {
+                    bounds.push(format!("{key} >= {from}"));
+                }
+                if i + 1 < parts {
+                    bounds.push(format!("{key} < {to}"));
+                }
+                let statement = format!("{select} WHERE {}", bounds.join(" AND "));
+                tokio::spawn(stream_rows(
+                    conn,
+                    statement,
+                    Arc::clone(&request),
+                    self.endpoint.clone(),
+                    sink.clone(),
+                ))
+            })
             .collect();
+        drop(sink);
+        let mut result = Ok(());
+        for task in tasks {
+            let outcome = task.await.unwrap_or_else(|e| {
+                Err(request.error(None, format!("a partition reader stopped: {e}")))
+            });
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+type Session = sqlx::pool::PoolConnection<sqlx::MySql>;
+
+/// Tables smaller than this are read in one stream.
+const PARTITION_MIN_BYTES: i64 = 64 << 20;
+/// Most partitions read in parallel.
+const MAX_PARTITIONS: usize = 4;
+
+impl MySqlSource {
+    /// A pooled session for a fetch. An abandoned result set would have to be drained by
+    /// the session's next user, so fetch sessions are closed rather than returned.
+    async fn acquire(&self) -> Result<Session> {
         let mut conn = with_backoff("connecting to MySQL", || async {
             self.pool
                 .acquire()
@@ -261,29 +325,120 @@ impl Source for MySqlSource {
                 .map_err(|e| self.endpoint.classify(&e))
         })
         .await?;
-        // An abandoned result set would have to be drained by the session's next user.
         conn.close_on_drop();
-        let mut rows = sqlx::query(AssertSqlSafe(statement)).fetch(&mut *conn);
-        while let Some(row) = rows
-            .try_next()
+        Ok(conn)
+    }
+
+    /// For a large base table with an integer primary key: the quoted key column and one
+    /// session per partition, each in a transaction whose consistent snapshot was taken
+    /// while a read lock kept writers out, so all partitions see the same table. `None`
+    /// means one stream (small table, no integer key, one core, or no LOCK TABLES right).
+    async fn partition_sessions(
+        &self,
+        request: &FetchRequest,
+    ) -> Result<Option<(String, Vec<Session>)>> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parts = cores.clamp(1, MAX_PARTITIONS);
+        if parts < 2 {
+            return Ok(None);
+        }
+        let mut lock = self.acquire().await?;
+        let classify = |e: sqlx::Error| self.endpoint.classify(&e);
+        let key: Option<(String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT CAST(k.COLUMN_NAME AS CHAR), CAST(c.DATA_TYPE AS CHAR), CAST(t.DATA_LENGTH AS SIGNED)
+             FROM information_schema.KEY_COLUMN_USAGE k
+             JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA
+                 AND c.TABLE_NAME = k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME
+             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = k.TABLE_SCHEMA
+                 AND t.TABLE_NAME = k.TABLE_NAME
+             WHERE k.TABLE_SCHEMA = ? AND k.TABLE_NAME = ? AND k.CONSTRAINT_NAME = 'PRIMARY'
+                 AND k.ORDINAL_POSITION = 1 AND t.TABLE_TYPE = 'BASE TABLE'",
+        )
+        .bind(&request.schema)
+        .bind(&request.table)
+        .fetch_optional(&mut *lock)
+        .await
+        .map_err(classify)?;
+        let Some((column, data_type, bytes)) = key else {
+            return Ok(None);
+        };
+        let integer = ["tinyint", "smallint", "mediumint", "int", "bigint"]
+            .contains(&data_type.to_ascii_lowercase().as_str());
+        if !integer || bytes.unwrap_or(0) < PARTITION_MIN_BYTES {
+            return Ok(None);
+        }
+        let table = format!(
+            "{}.{}",
+            quote_ident(&request.schema),
+            quote_ident(&request.table)
+        );
+        if sqlx::raw_sql(AssertSqlSafe(format!("LOCK TABLES {table} READ")))
+            .execute(&mut *lock)
             .await
-            .map_err(|e| self.endpoint.classify(&e))?
+            .is_err()
         {
-            append_row(&row, &types, &mut builder).map_err(|(i, e)| request.error(Some(i), e))?;
-            if builder.rows() >= BATCH_ROWS {
-                let batch = builder.take_batch().map_err(|e| request.error(None, e))?;
-                if let Some(batch) = batch
-                    && sink.send(batch).await.is_err()
-                {
-                    return Ok(());
+            return Ok(None);
+        }
+        let mut sessions = Vec::with_capacity(parts);
+        let mut failure = None;
+        for _ in 0..parts {
+            match self.acquire().await {
+                Ok(mut conn) => {
+                    if let Err(e) =
+                        sqlx::raw_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                            .execute(&mut *conn)
+                            .await
+                    {
+                        failure = Some(classify(e));
+                        break;
+                    }
+                    sessions.push(conn);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
             }
         }
-        if let Some(batch) = builder.take_batch().map_err(|e| request.error(None, e))? {
-            let _ = sink.send(batch).await;
+        let _ = sqlx::raw_sql("UNLOCK TABLES").execute(&mut *lock).await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(Some((quote_ident(&column), sessions))),
         }
-        Ok(())
     }
+}
+
+/// Streams the rows of `statement` on `conn` into `sink` as batches.
+async fn stream_rows(
+    mut conn: Session,
+    statement: String,
+    request: Arc<FetchRequest>,
+    endpoint: Endpoint,
+    sink: mpsc::Sender<RecordBatch>,
+) -> Result<()> {
+    let schema = Arc::clone(&request.arrow_schema);
+    let mut builder = BatchBuilder::new(Arc::clone(&schema)).map_err(|e| request.error(None, e))?;
+    let types: Vec<DataType> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    let mut rows = sqlx::query(AssertSqlSafe(statement)).fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await.map_err(|e| endpoint.classify(&e))? {
+        append_row(&row, &types, &mut builder).map_err(|(i, e)| request.error(Some(i), e))?;
+        if builder.rows() >= BATCH_ROWS {
+            let batch = builder.take_batch().map_err(|e| request.error(None, e))?;
+            if let Some(batch) = batch
+                && sink.send(batch).await.is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    if let Some(batch) = builder.take_batch().map_err(|e| request.error(None, e))? {
+        let _ = sink.send(batch).await;
+    }
+    Ok(())
 }
 
 fn append_row(

@@ -289,3 +289,53 @@ async fn requiring_tls_from_a_server_without_it_is_a_tls_failure() {
         assert!(err.to_string().contains("TLS"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_large_table_read_in_key_ranges_is_exact() {
+    let mut fx = MySqlSourceFixture::new().await;
+    // Over the 64 MiB partitioning threshold, with an integer primary key.
+    fx.exec(
+        "CREATE TABLE wide (id BIGINT PRIMARY KEY, payload TEXT) ENGINE=InnoDB;
+         INSERT INTO wide SELECT seq, REPEAT(MD5(seq), 128) FROM seq_1_to_20000;
+         ANALYZE TABLE wide;",
+    )
+    .await;
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT CAST(DATA_LENGTH AS SIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'wide'",
+    )
+    .fetch_one(&mut fx.admin)
+    .await
+    .unwrap();
+    assert!(
+        bytes >= 64 << 20,
+        "the table must be large enough to be partitioned ({bytes} bytes)"
+    );
+    fx.engine.discover_connection("my").await.unwrap();
+    let entry = fx
+        .engine
+        .cached_table("my", &fx.name, "wide")
+        .await
+        .unwrap();
+    assert_eq!(entry.row_count, 20_000);
+    let mut ids = Vec::new();
+    for batch in read_parquet(&fx.engine.cache().absolute(&entry)) {
+        for row in 0..batch.num_rows() {
+            ids.push(
+                value_text(batch.column(0).as_ref(), row)
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap(),
+            );
+            assert_eq!(
+                value_text(batch.column(1).as_ref(), row).unwrap().len(),
+                32 * 128
+            );
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=20_000).collect::<Vec<_>>(),
+        "every row exactly once"
+    );
+}
