@@ -21,6 +21,18 @@ const SERVER_KEYS: &[&str] = &[
     "connect_timeout",
     "statement_timeout",
 ];
+const POSTGRES_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "database",
+    "user",
+    "password",
+    "ssl_mode",
+    "ssl_root_cert",
+    "connect_timeout",
+    "statement_timeout",
+    "numeric_as_float64",
+];
 const SQLITE_KEYS: &[&str] = &["path", "connect_timeout", "statement_timeout"];
 const SERVER_SECRETS: &[&str] = &["password"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +41,8 @@ impl SourceType {
     /// The config keys this source type accepts.
     pub fn config_keys(self) -> &'static [&'static str] {
         match self {
-            SourceType::Postgres | SourceType::Mysql => SERVER_KEYS,
+            SourceType::Postgres => POSTGRES_KEYS,
+            SourceType::Mysql => SERVER_KEYS,
             SourceType::Sqlite => SQLITE_KEYS,
         }
     }
@@ -80,6 +93,8 @@ pub struct ServerConfig {
     pub ssl_root_cert: Option<PathBuf>,
     /// Timeouts shared by every source.
     pub options: CommonOptions,
+    /// PostgreSQL only: carry unconstrained `numeric` as float64 instead of exact text.
+    pub numeric_as_float64: bool,
 }
 
 /// Config of a SQLite file source.
@@ -361,7 +376,17 @@ impl<'a> Fields<'a> {
                 ssl_mode.as_str()
             )));
         }
+        let numeric_as_float64 = match self.map.get("numeric_as_float64") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(self.error(format!(
+                    "'numeric_as_float64' must be true or false, got {other}"
+                )));
+            }
+        };
         Ok(ServerConfig {
+            numeric_as_float64,
             host,
             port,
             database,

@@ -32,6 +32,7 @@ pub struct PgSource {
     options: PgConnectOptions,
     pool: PgPool,
     connect_timeout: Duration,
+    numeric_as_float64: bool,
 }
 
 impl PgSource {
@@ -83,6 +84,7 @@ impl PgSource {
             options,
             pool,
             connect_timeout,
+            numeric_as_float64: config.numeric_as_float64,
         })
     }
 
@@ -204,7 +206,7 @@ impl Source for PgSource {
                 });
                 fields.push(Vec::new());
             }
-            let arrow = arrow_type(&pg_type, false);
+            let arrow = arrow_type(&pg_type, self.numeric_as_float64);
             let (precision, scale) = match (pg_type.name.as_str(), pg_type.element.is_none()) {
                 ("numeric", true) => numeric_precision_scale(pg_type.typmod)
                     .map_or((None, None), |(p, s)| {

@@ -68,7 +68,7 @@ fn unknown_keys_list_the_valid_keys() {
         error("postgres", server(json!({"hots": "x"}))),
         "invalid postgres connection config: unknown key 'hots' (did you mean 'host'?); valid \
          keys: host, port, database, user, password, ssl_mode, ssl_root_cert, connect_timeout, \
-         statement_timeout"
+         statement_timeout, numeric_as_float64"
     );
     assert_eq!(
         error("sqlite", json!({"file": "/x"})),
@@ -221,4 +221,24 @@ fn unknown_source_types_are_listed() {
         SourceType::parse("oracle").unwrap_err().to_string(),
         "unknown source type 'oracle'; valid source types: postgres, mysql, sqlite"
     );
+}
+
+#[test]
+fn numeric_as_float64_is_a_postgres_boolean() {
+    assert_eq!(
+        error("postgres", server(json!({"numeric_as_float64": "yes"}))),
+        "invalid postgres connection config: 'numeric_as_float64' must be true or false, got \"yes\""
+    );
+    assert!(
+        error("mysql", server(json!({"numeric_as_float64": true})))
+            .contains("unknown key 'numeric_as_float64'")
+    );
+    let SourceConfig::Postgres(pg) = SourceConfig::parse(
+        SourceType::Postgres,
+        &server(json!({"numeric_as_float64": true})),
+    )
+    .unwrap() else {
+        panic!("postgres config expected")
+    };
+    assert!(pg.numeric_as_float64);
 }

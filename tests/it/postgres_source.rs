@@ -723,3 +723,65 @@ async fn a_large_table_read_in_partitions_is_exact() {
         "every row exactly once"
     );
 }
+
+#[tokio::test]
+async fn unconstrained_numeric_can_be_read_as_float64() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE m (x numeric, y numeric(5,2)); INSERT INTO m VALUES (1.5, 1.25), ('NaN', NULL), (NULL, 2);").await;
+    let mut config = crate::support::pg_source_config(&fx.db.name);
+    config["numeric_as_float64"] = json!(true);
+    fx.engine
+        .create_connection("pgf", "postgres", config)
+        .await
+        .unwrap();
+    fx.engine.discover_connection("pgf").await.unwrap();
+    let id = fx.engine.connection("pgf").await.unwrap().id;
+    let table = fx
+        .engine
+        .store()
+        .table(&id, "public", "m")
+        .await
+        .unwrap()
+        .unwrap();
+    let types: Vec<_> = table
+        .columns
+        .iter()
+        .map(|c| c.arrow_type.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        ["Float64", "Decimal128(5, 2)"],
+        "constrained numeric stays exact"
+    );
+    let entry = fx.engine.cached_table("pgf", "public", "m").await.unwrap();
+    let batches = read_parquet(&fx.engine.cache().absolute(&entry));
+    let values: Vec<_> = (0..3)
+        .map(|r| value_text(batches[0].column(0).as_ref(), r))
+        .collect();
+    assert_eq!(
+        values,
+        [Some("1.5e0".to_owned()), Some("NaN".to_owned()), None]
+    );
+}
+
+#[tokio::test]
+async fn the_statement_timeout_stops_a_slow_fetch_with_a_timeout_error() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE VIEW slow AS SELECT g, pg_sleep(0.2)::text AS pause FROM generate_series(1, 50) g")
+        .await;
+    let mut config = crate::support::pg_source_config(&fx.db.name);
+    config["statement_timeout"] = json!("300ms");
+    fx.engine
+        .create_connection("pgt", "postgres", config)
+        .await
+        .unwrap();
+    fx.engine.discover_connection("pgt").await.unwrap();
+    let err = fx
+        .engine
+        .cached_table("pgt", "public", "slow")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("the statement timed out"), "{text}");
+    assert!(text.contains("raise statement_timeout"), "{text}");
+}
