@@ -3,6 +3,7 @@
 
 mod cells;
 mod config;
+mod discovery;
 mod failure;
 mod mysql;
 pub mod mysql_types;
@@ -85,6 +86,40 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// Streams the whole table as batches of `request.arrow_schema` into `sink`. Stops early,
     /// without error, when the sink is closed.
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()>;
+}
+
+/// Waits for every partition reader of one fetch; the first failure is the fetch's error.
+pub(crate) async fn join_partitions(
+    readers: Vec<tokio::task::JoinHandle<Result<()>>>,
+    request: &FetchRequest,
+) -> Result<()> {
+    let mut result = Ok(());
+    for reader in readers {
+        let outcome = reader.await.unwrap_or_else(|e| {
+            Err(request.error(None, format!("a partition reader stopped: {e}")))
+        });
+        if result.is_ok() {
+            result = outcome;
+        }
+    }
+    result
+}
+
+/// Sends the rows built so far to `sink` once there are `BATCH_ROWS` of them (or any, when
+/// `last`). Returns false when the sink is closed: the fetch was abandoned.
+pub(crate) async fn forward_batch(
+    builder: &mut cells::BatchBuilder,
+    sink: &mpsc::Sender<RecordBatch>,
+    request: &FetchRequest,
+    last: bool,
+) -> Result<bool> {
+    if !last && builder.rows() < BATCH_ROWS {
+        return Ok(true);
+    }
+    match builder.take_batch().map_err(|e| request.error(None, e))? {
+        Some(batch) => Ok(sink.send(batch).await.is_ok()),
+        None => Ok(true),
+    }
 }
 
 /// Builds the source for `config`; `connection` names it in messages. Connects lazily.

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::Utc;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;
@@ -15,11 +14,12 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 use tokio::sync::mpsc;
 
 use super::cells::{BatchBuilder, Cell};
+use super::discovery::{DiscoveredColumn, TableCollector};
 use super::mysql_types::{MySqlColumnType, arrow_type, quote_ident, select_expression};
 use super::retry::with_backoff;
-use super::{BATCH_ROWS, Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome};
+use super::{Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome, forward_batch};
 use crate::error::Result;
-use crate::store::{ColumnRecord, TableRecord};
+use crate::store::TableRecord;
 
 const MAX_SESSIONS: u32 = 10;
 
@@ -159,9 +159,7 @@ impl Source for MySqlSource {
                 .map_err(|e| self.endpoint.classify(&e))
         })
         .await?;
-        let now = Utc::now();
-        let mut tables: Vec<TableRecord> = Vec::new();
-        let mut fields: Vec<Vec<Field>> = Vec::new();
+        let mut tables = TableCollector::default();
         for row in &rows {
             let read = || -> std::result::Result<_, sqlx::Error> {
                 Ok((
@@ -182,52 +180,30 @@ impl Source for MySqlSource {
             };
             let (schema, name, table_type, row_estimate, column, position, nullable, my_type) =
                 read().map_err(|e| self.endpoint.classify(&e))?;
-            if tables
-                .last()
-                .is_none_or(|t| t.schema != schema || t.name != name)
-            {
-                let is_view = table_type.eq_ignore_ascii_case("VIEW");
-                tables.push(TableRecord {
-                    schema,
-                    name,
-                    table_type: if is_view { "view" } else { "table" }.into(),
-                    row_estimate: if is_view { None } else { row_estimate },
-                    arrow_schema: None,
-                    discovered_at: now,
-                    fetch_count: 0,
-                    columns: Vec::new(),
-                });
-                fields.push(Vec::new());
-            }
+            let is_view = table_type.eq_ignore_ascii_case("VIEW");
             let arrow = arrow_type(&my_type);
-            let (precision, scale) = match arrow {
+            let precision_scale = match arrow {
                 DataType::Decimal128(..) | DataType::Decimal256(..) => {
                     (my_type.precision, my_type.scale)
                 }
                 _ => (None, None),
             };
-            tables
-                .last_mut()
-                .expect("pushed above")
-                .columns
-                .push(ColumnRecord {
-                    name: column.clone(),
-                    ordinal_position: position,
-                    source_type: my_type.column_type.clone(),
-                    numeric_precision: precision,
-                    numeric_scale: scale,
-                    is_nullable: nullable,
-                    arrow_type: arrow.to_string(),
-                });
-            fields
-                .last_mut()
-                .expect("pushed above")
-                .push(Field::new(column, arrow, nullable));
+            tables.column(
+                schema,
+                name,
+                if is_view { "view" } else { "table" },
+                if is_view { None } else { row_estimate },
+                DiscoveredColumn {
+                    name: column,
+                    position,
+                    source_type: my_type.column_type,
+                    precision_scale,
+                    nullable,
+                    arrow,
+                },
+            );
         }
-        for (table, fields) in tables.iter_mut().zip(fields) {
-            table.arrow_schema = Some(crate::cache::schema_to_json(&Schema::new(fields)));
-        }
-        Ok(tables)
+        Ok(tables.finish())
     }
 
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
@@ -294,16 +270,7 @@ impl Source for MySqlSource {
             })
             .collect();
         drop(sink);
-        let mut result = Ok(());
-        for task in tasks {
-            let outcome = task.await.unwrap_or_else(|e| {
-                Err(request.error(None, format!("a partition reader stopped: {e}")))
-            });
-            if result.is_ok() {
-                result = outcome;
-            }
-        }
-        result
+        super::join_partitions(tasks, &request).await
     }
 }
 
@@ -426,18 +393,11 @@ async fn stream_rows(
     let mut rows = sqlx::query(AssertSqlSafe(statement)).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await.map_err(|e| endpoint.classify(&e))? {
         append_row(&row, &types, &mut builder).map_err(|(i, e)| request.error(Some(i), e))?;
-        if builder.rows() >= BATCH_ROWS {
-            let batch = builder.take_batch().map_err(|e| request.error(None, e))?;
-            if let Some(batch) = batch
-                && sink.send(batch).await.is_err()
-            {
-                return Ok(());
-            }
+        if !forward_batch(&mut builder, &sink, &request, false).await? {
+            return Ok(());
         }
     }
-    if let Some(batch) = builder.take_batch().map_err(|e| request.error(None, e))? {
-        let _ = sink.send(batch).await;
-    }
+    forward_batch(&mut builder, &sink, &request, true).await?;
     Ok(())
 }
 

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::Utc;
-use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
@@ -14,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::mpsc;
 
+use super::discovery::{DiscoveredColumn, TableCollector};
 use super::pg_copy::CopyDecoder;
 use super::postgres_types::{
     PgColumnType, arrow_type, numeric_precision_scale, quote_ident, wire_cast,
@@ -21,7 +20,7 @@ use super::postgres_types::{
 use super::retry::with_backoff;
 use super::{BATCH_ROWS, Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome};
 use crate::error::Result;
-use crate::store::{ColumnRecord, TableRecord};
+use crate::store::TableRecord;
 
 const MAX_SESSIONS: u32 = 10;
 
@@ -157,9 +156,7 @@ impl Source for PgSource {
                 .map_err(|e| self.endpoint.classify(&e))
         })
         .await?;
-        let now = Utc::now();
-        let mut tables: Vec<TableRecord> = Vec::new();
-        let mut fields: Vec<Vec<Field>> = Vec::new();
+        let mut tables = TableCollector::default();
         for row in &rows {
             let read = || -> std::result::Result<_, sqlx::Error> {
                 Ok((
@@ -190,49 +187,29 @@ impl Source for PgSource {
                 source_type,
                 pg_type,
             ) = read().map_err(|e| self.endpoint.classify(&e))?;
-            let is_new_table = tables
-                .last()
-                .is_none_or(|t| t.schema != schema || t.name != name);
-            if is_new_table {
-                tables.push(TableRecord {
-                    schema,
-                    name,
-                    table_type,
-                    row_estimate,
-                    arrow_schema: None,
-                    discovered_at: now,
-                    fetch_count: 0,
-                    columns: Vec::new(),
-                });
-                fields.push(Vec::new());
-            }
-            let arrow = arrow_type(&pg_type, self.numeric_as_float64);
-            let (precision, scale) = match (pg_type.name.as_str(), pg_type.element.is_none()) {
+            let precision_scale = match (pg_type.name.as_str(), pg_type.element.is_none()) {
                 ("numeric", true) => numeric_precision_scale(pg_type.typmod)
                     .map_or((None, None), |(p, s)| {
                         (Some(i64::from(p)), Some(i64::from(s)))
                     }),
                 _ => (None, None),
             };
-            let table = tables.last_mut().expect("pushed above");
-            table.columns.push(ColumnRecord {
-                name: column.clone(),
-                ordinal_position: position,
-                source_type,
-                numeric_precision: precision,
-                numeric_scale: scale,
-                is_nullable: nullable,
-                arrow_type: arrow.to_string(),
-            });
-            fields
-                .last_mut()
-                .expect("pushed above")
-                .push(Field::new(column, arrow, nullable));
+            tables.column(
+                schema,
+                name,
+                &table_type,
+                row_estimate,
+                DiscoveredColumn {
+                    name: column,
+                    position,
+                    source_type,
+                    precision_scale,
+                    nullable,
+                    arrow: arrow_type(&pg_type, self.numeric_as_float64),
+                },
+            );
         }
-        for (table, fields) in tables.iter_mut().zip(fields) {
-            table.arrow_schema = Some(crate::cache::schema_to_json(&Schema::new(fields)));
-        }
-        Ok(tables)
+        Ok(tables.finish())
     }
 
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
@@ -321,16 +298,7 @@ impl Source for PgSource {
             })
             .collect();
         drop(sink);
-        let mut result = Ok(());
-        for task in tasks {
-            let outcome = task.await.unwrap_or_else(|e| {
-                Err(request.error(None, format!("a partition reader stopped: {e}")))
-            });
-            if result.is_ok() {
-                result = outcome;
-            }
-        }
-        result
+        super::join_partitions(tasks, &request).await
     }
 }
 

@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::Utc;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
@@ -25,9 +24,10 @@ use sqlx::{AssertSqlSafe, Decode, Row, Sqlite, TypeInfo, ValueRef};
 use tokio::sync::mpsc;
 
 use super::cells::{BatchBuilder, Cell};
-use super::{BATCH_ROWS, Endpoint, FetchRequest, Source, SqliteConfig, TestOutcome};
+use super::discovery::{DiscoveredColumn, TableCollector};
+use super::{Endpoint, FetchRequest, Source, SqliteConfig, TestOutcome, forward_batch};
 use crate::error::Result;
-use crate::store::{ColumnRecord, TableRecord};
+use crate::store::TableRecord;
 
 const INTEGER: i64 = 1;
 const REAL: i64 = 2;
@@ -133,8 +133,7 @@ impl Source for SqliteSource {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        let now = Utc::now();
-        let mut tables = Vec::new();
+        let mut tables = TableCollector::default();
         for object in &objects {
             let name: String = object.try_get("name").map_err(classify)?;
             let kind: String = object.try_get("type").map_err(classify)?;
@@ -163,41 +162,32 @@ impl Source for SqliteSource {
             .fetch_one(&self.pool)
             .await
             .map_err(classify)?;
-            let mut records = Vec::new();
-            let mut fields = Vec::new();
+            let row_estimate = Some(stats.try_get::<i64, _>("row_count").map_err(classify)?);
             for (i, column) in columns.iter().enumerate() {
-                let column_name: String = column.try_get("name").map_err(classify)?;
                 let declared: String = column.try_get("type").map_err(classify)?;
                 let not_null: i64 = column.try_get("not_null").map_err(classify)?;
                 let classes: i64 = stats.try_get(i + 1).map_err(classify)?;
-                let arrow = arrow_type(classes, &declared);
-                records.push(ColumnRecord {
-                    name: column_name.clone(),
-                    ordinal_position: i as i64 + 1,
-                    source_type: if declared.is_empty() {
-                        "ANY".into()
-                    } else {
-                        declared
+                tables.column(
+                    "main".into(),
+                    name.clone(),
+                    &kind,
+                    row_estimate,
+                    DiscoveredColumn {
+                        name: column.try_get("name").map_err(classify)?,
+                        position: i as i64 + 1,
+                        arrow: arrow_type(classes, &declared),
+                        source_type: if declared.is_empty() {
+                            "ANY".into()
+                        } else {
+                            declared
+                        },
+                        precision_scale: (None, None),
+                        nullable: not_null == 0,
                     },
-                    numeric_precision: None,
-                    numeric_scale: None,
-                    is_nullable: not_null == 0,
-                    arrow_type: arrow.to_string(),
-                });
-                fields.push(Field::new(column_name, arrow, not_null == 0));
+                );
             }
-            tables.push(TableRecord {
-                schema: "main".into(),
-                name,
-                table_type: kind,
-                row_estimate: Some(stats.try_get::<i64, _>("row_count").map_err(classify)?),
-                arrow_schema: Some(crate::cache::schema_to_json(&Schema::new(fields))),
-                discovered_at: now,
-                fetch_count: 0,
-                columns: records,
-            });
         }
-        Ok(tables)
+        Ok(tables.finish())
     }
 
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
@@ -222,18 +212,11 @@ impl Source for SqliteSource {
         {
             append_row(&row, schema.fields().len(), &mut builder)
                 .map_err(|(i, e)| request.error(Some(i), e))?;
-            if builder.rows() >= BATCH_ROWS {
-                let batch = builder.take_batch().map_err(|e| request.error(None, e))?;
-                if let Some(batch) = batch
-                    && sink.send(batch).await.is_err()
-                {
-                    return Ok(());
-                }
+            if !forward_batch(&mut builder, &sink, request, false).await? {
+                return Ok(());
             }
         }
-        if let Some(batch) = builder.take_batch().map_err(|e| request.error(None, e))? {
-            let _ = sink.send(batch).await;
-        }
+        forward_batch(&mut builder, &sink, request, true).await?;
         Ok(())
     }
 }

@@ -767,8 +767,10 @@ async fn unconstrained_numeric_can_be_read_as_float64() {
 #[tokio::test]
 async fn the_statement_timeout_stops_a_slow_fetch_with_a_timeout_error() {
     let mut fx = PgSourceFixture::new().await;
-    fx.exec("CREATE VIEW slow AS SELECT g, pg_sleep(0.2)::text AS pause FROM generate_series(1, 50) g")
-        .await;
+    fx.exec(
+        "CREATE VIEW slow AS SELECT g, pg_sleep(0.2)::text AS pause FROM generate_series(1, 50) g",
+    )
+    .await;
     let mut config = crate::support::pg_source_config(&fx.db.name);
     config["statement_timeout"] = json!("300ms");
     fx.engine

@@ -1,0 +1,98 @@
+//! Shared by every source's discovery: groups column rows (ordered by schema, table and
+//! position) into table records, and gives each table the Arrow schema its fetch must
+//! produce, from the same mapping the fetch uses.
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use crate::store::{ColumnRecord, TableRecord};
+
+/// A discovered column before grouping.
+pub struct DiscoveredColumn {
+    /// Column name.
+    pub name: String,
+    /// 1-based position.
+    pub position: i64,
+    /// Exact source type text.
+    pub source_type: String,
+    /// Numeric precision and scale, where the type has them.
+    pub precision_scale: (Option<i64>, Option<i64>),
+    /// Whether NULLs are allowed.
+    pub nullable: bool,
+    /// The Arrow type it maps to.
+    pub arrow: DataType,
+}
+
+/// Collects columns into tables.
+pub struct TableCollector {
+    now: DateTime<Utc>,
+    tables: Vec<TableRecord>,
+    fields: Vec<Vec<Field>>,
+}
+
+impl Default for TableCollector {
+    fn default() -> Self {
+        TableCollector {
+            now: Utc::now(),
+            tables: Vec::new(),
+            fields: Vec::new(),
+        }
+    }
+}
+
+impl TableCollector {
+    /// Adds a column of `schema.table`, starting a new table (of `table_type`, with
+    /// `row_estimate`) when the table changes.
+    pub fn column(
+        &mut self,
+        schema: String,
+        table: String,
+        table_type: &str,
+        row_estimate: Option<i64>,
+        column: DiscoveredColumn,
+    ) {
+        if self
+            .tables
+            .last()
+            .is_none_or(|t| t.schema != schema || t.name != table)
+        {
+            self.tables.push(TableRecord {
+                schema,
+                name: table,
+                table_type: table_type.to_owned(),
+                row_estimate,
+                arrow_schema: None,
+                discovered_at: self.now,
+                fetch_count: 0,
+                columns: Vec::new(),
+            });
+            self.fields.push(Vec::new());
+        }
+        let (precision, scale) = column.precision_scale;
+        self.tables
+            .last_mut()
+            .expect("pushed above")
+            .columns
+            .push(ColumnRecord {
+                name: column.name.clone(),
+                ordinal_position: column.position,
+                source_type: column.source_type,
+                numeric_precision: precision,
+                numeric_scale: scale,
+                is_nullable: column.nullable,
+                arrow_type: column.arrow.to_string(),
+            });
+        self.fields
+            .last_mut()
+            .expect("pushed above")
+            .push(Field::new(column.name, column.arrow, column.nullable));
+    }
+
+    /// The tables, each with its serialized Arrow schema.
+    pub fn finish(mut self) -> Vec<TableRecord> {
+        for (table, fields) in self.tables.iter_mut().zip(self.fields) {
+            table.arrow_schema = Some(crate::cache::schema_to_json(&Schema::new(fields)));
+        }
+        self.tables
+    }
+}
