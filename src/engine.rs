@@ -451,9 +451,7 @@ impl Engine {
         schema: &str,
         table: &str,
     ) -> Result<CacheEntry> {
-        let connection = self.connection(name_or_id).await?;
-        let record = self.table_record(&connection, schema, table).await?;
-        let source = self.source(&connection).await?;
+        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
         self.inner.cache.ensure(&connection, source, &record).await
     }
 
@@ -464,10 +462,21 @@ impl Engine {
         schema: &str,
         table: &str,
     ) -> Result<CacheEntry> {
+        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
+        self.inner.cache.fetch(&connection, source, &record).await
+    }
+
+    /// What a fetch of one table needs: its connection, discovered record and source.
+    async fn fetchable(
+        &self,
+        name_or_id: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<(Connection, TableRecord, Arc<dyn Source>)> {
         let connection = self.connection(name_or_id).await?;
         let record = self.table_record(&connection, schema, table).await?;
         let source = self.source(&connection).await?;
-        self.inner.cache.fetch(&connection, source, &record).await
+        Ok((connection, record, source))
     }
 
     /// Drops cache entries of a connection (optionally of one schema or table); the tables
