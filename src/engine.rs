@@ -20,6 +20,8 @@ use crate::events::{Event, Events};
 use crate::id::ConnectionId;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
 use crate::source::{self, Source, SourceConfig, SourceType, TestOutcome, merge_patch};
+use crate::sql::catalog::QuarryCatalogList;
+use crate::sql::snapshot::SnapshotCell;
 use crate::store::{self, CacheEntry, ConfigUpdate, MetadataStore, NewConnection, TableRecord};
 
 /// The resolved configuration an engine runs with.
@@ -87,10 +89,16 @@ impl EngineBuilder {
         let events = Events::default();
         let cache = Cache::new(&data_dir, Arc::clone(&store), events.clone());
         cache.collect_garbage().await?;
-        let session =
-            SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
-        Ok(Engine {
-            inner: Arc::new(Inner {
+        let snapshot = Arc::new(SnapshotCell::default());
+        snapshot.reload(store.as_ref()).await?;
+        let inner = Arc::new_cyclic(|core: &std::sync::Weak<EngineCore>| {
+            let session =
+                SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+            session.register_catalog_list(Arc::new(QuarryCatalogList::new(
+                Arc::clone(&snapshot),
+                core.clone(),
+            )));
+            EngineCore {
                 config: Config {
                     data_dir,
                     store_url,
@@ -101,18 +109,21 @@ impl EngineBuilder {
                 events,
                 cache,
                 sources: Mutex::default(),
-            }),
-        })
+                snapshot,
+            }
+        });
+        Ok(Engine { inner })
     }
 }
 
 /// An embedded Quarry: connections, metadata store and SQL. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    inner: Arc<EngineCore>,
 }
 
-struct Inner {
+/// The engine's shared state; catalogs hold it weakly so the session does not keep it alive.
+pub(crate) struct EngineCore {
     config: Config,
     store: Arc<dyn MetadataStore>,
     cipher: SecretCipher,
@@ -121,6 +132,8 @@ struct Inner {
     cache: Cache,
     /// Open sources (and their session pools) by connection, dropped when it changes.
     sources: Mutex<HashMap<ConnectionId, Arc<dyn Source>>>,
+    /// Connections and tables as planning sees them.
+    snapshot: Arc<SnapshotCell>,
 }
 
 /// What a discovery changed.
@@ -134,7 +147,7 @@ pub struct DiscoveryOutcome {
     pub tables_changed: u64,
 }
 
-impl std::fmt::Debug for Inner {
+impl std::fmt::Debug for EngineCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("config", &self.config)
@@ -144,6 +157,16 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Engine {
+    /// The engine around `core` (for catalogs, which hold the core weakly).
+    pub(crate) fn from_core(core: Arc<EngineCore>) -> Self {
+        Engine { inner: core }
+    }
+
+    /// Re-reads the snapshot planning uses, after a change to connections or tables.
+    async fn reload_snapshot(&self) -> Result<()> {
+        self.inner.snapshot.reload(self.inner.store.as_ref()).await
+    }
+
     /// Starts building an engine.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
@@ -204,7 +227,8 @@ impl Engine {
             .iter()
             .map(|(field, value)| self.inner.cipher.seal(&id, field, value))
             .collect::<Result<_>>()?;
-        self.inner
+        let created = self
+            .inner
             .store
             .insert_connection(&NewConnection {
                 id,
@@ -213,7 +237,9 @@ impl Engine {
                 config: public,
                 secrets,
             })
-            .await
+            .await?;
+        self.reload_snapshot().await?;
+        Ok(created)
     }
 
     /// The connection named `name_or_id`, or with that id.
@@ -239,10 +265,13 @@ impl Engine {
     pub async fn rename_connection(&self, name_or_id: &str, new_name: &str) -> Result<Connection> {
         let new_name = ConnectionName::parse(new_name)?;
         let connection = self.connection(name_or_id).await?;
-        self.inner
+        let renamed = self
+            .inner
             .store
             .rename_connection(&connection.id, &new_name)
-            .await
+            .await?;
+        self.reload_snapshot().await?;
+        Ok(renamed)
     }
 
     /// Changes a connection's config with a JSON merge patch: keys given replace the old
@@ -263,7 +292,8 @@ impl Engine {
             .map(|field| field.to_string())
             .collect();
         self.forget_source(&connection.id);
-        self.inner
+        let updated = self
+            .inner
             .store
             .update_connection(
                 &connection.id,
@@ -273,7 +303,9 @@ impl Engine {
                     remove_secrets,
                 },
             )
-            .await
+            .await?;
+        self.reload_snapshot().await?;
+        Ok(updated)
     }
 
     /// Deletes a connection with its secrets, tables, columns and cache; returns it.
@@ -285,6 +317,7 @@ impl Engine {
         }
         self.forget_source(&connection.id);
         self.inner.cache.retire_files(&entries);
+        self.reload_snapshot().await?;
         Ok(connection)
     }
 
@@ -425,6 +458,7 @@ impl Engine {
             .collect();
         store.replace_tables(&connection.id, &found).await?;
         self.inner.cache.retire_files(&removed_entries);
+        self.reload_snapshot().await?;
         Ok(outcome)
     }
 

@@ -18,6 +18,7 @@ pub mod events;
 pub mod id;
 pub mod secrets;
 pub mod source;
+pub mod sql;
 pub mod store;
 
 pub use config::StoreUrl;

@@ -41,7 +41,8 @@ impl Snapshot {
     pub async fn load(store: &dyn MetadataStore) -> Result<Self> {
         let mut connections = BTreeMap::new();
         for connection in store.connections().await? {
-            let mut schemas: BTreeMap<String, BTreeMap<String, Arc<SnapshotTable>>> = BTreeMap::new();
+            let mut schemas: BTreeMap<String, BTreeMap<String, Arc<SnapshotTable>>> =
+                BTreeMap::new();
             for record in store.tables(&connection.id).await? {
                 let schema = record
                     .arrow_schema

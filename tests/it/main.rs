@@ -7,6 +7,7 @@ mod mysql_source;
 mod postgres_source;
 mod render;
 mod secrets;
+mod sql_layer;
 mod sqlite_source;
 mod store_suite;
 mod support;

@@ -1,0 +1,6 @@
+//! DataFusion glue: connections as catalogs over an in-memory snapshot, and lazy tables
+//! that fetch into the cache when a query first reads them.
+
+pub mod catalog;
+pub mod lazy_table;
+pub mod snapshot;

@@ -1,0 +1,142 @@
+//! The SQL layer against real servers: connections as catalogs, lazy tables fetched on
+//! first read, cache hits after, cross-source joins, and planning that never fetches.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+
+use crate::support::{MySqlSourceFixture, PgSourceFixture, mysql_source_config};
+
+async fn rows(engine: &quarry::Engine, sql: &str) -> Vec<RecordBatch> {
+    engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn text(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches).unwrap().to_string()
+}
+
+async fn fetch_count(engine: &quarry::Engine, connection: &str, schema: &str, table: &str) -> i64 {
+    let id = engine.connection(connection).await.unwrap().id;
+    engine
+        .store()
+        .table(&id, schema, table)
+        .await
+        .unwrap()
+        .unwrap()
+        .fetch_count
+}
+
+#[tokio::test]
+async fn the_first_query_fetches_and_later_ones_read_the_cache() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE orders AS SELECT g AS id, (g % 7)::int AS shop, g * 2.5 AS amount FROM generate_series(1, 10000) g").await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    // Planning alone fetches nothing.
+    rows(&fx.engine, "EXPLAIN SELECT * FROM pg.public.orders").await;
+    assert_eq!(fetch_count(&fx.engine, "pg", "public", "orders").await, 0);
+    let sql = "SELECT count(*) AS n, sum(id) AS s FROM pg.public.orders WHERE shop = 3";
+    let expected: (i64, i64) =
+        sqlx::query_as("SELECT count(*), sum(id)::int8 FROM orders WHERE shop = 3")
+            .fetch_one(&mut fx.admin)
+            .await
+            .unwrap();
+    for _ in 0..2 {
+        let result = text(&rows(&fx.engine, sql).await);
+        assert!(result.contains(&format!("| {} ", expected.0)), "{result}");
+        assert!(result.contains(&format!("| {} ", expected.1)), "{result}");
+    }
+    assert_eq!(
+        fetch_count(&fx.engine, "pg", "public", "orders").await,
+        1,
+        "the second query hit the cache"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_first_queries_share_one_fetch() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 50000) g")
+        .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    let queries = (0..16).map(|_| {
+        let engine = fx.engine.clone();
+        tokio::spawn(async move {
+            let batches = engine
+                .sql("SELECT sum(id) AS s FROM pg.public.t")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            pretty_format_batches(&batches).unwrap().to_string()
+        })
+    });
+    for result in futures::future::join_all(queries).await {
+        assert!(result.unwrap().contains("| 1250025000 |"));
+    }
+    assert_eq!(fetch_count(&fx.engine, "pg", "public", "t").await, 1);
+}
+
+#[tokio::test]
+async fn a_join_across_postgres_and_mariadb_is_exact() {
+    let mut pg = PgSourceFixture::new().await;
+    pg.exec("CREATE TABLE customers (id int, name text); INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace'), (3, 'Linus');").await;
+    let mut my = MySqlSourceFixture::new().await;
+    my.exec("CREATE TABLE orders (id INT, customer_id INT, total DECIMAL(10,2)); INSERT INTO orders VALUES (10, 1, 5.50), (11, 1, 4.50), (12, 3, 1.25);").await;
+    pg.engine
+        .create_connection("shop", "mysql", mysql_source_config(&my.name))
+        .await
+        .unwrap();
+    pg.engine.discover_connection("pg").await.unwrap();
+    pg.engine.discover_connection("shop").await.unwrap();
+    let sql = format!(
+        "SELECT c.name, sum(o.total) AS spent, count(*) AS orders
+         FROM pg.public.customers c JOIN shop.{}.orders o ON o.customer_id = c.id
+         GROUP BY c.name ORDER BY c.name",
+        my.name
+    );
+    let result = text(&rows(&pg.engine, &sql).await);
+    let lines: Vec<_> = result
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.contains("name"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{result}");
+    assert!(
+        lines[0].contains("Ada") && lines[0].contains("10.00") && lines[0].contains("| 2 "),
+        "{result}"
+    );
+    assert!(
+        lines[1].contains("Linus") && lines[1].contains("1.25") && lines[1].contains("| 1 "),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn new_renamed_and_dropped_connections_are_seen_by_the_next_statement() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE t (x int); INSERT INTO t VALUES (42);")
+        .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    assert!(text(&rows(&fx.engine, "SELECT x FROM pg.public.t").await).contains("42"));
+    fx.engine.rename_connection("pg", "renamed").await.unwrap();
+    assert!(text(&rows(&fx.engine, "SELECT x FROM renamed.public.t").await).contains("42"));
+    assert!(fx.engine.sql("SELECT x FROM pg.public.t").await.is_err());
+    let tables = text(&rows(&fx.engine, "SELECT table_catalog, table_schema, table_name FROM information_schema.tables WHERE table_catalog = 'renamed' AND table_schema = 'public'").await);
+    assert!(
+        tables.contains("| renamed       | public       | t          |"),
+        "{tables}"
+    );
+    fx.engine.drop_connection("renamed").await.unwrap();
+    let err = fx
+        .engine
+        .sql("SELECT x FROM renamed.public.t")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("renamed"), "{err}");
+}
