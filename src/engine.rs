@@ -98,6 +98,7 @@ impl EngineBuilder {
                 Arc::clone(&snapshot),
                 core.clone(),
             )));
+            crate::sql::functions::register(&session, core);
             EngineCore {
                 config: Config {
                     data_dir,

@@ -2,5 +2,6 @@
 //! that fetch into the cache when a query first reads them.
 
 pub mod catalog;
+pub(crate) mod functions;
 pub mod lazy_table;
 pub mod snapshot;

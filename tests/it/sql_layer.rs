@@ -140,3 +140,139 @@ async fn new_renamed_and_dropped_connections_are_seen_by_the_next_statement() {
         .to_string();
     assert!(err.contains("renamed"), "{err}");
 }
+
+async fn one_row(engine: &quarry::Engine, sql: &str) -> String {
+    let batches = rows(engine, sql).await;
+    assert_eq!(
+        batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+        1,
+        "{sql}"
+    );
+    text(&batches)
+}
+
+#[tokio::test]
+async fn connections_are_managed_with_sql_alone() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE items (id int, name text); INSERT INTO items VALUES (1, 'one');")
+        .await;
+    let config = crate::support::pg_source_config(&fx.db.name).to_string();
+    let created = one_row(&fx.engine, &format!("SELECT name, source_type, tables_discovered, discovery_status FROM create_connection('viasql', 'postgres', '{config}')")).await;
+    assert!(
+        created.contains("| viasql | postgres    | 1                 | ok               |"),
+        "{created}"
+    );
+    let tested = one_row(
+        &fx.engine,
+        "SELECT ok, error FROM test_connection('viasql')",
+    )
+    .await;
+    assert!(tested.contains("| true |"), "{tested}");
+
+    // Planning a management function does nothing.
+    rows(
+        &fx.engine,
+        "EXPLAIN SELECT * FROM drop_connection('viasql')",
+    )
+    .await;
+    assert!(
+        fx.engine.connection("viasql").await.is_ok(),
+        "EXPLAIN dropped the connection"
+    );
+
+    assert!(text(&rows(&fx.engine, "SELECT name FROM viasql.public.items").await).contains("one"));
+    fx.exec("INSERT INTO items VALUES (2, 'two')").await;
+    let before = text(&rows(&fx.engine, "SELECT count(*) AS n FROM viasql.public.items").await);
+    assert!(
+        before.contains("| 1 |"),
+        "not visible before refresh: {before}"
+    );
+    let refreshed = one_row(
+        &fx.engine,
+        "SELECT tables, rows FROM refresh_table('viasql.public.items')",
+    )
+    .await;
+    assert!(refreshed.contains("| 1      | 2    |"), "{refreshed}");
+    let after = text(&rows(&fx.engine, "SELECT count(*) AS n FROM viasql.public.items").await);
+    assert!(after.contains("| 2 |"), "visible after refresh: {after}");
+
+    let purged = one_row(
+        &fx.engine,
+        "SELECT entries_removed FROM purge_cache('viasql')",
+    )
+    .await;
+    assert!(purged.contains("| 1               |"), "{purged}");
+    rows(&fx.engine, "SELECT * FROM viasql.public.items").await;
+    assert_eq!(
+        fetch_count(&fx.engine, "viasql", "public", "items").await,
+        3
+    );
+
+    let discovered = one_row(&fx.engine, "SELECT * FROM discover_connection('viasql')").await;
+    assert!(
+        discovered.contains("| 0            | 0              | 0              |"),
+        "{discovered}"
+    );
+    one_row(
+        &fx.engine,
+        "SELECT * FROM rename_connection('viasql', 'again')",
+    )
+    .await;
+    assert!(
+        text(
+            &rows(
+                &fx.engine,
+                "SELECT name FROM again.public.items ORDER BY id"
+            )
+            .await
+        )
+        .contains("two")
+    );
+    one_row(&fx.engine, "SELECT * FROM drop_connection('again')").await;
+    assert!(fx.engine.connection("again").await.is_err());
+    assert!(
+        fx.engine
+            .sql("SELECT * FROM again.public.items")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn wrong_arguments_show_the_signature() {
+    let fx = PgSourceFixture::new().await;
+    for (sql, expected) in [
+        (
+            "SELECT * FROM drop_connection()",
+            "drop_connection takes 1 argument, got 0; usage: SELECT * FROM drop_connection(name_or_id)",
+        ),
+        (
+            "SELECT * FROM purge_cache(1)",
+            "argument 1 of purge_cache must be a text literal, got Int64(1); usage: SELECT * FROM purge_cache(name_or_id [, schema [, table]])",
+        ),
+        (
+            "SELECT * FROM refresh_table('pg.orders')",
+            "refresh_table takes 'connection.schema.table', got 'pg.orders'",
+        ),
+        (
+            "SELECT * FROM create_connection('x', 'postgres', '{not json')",
+            "config_json is not valid JSON",
+        ),
+    ] {
+        let err = match fx.engine.sql(sql).await {
+            Ok(frame) => frame.collect().await.map(|_| ()).unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(expected), "{sql}: {err}");
+    }
+    let err = fx
+        .engine
+        .sql("SELECT * FROM create_connection('Bad', 'postgres', '{}')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid connection name 'Bad'"), "{err}");
+}

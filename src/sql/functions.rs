@@ -1,0 +1,476 @@
+//! SQL table functions that manage connections. Each returns one row. The effect happens
+//! when the statement executes, never while it is planned: `EXPLAIN SELECT * FROM
+//! drop_connection('x')` drops nothing.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::future::BoxFuture;
+
+use crate::engine::{Engine, EngineCore};
+
+type Effect = Arc<dyn Fn(Engine) -> BoxFuture<'static, crate::Result<Vec<ArrayRef>>> + Send + Sync>;
+
+/// The management functions, as (name, signature, output columns).
+const FUNCTIONS: &[(&str, &str)] = &[
+    (
+        "create_connection",
+        "create_connection(name, source_type, config_json)",
+    ),
+    ("test_connection", "test_connection(name_or_id)"),
+    ("discover_connection", "discover_connection(name_or_id)"),
+    ("refresh_table", "refresh_table('connection.schema.table')"),
+    ("refresh_connection", "refresh_connection(name_or_id)"),
+    (
+        "purge_cache",
+        "purge_cache(name_or_id [, schema [, table]])",
+    ),
+    (
+        "rename_connection",
+        "rename_connection(name_or_id, new_name)",
+    ),
+    ("drop_connection", "drop_connection(name_or_id)"),
+];
+
+/// Registers every management function in `session`.
+pub(crate) fn register(session: &datafusion::prelude::SessionContext, core: &Weak<EngineCore>) {
+    for (name, signature) in FUNCTIONS {
+        session.register_udtf(
+            name,
+            Arc::new(ManagementFunction {
+                name,
+                signature,
+                core: core.clone(),
+            }),
+        );
+    }
+}
+
+/// One management function.
+struct ManagementFunction {
+    name: &'static str,
+    signature: &'static str,
+    core: Weak<EngineCore>,
+}
+
+impl fmt::Debug for ManagementFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.signature)
+    }
+}
+
+fn field(name: &str, data_type: DataType) -> Field {
+    Field::new(name, data_type, true)
+}
+
+fn text(value: impl Into<String>) -> ArrayRef {
+    Arc::new(StringArray::from(vec![Some(value.into())]))
+}
+
+fn optional_text(value: Option<String>) -> ArrayRef {
+    Arc::new(StringArray::from(vec![value]))
+}
+
+fn int(value: i64) -> ArrayRef {
+    Arc::new(Int64Array::from(vec![value]))
+}
+
+impl ManagementFunction {
+    /// The arguments as text, checked against the signature.
+    fn args(&self, exprs: &[Expr], min: usize, max: usize) -> Result<Vec<String>> {
+        let wrong = |why: String| {
+            DataFusionError::Plan(format!("{why}; usage: SELECT * FROM {}", self.signature))
+        };
+        if exprs.len() < min || exprs.len() > max {
+            return Err(wrong(format!(
+                "{} takes {} argument{}, got {}",
+                self.name,
+                if min == max {
+                    min.to_string()
+                } else {
+                    format!("{min} to {max}")
+                },
+                if max == 1 { "" } else { "s" },
+                exprs.len()
+            )));
+        }
+        exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match e {
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(s))
+                    | ScalarValue::LargeUtf8(Some(s))
+                    | ScalarValue::Utf8View(Some(s)),
+                    _,
+                ) => Ok(s.clone()),
+                other => Err(wrong(format!(
+                    "argument {} of {} must be a text literal, got {other}",
+                    i + 1,
+                    self.name
+                ))),
+            })
+            .collect()
+    }
+
+    fn plan(&self, exprs: &[Expr]) -> Result<(Vec<Field>, Effect)> {
+        let name = self.name;
+        Ok(match name {
+            "create_connection" => {
+                let a = self.args(exprs, 3, 3)?;
+                let config: serde_json::Value = serde_json::from_str(&a[2]).map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "config_json is not valid JSON ({e}); usage: SELECT * FROM {}",
+                        self.signature
+                    ))
+                })?;
+                let fields = vec![
+                    field("id", DataType::Utf8),
+                    field("name", DataType::Utf8),
+                    field("source_type", DataType::Utf8),
+                    field("tables_discovered", DataType::Int64),
+                    field("discovery_status", DataType::Utf8),
+                    field("discovery_error", DataType::Utf8),
+                ];
+                let effect: Effect = Arc::new(move |engine: Engine| {
+                    let (n, t, config) = (a[0].clone(), a[1].clone(), config.clone());
+                    Box::pin(async move {
+                        let created = engine.create_connection(&n, &t, config).await?;
+                        let (count, status, error) =
+                            match engine.discover_connection(created.id.as_str()).await {
+                                Ok(outcome) => (outcome.tables_added as i64, "ok", None),
+                                Err(e) => (0, "failed", Some(e.to_string())),
+                            };
+                        Ok(vec![
+                            text(created.id.to_string()),
+                            text(created.name.to_string()),
+                            text(created.source_type.as_str()),
+                            int(count),
+                            text(status),
+                            optional_text(error),
+                        ])
+                    })
+                });
+                (fields, effect)
+            }
+            "test_connection" => {
+                let a = self.args(exprs, 1, 1)?;
+                let fields = vec![
+                    field("ok", DataType::Boolean),
+                    field("server_version", DataType::Utf8),
+                    field("latency_ms", DataType::Float64),
+                    field("error", DataType::Utf8),
+                ];
+                let effect: Effect = Arc::new(move |engine: Engine| {
+                    let target = a[0].clone();
+                    Box::pin(async move {
+                        // A failed test is a result, not an error; an unknown connection is.
+                        engine.connection(&target).await?;
+                        let outcome = engine.test_connection(&target).await;
+                        let (ok, version, latency, error) = match outcome {
+                            Ok(o) => (
+                                true,
+                                Some(o.server_version),
+                                Some(o.latency.as_secs_f64() * 1000.0),
+                                None,
+                            ),
+                            Err(e) => (false, None, None, Some(e.to_string())),
+                        };
+                        Ok(vec![
+                            Arc::new(BooleanArray::from(vec![ok])) as ArrayRef,
+                            optional_text(version),
+                            Arc::new(Float64Array::from(vec![latency])),
+                            optional_text(error),
+                        ])
+                    })
+                });
+                (fields, effect)
+            }
+            "discover_connection" => {
+                let a = self.args(exprs, 1, 1)?;
+                let fields = vec![
+                    field("tables_added", DataType::Int64),
+                    field("tables_removed", DataType::Int64),
+                    field("tables_changed", DataType::Int64),
+                ];
+                let effect: Effect = Arc::new(move |engine: Engine| {
+                    let target = a[0].clone();
+                    Box::pin(async move {
+                        let o = engine.discover_connection(&target).await?;
+                        Ok(vec![
+                            int(o.tables_added as i64),
+                            int(o.tables_removed as i64),
+                            int(o.tables_changed as i64),
+                        ])
+                    })
+                });
+                (fields, effect)
+            }
+            "refresh_table" | "refresh_connection" => {
+                let a = self.args(exprs, 1, 1)?;
+                let target = a[0].clone();
+                if name == "refresh_table" && target.splitn(3, '.').count() != 3 {
+                    return Err(DataFusionError::Plan(format!(
+                        "refresh_table takes 'connection.schema.table', got '{target}'; usage: \
+                         SELECT * FROM {}",
+                        self.signature
+                    )));
+                }
+                let fields = refresh_fields();
+                let effect: Effect = Arc::new(move |engine: Engine| {
+                    let target = target.clone();
+                    Box::pin(async move {
+                        let start = Instant::now();
+                        let tables: Vec<(String, String, String)> = if name == "refresh_table" {
+                            let mut parts = target.splitn(3, '.').map(str::to_owned);
+                            let (c, s, t) = (
+                                parts.next().unwrap_or_default(),
+                                parts.next().unwrap_or_default(),
+                                parts.next().unwrap_or_default(),
+                            );
+                            vec![(c, s, t)]
+                        } else {
+                            let connection = engine.connection(&target).await?;
+                            engine
+                                .store()
+                                .tables(&connection.id)
+                                .await?
+                                .into_iter()
+                                .map(|t| (connection.id.to_string(), t.schema, t.name))
+                                .collect()
+                        };
+                        let (mut rows, mut bytes) = (0, 0);
+                        for (c, s, t) in &tables {
+                            let entry = engine.refresh_table(c, s, t).await?;
+                            rows += entry.row_count;
+                            bytes += entry.byte_size;
+                        }
+                        Ok(vec![
+                            int(tables.len() as i64),
+                            int(rows),
+                            int(bytes),
+                            Arc::new(Float64Array::from(vec![start.elapsed().as_secs_f64()])),
+                        ])
+                    })
+                });
+                (fields, effect)
+            }
+            "purge_cache" => {
+                let a = self.args(exprs, 1, 3)?;
+                let fields = vec![
+                    field("entries_removed", DataType::Int64),
+                    field("bytes_freed", DataType::Int64),
+                ];
+                let effect: Effect = Arc::new(move |engine: Engine| {
+                    let a = a.clone();
+                    Box::pin(async move {
+                        let o = engine
+                            .purge_cache(
+                                &a[0],
+                                a.get(1).map(String::as_str),
+                                a.get(2).map(String::as_str),
+                            )
+                            .await?;
+                        Ok(vec![
+                            int(o.entries_removed as i64),
+                            int(o.bytes_freed as i64),
+                        ])
+                    })
+                });
+                (fields, effect)
+            }
+            "rename_connection" | "drop_connection" => {
+                let a = self.args(
+                    exprs,
+                    if name == "rename_connection" { 2 } else { 1 },
+                    if name == "rename_connection" { 2 } else { 1 },
+                )?;
+                let fields = vec![field("id", DataType::Utf8), field("name", DataType::Utf8)];
+                let effect: Effect = Arc::new(move |engine: Engine| {
+                    let a = a.clone();
+                    Box::pin(async move {
+                        let c = if name == "rename_connection" {
+                            engine.rename_connection(&a[0], &a[1]).await?
+                        } else {
+                            engine.drop_connection(&a[0]).await?
+                        };
+                        Ok(vec![text(c.id.to_string()), text(c.name.to_string())])
+                    })
+                });
+                (fields, effect)
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "unknown function {other}"
+                )));
+            }
+        })
+    }
+}
+
+fn refresh_fields() -> Vec<Field> {
+    vec![
+        field("tables", DataType::Int64),
+        field("rows", DataType::Int64),
+        field("bytes", DataType::Int64),
+        field("seconds", DataType::Float64),
+    ]
+}
+
+impl TableFunctionImpl for ManagementFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (fields, effect) = self.plan(args.exprs())?;
+        Ok(Arc::new(EffectTable {
+            name: self.name,
+            schema: Arc::new(Schema::new(fields)),
+            effect,
+            core: self.core.clone(),
+        }))
+    }
+}
+
+/// The one-row result of a management function, computed when executed.
+struct EffectTable {
+    name: &'static str,
+    schema: SchemaRef,
+    effect: Effect,
+    core: Weak<EngineCore>,
+}
+
+impl fmt::Debug for EffectTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(...)", self.name)
+    }
+}
+
+#[async_trait]
+impl TableProvider for EffectTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
+        Ok(Arc::new(EffectExec {
+            name: self.name,
+            full_schema: Arc::clone(&self.schema),
+            projection: projection.cloned(),
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(projected),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Final,
+                Boundedness::Bounded,
+            )),
+            effect: Arc::clone(&self.effect),
+            core: self.core.clone(),
+        }))
+    }
+}
+
+/// Runs a management function's effect once, when executed.
+struct EffectExec {
+    name: &'static str,
+    full_schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+    effect: Effect,
+    core: Weak<EngineCore>,
+}
+
+impl fmt::Debug for EffectExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(...)", self.name)
+    }
+}
+
+impl DisplayAs for EffectExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: runs when executed", self.name)
+    }
+}
+
+impl ExecutionPlan for EffectExec {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let engine =
+            self.core.upgrade().map(Engine::from_core).ok_or_else(|| {
+                DataFusionError::Execution("the Quarry engine was shut down".into())
+            })?;
+        let effect = Arc::clone(&self.effect);
+        let full = Arc::clone(&self.full_schema);
+        let projection = self.projection.clone();
+        let schema = self.schema();
+        let stream = futures::stream::once(async move {
+            let columns = effect(engine)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let batch = RecordBatch::try_new(full, columns)?;
+            match projection {
+                Some(p) => Ok(batch.project(&p)?),
+                None => Ok(batch),
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
