@@ -206,7 +206,8 @@ impl Engine {
     }
 
     /// Plans one parsed statement; run the returned frame to execute it.
-    pub async fn execute(&self, statement: Statement) -> Result<DataFrame> {
+    pub async fn execute(&self, mut statement: Statement) -> Result<DataFrame> {
+        crate::sql::system_catalog::route_views(&mut statement);
         let state = self.inner.session.state();
         let plan = state.statement_to_plan(statement).await?;
         Ok(self.inner.session.execute_logical_plan(plan).await?)

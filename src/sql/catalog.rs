@@ -13,6 +13,7 @@ use datafusion::error::{DataFusionError, Result};
 
 use super::lazy_table::LazyTable;
 use super::snapshot::{SnapshotCell, SnapshotConnection};
+use super::system_catalog::{SYSTEM_CATALOG, SystemCatalog};
 use crate::engine::EngineCore;
 
 /// The session's catalogs: one per connection, plus DataFusion's default.
@@ -52,7 +53,7 @@ impl CatalogProviderList for QuarryCatalogList {
     }
 
     fn catalog_names(&self) -> Vec<String> {
-        let mut names = vec!["datafusion".to_owned()];
+        let mut names = vec!["datafusion".to_owned(), SYSTEM_CATALOG.to_owned()];
         names.extend(self.snapshot.get().connections.keys().cloned());
         names
     }
@@ -60,6 +61,9 @@ impl CatalogProviderList for QuarryCatalogList {
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
         if name == "datafusion" {
             return Some(self.default.clone());
+        }
+        if name == SYSTEM_CATALOG {
+            return Some(Arc::new(SystemCatalog::new(self.core.clone())));
         }
         let connection = self.snapshot.get().connections.get(name)?.clone();
         Some(Arc::new(ConnectionCatalog {

@@ -5,3 +5,4 @@ pub mod catalog;
 pub(crate) mod functions;
 pub mod lazy_table;
 pub mod snapshot;
+pub mod system_catalog;

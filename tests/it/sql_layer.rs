@@ -276,3 +276,59 @@ async fn wrong_arguments_show_the_signature() {
         .to_string();
     assert!(err.contains("invalid connection name 'Bad'"), "{err}");
 }
+
+#[tokio::test]
+async fn information_schema_shows_cache_state_and_never_secrets() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE t (id bigint NOT NULL, amount numeric(12,2)); INSERT INTO t VALUES (1, 2.50), (2, 3.75); ANALYZE t;").await;
+    let mut config = crate::support::pg_source_config(&fx.db.name);
+    config["password"] = serde_json::json!("pw-never-shown-71");
+    fx.engine
+        .create_connection("withpw", "postgres", config)
+        .await
+        .unwrap();
+    fx.engine.discover_connection("pg").await.unwrap();
+    let tables = "SELECT connection_name, table_name, cached, cache_rows, fetch_count FROM quarry.information_schema.tables WHERE connection_name = 'pg' AND table_name = 't'";
+    let before = one_row(&fx.engine, tables).await;
+    assert!(
+        before.contains("| pg              | t          | false  |            | 0           |"),
+        "{before}"
+    );
+    rows(&fx.engine, "SELECT * FROM pg.public.t").await;
+    let after = one_row(&fx.engine, tables).await;
+    assert!(
+        after.contains("| pg              | t          | true   | 2          | 1           |"),
+        "{after}"
+    );
+    let columns = text(&rows(&fx.engine, "SELECT column_name, ordinal_position, source_type, arrow_type, is_nullable FROM quarry.information_schema.columns WHERE connection_name = 'pg' AND table_name = 't' ORDER BY ordinal_position").await);
+    assert!(
+        columns.contains(
+            "| id          | 1                | bigint        | Int64             | false       |"
+        ),
+        "{columns}"
+    );
+    assert!(
+        columns.contains(
+            "| amount      | 2                | numeric(12,2) | Decimal128(12, 2) | true        |"
+        ),
+        "{columns}"
+    );
+    let connections = text(
+        &rows(
+            &fx.engine,
+            "SELECT * FROM quarry.information_schema.connections",
+        )
+        .await,
+    );
+    assert!(
+        connections.contains("withpw") && connections.contains("postgres"),
+        "{connections}"
+    );
+    assert!(!connections.contains("pw-never-shown-71"), "{connections}");
+    // DataFusion's own information_schema and SHOW TABLES see every catalog, fetching nothing.
+    let shown = text(&rows(&fx.engine, "SHOW TABLES").await);
+    assert!(
+        shown.contains("withpw") || shown.contains("| pg "),
+        "{shown}"
+    );
+}
