@@ -20,6 +20,7 @@ const SERVER_KEYS: &[&str] = &[
     "ssl_root_cert",
     "connect_timeout",
     "statement_timeout",
+    "max_age",
 ];
 const POSTGRES_KEYS: &[&str] = &[
     "host",
@@ -31,9 +32,10 @@ const POSTGRES_KEYS: &[&str] = &[
     "ssl_root_cert",
     "connect_timeout",
     "statement_timeout",
+    "max_age",
     "numeric_as_float64",
 ];
-const SQLITE_KEYS: &[&str] = &["path", "connect_timeout", "statement_timeout"];
+const SQLITE_KEYS: &[&str] = &["path", "connect_timeout", "statement_timeout", "max_age"];
 const SERVER_SECRETS: &[&str] = &["password"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,6 +115,20 @@ pub struct CommonOptions {
     pub connect_timeout: Duration,
     /// Longest a source statement may run (default: no limit).
     pub statement_timeout: Option<Duration>,
+    /// A cache entry older than this is fetched again before a statement reads it
+    /// (default: never stale).
+    pub max_age: Option<Duration>,
+}
+
+impl CommonOptions {
+    /// The `max_age` of a stored, validated config (`None`: never stale).
+    pub fn max_age_of(source_type: SourceType, config: &Value) -> Option<Duration> {
+        Fields::new(source_type, config)
+            .ok()?
+            .duration("max_age")
+            .ok()
+            .flatten()
+    }
 }
 
 /// TLS policy of a server connection, named as libpq names them.
@@ -165,6 +181,7 @@ impl SourceConfig {
                 .duration("connect_timeout")?
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             statement_timeout: fields.duration("statement_timeout")?,
+            max_age: fields.duration("max_age")?,
         };
         Ok(match source_type {
             SourceType::Postgres => SourceConfig::Postgres(fields.server(options)?),

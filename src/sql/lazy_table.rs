@@ -35,6 +35,7 @@ use super::snapshot::SnapshotTable;
 use crate::cache::CacheLease;
 use crate::connection::Connection;
 use crate::engine::{Engine, EngineCore};
+use crate::source::CommonOptions;
 
 /// A discovered table, fetched on first read.
 #[derive(Debug)]
@@ -126,7 +127,16 @@ impl TableProvider for LazyTable {
             .current_cache_entry(&self.connection.id, &record.schema, &record.name)
             .await
             .map_err(external)?;
-        if let Some(entry) = current {
+        let max_age =
+            CommonOptions::max_age_of(self.connection.source_type, &self.connection.config);
+        let stale = match (&current, max_age) {
+            (Some(entry), Some(age)) => {
+                let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+                chrono::Utc::now() - entry.fetched_at > age
+            }
+            _ => false,
+        };
+        if let Some(entry) = current.filter(|_| !stale) {
             let lease = Arc::new(engine.cache().lease(&entry));
             let plan =
                 parquet_scan(state, &lease, self.schema(), projection, filters, limit).await?;
@@ -156,6 +166,7 @@ impl TableProvider for LazyTable {
             projection: projection.cloned(),
             filters: filters.to_vec(),
             limit,
+            refresh: stale,
         }))
     }
 }
@@ -277,6 +288,8 @@ struct FetchExec {
     projection: Option<Vec<usize>>,
     filters: Vec<Expr>,
     limit: Option<usize>,
+    /// The cached version is older than the connection's max_age: fetch a new one.
+    refresh: bool,
 }
 
 impl fmt::Debug for FetchExec {
@@ -342,11 +355,15 @@ impl ExecutionPlan for FetchExec {
         let projection = self.projection.clone();
         let filters = self.filters.clone();
         let limit = self.limit;
+        let refresh = self.refresh;
         let stream = futures::stream::once(async move {
-            let entry = engine
-                .cached_table(connection.id.as_str(), &record.schema, &record.name)
-                .await
-                .map_err(external)?;
+            let (id, schema_name, table) = (connection.id.as_str(), &record.schema, &record.name);
+            let entry = if refresh {
+                engine.refresh_table(id, schema_name, table).await
+            } else {
+                engine.cached_table(id, schema_name, table).await
+            }
+            .map_err(external)?;
             let lease = Arc::new(engine.cache().lease(&entry));
             let plan =
                 parquet_scan(&state, &lease, schema, projection.as_ref(), &filters, limit).await?;

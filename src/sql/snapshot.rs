@@ -73,6 +73,8 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct SnapshotCell {
     current: RwLock<Arc<Snapshot>>,
+    // Reloads one at a time, so an older read never replaces a newer one.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl SnapshotCell {
@@ -83,6 +85,7 @@ impl SnapshotCell {
 
     /// Reloads from the store and publishes the result.
     pub async fn reload(&self, store: &dyn MetadataStore) -> Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
         let fresh = Arc::new(Snapshot::load(store).await?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())

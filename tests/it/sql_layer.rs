@@ -332,3 +332,44 @@ async fn information_schema_shows_cache_state_and_never_secrets() {
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn max_age_refetches_an_entry_older_than_it() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE t (x int); INSERT INTO t VALUES (1);")
+        .await;
+    let mut config = crate::support::pg_source_config(&fx.db.name);
+    config["max_age"] = serde_json::json!("15m");
+    fx.engine
+        .create_connection("fresh", "postgres", config)
+        .await
+        .unwrap();
+    fx.engine.discover_connection("fresh").await.unwrap();
+    fx.engine.discover_connection("pg").await.unwrap();
+    for connection in ["fresh", "pg"] {
+        rows(&fx.engine, &format!("SELECT * FROM {connection}.public.t")).await;
+        rows(&fx.engine, &format!("SELECT * FROM {connection}.public.t")).await;
+        assert_eq!(
+            fetch_count(&fx.engine, connection, "public", "t").await,
+            1,
+            "{connection}: fresh entries are reused"
+        );
+    }
+    fx.exec("INSERT INTO t VALUES (2)").await;
+    // Age every entry by an hour, as if fetched long ago.
+    let raw = fx.backend.raw().await;
+    sqlx::query("UPDATE cache_entries SET fetched_at = '2000-01-01T00:00:00.000000Z'")
+        .execute(raw.pool())
+        .await
+        .unwrap();
+    raw.close().await;
+    let refreshed = text(&rows(&fx.engine, "SELECT count(*) AS n FROM fresh.public.t").await);
+    assert!(refreshed.contains("| 2 |"), "{refreshed}");
+    assert_eq!(fetch_count(&fx.engine, "fresh", "public", "t").await, 2);
+    let never_stale = text(&rows(&fx.engine, "SELECT count(*) AS n FROM pg.public.t").await);
+    assert!(
+        never_stale.contains("| 1 |"),
+        "without max_age the cache is never stale: {never_stale}"
+    );
+    assert_eq!(fetch_count(&fx.engine, "pg", "public", "t").await, 1);
+}
