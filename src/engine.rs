@@ -209,7 +209,13 @@ impl Engine {
     pub async fn execute(&self, mut statement: Statement) -> Result<DataFrame> {
         crate::sql::system_catalog::route_views(&mut statement);
         let state = self.inner.session.state();
-        let plan = state.statement_to_plan(statement).await?;
+        let plan = match state.statement_to_plan(statement.clone()).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                let snapshot = self.inner.snapshot.get();
+                return Err(crate::sql::suggest::with_suggestion(&statement, &snapshot, e).into());
+            }
+        };
         Ok(self.inner.session.execute_logical_plan(plan).await?)
     }
 

@@ -5,4 +5,5 @@ pub mod catalog;
 pub(crate) mod functions;
 pub mod lazy_table;
 pub mod snapshot;
+pub mod suggest;
 pub mod system_catalog;

@@ -373,3 +373,37 @@ async fn max_age_refetches_an_entry_older_than_it() {
     );
     assert_eq!(fetch_count(&fx.engine, "pg", "public", "t").await, 1);
 }
+
+#[tokio::test]
+async fn misspelled_names_get_did_you_mean() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE orders (x int);").await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    for (sql, hint) in [
+        (
+            "SELECT * FROM pgg.public.orders",
+            "did you mean 'pg.public.orders'?",
+        ),
+        (
+            "SELECT * FROM pg.publik.orders",
+            "did you mean 'pg.public.orders'?",
+        ),
+        (
+            "SELECT * FROM pg.public.ordres",
+            "did you mean 'pg.public.orders'?",
+        ),
+    ] {
+        let err = fx.engine.sql(sql).await.unwrap_err().to_string();
+        assert!(err.contains(hint), "{sql}: {err}");
+    }
+    let err = fx
+        .engine
+        .sql("SELECT * FROM pg.public.zzzzzz")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !err.contains("did you mean"),
+        "no close name, no guess: {err}"
+    );
+}
