@@ -1,0 +1,155 @@
+//! The 22 TPC-H queries through Quarry (warm: every table cached first) and directly on
+//! PostgreSQL, in the same run; per-query times, row counts and geometric means over the
+//! queries PostgreSQL finishes within the timeout. Also the planning overhead of a
+//! statement on a cached 5-row table, against the same plan over a DataFusion MemTable.
+//! Run: `cargo bench --bench tpch -- --scale 1` (`--timeout 60` seconds per query).
+
+#[path = "common/tpch.rs"]
+mod tpch;
+#[path = "common/tpch_queries.rs"]
+mod tpch_queries;
+
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Executor, PgConnection};
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn geomean(values: &[f64]) -> f64 {
+    (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let scale: f64 = arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
+    let timeout: u64 = arg(&args, "--timeout").map_or(60, |s| s.parse().unwrap());
+    let url = tpch::ensure_postgres(PG_ADMIN, scale).await;
+    let database = tpch::database_name(scale);
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = quarry::Engine::builder()
+        .data_dir(dir.path())
+        .secret_key(quarry::secrets::SecretKey::generate())
+        .build()
+        .await
+        .unwrap();
+    engine
+        .create_connection(
+            "tpch",
+            "postgres",
+            serde_json::json!({"host": "127.0.0.1", "database": database, "user": "postgres", "ssl_mode": "disable"}),
+        )
+        .await
+        .unwrap();
+    engine.discover_connection("tpch").await.unwrap();
+    let warm = Instant::now();
+    for (table, _) in tpch::TABLES {
+        engine.cached_table("tpch", "public", table).await.unwrap();
+    }
+    println!(
+        "TPC-H scale {scale}: cached all 8 tables in {:.1} s",
+        warm.elapsed().as_secs_f64()
+    );
+    run(&engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
+
+    let mut pg = PgConnection::connect(&url).await.unwrap();
+    pg.execute(sqlx::AssertSqlSafe(format!(
+        "SET statement_timeout = '{timeout}s'"
+    )))
+    .await
+    .unwrap();
+
+    println!(
+        "{:>5} {:>12} {:>12} {:>9} {:>7} {:>7}",
+        "query", "postgres s", "quarry s", "speed-up", "rows", "rows"
+    );
+    let (mut pg_times, mut quarry_times) = (Vec::new(), Vec::new());
+    for (i, sql) in tpch_queries::QUERIES.iter().enumerate() {
+        let start = Instant::now();
+        let pg_result = sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .fetch_all(&mut pg)
+            .await;
+        let pg_time = start.elapsed();
+        let start = Instant::now();
+        let quarry_rows = run(&engine, sql).await;
+        let quarry_time = start.elapsed();
+        match pg_result {
+            Ok(rows) => {
+                pg_times.push(pg_time.as_secs_f64());
+                quarry_times.push(quarry_time.as_secs_f64());
+                println!(
+                    "{:>5} {:>12.3} {:>12.3} {:>8.1}x {:>7} {:>7}",
+                    i + 1,
+                    pg_time.as_secs_f64(),
+                    quarry_time.as_secs_f64(),
+                    pg_time.as_secs_f64() / quarry_time.as_secs_f64(),
+                    rows.len(),
+                    quarry_rows
+                );
+            }
+            Err(e) => println!(
+                "{:>5} {:>12} {:>12.3}          ({})",
+                i + 1,
+                format!(">{timeout}"),
+                quarry_time.as_secs_f64(),
+                e.to_string().lines().next().unwrap_or_default()
+            ),
+        }
+    }
+    let (pg_mean, quarry_mean) = (geomean(&pg_times), geomean(&quarry_times));
+    println!(
+        "geometric mean over {} queries PostgreSQL finished: postgres {pg_mean:.3} s, quarry {quarry_mean:.3} s, quarry is {:.1}x faster",
+        pg_times.len(),
+        pg_mean / quarry_mean
+    );
+
+    // Planning overhead on a cached tiny table, against a MemTable baseline.
+    let plan = |sql: &'static str| {
+        let engine = engine.clone();
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..300 {
+                let start = Instant::now();
+                let frame = engine.sql(sql).await.unwrap();
+                let _ = frame.create_physical_plan().await.unwrap();
+                times.push(start.elapsed());
+            }
+            times.sort();
+            times[times.len() / 2]
+        }
+    };
+    run(
+        &engine,
+        "CREATE TABLE datafusion.public.region_mem AS SELECT * FROM tpch.public.region",
+    )
+    .await;
+    let quarry_plan: Duration =
+        plan("SELECT r_name FROM tpch.public.region WHERE r_regionkey > 1").await;
+    let memory_plan: Duration =
+        plan("SELECT r_name FROM datafusion.public.region_mem WHERE r_regionkey > 1").await;
+    println!(
+        "planning a statement on a cached 5-row table: median {:.3} ms (MemTable baseline {:.3} ms, overhead {:.3} ms)",
+        quarry_plan.as_secs_f64() * 1e3,
+        memory_plan.as_secs_f64() * 1e3,
+        (quarry_plan.as_secs_f64() - memory_plan.as_secs_f64()) * 1e3
+    );
+}
+
+async fn run(engine: &quarry::Engine, sql: &str) -> usize {
+    let batches = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    batches.iter().map(|b| b.num_rows()).sum()
+}
