@@ -2,7 +2,8 @@
 //! PostgreSQL, in the same run; per-query times, row counts and geometric means over the
 //! queries PostgreSQL finishes within the timeout. Also the planning overhead of a
 //! statement on a cached 5-row table, against the same plan over a DataFusion MemTable.
-//! Run: `cargo bench --bench tpch -- --scale 1` (`--timeout 60` seconds per query).
+//! Run: `cargo bench --bench tpch -- --scale 1` (`--timeout 60` seconds per query,
+//! `--set datafusion.some.option=value` to try a setting).
 
 #[path = "common/tpch.rs"]
 mod tpch;
@@ -59,6 +60,15 @@ async fn main() {
         warm.elapsed().as_secs_f64()
     );
     run(&engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
+    // `--set key=value` (repeatable) tries DataFusion settings without a rebuild.
+    for (i, a) in args.iter().enumerate() {
+        if a == "--set"
+            && let Some((key, value)) = args.get(i + 1).and_then(|kv| kv.split_once('='))
+        {
+            run(&engine, &format!("SET {key} = {value}")).await;
+            println!("SET {key} = {value}");
+        }
+    }
 
     let mut pg = PgConnection::connect(&url).await.unwrap();
     pg.execute(sqlx::AssertSqlSafe(format!(
