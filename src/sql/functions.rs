@@ -12,20 +12,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    SendableRecordBatchStream,
-};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::future::BoxFuture;
 
+use super::deferred::{DeferredExec, StreamFactory, engine, external};
 use crate::engine::{Engine, EngineCore};
 
 type Effect = Arc<dyn Fn(Engine) -> BoxFuture<'static, crate::Result<Vec<ArrayRef>>> + Send + Sync>;
@@ -383,94 +377,33 @@ impl TableProvider for EffectTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => Arc::clone(&self.schema),
         };
-        Ok(Arc::new(EffectExec {
-            name: self.name,
-            full_schema: Arc::clone(&self.schema),
-            projection: projection.cloned(),
-            properties: Arc::new(PlanProperties::new(
-                EquivalenceProperties::new(projected),
-                Partitioning::UnknownPartitioning(1),
-                EmissionType::Final,
-                Boundedness::Bounded,
-            )),
-            effect: Arc::clone(&self.effect),
-            core: self.core.clone(),
-        }))
-    }
-}
-
-/// Runs a management function's effect once, when executed.
-struct EffectExec {
-    name: &'static str,
-    full_schema: SchemaRef,
-    projection: Option<Vec<usize>>,
-    properties: Arc<PlanProperties>,
-    effect: Effect,
-    core: Weak<EngineCore>,
-}
-
-impl fmt::Debug for EffectExec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}(...)", self.name)
-    }
-}
-
-impl DisplayAs for EffectExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}: runs when executed", self.name)
-    }
-}
-
-impl ExecutionPlan for EffectExec {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let engine =
-            self.core.upgrade().map(Engine::from_core).ok_or_else(|| {
-                DataFusionError::Execution("the Quarry engine was shut down".into())
-            })?;
-        let effect = Arc::clone(&self.effect);
-        let full = Arc::clone(&self.full_schema);
-        let projection = self.projection.clone();
-        let schema = self.schema();
-        let stream = futures::stream::once(async move {
-            let columns = effect(engine)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let batch = RecordBatch::try_new(full, columns)?;
-            match projection {
-                Some(p) => Ok(batch.project(&p)?),
-                None => Ok(batch),
-            }
+        let (effect, full, core) = (
+            Arc::clone(&self.effect),
+            Arc::clone(&self.schema),
+            self.core.clone(),
+        );
+        let (projection, output) = (projection.cloned(), Arc::clone(&projected));
+        let factory: StreamFactory = Arc::new(move |_context| {
+            let (effect, full, core) = (Arc::clone(&effect), Arc::clone(&full), core.clone());
+            let (projection, output) = (projection.clone(), Arc::clone(&output));
+            Box::pin(async move {
+                let columns = effect(engine(&core)?).await.map_err(external)?;
+                let batch = RecordBatch::try_new(full, columns)?;
+                let batch = match projection {
+                    Some(p) => batch.project(&p)?,
+                    None => batch,
+                };
+                let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+                    output,
+                    futures::stream::once(async move { Ok(batch) }),
+                ));
+                Ok(stream)
+            })
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok(Arc::new(DeferredExec::new(
+            format!("{}: runs when executed", self.name),
+            projected,
+            factory,
+        )))
     }
 }

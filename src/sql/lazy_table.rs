@@ -20,21 +20,20 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{
-    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
-};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    SendableRecordBatchStream, execute_stream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+    execute_stream,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
+use super::deferred::{DeferredExec, StreamFactory, engine, external};
 use super::snapshot::SnapshotTable;
 use crate::cache::CacheLease;
 use crate::connection::Connection;
-use crate::engine::{Engine, EngineCore};
+use crate::engine::EngineCore;
 use crate::source::CommonOptions;
 
 /// A discovered table, fetched on first read.
@@ -58,16 +57,6 @@ impl LazyTable {
             core,
         }
     }
-}
-
-fn engine(core: &Weak<EngineCore>) -> Result<Engine> {
-    core.upgrade()
-        .map(Engine::from_core)
-        .ok_or_else(|| DataFusionError::Execution("the Quarry engine was shut down".into()))
-}
-
-fn external(e: crate::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
 }
 
 /// Plans a scan of one cache file with everything DataFusion can push into it.
@@ -151,23 +140,48 @@ impl TableProvider for LazyTable {
             Some(p) => Arc::new(self.table.schema.project(p)?),
             None => self.schema(),
         };
-        Ok(Arc::new(FetchExec {
-            properties: Arc::new(PlanProperties::new(
-                EquivalenceProperties::new(Arc::clone(&projected)),
-                Partitioning::UnknownPartitioning(1),
-                EmissionType::Incremental,
-                Boundedness::Bounded,
-            )),
-            label: format!("{}.{}.{}", self.connection.name, record.schema, record.name),
-            connection: self.connection.clone(),
-            table: Arc::clone(&self.table),
-            core: self.core.clone(),
-            state,
-            projection: projection.cloned(),
-            filters: filters.to_vec(),
-            limit,
-            refresh: stale,
-        }))
+        let label = format!(
+            "FetchExec: {}.{}.{} ({}; fetched when run)",
+            self.connection.name,
+            record.schema,
+            record.name,
+            if stale {
+                "older than max_age"
+            } else {
+                "not cached"
+            }
+        );
+        let (connection, record, core) =
+            (self.connection.clone(), record.clone(), self.core.clone());
+        let (schema, projection, filters) = (self.schema(), projection.cloned(), filters.to_vec());
+        let factory: StreamFactory = Arc::new(move |context| {
+            let (connection, record, core, state) = (
+                connection.clone(),
+                record.clone(),
+                core.clone(),
+                state.clone(),
+            );
+            let (schema, projection, filters) =
+                (schema.clone(), projection.clone(), filters.clone());
+            Box::pin(async move {
+                let engine = super::deferred::engine(&core)?;
+                let (id, schema_name, table) =
+                    (connection.id.as_str(), &record.schema, &record.name);
+                let entry = if stale {
+                    engine.refresh_table(id, schema_name, table).await
+                } else {
+                    engine.cached_table(id, schema_name, table).await
+                }
+                .map_err(external)?;
+                let lease = Arc::new(engine.cache().lease(&entry));
+                let plan =
+                    parquet_scan(&state, &lease, schema, projection.as_ref(), &filters, limit)
+                        .await?;
+                let plan: Arc<dyn ExecutionPlan> = Arc::new(LeaseExec::new(plan, lease));
+                execute_stream(plan, context)
+            })
+        });
+        Ok(Arc::new(DeferredExec::new(label, projected, factory)))
     }
 }
 
@@ -272,108 +286,6 @@ impl ExecutionPlan for LeaseExec {
                 let _ = &lease;
                 batch
             }),
-        )))
-    }
-}
-
-/// A scan of a table that is not cached yet: executing it fetches the table (sharing a
-/// fetch already running), then reads the new file.
-struct FetchExec {
-    properties: Arc<PlanProperties>,
-    label: String,
-    connection: Connection,
-    table: Arc<SnapshotTable>,
-    core: Weak<EngineCore>,
-    state: SessionState,
-    projection: Option<Vec<usize>>,
-    filters: Vec<Expr>,
-    limit: Option<usize>,
-    /// The cached version is older than the connection's max_age: fetch a new one.
-    refresh: bool,
-}
-
-impl fmt::Debug for FetchExec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FetchExec")
-            .field("table", &self.label)
-            .finish()
-    }
-}
-
-impl DisplayAs for FetchExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "FetchExec: {} (not cached; fetched when run)",
-            self.label
-        )
-    }
-}
-
-impl ExecutionPlan for FetchExec {
-    fn name(&self) -> &str {
-        "FetchExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "FetchExec has one partition, asked for {partition}"
-            )));
-        }
-        let engine = engine(&self.core)?;
-        let connection = self.connection.clone();
-        let record = self.table.record.clone();
-        let schema = Arc::clone(&self.table.schema);
-        let state = self.state.clone();
-        let projection = self.projection.clone();
-        let filters = self.filters.clone();
-        let limit = self.limit;
-        let refresh = self.refresh;
-        let stream = futures::stream::once(async move {
-            let (id, schema_name, table) = (connection.id.as_str(), &record.schema, &record.name);
-            let entry = if refresh {
-                engine.refresh_table(id, schema_name, table).await
-            } else {
-                engine.cached_table(id, schema_name, table).await
-            }
-            .map_err(external)?;
-            let lease = Arc::new(engine.cache().lease(&entry));
-            let plan =
-                parquet_scan(&state, &lease, schema, projection.as_ref(), &filters, limit).await?;
-            let plan: Arc<dyn ExecutionPlan> = Arc::new(LeaseExec::new(plan, lease));
-            execute_stream(plan, context)
-        })
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema(),
-            stream,
         )))
     }
 }

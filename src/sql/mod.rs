@@ -2,6 +2,7 @@
 //! that fetch into the cache when a query first reads them.
 
 pub mod catalog;
+pub(crate) mod deferred;
 pub(crate) mod functions;
 pub mod lazy_table;
 pub mod snapshot;

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session};
 use datafusion::datasource::{MemTable, TableProvider, TableType};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -288,13 +288,10 @@ impl TableProvider for SystemView {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let engine =
-            self.core.upgrade().map(Engine::from_core).ok_or_else(|| {
-                DataFusionError::Execution("the Quarry engine was shut down".into())
-            })?;
+        let engine = super::deferred::engine(&self.core)?;
         let columns = rows(&engine, self.view)
             .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            .map_err(super::deferred::external)?;
         let batch = RecordBatch::try_new(self.schema(), columns)?;
         MemTable::try_new(self.schema(), vec![vec![batch]])?
             .scan(state, projection, filters, limit)

@@ -1,0 +1,120 @@
+//! A one-partition leaf plan whose stream is produced by async work done only when the plan
+//! executes: fetching an uncached table, or a management function's effect. Planning
+//! (and `EXPLAIN`) never runs that work.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+
+use crate::engine::{Engine, EngineCore};
+
+/// Makes the stream when the plan executes.
+pub(crate) type StreamFactory = Arc<
+    dyn Fn(Arc<TaskContext>) -> BoxFuture<'static, Result<SendableRecordBatchStream>> + Send + Sync,
+>;
+
+/// The engine behind a weak handle, or an error if it was shut down.
+pub(crate) fn engine(core: &Weak<EngineCore>) -> Result<Engine> {
+    core.upgrade()
+        .map(Engine::from_core)
+        .ok_or_else(|| DataFusionError::Execution("the Quarry engine was shut down".into()))
+}
+
+/// Wraps a Quarry error for DataFusion.
+pub(crate) fn external(e: crate::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// A leaf plan that runs `factory` when executed.
+pub(crate) struct DeferredExec {
+    label: String,
+    properties: Arc<PlanProperties>,
+    factory: StreamFactory,
+}
+
+impl DeferredExec {
+    /// A plan producing `schema`, shown as `label`.
+    pub(crate) fn new(label: String, schema: SchemaRef, factory: StreamFactory) -> Self {
+        DeferredExec {
+            label,
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(schema),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )),
+            factory,
+        }
+    }
+}
+
+impl fmt::Debug for DeferredExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+impl DisplayAs for DeferredExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+impl ExecutionPlan for DeferredExec {
+    fn name(&self) -> &str {
+        "DeferredExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "{} has one partition, asked for {partition}",
+                self.label
+            )));
+        }
+        let stream = futures::stream::once((self.factory)(context)).try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+}
