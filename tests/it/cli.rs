@@ -130,3 +130,45 @@ fn an_unreachable_store_names_the_cause_without_the_password() {
     assert!(stderr.contains("Connection refused"), "{stderr}");
     assert!(!stderr.contains("topsecret"), "{stderr}");
 }
+
+#[tokio::test]
+async fn connections_made_with_sql_persist_across_runs() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("shop.db");
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", source.display()))
+            .await
+            .unwrap();
+    sqlx::raw_sql("CREATE TABLE items (id INTEGER, name TEXT); INSERT INTO items VALUES (1, 'tea'), (2, 'cake');")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let home = dir.path().join("home");
+    let config = serde_json::json!({"path": source}).to_string();
+    let create = format!(
+        "SELECT name, tables_discovered FROM create_connection('shop', 'sqlite', '{config}'); \
+         SELECT count(*) AS n FROM shop.main.items"
+    );
+    let out = quarry(&home, &["-c", &create]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("| shop | 1                 |"), "{stdout}");
+    assert!(stdout.contains("| 2 |"), "{stdout}");
+    // A second process finds the connection and its cache.
+    let out = quarry(
+        &home,
+        &[
+            "-c",
+            "SELECT cached, cache_rows FROM quarry.information_schema.tables; SELECT name FROM shop.main.items ORDER BY id",
+        ],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("| true   | 2          |"), "{stdout}");
+    assert!(
+        stdout.contains("| tea  |") && stdout.contains("| cake |"),
+        "{stdout}"
+    );
+}
