@@ -22,19 +22,9 @@ const SERVER_KEYS: &[&str] = &[
     "statement_timeout",
     "max_age",
 ];
-const POSTGRES_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "database",
-    "user",
-    "password",
-    "ssl_mode",
-    "ssl_root_cert",
-    "connect_timeout",
-    "statement_timeout",
-    "max_age",
-    "numeric_as_float64",
-];
+/// PostgreSQL takes the server keys plus its own.
+static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| [SERVER_KEYS, &["numeric_as_float64"]].concat());
 const SQLITE_KEYS: &[&str] = &["path", "connect_timeout", "statement_timeout", "max_age"];
 const SERVER_SECRETS: &[&str] = &["password"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +33,7 @@ impl SourceType {
     /// The config keys this source type accepts.
     pub fn config_keys(self) -> &'static [&'static str] {
         match self {
-            SourceType::Postgres => POSTGRES_KEYS,
+            SourceType::Postgres => &POSTGRES_KEYS,
             SourceType::Mysql => SERVER_KEYS,
             SourceType::Sqlite => SQLITE_KEYS,
         }

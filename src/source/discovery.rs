@@ -7,6 +7,41 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::store::{ColumnRecord, TableRecord};
 
+/// The columns every source's discovery query returns, whatever the database.
+pub struct TableColumnRow {
+    /// Source schema.
+    pub schema: String,
+    /// Source table.
+    pub table: String,
+    /// `table`, `view`, ... as the query reports it.
+    pub table_type: String,
+    /// The source's row estimate.
+    pub row_estimate: Option<i64>,
+    /// Column name.
+    pub column: String,
+    /// 1-based position.
+    pub position: i64,
+}
+
+impl TableColumnRow {
+    /// Reads the shared columns of one discovery row.
+    pub fn read<R: sqlx::Row>(row: &R) -> Result<Self, sqlx::Error>
+    where
+        for<'a> &'a str: sqlx::ColumnIndex<R>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(TableColumnRow {
+            schema: row.try_get("table_schema")?,
+            table: row.try_get("table_name")?,
+            table_type: row.try_get("table_type")?,
+            row_estimate: row.try_get("row_estimate")?,
+            column: row.try_get("column_name")?,
+            position: row.try_get("ordinal_position")?,
+        })
+    }
+}
+
 /// A discovered column before grouping.
 pub struct DiscoveredColumn {
     /// Column name.

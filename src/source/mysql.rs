@@ -14,7 +14,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 use tokio::sync::mpsc;
 
 use super::cells::{BatchBuilder, Cell};
-use super::discovery::{DiscoveredColumn, TableCollector};
+use super::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
 use super::mysql_types::{MySqlColumnType, arrow_type, quote_ident, select_expression};
 use super::retry::with_backoff;
 use super::{Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome, forward_batch};
@@ -163,12 +163,7 @@ impl Source for MySqlSource {
         for row in &rows {
             let read = || -> std::result::Result<_, sqlx::Error> {
                 Ok((
-                    row.try_get::<String, _>("table_schema")?,
-                    row.try_get::<String, _>("table_name")?,
-                    row.try_get::<String, _>("table_type")?,
-                    row.try_get::<Option<i64>, _>("row_estimate")?,
-                    row.try_get::<String, _>("column_name")?,
-                    row.try_get::<i64, _>("ordinal_position")?,
+                    TableColumnRow::read(row)?,
                     row.try_get::<String, _>("is_nullable")? == "YES",
                     MySqlColumnType {
                         data_type: row.try_get("data_type")?,
@@ -178,9 +173,8 @@ impl Source for MySqlSource {
                     },
                 ))
             };
-            let (schema, name, table_type, row_estimate, column, position, nullable, my_type) =
-                read().map_err(|e| self.endpoint.classify(&e))?;
-            let is_view = table_type.eq_ignore_ascii_case("VIEW");
+            let (common, nullable, my_type) = read().map_err(|e| self.endpoint.classify(&e))?;
+            let is_view = common.table_type.eq_ignore_ascii_case("VIEW");
             let arrow = arrow_type(&my_type);
             let precision_scale = match arrow {
                 DataType::Decimal128(..) | DataType::Decimal256(..) => {
@@ -189,13 +183,13 @@ impl Source for MySqlSource {
                 _ => (None, None),
             };
             tables.column(
-                schema,
-                name,
+                common.schema,
+                common.table,
                 if is_view { "view" } else { "table" },
-                if is_view { None } else { row_estimate },
+                if is_view { None } else { common.row_estimate },
                 DiscoveredColumn {
-                    name: column,
-                    position,
+                    name: common.column,
+                    position: common.position,
                     source_type: my_type.column_type,
                     precision_scale,
                     nullable,

@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::mpsc;
 
-use super::discovery::{DiscoveredColumn, TableCollector};
+use super::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
 use super::pg_copy::CopyDecoder;
 use super::postgres_types::{
     PgColumnType, arrow_type, numeric_precision_scale, quote_ident, wire_cast,
@@ -160,12 +160,7 @@ impl Source for PgSource {
         for row in &rows {
             let read = || -> std::result::Result<_, sqlx::Error> {
                 Ok((
-                    row.try_get::<String, _>("table_schema")?,
-                    row.try_get::<String, _>("table_name")?,
-                    row.try_get::<String, _>("table_type")?,
-                    row.try_get::<Option<i64>, _>("row_estimate")?,
-                    row.try_get::<String, _>("column_name")?,
-                    row.try_get::<i64, _>("ordinal_position")?,
+                    TableColumnRow::read(row)?,
                     row.try_get::<bool, _>("is_nullable")?,
                     row.try_get::<String, _>("source_type")?,
                     PgColumnType {
@@ -176,17 +171,8 @@ impl Source for PgSource {
                     },
                 ))
             };
-            let (
-                schema,
-                name,
-                table_type,
-                row_estimate,
-                column,
-                position,
-                nullable,
-                source_type,
-                pg_type,
-            ) = read().map_err(|e| self.endpoint.classify(&e))?;
+            let (common, nullable, source_type, pg_type) =
+                read().map_err(|e| self.endpoint.classify(&e))?;
             let precision_scale = match (pg_type.name.as_str(), pg_type.element.is_none()) {
                 ("numeric", true) => numeric_precision_scale(pg_type.typmod)
                     .map_or((None, None), |(p, s)| {
@@ -195,13 +181,13 @@ impl Source for PgSource {
                 _ => (None, None),
             };
             tables.column(
-                schema,
-                name,
-                &table_type,
-                row_estimate,
+                common.schema,
+                common.table,
+                &common.table_type,
+                common.row_estimate,
                 DiscoveredColumn {
-                    name: column,
-                    position,
+                    name: common.column,
+                    position: common.position,
                     source_type,
                     precision_scale,
                     nullable,

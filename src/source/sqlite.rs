@@ -233,8 +233,14 @@ fn append_row(
         let cell = if value.is_null() {
             Cell::Null
         } else {
-            let class = value.type_info().name().to_owned();
-            match class.as_str() {
+            // The storage class, read without allocating (this runs for every value).
+            let class = match value.type_info().name() {
+                "INTEGER" => "INTEGER",
+                "REAL" => "REAL",
+                "BLOB" => "BLOB",
+                _ => "TEXT",
+            };
+            match class {
                 "INTEGER" => Cell::Int(
                     <i64 as Decode<Sqlite>>::decode(value).map_err(|e| (i, e.to_string()))?,
                 ),

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::project_schema;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -138,10 +139,7 @@ impl TableProvider for LazyTable {
             .downcast_ref::<SessionState>()
             .cloned()
             .ok_or_else(|| DataFusionError::Internal("scan without a SessionState".into()))?;
-        let projected = match projection {
-            Some(p) => Arc::new(self.table.schema.project(p)?),
-            None => self.schema(),
-        };
+        let projected = project_schema(&self.table.schema, projection)?;
         let label = format!(
             "FetchExec: {}.{}.{} ({}; fetched when run)",
             self.connection.name,

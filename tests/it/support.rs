@@ -48,24 +48,36 @@ impl PgDatabase {
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs outside async context; a private runtime on its own thread does the I/O.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&pg_admin_url()).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
+        finish_in_background(async move {
+            if let Ok(mut conn) = PgConnection::connect(&pg_admin_url()).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
     }
+}
+
+/// Runs `work` to completion on a private runtime in its own thread: `Drop` cannot await.
+fn finish_in_background(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join();
+}
+
+/// Runs setup SQL (several statements allowed), failing the test with the SQL if it fails.
+async fn run_setup<'e, E: sqlx::Executor<'e>>(executor: E, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(executor)
+        .await
+        .unwrap_or_else(|e| panic!("setup SQL failed: {e}\n{sql}"));
 }
 
 /// Which metadata store backend a test runs against.
@@ -169,10 +181,7 @@ impl PgSourceFixture {
 
     /// Runs setup SQL (several statements allowed) in the source database.
     pub async fn exec(&mut self, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut self.admin)
-            .await
-            .unwrap_or_else(|e| panic!("setup SQL failed: {e}\n{sql}"));
+        run_setup(&mut self.admin, sql).await;
     }
 }
 
@@ -244,32 +253,22 @@ impl MySqlSourceFixture {
     }
 
     pub async fn exec(&mut self, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut self.admin)
-            .await
-            .unwrap_or_else(|e| panic!("setup SQL failed: {e}\n{sql}"));
+        run_setup(&mut self.admin, sql).await;
     }
 }
 
 impl Drop for MySqlSourceFixture {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_admin_url()).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name}"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
+        finish_in_background(async move {
+            if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_admin_url()).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name}"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
     }
 }
 
