@@ -322,23 +322,11 @@ fn text_of(cell: Cell<'_>) -> Result<&str, String> {
 fn decimal_of(cell: Cell<'_>, scale: i8) -> Result<i128, String> {
     let too_large = || "which is too large for the column's decimal type".to_owned();
     let text = match cell {
-        Cell::Int(v) => {
-            return i128::from(v)
-                .checked_mul(
-                    10i128
-                        .checked_pow(scale.max(0) as u32)
-                        .ok_or_else(too_large)?,
-                )
-                .ok_or_else(too_large);
-        }
-        Cell::UInt(v) => {
-            return i128::from(v)
-                .checked_mul(
-                    10i128
-                        .checked_pow(scale.max(0) as u32)
-                        .ok_or_else(too_large)?,
-                )
-                .ok_or_else(too_large);
+        Cell::Int(_) | Cell::UInt(_) => {
+            let factor = 10i128
+                .checked_pow(scale.max(0) as u32)
+                .ok_or_else(too_large)?;
+            return int_of(cell)?.checked_mul(factor).ok_or_else(too_large);
         }
         Cell::Text(t) => t.trim(),
         _ => return Err("which is not a decimal number".into()),
