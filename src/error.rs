@@ -136,9 +136,13 @@ pub enum Error {
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
 
-    /// DataFusion failed to plan or run a statement.
-    #[error("{0}")]
+    /// DataFusion failed to parse, plan or run a statement.
+    #[error("{}", sql_message(.0))]
     Sql(#[from] datafusion::error::DataFusionError),
+
+    /// A command-line or REPL command was used wrongly; the message shows its usage.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Error {
@@ -168,5 +172,79 @@ impl Error {
             path,
             source,
         }
+    }
+}
+
+/// A DataFusion error as users read it: syntax errors without the parser's debug form.
+/// The parser quotes the token it stopped at; a string literal left open can make that
+/// token the rest of the script. Keep the message one short line and its position.
+fn shorten_found(message: &str) -> String {
+    const KEEP: usize = 40;
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let Some(start) = message.find("found: ").map(|i| i + "found: ".len()) else {
+        return message;
+    };
+    let end = message
+        .rfind(" at Line: ")
+        .filter(|end| *end > start)
+        .unwrap_or(message.len());
+    let token = &message[start..end];
+    if token.chars().count() <= KEEP {
+        return message;
+    }
+    let short: String = token.chars().take(KEEP).collect();
+    format!("{}{short}…{}", &message[..start], &message[end..])
+}
+
+fn sql_message(error: &datafusion::error::DataFusionError) -> String {
+    use datafusion::error::DataFusionError as E;
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match error {
+        // Wrappers that add a source position or the name of the optimizer rule that met
+        // the error: the user needs the error itself.
+        E::Diagnostic(_, inner) | E::Context(_, inner) => sql_message(inner),
+        E::Shared(inner) => sql_message(inner),
+        E::Collection(errors) => errors
+            .first()
+            .map_or_else(|| error.to_string(), sql_message),
+        E::SQL(parser, _) => match parser.as_ref() {
+            ParserError::TokenizerError(m) | ParserError::ParserError(m) => {
+                format!("syntax error: {}", shorten_found(m))
+            }
+            ParserError::RecursionLimitExceeded => {
+                "syntax error: the statement nests too deeply; simplify it".into()
+            }
+        },
+        // Quarry's own errors raised inside a plan read as they would outside one.
+        E::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(quarry) => quarry.to_string(),
+            None => inner.to_string(),
+        },
+        // DataFusion's category prefixes ("Error during planning: ", "Execution error: ")
+        // say nothing to a user; an internal error keeps its bug-report text.
+        E::Internal(_) => error.to_string(),
+        other => other.message().into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten_found;
+
+    #[test]
+    fn a_long_found_token_is_cut_and_the_position_kept() {
+        let token = format!("X' AS INT);\n{}", "SELECT 1; ".repeat(20));
+        let message = format!("Expected: end of statement, found: {token} at Line: 24, Column: 14");
+        let short = shorten_found(&message);
+        assert!(!short.contains('\n'), "{short}");
+        assert!(short.starts_with("Expected: end of statement, found: X' AS INT); SELECT"));
+        assert!(short.ends_with("… at Line: 24, Column: 14"), "{short}");
+        assert!(short.len() < 120, "{short}");
+    }
+
+    #[test]
+    fn a_short_message_is_kept_whole() {
+        let message = "Expected: an expression, found: EOF";
+        assert_eq!(shorten_found(message), message);
     }
 }
