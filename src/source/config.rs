@@ -198,8 +198,21 @@ impl SourceConfig {
         source_type: SourceType,
         config: &Value,
     ) -> Result<(Value, Vec<(String, SecretString)>)> {
-        Self::parse(source_type, config)?;
+        let parsed = Self::parse(source_type, config)?;
         let mut public = config.as_object().cloned().unwrap_or_default();
+        // Files are stored by absolute path: a relative one would change meaning with the
+        // working directory of the next run.
+        let files = match &parsed {
+            SourceConfig::Sqlite(sqlite) => vec![("path", Some(&sqlite.path))],
+            SourceConfig::Postgres(server) | SourceConfig::Mysql(server) => {
+                vec![("ssl_root_cert", server.ssl_root_cert.as_ref())]
+            }
+        };
+        for (key, path) in files {
+            if let Some(path) = path {
+                public.insert(key.into(), Value::String(path.display().to_string()));
+            }
+        }
         let mut secrets = Vec::new();
         for key in source_type.secret_keys() {
             if let Some(Value::String(secret)) = public.remove(*key) {
@@ -345,7 +358,8 @@ impl<'a> Fields<'a> {
 
     fn check_file(&self, key: &str, path: PathBuf) -> Result<PathBuf> {
         match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => Ok(path),
+            // Absolute, so the connection works from any working directory later.
+            Ok(meta) if meta.is_file() => Ok(std::fs::canonicalize(&path).unwrap_or(path)),
             Ok(_) => Err(self.error(format!(
                 "'{key}' must name a file, but '{}' is a directory",
                 path.display()
