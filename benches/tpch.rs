@@ -12,6 +12,7 @@ mod tpch_queries;
 
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::RecordBatchReader;
 use sqlx::{Connection, Executor, PgConnection};
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -151,6 +152,99 @@ async fn main() {
         memory_plan.as_secs_f64() * 1e3,
         (quarry_plan.as_secs_f64() - memory_plan.as_secs_f64()) * 1e3
     );
+
+    if args.iter().any(|a| a == "--layouts") {
+        compare_layouts(&engine, dir.path()).await;
+    }
+}
+
+/// Cache-file layouts tried against the one Quarry writes: each rewrites the eight cached
+/// files and runs the 22 queries on them in a plain DataFusion session (so Quarry's own
+/// table provider is out of the picture), reporting the geometric mean against Quarry's
+/// files read the same way.
+async fn compare_layouts(engine: &quarry::Engine, scratch: &std::path::Path) {
+    use datafusion::parquet::basic::{Compression, ZstdLevel};
+    use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+    let variant = |compression: Compression, rows: usize| {
+        WriterProperties::builder()
+            .set_compression(compression)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(rows))
+            .build()
+    };
+    let zstd1 = Compression::ZSTD(ZstdLevel::try_new(1).unwrap());
+    let layouts: Vec<(&str, Option<WriterProperties>)> = vec![
+        ("as cached", None),
+        (
+            "uncompressed",
+            Some(variant(Compression::UNCOMPRESSED, 1 << 20)),
+        ),
+        ("lz4_raw", Some(variant(Compression::LZ4_RAW, 1 << 20))),
+        ("snappy", Some(variant(Compression::SNAPPY, 1 << 20))),
+        ("zstd1 128k-row groups", Some(variant(zstd1, 1 << 17))),
+    ];
+    let mut baseline = None;
+    for (name, properties) in layouts {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let mut bytes = 0;
+        for (table, _) in tpch::TABLES {
+            let entry = engine.cached_table("tpch", "public", table).await.unwrap();
+            let cached = engine.config().data_dir.join(&entry.path);
+            let path = match &properties {
+                None => cached,
+                Some(properties) => {
+                    let path = scratch.join(format!("{table}.layout.parquet"));
+                    rewrite(&cached, &path, properties.clone());
+                    path
+                }
+            };
+            bytes += std::fs::metadata(&path).unwrap().len();
+            ctx.register_parquet(
+                *table,
+                path.to_str().unwrap(),
+                datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let mut times = Vec::new();
+        for sql in tpch_queries::QUERIES {
+            let start = Instant::now();
+            ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            times.push(start.elapsed().as_secs_f64());
+        }
+        let mean = geomean(&times);
+        let base = *baseline.get_or_insert(mean);
+        println!(
+            "layout {name:>22}: {:>6.0} MB, geometric mean {mean:.3} s, {:.2}x the cached layout's speed",
+            bytes as f64 / 1e6,
+            base / mean
+        );
+    }
+}
+
+/// Copies one Parquet file with other writer settings.
+fn rewrite(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    properties: datafusion::parquet::file::properties::WriterProperties,
+) {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(from).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(to).unwrap(),
+        reader.schema(),
+        Some(properties),
+    )
+    .unwrap();
+    for batch in reader {
+        writer.write(&batch.unwrap()).unwrap();
+    }
+    writer.close().unwrap();
 }
 
 async fn run(engine: &quarry::Engine, sql: &str) -> usize {
