@@ -178,6 +178,27 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The connections and tables planning sees right now; reading it does no I/O.
+    pub fn snapshot(&self) -> Arc<crate::sql::snapshot::Snapshot> {
+        self.inner.snapshot.get()
+    }
+
+    /// The names of every function a statement can call, sorted.
+    pub fn function_names(&self) -> Vec<String> {
+        let state = self.inner.session.state();
+        let mut names: Vec<String> = state
+            .scalar_functions()
+            .keys()
+            .chain(state.aggregate_functions().keys())
+            .chain(state.window_functions().keys())
+            .chain(state.table_functions().keys())
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The metadata store.
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.inner.store

@@ -16,6 +16,7 @@ mod engine;
 pub mod error;
 pub mod events;
 pub mod id;
+pub mod repl;
 pub mod secrets;
 pub mod source;
 pub mod sql;

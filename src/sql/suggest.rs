@@ -60,7 +60,7 @@ fn hint(parts: &[String], snapshot: &Snapshot) -> Option<String> {
 }
 
 /// The candidate nearest to `name`, if it is near enough to be a likely typo.
-fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a String>) -> Option<String> {
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a String>) -> Option<String> {
     let lowered = name.to_lowercase();
     candidates
         .map(|c| (strsim::damerau_levenshtein(&lowered, &c.to_lowercase()), c))

@@ -1,0 +1,503 @@
+//! The `quarry` shell: runs statements and commands from the interactive editor, `-c`,
+//! `-f` files and piped scripts, and writes their results.
+
+pub mod commands;
+pub mod complete;
+pub mod progress;
+pub mod render;
+pub mod statements;
+
+use std::fs::File;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::{Config as EditorConfig, Editor};
+use tokio::runtime::Runtime;
+
+use self::commands::Command;
+use self::complete::QuarryHelper;
+use self::progress::FetchProgress;
+use self::render::{Mode, RenderOptions};
+use self::statements::{Input, Splitter};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Rows a table shows at most in the interactive shell unless `.maxrows` says otherwise.
+pub const INTERACTIVE_MAX_ROWS: usize = 40;
+/// How deep `.read` may nest before it is taken for a loop.
+const MAX_READ_DEPTH: usize = 16;
+
+/// What the shell does after an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next input.
+    Continue,
+    /// Leave.
+    Quit,
+}
+
+/// The shell's settings, changed by dot-commands.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How results are written.
+    pub mode: Mode,
+    /// Rows a table shows at most.
+    pub max_rows: Option<usize>,
+    /// Print each statement's elapsed time.
+    pub timer: bool,
+}
+
+/// Runs inputs against an engine and writes their results.
+pub struct Shell {
+    engine: Engine,
+    settings: Settings,
+    interactive: bool,
+    output: Box<dyn Write + Send>,
+    output_is_terminal: bool,
+    read_depth: usize,
+    progress: Option<std::sync::Arc<FetchProgress>>,
+}
+
+impl Shell {
+    /// A shell writing to standard output. `interactive` adds row counts, timing and
+    /// terminal-fitted tables.
+    pub fn new(engine: Engine, settings: Settings, interactive: bool) -> Self {
+        Shell {
+            engine,
+            settings,
+            interactive,
+            output: Box::new(std::io::stdout()),
+            output_is_terminal: std::io::stdout().is_terminal(),
+            read_depth: 0,
+            progress: None,
+        }
+    }
+
+    /// A shell writing its results to `output` (used by tests and embedders).
+    pub fn with_output(engine: Engine, settings: Settings, output: Box<dyn Write + Send>) -> Self {
+        Shell {
+            output,
+            output_is_terminal: false,
+            ..Shell::new(engine, settings, false)
+        }
+    }
+
+    /// Runs one input. A panic anywhere below becomes an error naming it as a bug, so one
+    /// bad statement never takes the shell down.
+    pub async fn run(&mut self, input: &Input) -> Result<Flow> {
+        use futures::FutureExt;
+        match std::panic::AssertUnwindSafe(self.run_unguarded(input))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown cause");
+                Err(Error::Usage(format!(
+                    "internal error while running this statement ({what}); this is a bug in \
+                     Quarry, please report it with the statement"
+                )))
+            }
+        }
+    }
+
+    async fn run_unguarded(&mut self, input: &Input) -> Result<Flow> {
+        match input {
+            Input::Sql(sql) => self.run_sql(sql).await.map(|()| Flow::Continue),
+            Input::Command(line) => self.run_command(commands::parse(line)?).await,
+        }
+    }
+
+    /// Runs every input of `script` in order; stops at the first error unless `keep_going`.
+    /// Returns how many inputs failed (errors are reported on standard error).
+    pub async fn run_script(&mut self, script: &str, keep_going: bool) -> (usize, Flow) {
+        let mut failures = 0;
+        for input in statements::split_script(script) {
+            match Box::pin(self.run(&input)).await {
+                Ok(Flow::Quit) => return (failures, Flow::Quit),
+                Ok(Flow::Continue) => {}
+                Err(e) => {
+                    report(&e);
+                    failures += 1;
+                    if !keep_going {
+                        break;
+                    }
+                }
+            }
+        }
+        (failures, Flow::Continue)
+    }
+
+    async fn run_sql(&mut self, sql: &str) -> Result<()> {
+        for statement in self.engine.parse(sql)? {
+            let start = Instant::now();
+            let stream = self
+                .engine
+                .execute(statement)
+                .await?
+                .execute_stream()
+                .await?;
+            let options = RenderOptions {
+                mode: self.settings.mode,
+                max_rows: self.settings.max_rows,
+                terminal: self.output_is_terminal,
+            };
+            let rendered = match (&self.progress, self.output_is_terminal) {
+                // Bars and results share the terminal: a bar goes before a result is drawn.
+                (Some(progress), true) => {
+                    let mut out = ClearingWriter {
+                        out: &mut self.output,
+                        progress,
+                    };
+                    render::render(stream, &mut out, options).await?
+                }
+                _ => render::render(stream, &mut self.output, options).await?,
+            };
+            self.output
+                .flush()
+                .map_err(Error::io("cannot write the result", "the output"))?;
+            self.footer(rendered, start.elapsed());
+        }
+        Ok(())
+    }
+
+    /// The line after a result in the interactive shell: rows (and how many were shown)
+    /// and, with `.timer on`, the elapsed time.
+    fn footer(&self, rendered: render::Rendered, elapsed: Duration) {
+        if let Some(progress) = &self.progress {
+            progress.clear();
+        }
+        let time = format!("{:.3} s", elapsed.as_secs_f64());
+        let line = if !self.interactive {
+            self.settings.timer.then(|| format!("Time: {time}"))
+        } else if !rendered.has_columns {
+            Some(if self.settings.timer {
+                format!("OK in {time}")
+            } else {
+                "OK".into()
+            })
+        } else {
+            let plural = if rendered.rows == 1 { "row" } else { "rows" };
+            let mut line = format!("{} {plural}", rendered.rows);
+            if rendered.shown < rendered.rows && self.settings.mode == Mode::Table {
+                line.push_str(&format!(" ({} shown; .maxrows to change)", rendered.shown));
+            }
+            if self.settings.timer {
+                line.push_str(&format!(" in {time}"));
+            }
+            Some(line)
+        };
+        if let Some(line) = line {
+            // To the terminal even when `.output` sends results to a file.
+            if self.interactive {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    async fn run_command(&mut self, command: Command) -> Result<Flow> {
+        match command {
+            Command::Help => {
+                write!(self.output, "{}", commands::help())
+                    .map_err(Error::io("cannot write", "the output"))?;
+            }
+            Command::Connections => {
+                self.run_sql(
+                    "SELECT name, id, source_type, test_status, test_latency_ms, test_error \
+                     FROM quarry.information_schema.connections ORDER BY name",
+                )
+                .await?
+            }
+            Command::Tables(filter) => {
+                let mut conditions = Vec::new();
+                if let Some(filter) = filter {
+                    let mut parts = filter.splitn(2, '.');
+                    let connection = parts.next().unwrap_or_default();
+                    self.known_connection(connection)?;
+                    conditions.push(format!("connection_name = {}", literal(connection)));
+                    if let Some(schema) = parts.next() {
+                        conditions.push(format!("table_schema = {}", literal(schema)));
+                    }
+                }
+                let filter = if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!("WHERE {}", conditions.join(" AND "))
+                };
+                self.run_sql(&format!(
+                    "SELECT connection_name AS connection, table_schema AS schema, \
+                     table_name AS table, table_type AS type, row_estimate, cached, cache_rows \
+                     FROM quarry.information_schema.tables {filter} ORDER BY 1, 2, 3"
+                ))
+                .await?
+            }
+            Command::Schema(table) => self.describe(&table).await?,
+            Command::Timer(on) => self.settings.timer = on,
+            Command::Mode(mode) => self.settings.mode = mode,
+            Command::MaxRows(rows) => self.settings.max_rows = rows,
+            Command::Output(None) => {
+                self.output = Box::new(std::io::stdout());
+                self.output_is_terminal = std::io::stdout().is_terminal();
+            }
+            Command::Output(Some(path)) => {
+                let file = File::create(&path).map_err(Error::io(
+                    "cannot open the output file",
+                    PathBuf::from(&path),
+                ))?;
+                self.output = Box::new(std::io::BufWriter::new(file));
+                self.output_is_terminal = false;
+            }
+            Command::Read(path) => {
+                if self.read_depth >= MAX_READ_DEPTH {
+                    return Err(Error::Usage(format!(
+                        ".read nested {MAX_READ_DEPTH} deep; does '{path}' read itself?"
+                    )));
+                }
+                let script = std::fs::read_to_string(&path)
+                    .map_err(Error::io("cannot read the script", PathBuf::from(&path)))?;
+                self.read_depth += 1;
+                let (failures, flow) = Box::pin(self.run_script(&script, false)).await;
+                self.read_depth -= 1;
+                if failures > 0 {
+                    return Err(Error::Usage(format!("{path}: stopped at the error above")));
+                }
+                return Ok(flow);
+            }
+            Command::Quit => return Ok(Flow::Quit),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// `.schema [connection.schema.]table`: the table's columns from the catalog views.
+    async fn describe(&mut self, name: &str) -> Result<()> {
+        let parts: Vec<&str> = name.split('.').map(|p| p.trim_matches('"')).collect();
+        let condition = match parts.as_slice() {
+            [table] => format!("table_name = {}", literal(table)),
+            [qualifier, table] => format!(
+                "(connection_name = {q} OR table_schema = {q}) AND table_name = {t}",
+                q = literal(qualifier),
+                t = literal(table)
+            ),
+            [connection, schema, table] => format!(
+                "connection_name = {} AND table_schema = {} AND table_name = {}",
+                literal(connection),
+                literal(schema),
+                literal(table)
+            ),
+            _ => {
+                return Err(Error::Usage(
+                    "usage: .schema [connection.schema.]table".into(),
+                ));
+            }
+        };
+        let table = parts.last().copied().unwrap_or_default();
+        let snapshot = self.engine.snapshot();
+        let exists = snapshot
+            .connections
+            .values()
+            .any(|c| c.schemas.values().any(|tables| tables.contains_key(table)));
+        if !exists {
+            let names = snapshot
+                .connections
+                .values()
+                .flat_map(|c| c.schemas.values().flat_map(|t| t.keys()));
+            let mut message = format!("no table named '{name}'");
+            if let Some(near) = crate::sql::suggest::closest(table, names) {
+                message.push_str(&format!("; did you mean '{near}'?"));
+            }
+            message.push_str(" (.tables lists the tables)");
+            return Err(Error::Usage(message));
+        }
+        self.run_sql(&format!(
+            "SELECT connection_name AS connection, table_schema AS schema, table_name AS table, \
+             column_name AS column, arrow_type AS type, source_type, is_nullable AS nullable \
+             FROM quarry.information_schema.columns WHERE {condition} \
+             ORDER BY 1, 2, 3, ordinal_position"
+        ))
+        .await
+    }
+
+    fn known_connection(&self, name: &str) -> Result<()> {
+        let snapshot = self.engine.snapshot();
+        if snapshot.connections.contains_key(name) {
+            return Ok(());
+        }
+        let mut message = format!("no connection named '{name}'");
+        if let Some(near) = crate::sql::suggest::closest(name, snapshot.connections.keys()) {
+            message.push_str(&format!("; did you mean '{near}'?"));
+        }
+        message.push_str(" (.connections lists them)");
+        Err(Error::Usage(message))
+    }
+}
+
+/// Clears the progress bars before each write of a result to the terminal.
+struct ClearingWriter<'a> {
+    out: &'a mut Box<dyn Write + Send>,
+    progress: &'a FetchProgress,
+}
+
+impl Write for ClearingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.progress.clear();
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `value` as a SQL string literal.
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Prints an error as the shell shows it: `Error: ` and the message's first line, then the
+/// rest as a hint.
+pub fn report(error: &Error) {
+    eprintln!("{}", describe_error(error));
+}
+
+/// The text [`report`] prints.
+pub fn describe_error(error: &Error) -> String {
+    let message = error.to_string();
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("unknown error");
+    let rest: Vec<&str> = lines.collect();
+    if rest.is_empty() {
+        format!("Error: {first}")
+    } else {
+        format!("Error: {first}\nHint: {}", rest.join(" "))
+    }
+}
+
+/// Runs the interactive shell until `.quit`, Ctrl-D or end of input.
+pub fn run_interactive(runtime: &Runtime, engine: Engine, settings: Settings) -> Result<()> {
+    let history = engine.config().data_dir.join("history.txt");
+    let config = EditorConfig::builder()
+        .auto_add_history(false)
+        .max_history_size(10_000)
+        .map_err(|e| Error::Usage(format!("cannot set up the line editor: {e}")))?
+        .build();
+    let mut editor: Editor<QuarryHelper, FileHistory> = Editor::with_config(config)
+        .map_err(|e| Error::Usage(format!("cannot start the line editor: {e}")))?;
+    editor.set_helper(Some(QuarryHelper::new(engine.clone())));
+    // A missing history file is the normal first run.
+    let _ = editor.load_history(&history);
+    println!(
+        "Quarry {} (data in {}). Type .help for help, .quit or Ctrl-D to leave.",
+        env!("CARGO_PKG_VERSION"),
+        engine.config().data_dir.display()
+    );
+    let progress = {
+        let _runtime = runtime.enter();
+        std::sync::Arc::new(FetchProgress::start(engine.subscribe()))
+    };
+    let mut shell = Shell::new(engine.clone(), settings, true);
+    shell.progress = Some(std::sync::Arc::clone(&progress));
+    loop {
+        let text = match editor.readline("quarry> ") {
+            Ok(text) => text,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(Error::Usage(format!("cannot read input: {e}"))),
+        };
+        if statements::is_blank(&text) {
+            continue;
+        }
+        let _ = editor.add_history_entry(text.as_str());
+        if let Err(e) = editor.save_history(&history) {
+            tracing::warn!("cannot save the history to {}: {e}", history.display());
+        }
+        let flow = runtime.block_on(async {
+            let mut flow = Flow::Continue;
+            for input in statements::split_script(&text) {
+                tokio::select! {
+                    result = shell.run(&input) => match result {
+                        Ok(next) => flow = next,
+                        Err(e) => {
+                            progress.clear();
+                            report(&e);
+                            break;
+                        }
+                    },
+                    _ = tokio::signal::ctrl_c() => {
+                        progress.clear();
+                        eprintln!("Cancelled.");
+                        break;
+                    }
+                }
+                if flow == Flow::Quit {
+                    break;
+                }
+            }
+            flow
+        });
+        if flow == Flow::Quit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a script read line by line from `reader` (piped standard input): each statement
+/// runs as soon as its `;` arrives. Returns how many inputs failed.
+pub fn run_reader(
+    runtime: &Runtime,
+    shell: &mut Shell,
+    reader: impl BufRead,
+    keep_going: bool,
+) -> Result<usize> {
+    let mut splitter = Splitter::default();
+    let mut failures = 0;
+    // Runs the inputs a line completed; false when the script must stop.
+    let mut run = |inputs: Vec<Input>, failures: &mut usize| {
+        for input in inputs {
+            match runtime.block_on(shell.run(&input)) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Quit) => return false,
+                Err(e) => {
+                    report(&e);
+                    *failures += 1;
+                    if !keep_going {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    };
+    // Bytes that are not UTF-8 become replacement characters, so junk gets a syntax error
+    // rather than ending the script.
+    let mut reader = reader;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(Error::io("cannot read", "standard input"))?;
+        if read == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        if !run(
+            splitter.push_line(text.strip_suffix('\r').unwrap_or(text)),
+            &mut failures,
+        ) {
+            return Ok(failures);
+        }
+    }
+    run(splitter.finish().into_iter().collect(), &mut failures);
+    Ok(failures)
+}
