@@ -2,6 +2,8 @@
 
 use std::process::{Command, Output, Stdio};
 
+use crate::support::{cells, has_row};
+
 fn quarry(data_dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_quarry"))
         .args(args)
@@ -23,15 +25,14 @@ fn dash_c_prints_the_result_as_a_table() {
     let out = quarry(dir.path(), &["-c", "SELECT 1 + 1 AS two, 'x' AS label"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let lines: Vec<_> = stdout.lines().collect();
-    let header = lines
-        .iter()
-        .position(|l| l.contains("two"))
-        .expect("a header row");
-    assert!(lines[header].contains("label"));
-    let row: Vec<_> = lines[header + 2].split('|').map(str::trim).collect();
-    assert_eq!(row, ["", "2", "x", ""], "{stdout}");
+    // Names, then types, then the row.
+    assert_eq!(
+        cells(&stdout),
+        [["two", "label"], ["Int64", "Utf8"], ["2", "x"]],
+        "{stdout}"
+    );
     // Columns are aligned: every table line has the same width.
+    let lines: Vec<_> = stdout.lines().collect();
     let widths: Vec<_> = lines.iter().map(|l| l.chars().count()).collect();
     assert!(widths.iter().all(|w| *w == widths[0]), "{stdout}");
 }
@@ -70,7 +71,7 @@ fn statements_run_in_order_and_the_data_dir_comes_from_quarry_home() {
     );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("| 42     |"),
+        has_row(&text(&out.stdout), &["42"]),
         "{}",
         text(&out.stdout)
     );
@@ -154,8 +155,8 @@ async fn connections_made_with_sql_persist_across_runs() {
     let out = quarry(&home, &["-c", &create]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("| shop | 1                 |"), "{stdout}");
-    assert!(stdout.contains("| 2 |"), "{stdout}");
+    assert!(has_row(&stdout, &["shop", "1"]), "{stdout}");
+    assert!(has_row(&stdout, &["2"]), "{stdout}");
     // A second process finds the connection and its cache.
     let out = quarry(
         &home,
@@ -166,9 +167,195 @@ async fn connections_made_with_sql_persist_across_runs() {
     );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("| true   | 2          |"), "{stdout}");
+    assert!(has_row(&stdout, &["true", "2"]), "{stdout}");
     assert!(
-        stdout.contains("| tea  |") && stdout.contains("| cake |"),
+        has_row(&stdout, &["tea"]) && has_row(&stdout, &["cake"]),
         "{stdout}"
     );
+}
+
+/// Runs `quarry` with `stdin` piped in.
+fn quarry_with_stdin(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .args(args)
+        .env("QUARRY_HOME", data_dir)
+        .env_remove("QUARRY_STORE_URL")
+        .env_remove("QUARRY_SECRET_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the quarry binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const SCRIPT_WITH_AN_ERROR: &str = "\
+CREATE TABLE log AS VALUES ('first');
+SELECT * FROM missing_table;
+SELECT 'after the error' AS marker;
+";
+
+#[test]
+fn a_piped_script_stops_at_the_first_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry_with_stdin(dir.path(), &[], SCRIPT_WITH_AN_ERROR);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("missing_table"), "{stderr}");
+    assert!(!text(&out.stdout).contains("after the error"));
+}
+
+#[test]
+fn keep_going_runs_the_rest_and_still_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry_with_stdin(dir.path(), &["--keep-going"], SCRIPT_WITH_AN_ERROR);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(has_row(&text(&out.stdout), &["after the error"]));
+    assert_eq!(
+        text(&out.stderr)
+            .lines()
+            .filter(|l| l.starts_with("Error: "))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn dash_f_runs_a_script_file_and_exits_zero_when_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("report.sql");
+    std::fs::write(
+        &script,
+        "-- a comment; with a semicolon\nCREATE TABLE t (x INT) AS VALUES (1), (2);\n\
+         SELECT sum(x) AS total\n  FROM t;\n",
+    )
+    .unwrap();
+    let out = quarry(
+        &dir.path().join("home"),
+        &["-f", script.to_str().unwrap(), "--format", "csv"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "total\n3\n");
+
+    let out = quarry(dir.path(), &["-f", "/no/such/script.sql"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("/no/such/script.sql"), "{stderr}");
+}
+
+#[test]
+fn dash_f_stops_at_the_first_error_unless_told_to_keep_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("s.sql");
+    std::fs::write(&script, SCRIPT_WITH_AN_ERROR).unwrap();
+    let path = script.to_str().unwrap();
+    let out = quarry(&dir.path().join("a"), &["-f", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out.stdout).contains("after the error"));
+    let out = quarry(&dir.path().join("b"), &["-f", path, "--keep-going"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("after the error"));
+}
+
+const TYPED_ROWS: &str =
+    "SELECT * FROM (VALUES (1, 'a,b', 1.5), (2, NULL, NULL)) AS t(id, label, score) ORDER BY id";
+
+#[test]
+fn format_csv_quotes_and_leaves_nulls_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry(dir.path(), &["-c", TYPED_ROWS, "--format", "csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "id,label,score\n1,\"a,b\",1.5\n2,,\n");
+}
+
+#[test]
+fn format_json_writes_one_array_with_nulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry(dir.path(), &["-c", TYPED_ROWS, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!([
+            {"id": 1, "label": "a,b", "score": 1.5},
+            {"id": 2, "label": null, "score": null}
+        ])
+    );
+}
+
+#[test]
+fn format_ndjson_writes_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry(dir.path(), &["-c", TYPED_ROWS, "--format", "ndjson"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            serde_json::json!({"id": 1, "label": "a,b", "score": 1.5}),
+            serde_json::json!({"id": 2, "label": null, "score": null})
+        ]
+    );
+}
+
+#[test]
+fn format_table_names_types_and_shows_null_apart_from_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT * FROM (VALUES (1, 'a,b'), (2, NULL), (3, '')) AS t(id, label) ORDER BY id";
+    let out = quarry(dir.path(), &["-c", sql, "--format", "table"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        cells(&stdout),
+        [
+            ["id", "label"],
+            ["Int64", "Utf8"],
+            ["1", "a,b"],
+            ["2", "NULL"],
+            ["3", ""]
+        ],
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_format_is_refused_with_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry(dir.path(), &["-c", "SELECT 1", "--format", "xml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("table") && stderr.contains("ndjson"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_shows_every_option_with_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry(dir.path(), &["--help"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    for option in [
+        "--command",
+        "--file",
+        "--keep-going",
+        "--format",
+        "--data-dir",
+        "--store",
+    ] {
+        assert!(stdout.contains(option), "{option} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("Examples:"), "{stdout}");
 }

@@ -3,9 +3,11 @@
 
 mod cli;
 mod config_rules;
+mod malformed;
 mod mysql_source;
 mod postgres_source;
 mod render;
+mod repl;
 mod secrets;
 mod sql_layer;
 mod sqlite_source;

@@ -286,3 +286,23 @@ pub fn mysql_source_config(name: &str) -> serde_json::Value {
     }
     config
 }
+
+/// The trimmed cells of every table row in `output`.
+pub fn cells(output: &str) -> Vec<Vec<String>> {
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('|') && l.ends_with('|') && l.len() > 1)
+        .map(|l| {
+            l[1..l.len() - 1]
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether a table in `output` has a row exactly `row`.
+pub fn has_row(output: &str, row: &[&str]) -> bool {
+    cells(output).iter().any(|r| r == row)
+}
