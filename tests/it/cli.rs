@@ -1,15 +1,12 @@
 //! The `quarry` binary, run as a user runs it.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use crate::support::{cells, has_row};
+use crate::support::{cells, has_row, quarry_command, quarry_piped};
 
 fn quarry(data_dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quarry"))
+    quarry_command(data_dir)
         .args(args)
-        .env("QUARRY_HOME", data_dir)
-        .env_remove("QUARRY_STORE_URL")
-        .env_remove("QUARRY_SECRET_KEY")
         .stdin(Stdio::null())
         .output()
         .expect("the quarry binary runs")
@@ -174,26 +171,8 @@ async fn connections_made_with_sql_persist_across_runs() {
     );
 }
 
-/// Runs `quarry` with `stdin` piped in.
 fn quarry_with_stdin(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quarry"))
-        .args(args)
-        .env("QUARRY_HOME", data_dir)
-        .env_remove("QUARRY_STORE_URL")
-        .env_remove("QUARRY_SECRET_KEY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the quarry binary runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    quarry_piped(data_dir, args, stdin.as_bytes().to_vec())
 }
 
 const SCRIPT_WITH_AN_ERROR: &str = "\

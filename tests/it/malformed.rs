@@ -2,14 +2,11 @@
 //! configs, unknown commands, binary junk — each get an error and never a panic, both in
 //! the shell's library and through the `quarry` binary.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use quarry::repl::render::Mode;
 use quarry::repl::statements::{Splitter, split_script};
 use quarry::repl::{Settings, Shell, describe_error};
 
-use crate::support::{Backend, Kind};
+use crate::support::{Backend, Kind, quarry_piped};
 
 const BROKEN_SQL: &[&str] = &[
     "SELEC 1",
@@ -302,24 +299,10 @@ fn the_binary_reports_each_malformed_input_and_keeps_going() {
         .chain(&open)
         .map(|line| format!("{line}\n"))
         .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quarry"))
-        .args(["--keep-going"])
-        .env("QUARRY_HOME", dir.path())
-        .env_remove("QUARRY_STORE_URL")
-        .env_remove("QUARRY_SECRET_KEY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        stdin.write_all(script.as_bytes()).unwrap();
-        // Invalid UTF-8 as raw bytes, not only as replacement characters.
-        stdin.write_all(b"SELECT '\xff\xfe';\n\xc3\x28;\n").unwrap();
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let mut input = script.into_bytes();
+    // Invalid UTF-8 as raw bytes, not only as replacement characters.
+    input.extend_from_slice(b"SELECT '\xff\xfe';\n\xc3\x28;\n");
+    let out = quarry_piped(dir.path(), &["--keep-going"], input);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

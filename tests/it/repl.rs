@@ -6,18 +6,30 @@ use std::process::Command;
 use rexpect::reader::Options;
 use rexpect::session::{PtySession, spawn_with_options};
 
-use crate::support::{PgDatabase, cells, has_row};
+use crate::support::{PgDatabase, cells, has_row, quarry_command};
 
 const PROMPT: &str = "quarry> ";
 
 fn command(home: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quarry"));
+    let mut command = quarry_command(home);
+    command.env("TERM", "xterm");
     command
-        .env("QUARRY_HOME", home)
-        .env("TERM", "xterm")
-        .env_remove("QUARRY_STORE_URL")
-        .env_remove("QUARRY_SECRET_KEY");
-    command
+}
+
+/// Creates a connection with `quarry -c`, before the shell starts.
+fn create_connection(home: &Path, name: &str, source_type: &str, config: &serde_json::Value) {
+    let out = command(home)
+        .args([
+            "-c",
+            &format!("SELECT * FROM create_connection('{name}', '{source_type}', '{config}')"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn shell(home: &Path) -> PtySession {
@@ -41,18 +53,11 @@ fn home_with_demo(dir: &Path) -> PathBuf {
         &demo,
     )
     .unwrap();
-    let config = serde_json::json!({ "path": demo }).to_string();
-    let out = command(&home)
-        .args([
-            "-c",
-            &format!("SELECT * FROM create_connection('demo', 'sqlite', '{config}')"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    create_connection(
+        &home,
+        "demo",
+        "sqlite",
+        &serde_json::json!({ "path": demo }),
     );
     home
 }
@@ -186,19 +191,8 @@ async fn ctrl_c_cancels_a_slow_fetch_and_the_shell_goes_on() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let config = crate::support::pg_source_config(&db.name).to_string();
-    let out = command(&home)
-        .args([
-            "-c",
-            &format!("SELECT * FROM create_connection('pg', 'postgres', '{config}')"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let config = crate::support::pg_source_config(&db.name);
+    create_connection(&home, "pg", "postgres", &config);
     let home_for_shell = home.clone();
     tokio::task::spawn_blocking(move || {
         let mut session = shell(&home_for_shell);

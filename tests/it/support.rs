@@ -306,3 +306,32 @@ pub fn cells(output: &str) -> Vec<Vec<String>> {
 pub fn has_row(output: &str, row: &[&str]) -> bool {
     cells(output).iter().any(|r| r == row)
 }
+
+/// The `quarry` binary on the data dir `home`, with no store or key from the environment.
+pub fn quarry_command(home: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_quarry"));
+    command
+        .env("QUARRY_HOME", home)
+        .env_remove("QUARRY_STORE_URL")
+        .env_remove("QUARRY_SECRET_KEY");
+    command
+}
+
+/// Runs `quarry args` on `home` with `stdin` piped in (written from another thread, so a
+/// large script cannot deadlock against the output pipes).
+pub fn quarry_piped(home: &std::path::Path, args: &[&str], stdin: Vec<u8>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = quarry_command(home)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the quarry binary runs");
+    let mut pipe = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || pipe.write_all(&stdin).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
