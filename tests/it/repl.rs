@@ -238,3 +238,23 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+#[test]
+fn psql_aliases_work_and_ctrl_d_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = shell(&home_with_demo(dir.path()));
+    let output = run(&mut session, "\\dt demo.main");
+    assert!(output.contains("3 rows"), "{output}");
+    let output = run(&mut session, "\\d demo.main.products");
+    assert!(
+        has_row(
+            &output,
+            &[
+                "demo", "main", "products", "price", "Float64", "REAL", "true"
+            ]
+        ),
+        "{output}"
+    );
+    session.send_control('d').unwrap();
+    session.exp_eof().expect("Ctrl-D leaves the shell");
+}
