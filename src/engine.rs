@@ -183,6 +183,12 @@ impl Engine {
         self.inner.snapshot.get()
     }
 
+    /// Every catalog statements can name (connections, `datafusion`, `quarry`), for
+    /// browsing; reading it does no I/O.
+    pub fn catalog_list(&self) -> Arc<dyn datafusion::catalog::CatalogProviderList> {
+        Arc::clone(self.inner.session.state().catalog_list())
+    }
+
     /// The names of every function a statement can call, sorted.
     pub fn function_names(&self) -> Vec<String> {
         let state = self.inner.session.state();

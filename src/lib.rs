@@ -15,6 +15,7 @@ pub mod connection;
 mod engine;
 pub mod error;
 pub mod events;
+pub mod flight;
 pub mod id;
 pub mod repl;
 pub mod secrets;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use quarry::Engine;
 use quarry::repl::render::Mode;
 use quarry::repl::{self, Settings, Shell};
@@ -19,14 +19,19 @@ Examples:
   quarry -c \"SELECT * FROM create_connection('shop', 'postgres',
       '{\\\"host\\\": \\\"127.0.0.1\\\", \\\"database\\\": \\\"shop\\\", \\\"user\\\": \\\"me\\\"}')\"
 
+  QUARRY_SERVER_PASSWORD=... quarry serve  serve Flight SQL clients on 127.0.0.1:50051
+
 In the shell, .help lists the commands (.tables, .schema, .mode, .timer, ...).";
 
 /// Quarry: query all your databases with one SQL dialect.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, after_help = EXAMPLES)]
+#[command(version, about, long_about = None, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    action: Option<Action>,
+
     /// Data directory (metadata store, key file, cache, history) [default: ~/.quarry]
-    #[arg(long, env = "QUARRY_HOME", value_name = "DIR")]
+    #[arg(long, env = "QUARRY_HOME", value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 
     /// Metadata store: postgres://user@host/db to share one between processes
@@ -35,7 +40,8 @@ struct Cli {
         long = "store",
         env = "QUARRY_STORE_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     store_url: Option<String>,
 
@@ -63,6 +69,44 @@ struct Cli {
     /// Print each statement's elapsed time
     #[arg(long)]
     timer: bool,
+}
+
+/// What to do instead of the shell.
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// Serve Arrow Flight SQL clients (ADBC, JDBC, pyarrow) on the same engine and data dir
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
+    /// Print the argon2 hash of a password read from standard input, for a users file
+    HashPassword,
+}
+
+const SERVE_HELP: &str = "\
+Clients log in with a user and password (HTTP basic in the Flight handshake) and get a
+bearer token. Set QUARRY_SERVER_PASSWORD for the user 'quarry', or give --users-file with
+name:hash lines (hashes from `quarry hash-password`). There is no default password.";
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    flight_addr: std::net::SocketAddr,
+
+    /// TLS certificate chain (PEM); with --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM); with --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Users file: one name:argon2-hash per line
+    #[arg(long, value_name = "FILE")]
+    users_file: Option<PathBuf>,
+
+    /// How long a login token stays valid, such as 30m or 12h
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    token_ttl: std::time::Duration,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +139,9 @@ fn main() -> ExitCode {
 
 /// Runs what the command line asks for; returns how many statements failed.
 fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> quarry::Result<usize> {
+    if let Some(Action::HashPassword) = cli.action {
+        return hash_password().map(|()| 0);
+    }
     let mut builder = Engine::builder();
     if let Some(dir) = cli.data_dir {
         builder = builder.data_dir(dir);
@@ -103,6 +150,9 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> quarry::Result<usize> {
         builder = builder.store_url(url);
     }
     let engine = runtime.block_on(builder.build())?;
+    if let Some(Action::Serve(args)) = cli.action {
+        return runtime.block_on(serve(engine, args)).map(|()| 0);
+    }
     let interactive = cli.command.is_none() && cli.file.is_none() && std::io::stdin().is_terminal();
     let settings = Settings {
         mode: cli.format,
@@ -126,4 +176,70 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> quarry::Result<usize> {
     Ok(runtime
         .block_on(shell.run_script(&script, cli.keep_going))
         .0)
+}
+
+/// Reads a password from standard input and prints its hash.
+fn hash_password() -> quarry::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(quarry::Error::io(
+            "cannot read the password",
+            "standard input",
+        ))?;
+    let password = secrecy::SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned());
+    if secrecy::ExposeSecret::expose_secret(&password).is_empty() {
+        return Err(quarry::Error::Usage(
+            "no password on standard input; try: echo 's3cret' | quarry hash-password".into(),
+        ));
+    }
+    println!("{}", quarry::flight::auth::hash_password(&password)?);
+    Ok(())
+}
+
+/// Runs the Flight SQL server until Ctrl-C.
+async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
+    use quarry::flight::{self, ServeOptions, TlsFiles, auth::Users};
+    let users = match (&args.users_file, std::env::var("QUARRY_SERVER_PASSWORD")) {
+        (Some(path), _) => Users::from_file(path)?,
+        (None, Ok(password)) => Users::with_password(&secrecy::SecretString::from(password))?,
+        (None, Err(_)) => {
+            return Err(quarry::Error::Usage(
+                "no password is set, so nobody could log in: set QUARRY_SERVER_PASSWORD (user \
+                 'quarry') or give --users-file (hashes from `quarry hash-password`)"
+                    .into(),
+            ));
+        }
+    };
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    if tls.is_none() && flight::is_exposed(&args.flight_addr) {
+        eprintln!(
+            "Warning: serving {} without TLS: passwords and results cross the network in the \
+             clear. Give --tls-cert and --tls-key.",
+            args.flight_addr
+        );
+    }
+    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
+    let server = flight::start(
+        engine,
+        ServeOptions {
+            addr: args.flight_addr,
+            tls,
+            users,
+            token_ttl: args.token_ttl,
+        },
+    )
+    .await?;
+    // Scripts wait for this line to know the port is open.
+    eprintln!(
+        "Quarry Flight SQL listening on {scheme}://{}",
+        server.local_addr()
+    );
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("Shutting down.");
+    }
+    server.shutdown().await
 }

@@ -1,0 +1,318 @@
+//! Who may call the server: users with argon2 password hashes, the Flight handshake that
+//! turns HTTP basic credentials into an expiring bearer token, and the check every other
+//! call goes through.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use secrecy::{ExposeSecret, SecretString};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::error::{Error, Result};
+
+/// The user `QUARRY_SERVER_PASSWORD` logs in.
+pub const DEFAULT_USER: &str = "quarry";
+
+/// Users and their password hashes (PHC strings).
+pub struct Users {
+    hashes: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.hashes.keys().collect();
+        names.sort();
+        f.debug_struct("Users").field("names", &names).finish()
+    }
+}
+
+impl Users {
+    /// The single user `quarry` with `password`.
+    pub fn with_password(password: &SecretString) -> Result<Self> {
+        if password.expose_secret().is_empty() {
+            return Err(Error::Usage(
+                "QUARRY_SERVER_PASSWORD is empty; set it to the password clients log in with"
+                    .into(),
+            ));
+        }
+        let hash = hash_password(password)?;
+        Ok(Users {
+            hashes: HashMap::from([(DEFAULT_USER.to_owned(), hash)]),
+        })
+    }
+
+    /// Users from a file of `name:hash` lines (`quarry hash-password` prints a hash);
+    /// blank lines and `#` comments are skipped.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(Error::io("cannot read the users file", path))?;
+        let mut hashes = HashMap::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |what: &str| {
+                Error::Usage(format!(
+                    "{} line {}: {what}; each line is name:hash, the hash from `quarry hash-password`",
+                    path.display(),
+                    number + 1
+                ))
+            };
+            let (name, hash) = line.split_once(':').ok_or_else(|| bad("no ':'"))?;
+            if name.is_empty() {
+                return Err(bad("the user name is empty"));
+            }
+            PasswordHash::new(hash).map_err(|_| bad("the hash is not an argon2 PHC string"))?;
+            if hashes.insert(name.to_owned(), hash.to_owned()).is_some() {
+                return Err(bad(&format!("user '{name}' appears twice")));
+            }
+        }
+        if hashes.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} lists no users; add name:hash lines (`quarry hash-password` prints a hash)",
+                path.display()
+            )));
+        }
+        Ok(Users { hashes })
+    }
+
+    /// Whether `password` is `user`'s.
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        // Unknown users cost a hash too, so timing does not tell which names exist.
+        let hash = self
+            .hashes
+            .get(user)
+            .map(String::as_str)
+            .unwrap_or(DUMMY_HASH);
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return false;
+        };
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+            && self.hashes.contains_key(user)
+    }
+}
+
+/// The hash of a password nobody has, checked against for unknown user names.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Hn7tFgJ2Xo9mZ1zjIu9j1ZqN3KxWc0v3dG8yQm9kWk0";
+
+/// An argon2id PHC string for `password` with a random salt.
+pub fn hash_password(password: &SecretString) -> Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.expose_secret().as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| Error::Usage(format!("cannot hash the password: {e}")))
+}
+
+/// Bearer tokens handed out by the handshake, each with its user and expiry.
+pub struct Tokens {
+    ttl: Duration,
+    issued: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    /// Tokens valid for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Tokens {
+            ttl,
+            issued: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A new token for `user`.
+    pub fn issue(&self, user: &str) -> String {
+        let token = nanoid::nanoid!(43);
+        let now = Instant::now();
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        issued.retain(|_, (_, expires)| *expires > now);
+        issued.insert(token.clone(), (user.to_owned(), now + self.ttl));
+        token
+    }
+
+    /// The user of a valid, unexpired token.
+    fn user(&self, token: &str) -> Option<String> {
+        let issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        issued
+            .get(token)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(user, _)| user.clone())
+    }
+}
+
+/// Credentials a call carries in its `authorization` header.
+enum Credentials {
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+fn credentials(metadata: &MetadataMap) -> std::result::Result<Credentials, Status> {
+    let header = metadata
+        .get("authorization")
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "no credentials: log in with user and password (HTTP basic) to get a token",
+            )
+        })?
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+    let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credentials::Bearer(value.trim().to_owned()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        // Clients differ on padding (Go's Flight client sends none).
+        const BASE64: GeneralPurpose = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
+        let decoded = BASE64
+            .decode(value.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| {
+                Status::unauthenticated("basic credentials are not base64 of user:password")
+            })?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| Status::unauthenticated("basic credentials are not user:password"))?;
+        return Ok(Credentials::Basic {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
+    }
+    Err(Status::unauthenticated(format!(
+        "unsupported authorization scheme '{scheme}'; use Basic or Bearer"
+    )))
+}
+
+/// Users and tokens together: what the server checks calls against.
+#[derive(Debug)]
+pub struct Authenticator {
+    users: std::sync::Arc<Users>,
+    tokens: Tokens,
+}
+
+impl Authenticator {
+    /// Checks calls against `users`; tokens live for `ttl`.
+    pub fn new(users: Users, ttl: Duration) -> Self {
+        Authenticator {
+            users: std::sync::Arc::new(users),
+            tokens: Tokens::new(ttl),
+        }
+    }
+
+    /// The handshake: basic credentials in, a fresh bearer token out.
+    pub async fn login(&self, metadata: &MetadataMap) -> std::result::Result<String, Status> {
+        match credentials(metadata)? {
+            Credentials::Basic { user, password } => {
+                self.check_password(user.clone(), password).await?;
+                Ok(self.tokens.issue(&user))
+            }
+            Credentials::Bearer(token) => self
+                .tokens
+                .user(&token)
+                .map(|user| self.tokens.issue(&user))
+                .ok_or_else(expired),
+        }
+    }
+
+    /// The user a call is made by: a valid bearer token, or basic credentials on the call.
+    pub async fn user(&self, metadata: &MetadataMap) -> std::result::Result<String, Status> {
+        match credentials(metadata)? {
+            Credentials::Bearer(token) => self.tokens.user(&token).ok_or_else(expired),
+            Credentials::Basic { user, password } => {
+                self.check_password(user.clone(), password).await?;
+                Ok(user)
+            }
+        }
+    }
+
+    async fn check_password(
+        &self,
+        user: String,
+        password: String,
+    ) -> std::result::Result<(), Status> {
+        // Hashing is CPU-heavy by design; keep it off the I/O threads.
+        let users = std::sync::Arc::clone(&self.users);
+        let name = user.clone();
+        let ok = tokio::task::spawn_blocking(move || users.verify(&name, &password))
+            .await
+            .unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated(format!(
+                "wrong user name or password for '{user}'"
+            )))
+        }
+    }
+}
+
+fn expired() -> Status {
+    Status::unauthenticated("the token is unknown or expired; log in again with user and password")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_verifies_and_a_wrong_one_does_not() {
+        let users = Users::with_password(&SecretString::from("s3cret")).unwrap();
+        assert!(users.verify("quarry", "s3cret"));
+        assert!(!users.verify("quarry", "S3cret"));
+        assert!(!users.verify("other", "s3cret"));
+        assert!(!format!("{users:?}").contains("argon2"));
+    }
+
+    #[test]
+    fn an_empty_password_is_refused() {
+        assert!(Users::with_password(&SecretString::from("")).is_err());
+    }
+
+    #[test]
+    fn users_files_are_checked_line_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        let hash = hash_password(&SecretString::from("pw")).unwrap();
+        std::fs::write(&path, format!("# team\nann:{hash}\n\nbob:{hash}\n")).unwrap();
+        let users = Users::from_file(&path).unwrap();
+        assert!(users.verify("ann", "pw") && users.verify("bob", "pw"));
+        std::fs::write(&path, "ann:plaintext\n").unwrap();
+        let error = Users::from_file(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("line 1") && error.contains("hash-password"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn tokens_expire() {
+        let tokens = Tokens::new(Duration::from_millis(0));
+        let token = tokens.issue("quarry");
+        assert_eq!(tokens.user(&token), None);
+        let tokens = Tokens::new(Duration::from_secs(60));
+        let token = tokens.issue("quarry");
+        assert_eq!(tokens.user(&token).as_deref(), Some("quarry"));
+        assert_eq!(tokens.user("forged"), None);
+    }
+}

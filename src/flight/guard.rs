@@ -1,0 +1,136 @@
+//! The Flight service as clients reach it: the handshake logs in, every other call is
+//! checked for a valid token (or basic credentials) before the Flight SQL service sees it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, SchemaResult, Ticket,
+};
+use futures::Stream;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::Authenticator;
+
+/// Checks credentials, then hands the call to `inner`.
+pub struct Guarded<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S> Guarded<S> {
+    /// `inner` behind `auth`.
+    pub fn new(inner: S, auth: Arc<Authenticator>) -> Self {
+        Guarded { inner, auth }
+    }
+
+    async fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.auth.user(request.metadata()).await.map(drop)
+    }
+}
+
+type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: FlightService> FlightService for Guarded<S> {
+    type HandshakeStream = HandshakeStream;
+    type ListFlightsStream = S::ListFlightsStream;
+    type DoGetStream = S::DoGetStream;
+    type DoPutStream = S::DoPutStream;
+    type DoExchangeStream = S::DoExchangeStream;
+    type DoActionStream = S::DoActionStream;
+    type ListActionsStream = S::ListActionsStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let token = self.auth.login(request.metadata()).await?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<HandshakeStream> =
+            Response::new(Box::pin(futures::stream::iter([Ok(reply)])));
+        // Clients such as ADBC read the token from this header.
+        let header = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("cannot encode the token"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.check(&request).await?;
+        self.inner.list_flights(request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request).await?;
+        self.inner.get_flight_info(request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        self.check(&request).await?;
+        self.inner.poll_flight_info(request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        self.check(&request).await?;
+        self.inner.get_schema(request).await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.check(&request).await?;
+        self.inner.do_get(request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.check(&request).await?;
+        self.inner.do_put(request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.check(&request).await?;
+        self.inner.do_exchange(request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        self.check(&request).await?;
+        self.inner.do_action(request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.check(&request).await?;
+        self.inner.list_actions(request).await
+    }
+}

@@ -1,0 +1,134 @@
+//! `quarry serve`: an Arrow Flight SQL server on the engine, so BI tools and ADBC, JDBC
+//! and pyarrow clients can query every connection.
+
+pub mod auth;
+pub mod guard;
+pub mod metadata;
+pub mod queries;
+pub mod service;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use self::auth::{Authenticator, Users};
+use self::guard::Guarded;
+use self::service::QuarryFlightSql;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Where results stream at most this many bytes per message (gRPC's default limit is 4 MiB;
+/// the encoder splits larger batches).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A certificate and key for TLS, both PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// How the server runs.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// TLS, or plain TCP when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Who may log in.
+    pub users: Users,
+    /// How long a token from the handshake stays valid.
+    pub token_ttl: Duration,
+}
+
+/// A running server; dropping it leaves it running until [`FlightServer::shutdown`] or
+/// the end of the process.
+pub struct FlightServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+}
+
+impl FlightServer {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting calls, lets running ones end, and waits.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<()> {
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Usage(format!("the Flight SQL server failed: {e}"))),
+            Err(e) => Err(Error::Usage(format!("the Flight SQL server stopped: {e}"))),
+        }
+    }
+}
+
+/// Whether clients outside this machine can reach `addr`.
+pub fn is_exposed(addr: &SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
+/// Binds `options.addr` and serves `engine` on it until shut down.
+pub async fn start(engine: Engine, options: ServeOptions) -> Result<FlightServer> {
+    let mut server = Server::builder();
+    if let Some(tls) = &options.tls {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).map_err(Error::io(format!("cannot read the TLS {what}"), path))
+        };
+        let identity = Identity::from_pem(read(&tls.cert, "certificate")?, read(&tls.key, "key")?);
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "the TLS certificate or key cannot be used: {e}; give PEM files with \
+                     --tls-cert and --tls-key"
+                ))
+            })?;
+    }
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(Error::io(
+            "cannot listen for Flight SQL clients",
+            PathBuf::from(options.addr.to_string()),
+        ))?;
+    let addr = listener.local_addr().map_err(Error::io(
+        "cannot read the listening address",
+        PathBuf::from(options.addr.to_string()),
+    ))?;
+    let auth = Arc::new(Authenticator::new(options.users, options.token_ttl));
+    let service = FlightServiceServer::new(Guarded::new(QuarryFlightSql::new(engine), auth))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(server.add_service(service).serve_with_incoming_shutdown(
+        incoming,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(FlightServer {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}
