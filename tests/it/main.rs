@@ -3,6 +3,8 @@
 
 mod cli;
 mod config_rules;
+mod flight;
+mod flight_python;
 mod malformed;
 mod mysql_source;
 mod postgres_source;

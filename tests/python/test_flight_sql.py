@@ -1,0 +1,110 @@
+"""Quarry's Flight SQL server through stock Python clients: the ADBC Flight SQL driver
+and pyarrow's Flight client. Run by tests/it/flight_python.rs, which starts the server and
+passes its address, the password and the PostgreSQL-backed connection in the environment."""
+
+import os
+import threading
+import time
+import unittest
+
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+import pyarrow as pa
+import pyarrow.flight as flight
+
+URI = os.environ["QUARRY_FLIGHT_URI"]
+PASSWORD = os.environ["QUARRY_FLIGHT_PASSWORD"]
+
+
+def connect(password=PASSWORD):
+    return flightsql.connect(
+        URI,
+        db_kwargs={"username": "quarry", "password": password},
+        autocommit=True,
+    )
+
+
+class Login(unittest.TestCase):
+    def test_right_password_connects(self):
+        with connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 41 + 1 AS answer")
+            self.assertEqual(cur.fetchone(), (42,))
+
+    def test_wrong_password_is_refused(self):
+        with self.assertRaises(adbc_driver_manager.Error) as caught:
+            with connect("wrong") as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        self.assertIn("UNAUTHENTICATED", str(caught.exception).upper())
+
+    def test_pyarrow_flight_client_logs_in(self):
+        client = flight.FlightClient(URI)
+        token = client.authenticate_basic_token("quarry", PASSWORD)
+        self.assertEqual(token[0], b"authorization")
+        self.assertTrue(token[1].startswith(b"Bearer "))
+        with self.assertRaises(flight.FlightUnauthenticatedError):
+            client.authenticate_basic_token("quarry", "nope")
+
+
+class Queries(unittest.TestCase):
+    def setUp(self):
+        self.conn = connect()
+
+    def tearDown(self):
+        self.conn.close()
+
+    def test_select_over_a_postgres_table(self):
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT count(*), min(id), max(name) FROM pg.public.items")
+            self.assertEqual(cur.fetchone(), (100, 1, "item 99"))
+
+    def test_prepared_statement_with_two_parameters(self):
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT id FROM pg.public.items WHERE id > $1 AND name <> $2 ORDER BY id",
+                parameters=(95, "item 97"),
+            )
+            self.assertEqual([row[0] for row in cur.fetchall()], [96, 98, 99, 100])
+
+    def test_get_objects_lists_catalogs_schemas_tables_and_columns(self):
+        objects = self.conn.adbc_get_objects(catalog_filter="pg").read_all().to_pylist()
+        self.assertEqual([c["catalog_name"] for c in objects], ["pg"])
+        schemas = {s["db_schema_name"]: s for s in objects[0]["catalog_db_schemas"]}
+        tables = {t["table_name"]: t for t in schemas["public"]["db_schema_tables"]}
+        self.assertEqual(tables["items"]["table_type"], "TABLE")
+        columns = [c["column_name"] for c in tables["items"]["table_columns"]]
+        self.assertEqual(columns, ["id", "name", "price"])
+
+    def test_get_table_schema(self):
+        schema = self.conn.adbc_get_table_schema("items", catalog_filter="pg", db_schema_filter="public")
+        self.assertEqual(schema.names, ["id", "name", "price"])
+        self.assertEqual(schema.field("price").type, pa.decimal128(10, 2))
+
+    def test_a_million_rows_stream(self):
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT value FROM range(1000000)")
+            reader = cur.fetch_record_batch()
+            count, total, batches = 0, 0, 0
+            for batch in reader:
+                batches += 1
+                count += batch.num_rows
+                total += pa.compute.sum(batch.column(0)).as_py() or 0
+        self.assertEqual(count, 1_000_000)
+        self.assertEqual(total, 999_999 * 1_000_000 // 2)
+        self.assertGreater(batches, 10)
+
+    def test_cancel_stops_a_running_statement(self):
+        cur = self.conn.cursor()
+        started = time.monotonic()
+        timer = threading.Timer(2.0, cur.adbc_cancel)
+        timer.start()
+        with self.assertRaises(adbc_driver_manager.Error) as caught:
+            cur.execute("SELECT * FROM pg.public.slow")
+            cur.fetchall()
+        timer.cancel()
+        self.assertIn("CANCEL", str(caught.exception).upper())
+        self.assertLess(time.monotonic() - started, 50)
+        cur.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
