@@ -439,3 +439,144 @@ async fn thirty_two_clients_query_at_once_for_twenty_seconds() {
     }
     assert!(total >= 32);
 }
+
+/// Reads `quarry serve`'s banner line from its stderr and returns the address it names.
+fn listening_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    line.trim().rsplit("://").next().unwrap().to_owned()
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::support::quarry_command(dir.path())
+        .args(["serve", "--flight-addr", "127.0.0.1:0"])
+        .env_remove("QUARRY_SERVER_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("QUARRY_SERVER_PASSWORD") && stderr.contains("--users-file"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_users_file_with_hashes_from_hash_password_logs_users_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let hashed =
+        crate::support::quarry_piped(dir.path(), &["hash-password"], b"open sesame\n".to_vec());
+    assert!(
+        hashed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hashed.stderr)
+    );
+    let hash = String::from_utf8(hashed.stdout).unwrap();
+    assert!(
+        hash.starts_with("$argon2id$") && !hash.contains("open sesame"),
+        "{hash}"
+    );
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("ann:{}", hash.trim())).unwrap();
+    let mut child = crate::support::quarry_command(&dir.path().join("home"))
+        .args(["serve", "--flight-addr", "127.0.0.1:0", "--users-file"])
+        .arg(&users)
+        .env_remove("QUARRY_SERVER_PASSWORD")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut child);
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    let refused = client
+        .handshake("ann", "wrong")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        has_code(&refused, tonic::Code::Unauthenticated),
+        "{refused}"
+    );
+    client.handshake("ann", "open sesame").await.unwrap();
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn tls_serves_clients_that_trust_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut child = crate::support::quarry_command(&dir.path().join("home"))
+        .args(["serve", "--flight-addr", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("QUARRY_SERVER_PASSWORD", PASSWORD)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut child);
+    let port = addr.rsplit(':').next().unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            certified.cert.pem(),
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.handshake("quarry", PASSWORD).await.unwrap();
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await), 1);
+    // A plain-text client cannot talk to it.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        let mut client = FlightSqlServiceClient::new(plain);
+        assert!(client.handshake("quarry", PASSWORD).await.is_err());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn serving_beyond_loopback_without_tls_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = crate::support::quarry_command(dir.path())
+        .args(["serve", "--flight-addr", "0.0.0.0:0"])
+        .env("QUARRY_SERVER_PASSWORD", PASSWORD)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.starts_with("Warning: serving 0.0.0.0:0 without TLS"),
+        "{first}"
+    );
+}
