@@ -85,23 +85,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scale: f64 = arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
     tpch::ensure_postgres(PG_ADMIN, scale).await;
-    let database = tpch::database_name(scale);
     let dir = tempfile::tempdir().unwrap();
-
-    // Cache lineitem with an engine in this process; the server reads the same data dir.
-    let engine = quarry::Engine::builder()
-        .data_dir(dir.path())
-        .build()
-        .await
-        .unwrap();
-    engine
-        .create_connection(
-            "tpch",
-            "postgres",
-            serde_json::json!({"host": "127.0.0.1", "database": database, "user": "postgres", "ssl_mode": "disable"}),
-        )
-        .await
-        .unwrap();
+    let engine = tpch::quarry_engine(dir.path(), scale).await;
     engine
         .cached_table("tpch", "public", "lineitem")
         .await

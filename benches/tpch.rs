@@ -34,23 +34,8 @@ async fn main() {
     let scale: f64 = arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
     let timeout: u64 = arg(&args, "--timeout").map_or(60, |s| s.parse().unwrap());
     let url = tpch::ensure_postgres(PG_ADMIN, scale).await;
-    let database = tpch::database_name(scale);
-
     let dir = tempfile::tempdir().unwrap();
-    let engine = quarry::Engine::builder()
-        .data_dir(dir.path())
-        .secret_key(quarry::secrets::SecretKey::generate())
-        .build()
-        .await
-        .unwrap();
-    engine
-        .create_connection(
-            "tpch",
-            "postgres",
-            serde_json::json!({"host": "127.0.0.1", "database": database, "user": "postgres", "ssl_mode": "disable"}),
-        )
-        .await
-        .unwrap();
+    let engine = tpch::quarry_engine(dir.path(), scale).await;
     engine.discover_connection("tpch").await.unwrap();
     let warm = Instant::now();
     for (table, _) in tpch::TABLES {

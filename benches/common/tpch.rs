@@ -268,3 +268,22 @@ pub async fn ensure_mysql(admin_url: &str, scale: f64, only_lineitem: bool) -> S
     .unwrap();
     name
 }
+
+/// A Quarry engine on data dir `dir` with a connection `tpch` to the scale-`scale` database
+/// (no password, so no secret key is needed by other processes on the same dir).
+pub async fn quarry_engine(dir: &std::path::Path, scale: f64) -> quarry::Engine {
+    let engine = quarry::Engine::builder()
+        .data_dir(dir)
+        .build()
+        .await
+        .unwrap();
+    engine
+        .create_connection(
+            "tpch",
+            "postgres",
+            serde_json::json!({"host": "127.0.0.1", "database": database_name(scale), "user": "postgres", "ssl_mode": "disable"}),
+        )
+        .await
+        .unwrap();
+    engine
+}
