@@ -36,7 +36,6 @@ async fn main() {
     let url = tpch::ensure_postgres(PG_ADMIN, scale).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = tpch::quarry_engine(dir.path(), scale).await;
-    engine.discover_connection("tpch").await.unwrap();
     let warm = Instant::now();
     for (table, _) in tpch::TABLES {
         engine.cached_table("tpch", "public", table).await.unwrap();

@@ -285,5 +285,6 @@ pub async fn quarry_engine(dir: &std::path::Path, scale: f64) -> quarry::Engine 
         )
         .await
         .unwrap();
+    engine.discover_connection("tpch").await.unwrap();
     engine
 }
