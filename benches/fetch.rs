@@ -17,24 +17,17 @@ use futures::StreamExt;
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306";
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    if let Some(source) = arg(&args, "--child") {
-        let database = arg(&args, "--database").unwrap();
+    if let Some(source) = tpch::arg(&args, "--child") {
+        let database = tpch::arg(&args, "--database").unwrap();
         runtime.block_on(child_fetch(&source, &database));
         return;
     }
     let scale: f64 =
-        arg(&args, "--scale").map_or(1.0, |s| s.parse().expect("--scale takes a number"));
-    let sources = arg(&args, "--sources").unwrap_or_else(|| "postgres,mysql".into());
+        tpch::arg(&args, "--scale").map_or(1.0, |s| s.parse().expect("--scale takes a number"));
+    let sources = tpch::arg(&args, "--sources").unwrap_or_else(|| "postgres,mysql".into());
     println!("cold fetch of TPC-H lineitem at scale {scale}");
     println!(
         "{:<9} {:>9} {:>10} {:>12} {:>11} {:>9} {:>9} {:>12}",

@@ -19,13 +19,6 @@ const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const PASSWORD: &str = "bench";
 const LINEITEM: &str = "SELECT * FROM tpch.public.lineitem";
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 /// Peak resident set of process `pid`, in MB.
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -89,7 +82,7 @@ async fn local_rows(engine: &quarry::Engine, sql: &str) -> usize {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let scale: f64 = arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
+    let scale: f64 = tpch::arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
     tpch::ensure_postgres(PG_ADMIN, scale).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = tpch::quarry_engine(dir.path(), scale).await;

@@ -17,13 +17,6 @@ use sqlx::{Connection, Executor, PgConnection};
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 fn geomean(values: &[f64]) -> f64 {
     (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
 }
@@ -31,8 +24,8 @@ fn geomean(values: &[f64]) -> f64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let scale: f64 = arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
-    let timeout: u64 = arg(&args, "--timeout").map_or(60, |s| s.parse().unwrap());
+    let scale: f64 = tpch::arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
+    let timeout: u64 = tpch::arg(&args, "--timeout").map_or(60, |s| s.parse().unwrap());
     let url = tpch::ensure_postgres(PG_ADMIN, scale).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = tpch::quarry_engine(dir.path(), scale).await;
