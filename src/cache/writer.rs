@@ -1,4 +1,4 @@
-//! Writes a stream of record batches to a Parquet file: zstd, page statistics and page
+//! Writes a stream of record batches to a Parquet file: LZ4, page statistics and page
 //! index, row groups near 1M rows (or 128 MiB, whichever comes first, so memory stays
 //! bounded for wide tables), then fsync.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tokio::sync::mpsc;
 
@@ -20,9 +20,9 @@ const ROW_GROUP_BYTES: usize = 128 << 20;
 /// The writer settings of every cache file.
 pub fn properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).expect("valid zstd level"),
-        ))
+        // LZ4 decodes faster than zstd: the 22 TPC-H queries ran 1.22x faster on LZ4 files
+        // for 1.4x the disk (`cargo bench --bench tpch -- --layouts`).
+        .set_compression(Compression::LZ4_RAW)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
