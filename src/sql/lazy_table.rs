@@ -78,7 +78,10 @@ async fn parquet_scan(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
+    // The session's statistics cache, as `register_parquet` tables have: without it every
+    // statement re-reads the footer statistics of every file it scans.
     ListingTable::try_new(config)?
+        .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache())
         .scan(state, projection, filters, limit)
         .await
 }
