@@ -196,17 +196,39 @@ fn shorten_found(message: &str) -> String {
     format!("{}{short}…{}", &message[..start], &message[end..])
 }
 
+/// What a DataFusion error is about, once its wrappers are taken off.
+pub(crate) enum Cause<'a> {
+    /// A DataFusion error that wraps nothing further.
+    DataFusion(&'a datafusion::error::DataFusionError),
+    /// One of Quarry's own errors, raised inside a plan.
+    Quarry(&'a Error),
+}
+
+/// Takes off the wrappers that add a source position, the name of the optimizer rule that
+/// met the error, or sharing: the user (and the status code) needs the error itself.
+pub(crate) fn cause(error: &datafusion::error::DataFusionError) -> Cause<'_> {
+    use datafusion::error::DataFusionError as E;
+    match error {
+        E::Diagnostic(_, inner) | E::Context(_, inner) => cause(inner),
+        E::Shared(inner) => cause(inner),
+        E::Collection(errors) if !errors.is_empty() => cause(&errors[0]),
+        E::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(quarry) => Cause::Quarry(quarry),
+            None => Cause::DataFusion(error),
+        },
+        other => Cause::DataFusion(other),
+    }
+}
+
 fn sql_message(error: &datafusion::error::DataFusionError) -> String {
     use datafusion::error::DataFusionError as E;
     use datafusion::sql::sqlparser::parser::ParserError;
+    let error = match cause(error) {
+        // Quarry's own errors raised inside a plan read as they would outside one.
+        Cause::Quarry(quarry) => return quarry.to_string(),
+        Cause::DataFusion(error) => error,
+    };
     match error {
-        // Wrappers that add a source position or the name of the optimizer rule that met
-        // the error: the user needs the error itself.
-        E::Diagnostic(_, inner) | E::Context(_, inner) => sql_message(inner),
-        E::Shared(inner) => sql_message(inner),
-        E::Collection(errors) => errors
-            .first()
-            .map_or_else(|| error.to_string(), sql_message),
         E::SQL(parser, _) => match parser.as_ref() {
             ParserError::TokenizerError(m) | ParserError::ParserError(m) => {
                 format!("syntax error: {}", shorten_found(m))
@@ -215,11 +237,7 @@ fn sql_message(error: &datafusion::error::DataFusionError) -> String {
                 "syntax error: the statement nests too deeply; simplify it".into()
             }
         },
-        // Quarry's own errors raised inside a plan read as they would outside one.
-        E::External(inner) => match inner.downcast_ref::<Error>() {
-            Some(quarry) => quarry.to_string(),
-            None => inner.to_string(),
-        },
+        E::External(inner) => inner.to_string(),
         // DataFusion's category prefixes ("Error during planning: ", "Execution error: ")
         // say nothing to a user; an internal error keeps its bug-report text.
         E::Internal(_) => error.to_string(),

@@ -49,21 +49,19 @@ fn handle() -> String {
 }
 
 impl Queries {
-    /// Keeps `frame` until its results are fetched; returns its handle.
-    pub fn plan(&self, frame: DataFrame) -> String {
+    /// Keeps `frame` until its results are fetched; returns its handle and the entry.
+    pub fn plan(&self, frame: DataFrame) -> (String, Planned) {
         let id = handle();
         let now = Instant::now();
+        let entry = Planned {
+            frame,
+            cancel: CancellationToken::new(),
+            created: now,
+        };
         let mut planned = lock(&self.planned);
         planned.retain(|_, p| now.duration_since(p.created) < UNCLAIMED_FOR);
-        planned.insert(
-            id.clone(),
-            Planned {
-                frame,
-                cancel: CancellationToken::new(),
-                created: now,
-            },
-        );
-        id
+        planned.insert(id.clone(), entry.clone());
+        (id, entry)
     }
 
     /// The planned statement `id`.

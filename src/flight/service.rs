@@ -72,10 +72,23 @@ impl QuarryFlightSql {
             .map_err(|e| status(&Error::Sql(e)))
     }
 
+    /// Plans the prepared statement `query` names, with its bound parameters.
+    async fn plan_prepared(
+        &self,
+        query: &CommandPreparedStatementQuery,
+    ) -> Result<DataFrame, Status> {
+        let handle = handle_text(&query.prepared_statement_handle)?;
+        let prepared = self
+            .queries
+            .prepared(&handle)
+            .ok_or_else(|| Status::not_found("no open prepared statement has that handle"))?;
+        self.plan(&prepared.sql, prepared.parameters).await
+    }
+
     /// A FlightInfo whose one endpoint fetches the planned `frame`.
     fn info(&self, frame: DataFrame, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
         let schema = frame.schema().as_arrow().clone();
-        let handle = self.queries.plan(frame);
+        let (handle, _) = self.queries.plan(frame);
         let ticket = TicketStatementQuery {
             statement_handle: handle.into_bytes().into(),
         };
@@ -262,12 +275,7 @@ impl FlightSqlService for QuarryFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = handle_text(&query.prepared_statement_handle)?;
-        let prepared = self
-            .queries
-            .prepared(&handle)
-            .ok_or_else(|| Status::not_found("no open prepared statement has that handle"))?;
-        let frame = self.plan(&prepared.sql, prepared.parameters).await?;
+        let frame = self.plan_prepared(&query).await?;
         self.info(frame, request.into_inner()).map(Response::new)
     }
 
@@ -288,18 +296,9 @@ impl FlightSqlService for QuarryFlightSql {
         query: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let handle = handle_text(&query.prepared_statement_handle)?;
-        let prepared = self
-            .queries
-            .prepared(&handle)
-            .ok_or_else(|| Status::not_found("no open prepared statement has that handle"))?;
-        let frame = self.plan(&prepared.sql, prepared.parameters).await?;
-        let id = self.queries.plan(frame);
-        let planned = self
-            .queries
-            .planned(&id)
-            .ok_or_else(|| Status::internal("the statement vanished"))?;
-        self.results(id, planned).await.map(Response::new)
+        let frame = self.plan_prepared(&query).await?;
+        let (handle, planned) = self.queries.plan(frame);
+        self.results(handle, planned).await.map(Response::new)
     }
 
     async fn do_action_create_prepared_statement(

@@ -3,7 +3,7 @@
 use datafusion::error::DataFusionError;
 use tonic::{Code, Status};
 
-use crate::error::Error;
+use crate::error::{Cause, Error, cause};
 
 /// The status a client gets for `error`.
 pub fn status(error: &Error) -> Status {
@@ -35,15 +35,11 @@ fn code(error: &Error) -> Code {
 }
 
 fn sql_code(error: &DataFusionError) -> Code {
+    let error = match cause(error) {
+        Cause::Quarry(quarry) => return code(quarry),
+        Cause::DataFusion(error) => error,
+    };
     match error {
-        DataFusionError::Diagnostic(_, inner) | DataFusionError::Context(_, inner) => {
-            sql_code(inner)
-        }
-        DataFusionError::Shared(inner) => sql_code(inner),
-        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
-            Some(quarry) => code(quarry),
-            None => Code::Internal,
-        },
         // DataFusion names a missing table or column only in the message.
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..)
             if names_something_missing(&error.to_string()) =>
