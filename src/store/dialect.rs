@@ -14,8 +14,9 @@ pub enum Dialect {
 const MIGRATION_LOCK_KEY: i64 = 0x5155_4152_5259; // "QUARRY"
 
 impl Dialect {
-    /// The statement that opens a transaction holding the store's write lock, so two
-    /// processes opening one store never migrate it at the same time.
+    /// The statement that opens a transaction holding the store's write lock from the
+    /// start: two processes never migrate one store at once, and concurrent writers wait
+    /// for each other instead of failing.
     pub(crate) fn begin_exclusive(self) -> &'static str {
         match self {
             Dialect::Sqlite => "BEGIN IMMEDIATE",

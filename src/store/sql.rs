@@ -142,6 +142,14 @@ impl SqlStore {
         self.dialect
     }
 
+    /// A transaction that holds the write lock from its first statement. SQLite fails a
+    /// deferred transaction at once ("database is locked") when it reads, another
+    /// connection writes, and it then tries to write; taking the lock up front makes it
+    /// wait its turn instead (busy timeout).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.pool.begin_with(self.dialect.begin_exclusive()).await
+    }
+
     /// The underlying pool, for tests and tooling that inspect the store directly.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
@@ -305,7 +313,7 @@ impl MetadataStore for SqlStore {
     async fn insert_connection(&self, new: &NewConnection) -> Result<Connection> {
         let now = timestamp(Utc::now());
         let insert = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             sqlx::query(
                 "INSERT INTO connections (id, name, source_type, config, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -383,7 +391,7 @@ impl MetadataStore for SqlStore {
         update: &ConfigUpdate,
     ) -> Result<Connection> {
         let apply = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let changed =
                 sqlx::query("UPDATE connections SET config = $1, updated_at = $2 WHERE id = $3")
                     .bind(update.config.to_string())
@@ -447,7 +455,7 @@ impl MetadataStore for SqlStore {
 
     async fn replace_tables(&self, id: &ConnectionId, tables: &[TableRecord]) -> Result<()> {
         let apply = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let existing: Vec<(String, String)> = sqlx::query(
                 "SELECT table_schema, table_name FROM source_tables WHERE connection_id = $1",
             )
@@ -662,7 +670,7 @@ impl MetadataStore for SqlStore {
 
     async fn publish_cache_entry(&self, entry: &CacheEntry) -> Result<Vec<CacheEntry>> {
         let publish = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let superseded = sqlx::query(AssertSqlSafe(format!(
                 "SELECT {CACHE_COLUMNS} FROM cache_entries
                  WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3 AND is_current = 1"
