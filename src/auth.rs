@@ -1,6 +1,7 @@
-//! Who may call the server: users with argon2 password hashes, the Flight handshake that
-//! turns HTTP basic credentials into an expiring bearer token, and the check every other
-//! call goes through.
+//! Who may call the servers (Flight SQL and HTTP alike): users with argon2 password hashes,
+//! the login that turns HTTP basic credentials into an expiring bearer token, and the check
+//! every other call goes through. Both servers share one [`Authenticator`], so a token from
+//! either works on both.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,8 +14,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use secrecy::{ExposeSecret, SecretString};
-use tonic::Status;
-use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
 
@@ -164,16 +163,18 @@ enum Credentials {
     Bearer(String),
 }
 
-fn credentials(metadata: &MetadataMap) -> std::result::Result<Credentials, Status> {
-    let header = metadata
-        .get("authorization")
-        .ok_or_else(|| {
-            Status::unauthenticated(
-                "no credentials: log in with user and password (HTTP basic) to get a token",
-            )
-        })?
-        .to_str()
-        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+fn unauthenticated(message: impl Into<String>) -> Error {
+    Error::Unauthenticated(message.into())
+}
+
+fn credentials(header: Option<&[u8]>) -> Result<Credentials> {
+    let header = header.ok_or_else(|| {
+        unauthenticated(
+            "no credentials: send 'Authorization: Basic <base64 of user:password>' or              'Authorization: Bearer <token>' (a token comes from logging in)",
+        )
+    })?;
+    let header = std::str::from_utf8(header)
+        .map_err(|_| unauthenticated("the authorization header is not text"))?;
     let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("bearer") {
         return Ok(Credentials::Bearer(value.trim().to_owned()));
@@ -188,23 +189,21 @@ fn credentials(metadata: &MetadataMap) -> std::result::Result<Credentials, Statu
             .decode(value.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| {
-                Status::unauthenticated("basic credentials are not base64 of user:password")
-            })?;
+            .ok_or_else(|| unauthenticated("basic credentials are not base64 of user:password"))?;
         let (user, password) = decoded
             .split_once(':')
-            .ok_or_else(|| Status::unauthenticated("basic credentials are not user:password"))?;
+            .ok_or_else(|| unauthenticated("basic credentials are not user:password"))?;
         return Ok(Credentials::Basic {
             user: user.to_owned(),
             password: password.to_owned(),
         });
     }
-    Err(Status::unauthenticated(format!(
+    Err(unauthenticated(format!(
         "unsupported authorization scheme '{scheme}'; use Basic or Bearer"
     )))
 }
 
-/// Users and tokens together: what the server checks calls against.
+/// Users and tokens together: what the servers check calls against.
 #[derive(Debug)]
 pub struct Authenticator {
     users: std::sync::Arc<Users>,
@@ -220,9 +219,15 @@ impl Authenticator {
         }
     }
 
-    /// The handshake: basic credentials in, a fresh bearer token out.
-    pub async fn login(&self, metadata: &MetadataMap) -> std::result::Result<String, Status> {
-        match credentials(metadata)? {
+    /// How long a token stays valid.
+    pub fn token_ttl(&self) -> Duration {
+        self.tokens.ttl
+    }
+
+    /// Logging in: basic credentials (or a still-valid token) in the `authorization`
+    /// header value, a fresh bearer token out.
+    pub async fn login(&self, header: Option<&[u8]>) -> Result<String> {
+        match credentials(header)? {
             Credentials::Basic { user, password } => {
                 self.check_password(user.clone(), password).await?;
                 Ok(self.tokens.issue(&user))
@@ -236,8 +241,8 @@ impl Authenticator {
     }
 
     /// The user a call is made by: a valid bearer token, or basic credentials on the call.
-    pub async fn user(&self, metadata: &MetadataMap) -> std::result::Result<String, Status> {
-        match credentials(metadata)? {
+    pub async fn user(&self, header: Option<&[u8]>) -> Result<String> {
+        match credentials(header)? {
             Credentials::Bearer(token) => self.tokens.user(&token).ok_or_else(expired),
             Credentials::Basic { user, password } => {
                 self.check_password(user.clone(), password).await?;
@@ -246,11 +251,7 @@ impl Authenticator {
         }
     }
 
-    async fn check_password(
-        &self,
-        user: String,
-        password: String,
-    ) -> std::result::Result<(), Status> {
+    async fn check_password(&self, user: String, password: String) -> Result<()> {
         // Hashing is CPU-heavy by design; keep it off the I/O threads.
         let users = std::sync::Arc::clone(&self.users);
         let name = user.clone();
@@ -260,15 +261,15 @@ impl Authenticator {
         if ok {
             Ok(())
         } else {
-            Err(Status::unauthenticated(format!(
+            Err(unauthenticated(format!(
                 "wrong user name or password for '{user}'"
             )))
         }
     }
 }
 
-fn expired() -> Status {
-    Status::unauthenticated("the token is unknown or expired; log in again with user and password")
+fn expired() -> Error {
+    unauthenticated("the token is unknown or expired; log in again with user and password")
 }
 
 #[cfg(test)]

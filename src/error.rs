@@ -140,6 +140,10 @@ pub enum Error {
     #[error("{}", sql_message(.0))]
     Sql(#[from] datafusion::error::DataFusionError),
 
+    /// A call to a server carried no valid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+
     /// A command-line or REPL command was used wrongly; the message shows its usage.
     #[error("{0}")]
     Usage(String),
@@ -173,6 +177,82 @@ impl Error {
             source,
         }
     }
+}
+
+/// What kind of failure an error is, for the code a server sends: gRPC statuses and HTTP
+/// statuses both follow from it, so the two servers always agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request itself is wrong: bad SQL, a misused function or command.
+    BadInput,
+    /// A value breaks a rule: a connection name, a config, a source type.
+    Invalid,
+    /// A connection, table or column does not exist.
+    NotFound,
+    /// A connection with that name exists already.
+    AlreadyExists,
+    /// The call carried no valid credentials.
+    Unauthenticated,
+    /// A source could not be reached or failed.
+    Unavailable,
+    /// The query needed more memory or disk than allowed.
+    ResourceExhausted,
+    /// Quarry's own machinery failed (store, key, files): not the caller's doing.
+    Internal,
+}
+
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Usage(_) => Kind::BadInput,
+            Error::InvalidName { .. }
+            | Error::ReservedName { .. }
+            | Error::UnknownSourceType { .. }
+            | Error::InvalidConfig { .. } => Kind::Invalid,
+            Error::InvalidId { .. } | Error::ConnectionNotFound(_) => Kind::NotFound,
+            Error::ConnectionExists { .. } => Kind::AlreadyExists,
+            Error::Unauthenticated(_) => Kind::Unauthenticated,
+            Error::Source { .. } | Error::Fetch { .. } => Kind::Unavailable,
+            Error::Shared(inner) => inner.kind(),
+            Error::Sql(e) => sql_kind(e),
+            Error::SecretKey(_)
+            | Error::SecretDecrypt { .. }
+            | Error::NoDataDir
+            | Error::InvalidStoreUrl { .. }
+            | Error::StoreTooNew { .. }
+            | Error::StoreMigrationChanged { .. }
+            | Error::Store { .. }
+            | Error::Io { .. } => Kind::Internal,
+        }
+    }
+}
+
+fn sql_kind(error: &datafusion::error::DataFusionError) -> Kind {
+    use datafusion::error::DataFusionError as E;
+    let error = match cause(error) {
+        Cause::Quarry(quarry) => return quarry.kind(),
+        Cause::DataFusion(error) => error,
+    };
+    match error {
+        // DataFusion names a missing table or column only in the message.
+        E::Plan(_) | E::SchemaError(..) if names_something_missing(&error.to_string()) => {
+            Kind::NotFound
+        }
+        E::SQL(..)
+        | E::Plan(_)
+        | E::SchemaError(..)
+        | E::NotImplemented(_)
+        | E::Configuration(_)
+        | E::Execution(_)
+        | E::ArrowError(..) => Kind::BadInput,
+        E::ResourcesExhausted(_) => Kind::ResourceExhausted,
+        _ => Kind::Internal,
+    }
+}
+
+fn names_something_missing(message: &str) -> bool {
+    message.contains("not found") || message.contains("No field named")
 }
 
 /// A DataFusion error as users read it: syntax errors without the parser's debug form.
@@ -247,7 +327,24 @@ fn sql_message(error: &datafusion::error::DataFusionError) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shorten_found;
+    use super::{Error, Kind, shorten_found};
+    use datafusion::error::DataFusionError;
+
+    #[test]
+    fn kinds_follow_what_went_wrong() {
+        let plan = |m: &str| Error::Sql(DataFusionError::Plan(m.into()));
+        assert_eq!(plan("table 'a.b.c' not found").kind(), Kind::NotFound);
+        assert_eq!(plan("bad").kind(), Kind::BadInput);
+        assert_eq!(Error::ConnectionNotFound("x".into()).kind(), Kind::NotFound);
+        let wrapped = Error::Sql(DataFusionError::External(Box::new(Error::Usage(
+            "u".into(),
+        ))));
+        assert_eq!(wrapped.kind(), Kind::BadInput);
+        assert_eq!(
+            Error::Sql(DataFusionError::Internal("x".into())).kind(),
+            Kind::Internal
+        );
+    }
 
     #[test]
     fn a_long_found_token_is_cut_and_the_position_kept() {

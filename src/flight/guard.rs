@@ -13,7 +13,8 @@ use futures::Stream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::Authenticator;
+use super::status::status;
+use crate::auth::Authenticator;
 
 /// Checks credentials, then hands the call to `inner`.
 pub struct Guarded<S> {
@@ -28,8 +29,20 @@ impl<S> Guarded<S> {
     }
 
     async fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        self.auth.user(request.metadata()).await.map(drop)
+        self.auth
+            .user(authorization(request))
+            .await
+            .map(drop)
+            .map_err(|e| status(&e))
     }
+}
+
+/// The raw `authorization` header of a call.
+fn authorization<T>(request: &Request<T>) -> Option<&[u8]> {
+    request
+        .metadata()
+        .get("authorization")
+        .map(|value| value.as_bytes())
 }
 
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
@@ -48,7 +61,11 @@ impl<S: FlightService> FlightService for Guarded<S> {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let token = self.auth.login(request.metadata()).await?;
+        let token = self
+            .auth
+            .login(authorization(&request))
+            .await
+            .map_err(|e| status(&e))?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),

@@ -1,7 +1,6 @@
 //! `quarry serve`: an Arrow Flight SQL server on the engine, so BI tools and ADBC, JDBC
 //! and pyarrow clients can query every connection.
 
-pub mod auth;
 pub mod guard;
 pub mod metadata;
 pub mod queries;
@@ -11,16 +10,15 @@ pub mod status;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use self::auth::{Authenticator, Users};
 use self::guard::Guarded;
 use self::service::QuarryFlightSql;
+use crate::auth::Authenticator;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -44,10 +42,8 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// TLS, or plain TCP when `None`.
     pub tls: Option<TlsFiles>,
-    /// Who may log in.
-    pub users: Users,
-    /// How long a token from the handshake stays valid.
-    pub token_ttl: Duration,
+    /// Who may log in, and the tokens they hold (shared with the HTTP API).
+    pub auth: Arc<Authenticator>,
 }
 
 /// A running server; dropping it leaves it running until [`FlightServer::shutdown`] or
@@ -114,10 +110,10 @@ pub async fn start(engine: Engine, options: ServeOptions) -> Result<FlightServer
         "cannot read the listening address",
         PathBuf::from(options.addr.to_string()),
     ))?;
-    let auth = Arc::new(Authenticator::new(options.users, options.token_ttl));
-    let service = FlightServiceServer::new(Guarded::new(QuarryFlightSql::new(engine), auth))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service =
+        FlightServiceServer::new(Guarded::new(QuarryFlightSql::new(engine), options.auth))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(server.add_service(service).serve_with_incoming_shutdown(
