@@ -311,6 +311,8 @@ impl Engine {
 
     /// Changes a connection's config with a JSON merge patch: keys given replace the old
     /// values, keys set to `null` are removed, others are kept (including the password).
+    /// When the patch moves the connection to other data (host, port, database or path),
+    /// its cache is dropped: the files hold the old location's rows.
     pub async fn update_connection(&self, name_or_id: &str, patch: Value) -> Result<Connection> {
         let connection = self.connection(name_or_id).await?;
         let source_type = connection.source_type;
@@ -326,7 +328,14 @@ impl Engine {
             .filter(|field| patch.get(**field).is_some_and(Value::is_null))
             .map(|field| field.to_string())
             .collect();
+        let moved = source_type
+            .location_keys()
+            .iter()
+            .any(|key| connection.config.get(*key) != public.get(*key));
         self.forget_source(&connection.id);
+        if moved {
+            self.inner.cache.purge(&connection.id, None, None).await?;
+        }
         let updated = self
             .inner
             .store
@@ -535,6 +544,21 @@ impl Engine {
         self.inner.cache.fetch(&connection, source, &record).await
     }
 
+    /// Fetches a new version of every discovered table of a connection, one by one.
+    pub async fn refresh_connection(&self, name_or_id: &str) -> Result<RefreshOutcome> {
+        let connection = self.connection(name_or_id).await?;
+        let mut outcome = RefreshOutcome::default();
+        for table in self.inner.store.tables(&connection.id).await? {
+            let entry = self
+                .refresh_table(connection.id.as_str(), &table.schema, &table.name)
+                .await?;
+            outcome.tables += 1;
+            outcome.rows += entry.row_count;
+            outcome.bytes += entry.byte_size;
+        }
+        Ok(outcome)
+    }
+
     /// What a fetch of one table needs: its connection, discovered record and source.
     async fn fetchable(
         &self,
@@ -559,6 +583,17 @@ impl Engine {
         let connection = self.connection(name_or_id).await?;
         self.inner.cache.purge(&connection.id, schema, table).await
     }
+}
+
+/// What refreshing a connection fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefreshOutcome {
+    /// Tables fetched.
+    pub tables: i64,
+    /// Rows fetched.
+    pub rows: i64,
+    /// Bytes of cache written.
+    pub bytes: i64,
 }
 
 /// Whether two discoveries of a table have the same columns and types.

@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod connection;
@@ -16,6 +17,7 @@ mod engine;
 pub mod error;
 pub mod events;
 pub mod flight;
+pub mod http;
 pub mod id;
 pub mod repl;
 pub mod secrets;
@@ -25,8 +27,8 @@ pub mod store;
 
 pub use config::StoreUrl;
 pub use connection::{Connection, ConnectionName, ConnectionStatus};
-pub use engine::DiscoveryOutcome;
 pub use engine::{Config, Engine, EngineBuilder};
+pub use engine::{DiscoveryOutcome, RefreshOutcome};
 pub use error::{Error, Result};
 pub use events::{Event, TableName};
 pub use id::ConnectionId;

@@ -20,6 +20,8 @@ Examples:
       '{\\\"host\\\": \\\"127.0.0.1\\\", \\\"database\\\": \\\"shop\\\", \\\"user\\\": \\\"me\\\"}')\"
 
   QUARRY_SERVER_PASSWORD=... quarry serve  serve Flight SQL clients on 127.0.0.1:50051
+  QUARRY_SERVER_PASSWORD=... quarry serve --http-addr 127.0.0.1:8080
+                                           ...and the REST API (GET /openapi.json)
 
 In the shell, .help lists the commands (.tables, .schema, .mode, .timer, ...).";
 
@@ -74,7 +76,8 @@ struct Cli {
 /// What to do instead of the shell.
 #[derive(Subcommand, Debug)]
 enum Action {
-    /// Serve Arrow Flight SQL clients (ADBC, JDBC, pyarrow) on the same engine and data dir
+    /// Serve Arrow Flight SQL clients (ADBC, JDBC, pyarrow), and with --http-addr a REST API,
+    /// on the same engine and data dir
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Print the argon2 hash of a password read from standard input, for a users file
@@ -82,15 +85,22 @@ enum Action {
 }
 
 const SERVE_HELP: &str = "\
-Clients log in with a user and password (HTTP basic in the Flight handshake) and get a
-bearer token. Set QUARRY_SERVER_PASSWORD for the user 'quarry', or give --users-file with
-name:hash lines (hashes from `quarry hash-password`). There is no default password.";
+Clients log in with a user and password (HTTP basic in the Flight handshake, or POST /login
+over HTTP) and get a bearer token that works on both servers. Set QUARRY_SERVER_PASSWORD for
+the user 'quarry', or give --users-file with name:hash lines (hashes from
+`quarry hash-password`). There is no default password.
+
+The REST API describes itself at GET /openapi.json.";
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Address to listen on
+    /// Address to listen on for Flight SQL
     #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
     flight_addr: std::net::SocketAddr,
+
+    /// Also serve the REST API (connection management, queries) on this address
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<std::net::SocketAddr>,
 
     /// TLS certificate chain (PEM); with --tls-key
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -193,13 +203,14 @@ fn hash_password() -> quarry::Result<()> {
             "no password on standard input; try: echo 's3cret' | quarry hash-password".into(),
         ));
     }
-    println!("{}", quarry::flight::auth::hash_password(&password)?);
+    println!("{}", quarry::auth::hash_password(&password)?);
     Ok(())
 }
 
-/// Runs the Flight SQL server until Ctrl-C.
+/// Runs the Flight SQL server (and the HTTP API when asked) until Ctrl-C.
 async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
-    use quarry::flight::{self, ServeOptions, TlsFiles, auth::Users};
+    use quarry::auth::{Authenticator, Users};
+    use quarry::flight::{self, ServeOptions, TlsFiles};
     let users = match (&args.users_file, std::env::var("QUARRY_SERVER_PASSWORD")) {
         (Some(path), _) => Users::from_file(path)?,
         (None, Ok(password)) => Users::with_password(&secrecy::SecretString::from(password))?,
@@ -222,24 +233,41 @@ async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
             args.flight_addr
         );
     }
+    if let Some(addr) = args.http_addr.filter(flight::is_exposed) {
+        eprintln!(
+            "Warning: the REST API on {addr} is plain HTTP (TLS covers Flight SQL only): \
+             passwords and results cross the network in the clear. Keep it on 127.0.0.1 or \
+             put a TLS proxy in front."
+        );
+    }
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
+    let auth = std::sync::Arc::new(Authenticator::new(users, args.token_ttl));
+    let http = match args.http_addr {
+        Some(addr) => Some(quarry::http::start(engine.clone(), auth.clone(), addr).await?),
+        None => None,
+    };
     let server = flight::start(
         engine,
         ServeOptions {
             addr: args.flight_addr,
             tls,
-            users,
-            token_ttl: args.token_ttl,
+            auth,
         },
     )
     .await?;
-    // Scripts wait for this line to know the port is open.
+    // Scripts wait for these lines to know the ports are open.
+    if let Some(http) = &http {
+        eprintln!("Quarry HTTP API listening on http://{}", http.local_addr());
+    }
     eprintln!(
         "Quarry Flight SQL listening on {scheme}://{}",
         server.local_addr()
     );
     if tokio::signal::ctrl_c().await.is_ok() {
         eprintln!("Shutting down.");
+    }
+    if let Some(http) = http {
+        http.shutdown().await?;
     }
     server.shutdown().await
 }

@@ -47,6 +47,14 @@ impl SourceType {
         }
     }
 
+    /// The config keys that say where the data is: changing one makes the cache stale.
+    pub fn location_keys(self) -> &'static [&'static str] {
+        match self {
+            SourceType::Postgres | SourceType::Mysql => &["host", "port", "database"],
+            SourceType::Sqlite => &["path"],
+        }
+    }
+
     fn default_port(self) -> u16 {
         match self {
             SourceType::Mysql => 3306,

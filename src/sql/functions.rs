@@ -21,7 +21,7 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::future::BoxFuture;
 
 use super::deferred::{DeferredExec, StreamFactory, engine, external};
-use crate::engine::{Engine, EngineCore};
+use crate::engine::{Engine, EngineCore, RefreshOutcome};
 
 type Effect = Arc<dyn Fn(Engine) -> BoxFuture<'static, crate::Result<Vec<ArrayRef>>> + Send + Sync>;
 
@@ -235,34 +235,26 @@ impl ManagementFunction {
                     let target = target.clone();
                     Box::pin(async move {
                         let start = Instant::now();
-                        let tables: Vec<(String, String, String)> = if name == "refresh_table" {
-                            let mut parts = target.splitn(3, '.').map(str::to_owned);
+                        let outcome = if name == "refresh_table" {
+                            let mut parts = target.splitn(3, '.');
                             let (c, s, t) = (
                                 parts.next().unwrap_or_default(),
                                 parts.next().unwrap_or_default(),
                                 parts.next().unwrap_or_default(),
                             );
-                            vec![(c, s, t)]
-                        } else {
-                            let connection = engine.connection(&target).await?;
-                            engine
-                                .store()
-                                .tables(&connection.id)
-                                .await?
-                                .into_iter()
-                                .map(|t| (connection.id.to_string(), t.schema, t.name))
-                                .collect()
-                        };
-                        let (mut rows, mut bytes) = (0, 0);
-                        for (c, s, t) in &tables {
                             let entry = engine.refresh_table(c, s, t).await?;
-                            rows += entry.row_count;
-                            bytes += entry.byte_size;
-                        }
+                            RefreshOutcome {
+                                tables: 1,
+                                rows: entry.row_count,
+                                bytes: entry.byte_size,
+                            }
+                        } else {
+                            engine.refresh_connection(&target).await?
+                        };
                         Ok(vec![
-                            int(tables.len() as i64),
-                            int(rows),
-                            int(bytes),
+                            int(outcome.tables),
+                            int(outcome.rows),
+                            int(outcome.bytes),
                             Arc::new(Float64Array::from(vec![start.elapsed().as_secs_f64()])),
                         ])
                     })

@@ -1,5 +1,6 @@
 //! The Flight SQL server through arrow-flight's own Flight SQL client, as BI tools reach it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -9,7 +10,7 @@ use datafusion::arrow::array::{AsArray, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Int64Type, Schema};
 use futures::TryStreamExt;
 use prost::Message;
-use quarry::flight::auth::Users;
+use quarry::auth::{Authenticator, Users};
 use quarry::flight::{FlightServer, ServeOptions};
 use secrecy::SecretString;
 use tonic::transport::Channel;
@@ -40,8 +41,10 @@ impl Served {
             ServeOptions {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 tls: None,
-                users: Users::with_password(&SecretString::from(PASSWORD)).unwrap(),
-                token_ttl: Duration::from_secs(600),
+                auth: Arc::new(Authenticator::new(
+                    Users::with_password(&SecretString::from(PASSWORD)).unwrap(),
+                    Duration::from_secs(600),
+                )),
             },
         )
         .await
@@ -71,7 +74,10 @@ impl Served {
     }
 }
 
-async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -> Vec<RecordBatch> {
+pub async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: FlightInfo,
+) -> Vec<RecordBatch> {
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     client
         .do_get(ticket)
@@ -82,7 +88,7 @@ async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -
         .unwrap()
 }
 
-async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
+pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
     let info = client.execute(sql.into(), None).await.unwrap();
     fetch(client, info).await
 }
@@ -92,7 +98,7 @@ fn has_code(error: &str, code: tonic::Code) -> bool {
     error.contains(code.description())
 }
 
-fn rows(batches: &[RecordBatch]) -> usize {
+pub fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
 
@@ -441,14 +447,23 @@ async fn thirty_two_clients_query_at_once_for_twenty_seconds() {
 }
 
 /// Reads `quarry serve`'s banner line from its stderr and returns the address it names.
-fn listening_address(child: &mut std::process::Child) -> String {
+/// The address in the first "listening on" line the server prints.
+pub fn listening_address(child: &mut std::process::Child) -> String {
+    listening_addresses(child, 1).remove(0)
+}
+
+/// The addresses of the first `count` "listening on" lines the server prints.
+pub fn listening_addresses(child: &mut std::process::Child, count: usize) -> Vec<String> {
     use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    line.trim().rsplit("://").next().unwrap().to_owned()
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    (0..count)
+        .map(|_| {
+            let mut line = String::new();
+            stderr.read_line(&mut line).unwrap();
+            assert!(line.contains("listening on"), "{line}");
+            line.trim().rsplit("://").next().unwrap().to_owned()
+        })
+        .collect()
 }
 
 #[test]

@@ -3,42 +3,15 @@
 //! they are missing.
 
 use crate::flight::{PASSWORD, Served};
-
-const PACKAGES: [&str; 2] = ["adbc-driver-flightsql", "pyarrow"];
-
-/// The Python that runs the tests: `QUARRY_TEST_PYTHON` or `python3`.
-fn python() -> String {
-    std::env::var("QUARRY_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Installs the client packages unless they import already (`.ci/run` installs them first).
-async fn ensure_clients() {
-    let imports = tokio::process::Command::new(python())
-        .args(["-c", "import adbc_driver_flightsql.dbapi, pyarrow.flight"])
-        .output()
-        .await
-        .expect("python3 runs (install Python 3 to run the Flight SQL client tests)");
-    if imports.status.success() {
-        return;
-    }
-    let install = tokio::process::Command::new(python())
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(PACKAGES)
-        .status()
-        .await
-        .expect("pip runs");
-    assert!(install.success(), "pip could not install {PACKAGES:?}");
-}
+use crate::support::{ensure_python_packages, python};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_clients_pass_their_suite() {
-    ensure_clients().await;
+    ensure_python_packages(
+        "import adbc_driver_flightsql.dbapi, pyarrow.flight",
+        &["adbc-driver-flightsql", "pyarrow"],
+    )
+    .await;
     let served = Served::start().await;
     let out = tokio::process::Command::new(python())
         .arg(concat!(

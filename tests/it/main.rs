@@ -5,6 +5,8 @@ mod cli;
 mod config_rules;
 mod flight;
 mod flight_python;
+mod http;
+mod http_schemathesis;
 mod malformed;
 mod mysql_source;
 mod postgres_source;

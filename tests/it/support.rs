@@ -335,3 +335,34 @@ pub fn quarry_piped(home: &std::path::Path, args: &[&str], stdin: Vec<u8>) -> st
     writer.join().unwrap();
     out
 }
+
+/// The Python that runs Python test clients: `QUARRY_TEST_PYTHON` or `python3`.
+pub fn python() -> String {
+    std::env::var("QUARRY_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Installs `packages` with pip unless `import_check` runs already (`.ci/run` installs
+/// them first; this keeps a bare `cargo test` working).
+pub async fn ensure_python_packages(import_check: &str, packages: &[&str]) {
+    let imports = tokio::process::Command::new(python())
+        .args(["-c", import_check])
+        .output()
+        .await
+        .expect("python3 runs (install Python 3 to run the Python client tests)");
+    if imports.status.success() {
+        return;
+    }
+    let install = tokio::process::Command::new(python())
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages)
+        .status()
+        .await
+        .expect("pip runs");
+    assert!(install.success(), "pip could not install {packages:?}");
+}

@@ -1,0 +1,413 @@
+//! The connection routes. Connections are addressed by id only: names change, ids never do.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParams};
+use super::model::{
+    ConnectionDetails, ConnectionSummary, CreateConnection, Created, DiscoveryResult, ErrorBody,
+    PurgeResult, RefreshResult, TableInfo, TestResult, UpdateConnection,
+};
+use crate::connection::{Connection, ConnectionName};
+use crate::engine::Engine;
+use crate::id::ConnectionId;
+use crate::store::{CacheEntry, TableRecord};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The connection with id `id`; a name (or anything else) is not found.
+async fn by_id(engine: &Engine, id: &str) -> ApiResult<Connection> {
+    if !ConnectionId::looks_valid(id) {
+        return Err(ApiError::not_found(format!(
+            "'{id}' is not a connection id: connections are addressed by id (conn_ followed by \
+             22 characters), never by name; GET /connections lists them"
+        )));
+    }
+    engine.connection(id).await.map_err(|e| match e {
+        crate::Error::ConnectionNotFound(_) => ApiError::not_found(format!(
+            "no connection has id '{id}'; GET /connections lists them"
+        )),
+        other => other.into(),
+    })
+}
+
+/// The connection's discovered tables and its cache entries.
+async fn tables_and_cache(
+    engine: &Engine,
+    connection: &Connection,
+) -> ApiResult<(Vec<TableRecord>, Vec<CacheEntry>)> {
+    let store = engine.store();
+    Ok((
+        store.tables(&connection.id).await?,
+        store.cache_entries(&connection.id).await?,
+    ))
+}
+
+async fn details(engine: &Engine, connection: &Connection) -> ApiResult<ConnectionDetails> {
+    let (tables, cached) = tables_and_cache(engine, connection).await?;
+    Ok(ConnectionDetails::of(connection, &tables, &cached))
+}
+
+/// List connections.
+#[utoipa::path(get, path = "/connections", tag = "connections",
+    responses(
+        (status = 200, description = "Every connection, by name", body = [ConnectionSummary]),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+    ))]
+pub async fn list(State(app): State<AppState>) -> ApiResult<Json<Vec<ConnectionSummary>>> {
+    let mut out = Vec::new();
+    for connection in app.engine.connections().await? {
+        let (tables, cached) = tables_and_cache(&app.engine, &connection).await?;
+        out.push(ConnectionSummary::of(&connection, &tables, &cached));
+    }
+    Ok(Json(out))
+}
+
+/// Create a connection and discover its tables.
+#[utoipa::path(post, path = "/connections", tag = "connections",
+    request_body = CreateConnection,
+    responses(
+        (status = 201, description = "Created; `discovery` says whether its tables were read",
+            body = Created),
+        (status = 400, description = "The body is not a valid request", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "The name, source type or config breaks a rule",
+            body = ErrorBody),
+    ))]
+pub async fn create(
+    State(app): State<AppState>,
+    JsonBody(request): JsonBody<CreateConnection>,
+) -> ApiResult<Response> {
+    let engine = &app.engine;
+    let created = engine
+        .create_connection(
+            &request.name,
+            &request.source_type,
+            serde_json::Value::Object(request.config),
+        )
+        .await?;
+    let discovery = discovery_result(engine.discover_connection(created.id.as_str()).await);
+    // Discovery may have recorded tables; read the connection back as it now is.
+    let connection = by_id(engine, created.id.as_str()).await?;
+    let body = Created {
+        connection: details(engine, &connection).await?,
+        discovery,
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/connections/{}", connection.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn discovery_result(outcome: crate::Result<crate::DiscoveryOutcome>) -> DiscoveryResult {
+    match outcome {
+        Ok(o) => DiscoveryResult {
+            ok: true,
+            tables_added: o.tables_added as i64,
+            tables_removed: o.tables_removed as i64,
+            tables_changed: o.tables_changed as i64,
+            error: None,
+        },
+        Err(e) => DiscoveryResult {
+            ok: false,
+            tables_added: 0,
+            tables_removed: 0,
+            tables_changed: 0,
+            error: Some(ApiError::from(e).detail()),
+        },
+    }
+}
+
+/// Show a connection and its config (credentials only as `<field>_set`).
+#[utoipa::path(get, path = "/connections/{id}", tag = "connections",
+    params(("id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 200, description = "The connection", body = ConnectionDetails),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has this id", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(app): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<ConnectionDetails>> {
+    let connection = by_id(&app.engine, &id).await?;
+    Ok(Json(details(&app.engine, &connection).await?))
+}
+
+/// Rename a connection and/or change its config and credentials.
+#[utoipa::path(put, path = "/connections/{id}", tag = "connections",
+    params(("id" = String, Path, description = "The connection's id")),
+    request_body = UpdateConnection,
+    responses(
+        (status = 200, description = "The connection as changed", body = ConnectionDetails),
+        (status = 400, description = "The body is not a valid request", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has this id", body = ErrorBody),
+        (status = 409, description = "The new name is taken", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "The new name or config breaks a rule", body = ErrorBody),
+    ))]
+pub async fn update(
+    State(app): State<AppState>,
+    PathParams(id): PathParams<String>,
+    JsonBody(request): JsonBody<UpdateConnection>,
+) -> ApiResult<Json<ConnectionDetails>> {
+    let engine = &app.engine;
+    let connection = by_id(engine, &id).await?;
+    if request.name.is_none() && request.config.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to change: give 'name', 'config' or both",
+        ));
+    }
+    // Check the new name before changing anything, so a taken or invalid name leaves the
+    // config as it was.
+    if let Some(name) = &request.name {
+        let name = ConnectionName::parse(name)?;
+        if let Ok(other) = engine.connection(name.as_str()).await
+            && other.id != connection.id
+        {
+            return Err(crate::Error::ConnectionExists {
+                name: name.to_string(),
+            }
+            .into());
+        }
+    }
+    if let Some(patch) = request.config {
+        engine
+            .update_connection(&id, serde_json::Value::Object(patch))
+            .await?;
+    }
+    if let Some(name) = &request.name {
+        engine.rename_connection(&id, name).await?;
+    }
+    let connection = by_id(engine, &id).await?;
+    Ok(Json(details(engine, &connection).await?))
+}
+
+/// Delete a connection with its secrets, tables and cache.
+#[utoipa::path(delete, path = "/connections/{id}", tag = "connections",
+    params(("id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has this id", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(app): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    let connection = by_id(&app.engine, &id).await?;
+    app.engine.drop_connection(connection.id.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Connect to the source and report how it went.
+#[utoipa::path(post, path = "/connections/{id}/test", tag = "connections",
+    params(("id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 200, description = "The outcome; a source that cannot be reached is ok: false",
+            body = TestResult),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has this id", body = ErrorBody),
+    ))]
+pub async fn test(
+    State(app): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<TestResult>> {
+    let connection = by_id(&app.engine, &id).await?;
+    let result = match app.engine.test_connection(connection.id.as_str()).await {
+        Ok(outcome) => TestResult {
+            ok: true,
+            server_version: Some(outcome.server_version),
+            latency_ms: Some(outcome.latency.as_secs_f64() * 1000.0),
+            error: None,
+        },
+        Err(e) => TestResult {
+            ok: false,
+            server_version: None,
+            latency_ms: None,
+            error: Some(e.to_string()),
+        },
+    };
+    Ok(Json(result))
+}
+
+/// Read the source's tables and columns again.
+#[utoipa::path(post, path = "/connections/{id}/discover", tag = "connections",
+    params(("id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 200, description = "What changed", body = DiscoveryResult),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has this id", body = ErrorBody),
+        (status = 502, description = "The source could not be read", body = ErrorBody),
+    ))]
+pub async fn discover(
+    State(app): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<DiscoveryResult>> {
+    let connection = by_id(&app.engine, &id).await?;
+    let outcome = app
+        .engine
+        .discover_connection(connection.id.as_str())
+        .await?;
+    Ok(Json(discovery_result(Ok(outcome))))
+}
+
+/// Fetch every table of the connection again into the cache.
+#[utoipa::path(post, path = "/connections/{id}/refresh", tag = "connections",
+    params(("id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 200, description = "What was fetched", body = RefreshResult),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has this id", body = ErrorBody),
+        (status = 502, description = "The source could not be read", body = ErrorBody),
+    ))]
+pub async fn refresh(
+    State(app): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<RefreshResult>> {
+    let connection = by_id(&app.engine, &id).await?;
+    let start = std::time::Instant::now();
+    let outcome = app
+        .engine
+        .refresh_connection(connection.id.as_str())
+        .await?;
+    Ok(Json(RefreshResult {
+        tables: outcome.tables,
+        rows: outcome.rows,
+        bytes: outcome.bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Fetch one table again into the cache.
+#[utoipa::path(post, path = "/connections/{id}/tables/{schema}/{table}/refresh",
+    tag = "connections",
+    params(
+        ("id" = String, Path, description = "The connection's id"),
+        ("schema" = String, Path, description = "The table's source schema"),
+        ("table" = String, Path, description = "The table's name"),
+    ),
+    responses(
+        (status = 200, description = "What was fetched", body = RefreshResult),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No such connection or table", body = ErrorBody),
+        (status = 502, description = "The source could not be read", body = ErrorBody),
+    ))]
+pub async fn refresh_table(
+    State(app): State<AppState>,
+    PathParams((id, schema, table)): PathParams<(String, String, String)>,
+) -> ApiResult<Json<RefreshResult>> {
+    let connection = by_id(&app.engine, &id).await?;
+    known_table(&app.engine, &connection, &schema, &table).await?;
+    let start = std::time::Instant::now();
+    let entry = app
+        .engine
+        .refresh_table(connection.id.as_str(), &schema, &table)
+        .await?;
+    Ok(Json(RefreshResult {
+        tables: 1,
+        rows: entry.row_count,
+        bytes: entry.byte_size,
+        seconds: start.elapsed().as_secs_f64(),
+    }))
+}
+
+/// A 404 unless discovery found `schema.table` in `connection`.
+async fn known_table(
+    engine: &Engine,
+    connection: &Connection,
+    schema: &str,
+    table: &str,
+) -> ApiResult<()> {
+    match engine.store().table(&connection.id, schema, table).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!(
+            "connection {} has no table {schema}.{table}; GET /connections/{}/tables lists its \
+             tables",
+            connection.id, connection.id
+        ))),
+    }
+}
+
+/// Drop the connection's whole cache; the next query fetches again.
+#[utoipa::path(delete, path = "/connections/{id}/cache", tag = "connections",
+    params(("id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 200, description = "What was dropped", body = PurgeResult),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has this id", body = ErrorBody),
+    ))]
+pub async fn purge(
+    State(app): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<PurgeResult>> {
+    let connection = by_id(&app.engine, &id).await?;
+    purged(&app.engine, &connection, None).await
+}
+
+/// Drop one table's cache.
+#[utoipa::path(delete, path = "/connections/{id}/tables/{schema}/{table}/cache",
+    tag = "connections",
+    params(
+        ("id" = String, Path, description = "The connection's id"),
+        ("schema" = String, Path, description = "The table's source schema"),
+        ("table" = String, Path, description = "The table's name"),
+    ),
+    responses(
+        (status = 200, description = "What was dropped", body = PurgeResult),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No such connection or table", body = ErrorBody),
+    ))]
+pub async fn purge_table(
+    State(app): State<AppState>,
+    PathParams((id, schema, table)): PathParams<(String, String, String)>,
+) -> ApiResult<Json<PurgeResult>> {
+    let connection = by_id(&app.engine, &id).await?;
+    known_table(&app.engine, &connection, &schema, &table).await?;
+    purged(&app.engine, &connection, Some((&schema, &table))).await
+}
+
+async fn purged(
+    engine: &Engine,
+    connection: &Connection,
+    table: Option<(&str, &str)>,
+) -> ApiResult<Json<PurgeResult>> {
+    let outcome = engine
+        .purge_cache(
+            connection.id.as_str(),
+            table.map(|t| t.0),
+            table.map(|t| t.1),
+        )
+        .await?;
+    Ok(Json(PurgeResult {
+        entries_removed: outcome.entries_removed as i64,
+        bytes_freed: outcome.bytes_freed as i64,
+    }))
+}
+
+/// The connection's discovered tables with their cache state.
+#[utoipa::path(get, path = "/connections/{id}/tables", tag = "connections",
+    params(("id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 200, description = "Its tables, by schema and name", body = [TableInfo]),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has this id", body = ErrorBody),
+    ))]
+pub async fn tables(
+    State(app): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<Vec<TableInfo>>> {
+    let connection = by_id(&app.engine, &id).await?;
+    let (tables, cached) = tables_and_cache(&app.engine, &connection).await?;
+    Ok(Json(
+        tables.iter().map(|t| TableInfo::of(t, &cached)).collect(),
+    ))
+}

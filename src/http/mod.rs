@@ -1,0 +1,202 @@
+//! The REST API (`quarry serve --http-addr`): connection management by id, queries, and
+//! an OpenAPI document, on the same engine, users and tokens as the Flight SQL server.
+
+pub mod connections;
+pub mod error;
+pub mod extract;
+pub mod model;
+pub mod openapi;
+pub mod query;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use self::error::ApiError;
+use self::model::{ErrorBody, Health, Token};
+use crate::auth::Authenticator;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// What every handler reaches: the engine and who may call.
+#[derive(Clone)]
+pub struct AppState {
+    engine: Engine,
+    auth: Arc<Authenticator>,
+}
+
+/// The API's routes on `engine`, checking calls against `auth`. Everything but `/health`,
+/// `/openapi.json` and `/login` needs credentials.
+pub fn router(engine: Engine, auth: Arc<Authenticator>) -> Router {
+    let state = AppState { engine, auth };
+    let guarded = Router::new()
+        .route(
+            "/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/connections/{id}",
+            get(connections::get)
+                .put(connections::update)
+                .delete(connections::delete),
+        )
+        .route("/connections/{id}/test", post(connections::test))
+        .route("/connections/{id}/discover", post(connections::discover))
+        .route("/connections/{id}/refresh", post(connections::refresh))
+        .route(
+            "/connections/{id}/cache",
+            axum::routing::delete(connections::purge),
+        )
+        .route(
+            "/connections/{id}/tables/{schema}/{table}/cache",
+            axum::routing::delete(connections::purge_table),
+        )
+        .route("/connections/{id}/tables", get(connections::tables))
+        .route(
+            "/connections/{id}/tables/{schema}/{table}/refresh",
+            post(connections::refresh_table),
+        )
+        .route("/query", post(query::query))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi::document))
+        .route("/login", post(login))
+        .merge(guarded)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+fn authorization(request: &Request) -> Option<&[u8]> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+}
+
+async fn authenticate(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> std::result::Result<Response, ApiError> {
+    app.auth.user(authorization(&request)).await?;
+    Ok(next.run(request).await)
+}
+
+/// Whether the server is up. Needs no credentials.
+#[utoipa::path(get, path = "/health", tag = "server", security(),
+    responses((status = 200, description = "The server is up", body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// Trade basic credentials (or a valid token) for a fresh bearer token, valid here and
+/// over Flight SQL.
+#[utoipa::path(post, path = "/login", tag = "server",
+    responses(
+        (status = 200, description = "A new token", body = Token),
+        (status = 401, description = "Wrong or missing credentials", body = ErrorBody),
+    ))]
+pub async fn login(
+    State(app): State<AppState>,
+    request: Request,
+) -> std::result::Result<Json<Token>, ApiError> {
+    let token = app.auth.login(authorization(&request)).await?;
+    Ok(Json(Token {
+        token,
+        token_type: "Bearer".into(),
+        expires_in: app.auth.token_ttl().as_secs(),
+    }))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {} {}; GET /openapi.json describes the API",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}; GET /openapi.json lists each route's methods",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// A running HTTP server.
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests, lets running ones end, and waits.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Usage(format!("the HTTP server failed: {e}"))),
+            Err(e) => Err(Error::Usage(format!("the HTTP server stopped: {e}"))),
+        }
+    }
+}
+
+/// Binds `addr` and serves the API on `engine` until shut down.
+pub async fn start(
+    engine: Engine,
+    auth: Arc<Authenticator>,
+    addr: SocketAddr,
+) -> Result<HttpServer> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(Error::io(
+            "cannot listen for HTTP clients",
+            PathBuf::from(addr.to_string()),
+        ))?;
+    let addr = listener.local_addr().map_err(Error::io(
+        "cannot read the listening address",
+        PathBuf::from(addr.to_string()),
+    ))?;
+    let app = router(engine, auth);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(HttpServer {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}

@@ -1,0 +1,321 @@
+//! What the HTTP API reads and writes. The OpenAPI document is generated from these types,
+//! so the document and the wire format cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::connection::Connection;
+use crate::store::{CacheEntry, TableRecord};
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error itself.
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code and a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// What kind of error: bad_request, validation_failed, unauthenticated, not_found,
+    /// conflict, payload_too_large, method_not_allowed, source_unavailable,
+    /// resources_exhausted or internal.
+    pub code: String,
+    /// What was wrong and what to do about it.
+    pub message: String,
+}
+
+/// `POST /connections`: a new connection.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    /// The connection's name, also its SQL catalog name: `[a-z_][a-z0-9_]{0,62}`.
+    pub name: String,
+    /// postgres (or postgresql), mysql (or mariadb), or sqlite.
+    pub source_type: String,
+    /// The source type's settings, such as host, port, database, user, password or path.
+    #[schema(value_type = Object)]
+    pub config: Map<String, Value>,
+}
+
+/// `PUT /connections/{id}`: a new name, config changes, or both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConnection {
+    /// The new name.
+    pub name: Option<String>,
+    /// A JSON merge patch of the config: keys given replace their values, keys set to null
+    /// are removed, keys left out (the password too) keep theirs. Changing host, port,
+    /// database or path drops the connection's cache.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Map<String, Value>>,
+}
+
+/// A connection's last test.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestState {
+    /// untested, ok or failed.
+    pub state: String,
+    /// When it was last tested (RFC 3339).
+    pub last_tested_at: Option<String>,
+    /// Round trip of the last successful test.
+    pub latency_ms: Option<i64>,
+    /// The server version the last successful test saw.
+    pub server_version: Option<String>,
+    /// Why the last test failed.
+    pub error: Option<String>,
+}
+
+/// One line of `GET /connections`. Holds no config, so no secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionSummary {
+    /// The connection's id, the only way to address it.
+    pub id: String,
+    /// Its name, also its SQL catalog name.
+    pub name: String,
+    /// Its source type.
+    pub source_type: String,
+    /// Its last test.
+    pub status: TestState,
+    /// How many tables discovery found.
+    pub tables: i64,
+    /// How many of them are cached.
+    pub tables_cached: i64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it was last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// `GET /connections/{id}`: a connection with its config. Credentials are never shown:
+/// each is replaced by `<field>_set` (`"password_set": true`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionDetails {
+    /// Everything the list shows.
+    #[serde(flatten)]
+    pub summary: ConnectionSummary,
+    /// The config without credentials.
+    #[schema(value_type = Object)]
+    pub config: Map<String, Value>,
+}
+
+/// What discovery did (also part of the answer to `POST /connections`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiscoveryResult {
+    /// Whether discovery reached the source.
+    pub ok: bool,
+    /// Tables found that were not known before.
+    pub tables_added: i64,
+    /// Known tables that are gone (their cache is dropped).
+    pub tables_removed: i64,
+    /// Known tables whose columns changed (their cache is dropped).
+    pub tables_changed: i64,
+    /// Why discovery failed.
+    pub error: Option<ErrorDetail>,
+}
+
+/// `POST /connections` answer: the connection as created, and how discovery went. The
+/// connection exists even when discovery failed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    /// The new connection.
+    pub connection: ConnectionDetails,
+    /// Discovery's outcome.
+    pub discovery: DiscoveryResult,
+}
+
+/// `POST /connections/{id}/test` answer. A source that cannot be reached is a result
+/// (`ok: false`), not an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    /// Whether the source answered.
+    pub ok: bool,
+    /// The source's version string.
+    pub server_version: Option<String>,
+    /// Round trip in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// `POST /connections/{id}/refresh` answer: every table fetched again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshResult {
+    /// Tables fetched.
+    pub tables: i64,
+    /// Rows fetched.
+    pub rows: i64,
+    /// Bytes of cache written.
+    pub bytes: i64,
+    /// Time taken.
+    pub seconds: f64,
+}
+
+/// Cache purge answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurgeResult {
+    /// Cache entries dropped.
+    pub entries_removed: i64,
+    /// Bytes freed.
+    pub bytes_freed: i64,
+}
+
+/// The cached copy of a table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheState {
+    /// Rows in the cache.
+    pub rows: i64,
+    /// Bytes on disk.
+    pub bytes: i64,
+    /// When it was fetched (RFC 3339).
+    pub fetched_at: String,
+    /// How many times the table has been fetched.
+    pub version: i64,
+}
+
+/// One table of `GET /connections/{id}/tables`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableInfo {
+    /// The source schema.
+    pub schema: String,
+    /// The table's name.
+    pub name: String,
+    /// BASE TABLE or VIEW.
+    pub table_type: String,
+    /// The source's row estimate, where it gives one.
+    pub row_estimate: Option<i64>,
+    /// How many columns it has.
+    pub columns: i64,
+    /// Whether a cached copy exists.
+    pub cached: bool,
+    /// The cached copy.
+    pub cache: Option<CacheState>,
+}
+
+/// `POST /query`: one SQL statement.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// The statement, in Quarry's SQL (DataFusion's dialect).
+    pub sql: String,
+}
+
+/// One column of a query result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ColumnInfo {
+    /// Its name.
+    pub name: String,
+    /// Its Arrow type.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether it may hold nulls.
+    pub nullable: bool,
+}
+
+/// `POST /query` answer as JSON (ask for `application/vnd.apache.arrow.stream` to get an
+/// Arrow IPC stream instead).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryResult {
+    /// The result's columns.
+    pub columns: Vec<ColumnInfo>,
+    /// One object per row, keyed by column name.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Map<String, Value>>,
+}
+
+/// `GET /health` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always ok when the server answers.
+    pub status: String,
+    /// Quarry's version.
+    pub version: String,
+}
+
+/// `POST /login` answer: a bearer token for later calls, here and over Flight SQL.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Token {
+    /// The token: send `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Always Bearer.
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+impl TestState {
+    fn of(connection: &Connection) -> Self {
+        let status = &connection.status;
+        TestState {
+            state: status
+                .test_status
+                .clone()
+                .unwrap_or_else(|| "untested".into()),
+            last_tested_at: status.last_tested_at.map(|t| t.to_rfc3339()),
+            latency_ms: status.test_latency_ms,
+            server_version: status.server_version.clone(),
+            error: status.test_error.clone(),
+        }
+    }
+}
+
+impl ConnectionSummary {
+    /// The summary of `connection`, with its table counts.
+    pub fn of(connection: &Connection, tables: &[TableRecord], cached: &[CacheEntry]) -> Self {
+        ConnectionSummary {
+            id: connection.id.to_string(),
+            name: connection.name.to_string(),
+            source_type: connection.source_type.as_str().to_owned(),
+            status: TestState::of(connection),
+            tables: tables.len() as i64,
+            tables_cached: cached.iter().filter(|e| e.is_current).count() as i64,
+            created_at: connection.created_at.to_rfc3339(),
+            updated_at: connection.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+impl ConnectionDetails {
+    /// `connection` with its config; each credential is shown only as `<field>_set`.
+    pub fn of(connection: &Connection, tables: &[TableRecord], cached: &[CacheEntry]) -> Self {
+        let mut config = match &connection.config {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        };
+        for field in connection.source_type.secret_keys() {
+            // The stored config never holds a credential; removing is belt and braces.
+            config.remove(*field);
+            let set = connection.secret_fields.iter().any(|f| f == field);
+            config.insert(format!("{field}_set"), Value::Bool(set));
+        }
+        ConnectionDetails {
+            summary: ConnectionSummary::of(connection, tables, cached),
+            config,
+        }
+    }
+}
+
+impl TableInfo {
+    /// `table` with its current cache entry, if any.
+    pub fn of(table: &TableRecord, cached: &[CacheEntry]) -> Self {
+        let cache = cached
+            .iter()
+            .find(|e| e.is_current && e.table_schema == table.schema && e.table_name == table.name)
+            .map(|e| CacheState {
+                rows: e.row_count,
+                bytes: e.byte_size,
+                fetched_at: e.fetched_at.to_rfc3339(),
+                version: e.version,
+            });
+        TableInfo {
+            schema: table.schema.clone(),
+            name: table.name.clone(),
+            table_type: table.table_type.clone(),
+            row_estimate: table.row_estimate,
+            columns: table.columns.len() as i64,
+            cached: cache.is_some(),
+            cache,
+        }
+    }
+}

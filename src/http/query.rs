@@ -1,0 +1,185 @@
+//! `POST /query`: one SQL statement, answered as JSON rows or as an Arrow IPC stream.
+//! Results stream batch by batch, so a large result never sits whole in memory.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::json::{ArrayWriter, WriterBuilder};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::{StreamExt, stream};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use super::model::{ColumnInfo, ErrorBody, QueryRequest, QueryResult};
+use crate::error::Error;
+
+/// The media type of an Arrow IPC stream.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+type BodyChunk = Result<Bytes, Error>;
+
+/// Run one SQL statement.
+#[utoipa::path(post, path = "/query", tag = "query",
+    request_body = QueryRequest,
+    responses(
+        (status = 200, description = "The result",
+            content(
+                (QueryResult = "application/json"),
+                (Vec<u8> = "application/vnd.apache.arrow.stream"),
+            )),
+        (status = 400, description = "The body or the SQL is not valid", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "A table or column does not exist", body = ErrorBody),
+        (status = 409, description = "A connection with that name exists", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "A management function was given an invalid value",
+            body = ErrorBody),
+        (status = 502, description = "A source could not be read", body = ErrorBody),
+    ))]
+pub async fn query(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<QueryRequest>,
+) -> Result<Response, ApiError> {
+    if request.sql.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "request field 'sql' is empty; give one SQL statement",
+        ));
+    }
+    let frame = app.engine.sql(&request.sql).await?;
+    let schema: SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
+    let mut batches = frame.execute_stream().await.map_err(Error::from)?;
+    // Wait for the first batch before answering: a fetch that fails (the common failure)
+    // then gets its own status instead of a cut-off 200.
+    let first = batches.next().await.transpose().map_err(Error::from)?;
+    let arrow = wants_arrow(&headers);
+    let body = if arrow {
+        arrow_body(schema, first, batches)?
+    } else {
+        json_body(&schema, first, batches)?
+    };
+    let media = if arrow {
+        ARROW_STREAM
+    } else {
+        "application/json"
+    };
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    Ok(response)
+}
+
+/// Whether the client asked for Arrow rather than JSON.
+fn wants_arrow(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(ARROW_STREAM))
+        })
+}
+
+/// The rest of the batches after `first`, as a stream of results.
+fn rest(
+    first: Option<RecordBatch>,
+    batches: SendableRecordBatchStream,
+) -> impl futures::Stream<Item = Result<RecordBatch, Error>> + Send {
+    stream::iter(first.map(Ok))
+        .chain(batches)
+        .map(|batch| batch.map_err(Error::from))
+}
+
+fn arrow_body(
+    schema: SchemaRef,
+    first: Option<RecordBatch>,
+    batches: SendableRecordBatchStream,
+) -> Result<Body, Error> {
+    let ipc = |e| Error::Usage(format!("cannot encode the result as Arrow IPC: {e}"));
+    let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(ipc)?;
+    let header = Bytes::from(std::mem::take(writer.get_mut()));
+    let writer = std::sync::Arc::new(std::sync::Mutex::new(writer));
+    let end = std::sync::Arc::clone(&writer);
+    let chunks = rest(first, batches).map(move |batch| {
+        let mut writer = writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer.write(&batch?).map_err(ipc)?;
+        Ok(Bytes::from(std::mem::take(writer.get_mut())))
+    });
+    // The end-of-stream marker tells readers the result is whole.
+    let finish = stream::once(async move {
+        let mut writer = end.lock().unwrap_or_else(|e| e.into_inner());
+        writer.finish().map_err(ipc)?;
+        Ok(Bytes::from(std::mem::take(writer.get_mut())))
+    });
+    Ok(body_of(
+        stream::iter([Ok(header)]).chain(chunks).chain(finish),
+    ))
+}
+
+fn json_body(
+    schema: &SchemaRef,
+    first: Option<RecordBatch>,
+    batches: SendableRecordBatchStream,
+) -> Result<Body, Error> {
+    let columns: Vec<ColumnInfo> = schema
+        .fields()
+        .iter()
+        .map(|f| ColumnInfo {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect();
+    let columns = serde_json::to_string(&columns)
+        .map_err(|e| Error::Usage(format!("cannot encode the result columns: {e}")))?;
+    let head = Bytes::from(format!("{{\"columns\":{columns},\"rows\":["));
+    let rows = rest(first, batches).scan(false, |wrote_any, batch| {
+        let chunk = batch.and_then(|batch| json_rows(&batch, wrote_any));
+        futures::future::ready(Some(chunk))
+    });
+    Ok(body_of(
+        stream::iter([Ok(head)])
+            .chain(rows)
+            .chain(stream::iter([Ok(Bytes::from_static(b"]}"))])),
+    ))
+}
+
+/// The rows of `batch` as JSON objects separated by commas (one before the first when
+/// rows were written already). A missing value is an explicit null.
+fn json_rows(batch: &RecordBatch, wrote_any: &mut bool) -> Result<Bytes, Error> {
+    if batch.num_rows() == 0 {
+        return Ok(Bytes::new());
+    }
+    let mut out = Vec::new();
+    let mut writer: ArrayWriter<&mut Vec<u8>> = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build(&mut out);
+    let json = |e| Error::Usage(format!("cannot encode the result as JSON: {e}"));
+    writer.write(batch).map_err(json)?;
+    writer.finish().map_err(json)?;
+    drop(writer);
+    // The writer frames the rows in [ ]; the rows of all batches share one array.
+    let inner = &out[1..out.len().saturating_sub(1).max(1)];
+    let mut chunk = Vec::with_capacity(inner.len() + 1);
+    if *wrote_any {
+        chunk.push(b',');
+    }
+    chunk.extend_from_slice(inner);
+    *wrote_any = true;
+    Ok(Bytes::from(chunk))
+}
+
+/// A streamed body; an error part-way aborts the response, so a client never mistakes a
+/// cut-off result for a whole one.
+fn body_of(chunks: impl futures::Stream<Item = BodyChunk> + Send + 'static) -> Body {
+    Body::from_stream(chunks)
+}

@@ -1,0 +1,973 @@
+//! The REST API through its real router (no socket), with a real SQLite store and a real
+//! PostgreSQL source: the lifecycle of a connection by id, secrets never shown,
+//! authentication, and each class of error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use base64::Engine as _;
+use datafusion::arrow::ipc::reader::StreamReader;
+use quarry::auth::{Authenticator, Users};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::support::{PgSourceFixture, pg_source_config};
+
+pub const PASSWORD: &str = "open sesame";
+/// A credential that must never appear in any response.
+const SECRET: &str = "pg-Secret-7f3a9";
+
+/// Who a call claims to be.
+#[derive(Clone, Copy)]
+pub enum As<'a> {
+    Nobody,
+    Token(&'a str),
+    Basic(&'a str, &'a str),
+}
+
+/// The API on a fresh store with one connection `pg` to a database holding `items` (100
+/// rows, some null names) and `tags`.
+pub struct Api {
+    pub fixture: PgSourceFixture,
+    pub auth: Arc<Authenticator>,
+    router: Router,
+    pub token: String,
+}
+
+impl Api {
+    pub async fn new() -> Self {
+        let mut fixture = PgSourceFixture::new().await;
+        fixture
+            .exec(
+                "CREATE TABLE items (id integer PRIMARY KEY, name text, price numeric(10,2));
+                 INSERT INTO items SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'item ' || g END,
+                                          g * 1.25 FROM generate_series(1, 100) g;
+                 CREATE TABLE tags (tag text);
+                 INSERT INTO tags VALUES ('a'), ('b');",
+            )
+            .await;
+        fixture.engine.discover_connection("pg").await.unwrap();
+        let users = Users::with_password(&SecretString::from(PASSWORD)).unwrap();
+        let auth = Arc::new(Authenticator::new(users, Duration::from_secs(600)));
+        let router = quarry::http::router(fixture.engine.clone(), Arc::clone(&auth));
+        let mut api = Api {
+            fixture,
+            auth,
+            router,
+            token: String::new(),
+        };
+        let (status, body) = api
+            .json(Method::POST, "/login", None, As::Basic("quarry", PASSWORD))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        api.token = body["token"].as_str().unwrap().to_owned();
+        api
+    }
+
+    /// Sends a request and returns the status, headers and raw body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        who: As<'_>,
+        accept: Option<&str>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut request = Request::builder().method(method).uri(path);
+        match who {
+            As::Nobody => {}
+            As::Token(token) => {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            As::Basic(user, password) => {
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                request = request.header(header::AUTHORIZATION, format!("Basic {encoded}"));
+            }
+        }
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        let request = request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.unwrap_or_else(Body::empty))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, bytes)
+    }
+
+    /// Sends `body` (JSON) and parses the answer as JSON (Null when empty).
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        who: As<'_>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| Body::from(b.to_string()));
+        let (status, _, bytes) = self.send(method, path, body, who, None).await;
+        (status, parse(&bytes))
+    }
+
+    /// A JSON call with the test's token.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.json(method, path, body, As::Token(&self.token)).await
+    }
+
+    /// The id of the fixture's connection `pg`.
+    pub async fn pg_id(&self) -> String {
+        self.fixture
+            .engine
+            .connection("pg")
+            .await
+            .unwrap()
+            .id
+            .to_string()
+    }
+}
+
+fn parse(bytes: &Bytes) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// Asserts an error response: its status, code, and that the message says `mentions`.
+#[track_caller]
+fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str, mentions: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(mentions),
+        "the message should mention {mentions:?}: {message}"
+    );
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+}
+
+fn shop_config(api: &Api) -> Value {
+    let mut config = pg_source_config(&api.fixture.db.name);
+    config["password"] = json!(SECRET);
+    config
+}
+
+fn table<'a>(tables: &'a Value, name: &str) -> &'a Value {
+    tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no table {name} in {tables}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lives_its_whole_life_by_id() {
+    let api = Api::new().await;
+    let body = json!({"name": "shop", "source_type": "postgres", "config": shop_config(&api)});
+    let (status, headers, bytes) = api
+        .send(
+            Method::POST,
+            "/connections",
+            Some(Body::from(body.to_string())),
+            As::Token(&api.token),
+            None,
+        )
+        .await;
+    let created = parse(&bytes);
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["connection"]["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("conn_") && id.len() == 27, "{id}");
+    assert_eq!(
+        headers[header::LOCATION],
+        format!("/connections/{id}").as_str()
+    );
+    assert_eq!(created["discovery"]["ok"], true, "{created}");
+    assert_eq!(created["discovery"]["tables_added"], 2);
+    assert_eq!(created["connection"]["tables"], 2);
+    let path = format!("/connections/{id}");
+
+    let (status, shown) = api.call(Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["name"], "shop");
+    assert_eq!(shown["source_type"], "postgres");
+    assert_eq!(shown["status"]["state"], "untested");
+    assert_eq!(shown["config"]["password_set"], true);
+    assert_eq!(shown["config"]["database"], api.fixture.db.name.as_str());
+    assert!(shown["config"].get("password").is_none(), "{shown}");
+
+    let (_, tables) = api.call(Method::GET, &format!("{path}/tables"), None).await;
+    assert_eq!(tables.as_array().unwrap().len(), 2, "{tables}");
+    assert_eq!(table(&tables, "items")["cached"], false);
+    assert_eq!(table(&tables, "items")["columns"], 3);
+
+    let (status, result) = api
+        .call(
+            Method::POST,
+            "/query",
+            Some(
+                json!({"sql": "SELECT count(*) AS n, count(name) AS named FROM shop.public.items"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["rows"], json!([{"n": 100, "named": 90}]));
+    assert_eq!(result["columns"][0]["name"], "n");
+    assert_eq!(result["columns"][0]["type"], "Int64");
+
+    let (_, tables) = api.call(Method::GET, &format!("{path}/tables"), None).await;
+    let items = table(&tables, "items");
+    assert_eq!(items["cached"], true, "{tables}");
+    assert_eq!(items["cache"]["rows"], 100);
+    assert_eq!(table(&tables, "tags")["cached"], false);
+
+    let (status, tested) = api.call(Method::POST, &format!("{path}/test"), None).await;
+    assert_eq!(status, StatusCode::OK, "{tested}");
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert!(
+        tested["server_version"]
+            .as_str()
+            .unwrap()
+            .contains("PostgreSQL")
+    );
+    assert!(tested["latency_ms"].as_f64().unwrap() >= 0.0);
+    let (_, listed) = api.call(Method::GET, "/connections", None).await;
+    let shop = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(shop["status"]["state"], "ok", "{shop}");
+    assert_eq!(shop["tables"], 2);
+    assert_eq!(shop["tables_cached"], 1);
+
+    let (status, refreshed) = api
+        .call(Method::POST, &format!("{path}/refresh"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(refreshed["tables"], 2);
+    assert_eq!(refreshed["rows"], 102);
+    let (_, tables) = api.call(Method::GET, &format!("{path}/tables"), None).await;
+    assert_eq!(table(&tables, "tags")["cached"], true);
+    assert_eq!(table(&tables, "items")["cache"]["version"], 2, "{tables}");
+
+    let (status, purged) = api
+        .call(
+            Method::DELETE,
+            &format!("{path}/tables/public/items/cache"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{purged}");
+    assert!(purged["entries_removed"].as_i64().unwrap() >= 1, "{purged}");
+    let (_, tables) = api.call(Method::GET, &format!("{path}/tables"), None).await;
+    assert_eq!(table(&tables, "items")["cached"], false);
+    assert_eq!(table(&tables, "tags")["cached"], true);
+    let (status, purged) = api
+        .call(Method::DELETE, &format!("{path}/cache"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{purged}");
+    assert_eq!(purged["entries_removed"], 1, "{purged}");
+
+    // Renaming keeps the id, the tables and the address; SQL sees the new catalog name.
+    let (status, renamed) = api
+        .call(Method::PUT, &path, Some(json!({"name": "store"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{renamed}");
+    assert_eq!(
+        (renamed["id"].as_str(), renamed["name"].as_str()),
+        (Some(id.as_str()), Some("store"))
+    );
+    let (status, result) = api
+        .call(
+            Method::POST,
+            "/query",
+            Some(json!({"sql": "SELECT count(*) AS n FROM store.public.tags"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &result["rows"]),
+        (StatusCode::OK, &json!([{"n": 2}])),
+        "{result}"
+    );
+
+    // Pointing the connection elsewhere drops its cache; a new password is kept, unseen.
+    let (_, tables) = api.call(Method::GET, &format!("{path}/tables"), None).await;
+    assert_eq!(table(&tables, "tags")["cached"], true);
+    let (status, moved) = api
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"config": {"host": "localhost", "password": "another-Secret-1"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["config"]["host"], "localhost");
+    assert_eq!(moved["config"]["password_set"], true);
+    assert!(!moved.to_string().contains("another-Secret-1"));
+    let (_, tables) = api.call(Method::GET, &format!("{path}/tables"), None).await;
+    assert_eq!(table(&tables, "tags")["cached"], false, "{tables}");
+    // A change of something else (a timeout) keeps the cache.
+    api.call(
+        Method::POST,
+        "/query",
+        Some(json!({"sql": "SELECT * FROM store.public.tags"})),
+    )
+    .await;
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"config": {"statement_timeout": "60s"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, tables) = api.call(Method::GET, &format!("{path}/tables"), None).await;
+    assert_eq!(table(&tables, "tags")["cached"], true, "{tables}");
+
+    let (status, discovered) = api
+        .call(Method::POST, &format!("{path}/discover"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{discovered}");
+    assert_eq!(discovered["ok"], true);
+    assert_eq!(discovered["tables_removed"], 0);
+
+    let (status, gone) = api.call(Method::DELETE, &path, None).await;
+    assert_eq!((status, gone), (StatusCode::NO_CONTENT, Value::Null));
+    assert_error(
+        &api.call(Method::GET, &path, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &id,
+    );
+    let (_, listed) = api.call(Method::GET, "/connections", None).await;
+    assert!(!listed.to_string().contains(&id), "{listed}");
+    let gone_id = quarry::ConnectionId::parse(&id).unwrap();
+    assert!(
+        api.fixture
+            .engine
+            .store()
+            .cache_entries(&gone_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_response_ever_shows_a_password() {
+    let api = Api::new().await;
+    let body = json!({"name": "shop", "source_type": "postgres", "config": shop_config(&api)});
+    let (status, _, created) = api
+        .send(
+            Method::POST,
+            "/connections",
+            Some(Body::from(body.to_string())),
+            As::Token(&api.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = parse(&created)["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut raw = vec![created];
+    for path in [
+        "/connections".to_owned(),
+        format!("/connections/{id}"),
+        format!("/connections/{id}/tables"),
+    ] {
+        let (status, _, bytes) = api
+            .send(Method::GET, &path, None, As::Token(&api.token), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        raw.push(bytes);
+    }
+    let (_, _, listed) = api
+        .send(
+            Method::GET,
+            "/connections",
+            None,
+            As::Token(&api.token),
+            None,
+        )
+        .await;
+    let listed = parse(&listed);
+    // The list holds no config at all, so not even the fact that a password is set.
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.get("config").is_none()),
+        "{listed}"
+    );
+    for bytes in &raw {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(SECRET), "a password leaked: {text}");
+        assert!(
+            !text.contains("\"password\""),
+            "a password field appears: {text}"
+        );
+    }
+    // Not through SQL either.
+    let (_, _, bytes) = api
+        .send(
+            Method::POST,
+            "/query",
+            Some(Body::from(
+                json!({"sql": "SELECT * FROM quarry.information_schema.connections"}).to_string(),
+            )),
+            As::Token(&api.token),
+            None,
+        )
+        .await;
+    assert!(!String::from_utf8_lossy(&bytes).contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_valid_credentials_get_401() {
+    let api = Api::new().await;
+    let id = api.pg_id().await;
+    let guarded = [
+        (Method::GET, "/connections".to_owned()),
+        (Method::POST, "/connections".to_owned()),
+        (Method::GET, format!("/connections/{id}")),
+        (Method::PUT, format!("/connections/{id}")),
+        (Method::DELETE, format!("/connections/{id}")),
+        (Method::POST, format!("/connections/{id}/test")),
+        (Method::POST, format!("/connections/{id}/discover")),
+        (Method::POST, format!("/connections/{id}/refresh")),
+        (Method::DELETE, format!("/connections/{id}/cache")),
+        (
+            Method::DELETE,
+            format!("/connections/{id}/tables/public/items/cache"),
+        ),
+        (Method::GET, format!("/connections/{id}/tables")),
+        (
+            Method::POST,
+            format!("/connections/{id}/tables/public/items/refresh"),
+        ),
+        (Method::POST, "/query".to_owned()),
+    ];
+    let forged = "x".repeat(43);
+    for who in [
+        As::Nobody,
+        As::Token(&forged),
+        As::Basic("quarry", "wrong"),
+        As::Basic("eve", PASSWORD),
+    ] {
+        for (method, path) in &guarded {
+            let body = json!({"sql": "SELECT 1"});
+            let answer = api.json(method.clone(), path, Some(body), who).await;
+            assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthenticated", "");
+        }
+    }
+    let (_, headers, _) = api
+        .send(Method::GET, "/connections", None, As::Nobody, None)
+        .await;
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    // Nothing was deleted or changed by the refused calls.
+    assert!(api.fixture.engine.connection(&id).await.is_ok());
+    // Both kinds of good credentials work; health and the document need none.
+    let (status, _) = api
+        .json(
+            Method::GET,
+            "/connections",
+            None,
+            As::Basic("quarry", PASSWORD),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, listed) = api.call(Method::GET, "/connections", None).await;
+    assert_eq!(
+        (status, listed[0]["id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+    let (status, health) = api.json(Method::GET, "/health", None, As::Nobody).await;
+    assert_eq!((status, &health["status"]), (StatusCode::OK, &json!("ok")));
+    let (status, doc) = api
+        .json(Method::GET, "/openapi.json", None, As::Nobody)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["paths"]["/connections/{id}"]["put"].is_object(),
+        "{doc}"
+    );
+    // A token from the API is a token of the shared authenticator (Flight SQL takes it too).
+    let header = format!("Bearer {}", api.token);
+    assert_eq!(
+        api.auth.user(Some(header.as_bytes())).await.unwrap(),
+        "quarry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_bad_request_gets_its_status() {
+    let api = Api::new().await;
+    let id = api.pg_id().await;
+    let raw = |body: &'static str| Some(Body::from(body));
+    let send_raw = |path: &'static str, body: Option<Body>| {
+        let api = &api;
+        async move {
+            let (status, _, bytes) = api
+                .send(Method::POST, path, body, As::Token(&api.token), None)
+                .await;
+            (status, parse(&bytes))
+        }
+    };
+    // 400: not JSON, empty, a field of the wrong type, an unknown or missing field, bad SQL.
+    assert_error(
+        &send_raw("/connections", raw("{\"name\": ")).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "not valid JSON",
+    );
+    assert_error(
+        &send_raw("/connections", None).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "empty",
+    );
+    let config = pg_source_config(&api.fixture.db.name);
+    let bad_type = json!({"name": 7, "source_type": "postgres", "config": config});
+    assert_error(
+        &api.call(Method::POST, "/connections", Some(bad_type)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "'name'",
+    );
+    let unknown =
+        json!({"name": "x", "source_type": "postgres", "config": config, "colour": "red"});
+    assert_error(
+        &api.call(Method::POST, "/connections", Some(unknown)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "unknown field `colour`",
+    );
+    let missing = json!({"name": "x", "config": config});
+    assert_error(
+        &api.call(Method::POST, "/connections", Some(missing)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "missing field `source_type`",
+    );
+    let config_not_object = json!({"name": "x", "source_type": "postgres", "config": "host=a"});
+    assert_error(
+        &api.call(Method::POST, "/connections", Some(config_not_object))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "'config'",
+    );
+    assert_error(
+        &api.call(Method::PUT, &format!("/connections/{id}"), Some(json!({})))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "nothing to change",
+    );
+    assert_error(
+        &api.call(Method::POST, "/query", Some(json!({"sql": "SELEC 1"})))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "syntax error",
+    );
+    assert_error(
+        &api.call(Method::POST, "/query", Some(json!({"sql": " "})))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "'sql'",
+    );
+    assert_error(
+        &api.call(Method::POST, "/query", Some(json!({"query": "SELECT 1"})))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "unknown field `query`",
+    );
+
+    // 404: an unknown id, a name where an id belongs, an unknown table or route, a missing table in SQL.
+    let unknown_id = "conn_0000000000000000000000";
+    assert_error(
+        &api.call(Method::GET, &format!("/connections/{unknown_id}"), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        unknown_id,
+    );
+    assert_error(
+        &api.call(Method::DELETE, &format!("/connections/{unknown_id}"), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        unknown_id,
+    );
+    assert_error(
+        &api.call(Method::GET, "/connections/pg", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "by id",
+    );
+    assert_error(
+        &api.call(
+            Method::DELETE,
+            &format!("/connections/{id}/tables/public/nope/cache"),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "public.nope",
+    );
+    assert_error(
+        &api.call(Method::GET, "/nowhere", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "/nowhere",
+    );
+    assert_error(
+        &api.call(
+            Method::POST,
+            "/query",
+            Some(json!({"sql": "SELECT * FROM pg.public.nope"})),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "nope",
+    );
+    assert_error(
+        &api.call(Method::PATCH, "/connections", None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "PATCH",
+    );
+
+    // 409: a taken name, on create and on rename (which then changes nothing).
+    let taken = json!({"name": "pg", "source_type": "postgres", "config": config});
+    assert_error(
+        &api.call(Method::POST, "/connections", Some(taken)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "'pg'",
+    );
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.db");
+    let copy = api.fixture.backend.data_dir().join("copy.db");
+    std::fs::copy(demo, &copy).unwrap();
+    let other = json!({"name": "other", "source_type": "sqlite", "config": {"path": demo}});
+    let (status, created) = api.call(Method::POST, "/connections", Some(other)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let other_id = created["connection"]["id"].as_str().unwrap().to_owned();
+    let rename = json!({"name": "pg", "config": {"path": copy}});
+    assert_error(
+        &api.call(
+            Method::PUT,
+            &format!("/connections/{other_id}"),
+            Some(rename),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "conflict",
+        "'pg'",
+    );
+    let (_, unchanged) = api
+        .call(Method::GET, &format!("/connections/{other_id}"), None)
+        .await;
+    assert_eq!(unchanged["config"]["path"], demo, "{unchanged}");
+
+    // 413: a body over the limit.
+    let huge = format!("{{\"sql\": \"SELECT '{}'\"}}", "x".repeat(2 * 1024 * 1024));
+    let (status, _, bytes) = api
+        .send(
+            Method::POST,
+            "/query",
+            Some(Body::from(huge)),
+            As::Token(&api.token),
+            None,
+        )
+        .await;
+    assert_error(
+        &(status, parse(&bytes)),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "KiB",
+    );
+
+    // 422: values that break a rule.
+    let bad_name = json!({"name": "Bad Name", "source_type": "postgres", "config": config});
+    assert_error(
+        &api.call(Method::POST, "/connections", Some(bad_name)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        "invalid connection name",
+    );
+    let bad_type = json!({"name": "x", "source_type": "oracle", "config": config});
+    assert_error(
+        &api.call(Method::POST, "/connections", Some(bad_type)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        "unknown source type 'oracle'",
+    );
+    let typo =
+        json!({"name": "x", "source_type": "postgres", "config": {"hots": "a", "database": "d"}});
+    assert_error(
+        &api.call(Method::POST, "/connections", Some(typo)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        "host",
+    );
+    let bad_port = json!({"config": {"port": 70000}});
+    assert_error(
+        &api.call(Method::PUT, &format!("/connections/{id}"), Some(bad_port))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        "port",
+    );
+    assert_error(
+        &api.call(
+            Method::PUT,
+            &format!("/connections/{id}"),
+            Some(json!({"name": "quarry"})),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        "reserved",
+    );
+    // None of the refused requests created anything.
+    let (_, listed) = api.call(Method::GET, "/connections", None).await;
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["other", "pg"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_is_down_is_a_result_or_a_502_never_a_500() {
+    let api = Api::new().await;
+    let mut config = pg_source_config("nowhere");
+    config["port"] = json!(1);
+    config["connect_timeout"] = json!("2s");
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/connections",
+            Some(json!({"name": "down", "source_type": "postgres", "config": config})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["discovery"]["ok"], false);
+    assert_eq!(
+        created["discovery"]["error"]["code"], "source_unavailable",
+        "{created}"
+    );
+    let id = created["connection"]["id"].as_str().unwrap().to_owned();
+    let (status, tested) = api
+        .call(Method::POST, &format!("/connections/{id}/test"), None)
+        .await;
+    assert_eq!(
+        (status, &tested["ok"]),
+        (StatusCode::OK, &json!(false)),
+        "{tested}"
+    );
+    assert!(!tested["error"].as_str().unwrap().is_empty());
+    let (_, shown) = api
+        .call(Method::GET, &format!("/connections/{id}"), None)
+        .await;
+    assert_eq!(shown["status"]["state"], "failed", "{shown}");
+    let answer = api
+        .call(Method::POST, &format!("/connections/{id}/discover"), None)
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_GATEWAY,
+        "source_unavailable",
+        "down",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_results_come_as_json_or_arrow() {
+    let api = Api::new().await;
+    let sql = json!({"sql": "SELECT id, name FROM pg.public.items ORDER BY id"}).to_string();
+    let (status, headers, bytes) = api
+        .send(
+            Method::POST,
+            "/query",
+            Some(Body::from(sql.clone())),
+            As::Token(&api.token),
+            Some(quarry::http::query::ARROW_STREAM),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        quarry::http::query::ARROW_STREAM
+    );
+    let reader = StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
+    let schema = reader.schema();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    assert_eq!(schema.field(0).name(), "id");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+
+    let (status, headers, bytes) = api
+        .send(
+            Method::POST,
+            "/query",
+            Some(Body::from(sql)),
+            As::Token(&api.token),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let result = parse(&bytes);
+    let rows = result["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 100);
+    assert_eq!(rows[0], json!({"id": 1, "name": "item 1"}));
+    // A null is an explicit null, not a missing key.
+    assert_eq!(rows[9], json!({"id": 10, "name": null}));
+
+    // A result of many batches is one JSON array holding every row.
+    let many = json!({"sql": "SELECT value FROM generate_series(1, 50000)"});
+    let (status, result) = api.call(Method::POST, "/query", Some(many)).await;
+    assert_eq!(status, StatusCode::OK);
+    let values: Vec<i64> = result["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_i64().unwrap())
+        .collect();
+    assert_eq!(values, (1..=50000).collect::<Vec<_>>());
+    // An empty result is an empty array with its columns.
+    let (_, result) = api
+        .call(
+            Method::POST,
+            "/query",
+            Some(json!({"sql": "SELECT 1 AS x WHERE false"})),
+        )
+        .await;
+    assert_eq!(
+        result,
+        json!({"columns": [{"name": "x", "type": "Int64", "nullable": false}], "rows": []})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_wait_for_each_other_instead_of_failing() {
+    // Found by schemathesis: with the SQLite store, a discovery and a refresh at the same
+    // time made one of them fail with "database is locked" (a 500).
+    let api = Api::new().await;
+    let id = api.pg_id().await;
+    let calls = (0..12).map(|i| {
+        let api = &api;
+        let path = format!(
+            "/connections/{id}/{}",
+            if i % 2 == 0 { "discover" } else { "refresh" }
+        );
+        async move { api.call(Method::POST, &path, None).await }
+    });
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
+
+/// One HTTP/1.1 request over a plain socket: the status and the body.
+async fn http_request(addr: &str, method: &str, path: &str, authorization: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_both_servers_on_one_set_of_users_and_tokens() {
+    use crate::flight::{listening_addresses, query, rows};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = crate::support::quarry_command(dir.path())
+        .args([
+            "serve",
+            "--flight-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env("QUARRY_SERVER_PASSWORD", PASSWORD)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addrs = listening_addresses(&mut child, 2);
+    let (http, flight) = (&addrs[0], &addrs[1]);
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("quarry:{PASSWORD}"))
+    );
+    let (status, body) = http_request(http, "POST", "/login", &basic).await;
+    assert_eq!(status, 200, "{body}");
+    let token = parse(&Bytes::from(body))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The token from the HTTP login works over Flight SQL...
+    let channel = tonic::transport::Channel::from_shared(format!("http://{flight}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    client.set_token(token.clone());
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await), 1);
+    // ...and one from the Flight handshake works over HTTP.
+    let flight_token = client.handshake("quarry", PASSWORD).await.unwrap();
+    let flight_token = String::from_utf8(flight_token.to_vec()).unwrap();
+    let (status, body) = http_request(
+        http,
+        "GET",
+        "/connections",
+        &format!("Bearer {flight_token}"),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, _) = http_request(http, "GET", "/connections", "Bearer forged").await;
+    assert_eq!(status, 401);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
