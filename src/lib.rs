@@ -21,6 +21,7 @@ pub mod http;
 pub mod id;
 pub mod repl;
 pub mod secrets;
+pub mod server;
 pub mod source;
 pub mod sql;
 pub mod store;

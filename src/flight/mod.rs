@@ -12,8 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use self::guard::Guarded;
@@ -21,6 +19,7 @@ use self::service::QuarryFlightSql;
 use crate::auth::Authenticator;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::server::{self, RunningServer};
 
 /// Where results stream at most this many bytes per message (gRPC's default limit is 4 MiB;
 /// the encoder splits larger batches).
@@ -46,45 +45,13 @@ pub struct ServeOptions {
     pub auth: Arc<Authenticator>,
 }
 
-/// A running server; dropping it leaves it running until [`FlightServer::shutdown`] or
-/// the end of the process.
-pub struct FlightServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
-}
-
-impl FlightServer {
-    /// The address it listens on (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting calls, lets running ones end, and waits.
-    pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.wait().await
-    }
-
-    /// Waits until the server stops.
-    pub async fn wait(self) -> Result<()> {
-        match self.task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Usage(format!("the Flight SQL server failed: {e}"))),
-            Err(e) => Err(Error::Usage(format!("the Flight SQL server stopped: {e}"))),
-        }
-    }
-}
-
 /// Whether clients outside this machine can reach `addr`.
 pub fn is_exposed(addr: &SocketAddr) -> bool {
     !addr.ip().is_loopback()
 }
 
 /// Binds `options.addr` and serves `engine` on it until shut down.
-pub async fn start(engine: Engine, options: ServeOptions) -> Result<FlightServer> {
+pub async fn start(engine: Engine, options: ServeOptions) -> Result<RunningServer> {
     let mut server = Server::builder();
     if let Some(tls) = &options.tls {
         let read = |path: &PathBuf, what: &str| {
@@ -100,31 +67,15 @@ pub async fn start(engine: Engine, options: ServeOptions) -> Result<FlightServer
                 ))
             })?;
     }
-    let listener = tokio::net::TcpListener::bind(options.addr)
-        .await
-        .map_err(Error::io(
-            "cannot listen for Flight SQL clients",
-            PathBuf::from(options.addr.to_string()),
-        ))?;
-    let addr = listener.local_addr().map_err(Error::io(
-        "cannot read the listening address",
-        PathBuf::from(options.addr.to_string()),
-    ))?;
+    let (listener, addr) = server::bind(options.addr, "Flight SQL").await?;
     let service =
         FlightServiceServer::new(Guarded::new(QuarryFlightSql::new(engine), options.auth))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let task = tokio::spawn(server.add_service(service).serve_with_incoming_shutdown(
-        incoming,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Ok(FlightServer {
-        addr,
-        stop: Some(stop),
-        task,
-    })
+    Ok(RunningServer::spawn("Flight SQL", addr, |shutdown| {
+        server
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+    }))
 }

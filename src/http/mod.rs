@@ -9,8 +9,9 @@ pub mod openapi;
 pub mod query;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
+
+use std::future::IntoFuture;
 
 use axum::Json;
 use axum::Router;
@@ -19,14 +20,13 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use self::error::ApiError;
 use self::model::{ErrorBody, Health, Token};
 use crate::auth::Authenticator;
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::server::{self, RunningServer};
 
 /// What every handler reaches: the engine and who may call.
 #[derive(Clone)]
@@ -143,60 +143,17 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-/// A running HTTP server.
-pub struct HttpServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl HttpServer {
-    /// The address it listens on (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting requests, lets running ones end, and waits.
-    pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Usage(format!("the HTTP server failed: {e}"))),
-            Err(e) => Err(Error::Usage(format!("the HTTP server stopped: {e}"))),
-        }
-    }
-}
-
 /// Binds `addr` and serves the API on `engine` until shut down.
 pub async fn start(
     engine: Engine,
     auth: Arc<Authenticator>,
     addr: SocketAddr,
-) -> Result<HttpServer> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(Error::io(
-            "cannot listen for HTTP clients",
-            PathBuf::from(addr.to_string()),
-        ))?;
-    let addr = listener.local_addr().map_err(Error::io(
-        "cannot read the listening address",
-        PathBuf::from(addr.to_string()),
-    ))?;
+) -> Result<RunningServer> {
+    let (listener, addr) = server::bind(addr, "HTTP").await?;
     let app = router(engine, auth);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
+    Ok(RunningServer::spawn("HTTP", addr, |shutdown| {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    Ok(HttpServer {
-        addr,
-        stop: Some(stop),
-        task,
-    })
+            .with_graceful_shutdown(shutdown)
+            .into_future()
+    }))
 }

@@ -11,7 +11,8 @@ use datafusion::arrow::datatypes::{Int64Type, Schema};
 use futures::TryStreamExt;
 use prost::Message;
 use quarry::auth::{Authenticator, Users};
-use quarry::flight::{FlightServer, ServeOptions};
+use quarry::flight::ServeOptions;
+use quarry::server::RunningServer;
 use secrecy::SecretString;
 use tonic::transport::Channel;
 
@@ -22,7 +23,7 @@ pub const PASSWORD: &str = "correct horse";
 /// A PostgreSQL source with a small table, and a server on a free port in front of it.
 pub struct Served {
     pub fixture: PgSourceFixture,
-    pub server: FlightServer,
+    pub server: RunningServer,
 }
 
 impl Served {

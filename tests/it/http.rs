@@ -520,243 +520,102 @@ async fn calls_without_valid_credentials_get_401() {
     );
 }
 
+/// A request that must fail: method, path, body, then the status, code and a word of the
+/// message it must get.
+type Case<'a> = (
+    Method,
+    &'a str,
+    Option<String>,
+    StatusCode,
+    &'a str,
+    &'a str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_bad_request_gets_its_status() {
+    use StatusCode as S;
     let api = Api::new().await;
     let id = api.pg_id().await;
-    let raw = |body: &'static str| Some(Body::from(body));
-    let send_raw = |path: &'static str, body: Option<Body>| {
-        let api = &api;
-        async move {
-            let (status, _, bytes) = api
-                .send(Method::POST, path, body, As::Token(&api.token), None)
-                .await;
-            (status, parse(&bytes))
-        }
-    };
-    // 400: not JSON, empty, a field of the wrong type, an unknown or missing field, bad SQL.
-    assert_error(
-        &send_raw("/connections", raw("{\"name\": ")).await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "not valid JSON",
-    );
-    assert_error(
-        &send_raw("/connections", None).await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "empty",
-    );
     let config = pg_source_config(&api.fixture.db.name);
-    let bad_type = json!({"name": 7, "source_type": "postgres", "config": config});
-    assert_error(
-        &api.call(Method::POST, "/connections", Some(bad_type)).await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "'name'",
-    );
-    let unknown =
-        json!({"name": "x", "source_type": "postgres", "config": config, "colour": "red"});
-    assert_error(
-        &api.call(Method::POST, "/connections", Some(unknown)).await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "unknown field `colour`",
-    );
-    let missing = json!({"name": "x", "config": config});
-    assert_error(
-        &api.call(Method::POST, "/connections", Some(missing)).await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "missing field `source_type`",
-    );
-    let config_not_object = json!({"name": "x", "source_type": "postgres", "config": "host=a"});
-    assert_error(
-        &api.call(Method::POST, "/connections", Some(config_not_object))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "'config'",
-    );
-    assert_error(
-        &api.call(Method::PUT, &format!("/connections/{id}"), Some(json!({})))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "nothing to change",
-    );
-    assert_error(
-        &api.call(Method::POST, "/query", Some(json!({"sql": "SELEC 1"})))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "syntax error",
-    );
-    assert_error(
-        &api.call(Method::POST, "/query", Some(json!({"sql": " "})))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "'sql'",
-    );
-    assert_error(
-        &api.call(Method::POST, "/query", Some(json!({"query": "SELECT 1"})))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "unknown field `query`",
-    );
-
-    // 404: an unknown id, a name where an id belongs, an unknown table or route, a missing table in SQL.
-    let unknown_id = "conn_0000000000000000000000";
-    assert_error(
-        &api.call(Method::GET, &format!("/connections/{unknown_id}"), None)
-            .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-        unknown_id,
-    );
-    assert_error(
-        &api.call(Method::DELETE, &format!("/connections/{unknown_id}"), None)
-            .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-        unknown_id,
-    );
-    assert_error(
-        &api.call(Method::GET, "/connections/pg", None).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "by id",
-    );
-    assert_error(
-        &api.call(
-            Method::DELETE,
-            &format!("/connections/{id}/tables/public/nope/cache"),
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "public.nope",
-    );
-    assert_error(
-        &api.call(Method::GET, "/nowhere", None).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "/nowhere",
-    );
-    assert_error(
-        &api.call(
-            Method::POST,
-            "/query",
-            Some(json!({"sql": "SELECT * FROM pg.public.nope"})),
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "nope",
-    );
-    assert_error(
-        &api.call(Method::PATCH, "/connections", None).await,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "PATCH",
-    );
-
-    // 409: a taken name, on create and on rename (which then changes nothing).
-    let taken = json!({"name": "pg", "source_type": "postgres", "config": config});
-    assert_error(
-        &api.call(Method::POST, "/connections", Some(taken)).await,
-        StatusCode::CONFLICT,
-        "conflict",
-        "'pg'",
-    );
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.db");
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/connections",
+            Some(json!({"name": "other", "source_type": "sqlite", "config": {"path": demo}})),
+        )
+        .await;
+    assert_eq!(status, S::CREATED, "{created}");
+    let other = format!(
+        "/connections/{}",
+        created["connection"]["id"].as_str().unwrap()
+    );
     let copy = api.fixture.backend.data_dir().join("copy.db");
     std::fs::copy(demo, &copy).unwrap();
-    let other = json!({"name": "other", "source_type": "sqlite", "config": {"path": demo}});
-    let (status, created) = api.call(Method::POST, "/connections", Some(other)).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let other_id = created["connection"]["id"].as_str().unwrap().to_owned();
-    let rename = json!({"name": "pg", "config": {"path": copy}});
-    assert_error(
-        &api.call(
-            Method::PUT,
-            &format!("/connections/{other_id}"),
-            Some(rename),
-        )
-        .await,
-        StatusCode::CONFLICT,
-        "conflict",
-        "'pg'",
-    );
-    let (_, unchanged) = api
-        .call(Method::GET, &format!("/connections/{other_id}"), None)
-        .await;
-    assert_eq!(unchanged["config"]["path"], demo, "{unchanged}");
-
-    // 413: a body over the limit.
+    let pg = format!("/connections/{id}");
+    let unknown = "/connections/conn_0000000000000000000000";
+    let nope_cache = format!("{pg}/tables/public/nope/cache");
+    let nope_refresh = format!("{pg}/tables/public/nope/refresh");
+    let create = |name: Value, source_type: &str, config: &Value| {
+        json!({"name": name, "source_type": source_type, "config": config}).to_string()
+    };
     let huge = format!("{{\"sql\": \"SELECT '{}'\"}}", "x".repeat(2 * 1024 * 1024));
-    let (status, _, bytes) = api
-        .send(
-            Method::POST,
-            "/query",
-            Some(Body::from(huge)),
-            As::Token(&api.token),
-            None,
-        )
-        .await;
-    assert_error(
-        &(status, parse(&bytes)),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        "KiB",
-    );
-
-    // 422: values that break a rule.
-    let bad_name = json!({"name": "Bad Name", "source_type": "postgres", "config": config});
-    assert_error(
-        &api.call(Method::POST, "/connections", Some(bad_name)).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-        "invalid connection name",
-    );
-    let bad_type = json!({"name": "x", "source_type": "oracle", "config": config});
-    assert_error(
-        &api.call(Method::POST, "/connections", Some(bad_type)).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-        "unknown source type 'oracle'",
-    );
-    let typo =
-        json!({"name": "x", "source_type": "postgres", "config": {"hots": "a", "database": "d"}});
-    assert_error(
-        &api.call(Method::POST, "/connections", Some(typo)).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-        "host",
-    );
-    let bad_port = json!({"config": {"port": 70000}});
-    assert_error(
-        &api.call(Method::PUT, &format!("/connections/{id}"), Some(bad_port))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-        "port",
-    );
-    assert_error(
-        &api.call(
-            Method::PUT,
-            &format!("/connections/{id}"),
-            Some(json!({"name": "quarry"})),
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-        "reserved",
-    );
-    // None of the refused requests created anything.
+    let raw = |text: &str| Some(text.to_owned());
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        // 400: not JSON, empty, not an object, a field of the wrong type, an unknown or
+        // missing field, nothing to do, bad SQL.
+        (Method::POST, "/connections", raw("{\"name\": "), S::BAD_REQUEST, "bad_request", "not valid JSON"),
+        (Method::POST, "/connections", None, S::BAD_REQUEST, "bad_request", "empty"),
+        (Method::POST, "/connections", raw("[\"pg2\", \"sqlite\", {}]"), S::BAD_REQUEST, "bad_request", "JSON object"),
+        (Method::POST, "/connections", Some(create(json!(7), "postgres", &config)), S::BAD_REQUEST, "bad_request", "'name'"),
+        (Method::POST, "/connections", Some(json!({"name": "x", "source_type": "postgres", "config": config, "colour": "red"}).to_string()), S::BAD_REQUEST, "bad_request", "unknown field `colour`"),
+        (Method::POST, "/connections", Some(json!({"name": "x", "config": config}).to_string()), S::BAD_REQUEST, "bad_request", "missing field `source_type`"),
+        (Method::POST, "/connections", Some(create(json!("x"), "postgres", &json!("host=a"))), S::BAD_REQUEST, "bad_request", "'config'"),
+        (Method::PUT, &pg, raw("{}"), S::BAD_REQUEST, "bad_request", "nothing to change"),
+        (Method::POST, "/query", raw(r#"{"sql": "SELEC 1"}"#), S::BAD_REQUEST, "bad_request", "syntax error"),
+        (Method::POST, "/query", raw(r#"{"sql": " "}"#), S::BAD_REQUEST, "bad_request", "'sql'"),
+        (Method::POST, "/query", raw(r#"{"query": "SELECT 1"}"#), S::BAD_REQUEST, "bad_request", "unknown field `query`"),
+        // 404: an unknown id, a name where an id belongs, an unknown table or route, a
+        // missing table in SQL; 405: a method a route does not have.
+        (Method::GET, unknown, None, S::NOT_FOUND, "not_found", "conn_0000000000000000000000"),
+        (Method::DELETE, unknown, None, S::NOT_FOUND, "not_found", "conn_0000000000000000000000"),
+        (Method::GET, "/connections/pg", None, S::NOT_FOUND, "not_found", "by id"),
+        (Method::DELETE, &nope_cache, None, S::NOT_FOUND, "not_found", "public.nope"),
+        (Method::POST, &nope_refresh, None, S::NOT_FOUND, "not_found", "public.nope"),
+        (Method::GET, "/nowhere", None, S::NOT_FOUND, "not_found", "/nowhere"),
+        (Method::POST, "/query", raw(r#"{"sql": "SELECT * FROM pg.public.nope"}"#), S::NOT_FOUND, "not_found", "nope"),
+        (Method::PATCH, "/connections", None, S::METHOD_NOT_ALLOWED, "method_not_allowed", "PATCH"),
+        // 409: a taken name, on create and on rename (which then changes nothing else).
+        (Method::POST, "/connections", Some(create(json!("pg"), "postgres", &config)), S::CONFLICT, "conflict", "'pg'"),
+        (Method::PUT, &other, Some(json!({"name": "pg", "config": {"path": copy}}).to_string()), S::CONFLICT, "conflict", "'pg'"),
+        // 413: a body over the limit.
+        (Method::POST, "/query", Some(huge), S::PAYLOAD_TOO_LARGE, "payload_too_large", "KiB"),
+        // 422: values that break a rule.
+        (Method::POST, "/connections", Some(create(json!("Bad Name"), "postgres", &config)), S::UNPROCESSABLE_ENTITY, "validation_failed", "invalid connection name"),
+        (Method::POST, "/connections", Some(create(json!("x"), "oracle", &config)), S::UNPROCESSABLE_ENTITY, "validation_failed", "unknown source type 'oracle'"),
+        (Method::POST, "/connections", Some(create(json!("x"), "postgres", &json!({"hots": "a", "database": "d"}))), S::UNPROCESSABLE_ENTITY, "validation_failed", "host"),
+        (Method::PUT, &pg, raw(r#"{"config": {"port": 70000}}"#), S::UNPROCESSABLE_ENTITY, "validation_failed", "port"),
+        (Method::PUT, &pg, raw(r#"{"name": "quarry"}"#), S::UNPROCESSABLE_ENTITY, "validation_failed", "reserved"),
+    ];
+    for (method, path, body, status, code, mentions) in cases {
+        let (got, _, bytes) = api
+            .send(
+                method.clone(),
+                path,
+                body.map(Body::from),
+                As::Token(&api.token),
+                None,
+            )
+            .await;
+        let answer = (got, parse(&bytes));
+        let context = format!("{method} {path}");
+        assert!(answer.0 == status, "{context}: {} {}", answer.0, answer.1);
+        assert_error(&answer, status, code, mentions);
+    }
+    // None of the refused requests created or changed anything.
+    let (_, unchanged) = api.call(Method::GET, &other, None).await;
+    assert_eq!(unchanged["config"]["path"], demo, "{unchanged}");
     let (_, listed) = api.call(Method::GET, "/connections", None).await;
     let names: Vec<_> = listed
         .as_array()
