@@ -58,6 +58,33 @@ async fn the_first_query_fetches_and_later_ones_read_the_cache() {
 }
 
 #[tokio::test]
+async fn a_cached_table_tells_the_optimizer_its_row_count() {
+    use datafusion::common::stats::Precision;
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec("CREATE TABLE items AS SELECT g AS id FROM generate_series(1, 1234) g")
+        .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    fx.engine
+        .cached_table("pg", "public", "items")
+        .await
+        .unwrap();
+    // Join planning (which side builds the hash table) runs on these statistics.
+    let plan = fx
+        .engine
+        .sql("SELECT id FROM pg.public.items")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let stats = StatisticsContext::new()
+        .compute(plan.as_ref(), &StatisticsArgs::new())
+        .unwrap();
+    assert_eq!(stats.num_rows, Precision::Exact(1234), "{stats:?}");
+}
+
+#[tokio::test]
 async fn concurrent_first_queries_share_one_fetch() {
     let mut fx = PgSourceFixture::new().await;
     fx.exec("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 50000) g")
