@@ -110,7 +110,7 @@ impl QuarryFlightSql {
             return Err(cancelled());
         }
         let batches = tokio::select! {
-            batches = planned.frame.execute_stream() => batches,
+            batches = crate::sql::results::execute(planned.frame) => batches,
             () = cancel.cancelled() => {
                 self.queries.finish(&handle);
                 return Err(cancelled());

@@ -52,8 +52,10 @@ pub async fn query(
         ));
     }
     let frame = app.engine.sql(&request.sql).await?;
-    let schema: SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
-    let mut batches = frame.execute_stream().await.map_err(Error::from)?;
+    let mut batches = crate::sql::results::execute(frame)
+        .await
+        .map_err(Error::from)?;
+    let schema: SchemaRef = batches.schema();
     // Wait for the first batch before answering: a fetch that fails (the common failure)
     // then gets its own status instead of a cut-off 200.
     let first = batches.next().await.transpose().map_err(Error::from)?;

@@ -138,12 +138,8 @@ impl Shell {
     async fn run_sql(&mut self, sql: &str) -> Result<()> {
         for statement in self.engine.parse(sql)? {
             let start = Instant::now();
-            let stream = self
-                .engine
-                .execute(statement)
-                .await?
-                .execute_stream()
-                .await?;
+            let frame = self.engine.execute(statement).await?;
+            let stream = crate::sql::results::execute(frame).await?;
             let options = RenderOptions {
                 mode: self.settings.mode,
                 max_rows: self.settings.max_rows,

@@ -3,6 +3,7 @@
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use futures::TryStreamExt;
 
 use crate::support::{MySqlSourceFixture, PgSourceFixture, mysql_source_config};
 
@@ -82,6 +83,22 @@ async fn a_cached_table_tells_the_optimizer_its_row_count() {
         .compute(plan.as_ref(), &StatisticsArgs::new())
         .unwrap();
     assert_eq!(stats.num_rows, Precision::Exact(1234), "{stats:?}");
+    // With exact statistics the optimizer answers min/max/count from the footer as
+    // constants; the result still carries the schema announced at planning.
+    let frame = fx
+        .engine
+        .sql("SELECT count(*) AS n, min(id) AS low FROM pg.public.items")
+        .await
+        .unwrap();
+    let announced = frame.schema().as_arrow().clone();
+    let batches: Vec<RecordBatch> = quarry::sql::results::execute(frame)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(batches[0].schema().as_ref(), &announced);
+    assert!(announced.field(1).is_nullable());
 }
 
 #[tokio::test]
