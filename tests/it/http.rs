@@ -128,6 +128,30 @@ impl Api {
         self.json(method, path, body, As::Token(&self.token)).await
     }
 
+    /// Creates `shop`, a second connection to the fixture's database with a password;
+    /// returns the 201 answer's headers and raw body.
+    async fn create_shop(&self) -> (HeaderMap, Bytes) {
+        let mut config = pg_source_config(&self.fixture.db.name);
+        config["password"] = json!(SECRET);
+        let body = json!({"name": "shop", "source_type": "postgres", "config": config});
+        let (status, headers, bytes) = self
+            .send(
+                Method::POST,
+                "/connections",
+                Some(Body::from(body.to_string())),
+                As::Token(&self.token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        (headers, bytes)
+    }
+
     /// The id of the fixture's connection `pg`.
     pub async fn pg_id(&self) -> String {
         self.fixture
@@ -162,12 +186,6 @@ fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str, me
     assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
 }
 
-fn shop_config(api: &Api) -> Value {
-    let mut config = pg_source_config(&api.fixture.db.name);
-    config["password"] = json!(SECRET);
-    config
-}
-
 fn table<'a>(tables: &'a Value, name: &str) -> &'a Value {
     tables
         .as_array()
@@ -180,18 +198,8 @@ fn table<'a>(tables: &'a Value, name: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_lives_its_whole_life_by_id() {
     let api = Api::new().await;
-    let body = json!({"name": "shop", "source_type": "postgres", "config": shop_config(&api)});
-    let (status, headers, bytes) = api
-        .send(
-            Method::POST,
-            "/connections",
-            Some(Body::from(body.to_string())),
-            As::Token(&api.token),
-            None,
-        )
-        .await;
+    let (headers, bytes) = api.create_shop().await;
     let created = parse(&bytes);
-    assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["connection"]["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("conn_") && id.len() == 27, "{id}");
     assert_eq!(
@@ -374,17 +382,7 @@ async fn a_connection_lives_its_whole_life_by_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_response_ever_shows_a_password() {
     let api = Api::new().await;
-    let body = json!({"name": "shop", "source_type": "postgres", "config": shop_config(&api)});
-    let (status, _, created) = api
-        .send(
-            Method::POST,
-            "/connections",
-            Some(Body::from(body.to_string())),
-            As::Token(&api.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let (_, created) = api.create_shop().await;
     let id = parse(&created)["connection"]["id"]
         .as_str()
         .unwrap()
