@@ -19,6 +19,18 @@ use crate::store::{CacheEntry, TableRecord};
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The path of one table of a connection: `/connections/{id}/tables/{schema}/{table}/...`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TablePath {
+    /// The connection's id.
+    id: String,
+    /// The table's source schema.
+    schema: String,
+    /// The table's name.
+    table: String,
+}
+
 /// The connection with id `id`; a name (or anything else) is not found.
 async fn by_id(engine: &Engine, id: &str) -> ApiResult<Connection> {
     if !ConnectionId::looks_valid(id) {
@@ -290,11 +302,7 @@ pub async fn refresh(
 /// Fetch one table again into the cache.
 #[utoipa::path(post, path = "/connections/{id}/tables/{schema}/{table}/refresh",
     tag = "connections",
-    params(
-        ("id" = String, Path, description = "The connection's id"),
-        ("schema" = String, Path, description = "The table's source schema"),
-        ("table" = String, Path, description = "The table's name"),
-    ),
+    params(TablePath),
     responses(
         (status = 200, description = "What was fetched", body = RefreshResult),
         (status = 401, description = "No valid credentials", body = ErrorBody),
@@ -303,7 +311,7 @@ pub async fn refresh(
     ))]
 pub async fn refresh_table(
     State(app): State<AppState>,
-    PathParams((id, schema, table)): PathParams<(String, String, String)>,
+    PathParams(TablePath { id, schema, table }): PathParams<TablePath>,
 ) -> ApiResult<Json<RefreshResult>> {
     let connection = by_id(&app.engine, &id).await?;
     known_table(&app.engine, &connection, &schema, &table).await?;
@@ -356,11 +364,7 @@ pub async fn purge(
 /// Drop one table's cache.
 #[utoipa::path(delete, path = "/connections/{id}/tables/{schema}/{table}/cache",
     tag = "connections",
-    params(
-        ("id" = String, Path, description = "The connection's id"),
-        ("schema" = String, Path, description = "The table's source schema"),
-        ("table" = String, Path, description = "The table's name"),
-    ),
+    params(TablePath),
     responses(
         (status = 200, description = "What was dropped", body = PurgeResult),
         (status = 401, description = "No valid credentials", body = ErrorBody),
@@ -368,7 +372,7 @@ pub async fn purge(
     ))]
 pub async fn purge_table(
     State(app): State<AppState>,
-    PathParams((id, schema, table)): PathParams<(String, String, String)>,
+    PathParams(TablePath { id, schema, table }): PathParams<TablePath>,
 ) -> ApiResult<Json<PurgeResult>> {
     let connection = by_id(&app.engine, &id).await?;
     known_table(&app.engine, &connection, &schema, &table).await?;
