@@ -1,7 +1,9 @@
-//! The 22 TPC-H queries through Quarry (warm: every table cached first) and directly on
+//! The 22 TPC-H queries through Quarry (warm: every table cached first and decoded into the
+//! memory tier, as a first read of each does in the background), through a second engine
+//! on the same cache with the memory tier off (Parquet files only), and directly on
 //! PostgreSQL, in the same run; per-query times, row counts and geometric means over the
 //! queries PostgreSQL finishes within the timeout. Also the planning overhead of a
-//! statement on a cached 5-row table, against the same plan over a DataFusion MemTable.
+//! statement on a cached 10-row table, against the same plan over a DataFusion MemTable.
 //! Run: `cargo bench --bench tpch -- --scale 1` (`--timeout 60` seconds per query,
 //! `--set datafusion.some.option=value` to try a setting).
 
@@ -37,14 +39,36 @@ async fn main() {
         "TPC-H scale {scale}: cached all 8 tables in {:.1} s",
         warm.elapsed().as_secs_f64()
     );
-    run(&engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
-    // `--set key=value` (repeatable) tries DataFusion settings without a rebuild.
-    for (i, a) in args.iter().enumerate() {
-        if a == "--set"
-            && let Some((key, value)) = args.get(i + 1).and_then(|kv| kv.split_once('='))
-        {
-            run(&engine, &format!("SET {key} = {value}")).await;
-            println!("SET {key} = {value}");
+    let load = Instant::now();
+    let mut decoded = 0;
+    for (table, _) in tpch::TABLES {
+        decoded += engine
+            .load_into_memory("tpch", "public", table)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{table} does not fit the memory tier"));
+    }
+    println!(
+        "decoded them into the memory tier in {:.1} s: {:.0} MB (budget {:.0} MB)",
+        load.elapsed().as_secs_f64(),
+        decoded as f64 / 1e6,
+        engine.config().memory_cache as f64 / 1e6
+    );
+    let files = quarry::Engine::builder()
+        .data_dir(dir.path())
+        .memory_cache(0)
+        .build()
+        .await
+        .unwrap();
+    for engine in [&engine, &files] {
+        run(engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
+        // `--set key=value` (repeatable) tries DataFusion settings without a rebuild.
+        for (i, a) in args.iter().enumerate() {
+            if a == "--set"
+                && let Some((key, value)) = args.get(i + 1).and_then(|kv| kv.split_once('='))
+            {
+                run(engine, &format!("SET {key} = {value}")).await;
+            }
         }
     }
 
@@ -56,10 +80,10 @@ async fn main() {
     .unwrap();
 
     println!(
-        "{:>5} {:>12} {:>12} {:>9} {:>7} {:>7}",
-        "query", "postgres s", "quarry s", "speed-up", "rows", "rows"
+        "{:>5} {:>11} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "query", "postgres s", "quarry s", "speed-up", "files s", "speed-up", "rows", "rows"
     );
-    let (mut pg_times, mut quarry_times) = (Vec::new(), Vec::new());
+    let (mut pg_times, mut quarry_times, mut file_times) = (Vec::new(), Vec::new(), Vec::new());
     for (i, sql) in tpch_queries::QUERIES.iter().enumerate() {
         let start = Instant::now();
         let pg_result = sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
@@ -68,38 +92,75 @@ async fn main() {
         let pg_time = start.elapsed();
         let start = Instant::now();
         let quarry_rows = run(&engine, sql).await;
-        let quarry_time = start.elapsed();
+        let quarry_time = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let file_rows = run(&files, sql).await;
+        let file_time = start.elapsed().as_secs_f64();
+        assert_eq!(
+            quarry_rows,
+            file_rows,
+            "Q{}: memory and files disagree",
+            i + 1
+        );
         match pg_result {
             Ok(rows) => {
-                pg_times.push(pg_time.as_secs_f64());
-                quarry_times.push(quarry_time.as_secs_f64());
+                let pg_time = pg_time.as_secs_f64();
+                pg_times.push(pg_time);
+                quarry_times.push(quarry_time);
+                file_times.push(file_time);
                 println!(
-                    "{:>5} {:>12.3} {:>12.3} {:>8.1}x {:>7} {:>7}",
+                    "{:>5} {pg_time:>11.3} {quarry_time:>9.3} {:>8.1}x {file_time:>9.3} {:>8.1}x {:>7} {quarry_rows:>7}",
                     i + 1,
-                    pg_time.as_secs_f64(),
-                    quarry_time.as_secs_f64(),
-                    pg_time.as_secs_f64() / quarry_time.as_secs_f64(),
+                    pg_time / quarry_time,
+                    pg_time / file_time,
                     rows.len(),
-                    quarry_rows
                 );
             }
             Err(e) => println!(
-                "{:>5} {:>12} {:>12.3}          ({})",
+                "{:>5} {:>11} {quarry_time:>9.3} {:>9} {file_time:>9.3} {:>9} ({})",
                 i + 1,
                 format!(">{timeout}"),
-                quarry_time.as_secs_f64(),
+                "",
+                "",
                 e.to_string().lines().next().unwrap_or_default()
             ),
         }
     }
-    let (pg_mean, quarry_mean) = (geomean(&pg_times), geomean(&quarry_times));
+    let (pg_mean, quarry_mean, file_mean) = (
+        geomean(&pg_times),
+        geomean(&quarry_times),
+        geomean(&file_times),
+    );
     println!(
-        "geometric mean over {} queries PostgreSQL finished: postgres {pg_mean:.3} s, quarry {quarry_mean:.3} s, quarry is {:.1}x faster",
+        "geometric mean over {} queries PostgreSQL finished: postgres {pg_mean:.3} s, quarry {quarry_mean:.3} s ({:.1}x faster), quarry on files only {file_mean:.3} s ({:.1}x faster)",
         pg_times.len(),
-        pg_mean / quarry_mean
+        pg_mean / quarry_mean,
+        pg_mean / file_mean
     );
 
-    // Planning overhead on a cached tiny table, against a MemTable baseline.
+    // Planning overhead on a cached 10-row table (from a SQLite source), against the same
+    // plan over a DataFusion MemTable.
+    let small = dir.path().join("small.db");
+    let mut sqlite = sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&small)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlite
+        .execute("CREATE TABLE ten (id INTEGER NOT NULL, name TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) INSERT INTO ten SELECT i, 'row ' || i FROM n")
+        .await
+        .unwrap();
+    engine
+        .create_connection("small", "sqlite", serde_json::json!({ "path": small }))
+        .await
+        .unwrap();
+    engine.discover_connection("small").await.unwrap();
+    engine
+        .load_into_memory("small", "main", "ten")
+        .await
+        .unwrap();
     let plan = |sql: &'static str| {
         let engine = engine.clone();
         async move {
@@ -116,15 +177,14 @@ async fn main() {
     };
     run(
         &engine,
-        "CREATE TABLE datafusion.public.region_mem AS SELECT * FROM tpch.public.region",
+        "CREATE TABLE datafusion.public.ten_mem AS SELECT * FROM small.main.ten",
     )
     .await;
-    let quarry_plan: Duration =
-        plan("SELECT r_name FROM tpch.public.region WHERE r_regionkey > 1").await;
+    let quarry_plan: Duration = plan("SELECT name FROM small.main.ten WHERE id > 1").await;
     let memory_plan: Duration =
-        plan("SELECT r_name FROM datafusion.public.region_mem WHERE r_regionkey > 1").await;
+        plan("SELECT name FROM datafusion.public.ten_mem WHERE id > 1").await;
     println!(
-        "planning a statement on a cached 5-row table: median {:.3} ms (MemTable baseline {:.3} ms, overhead {:.3} ms)",
+        "planning a statement on a cached 10-row table: median {:.3} ms (MemTable baseline {:.3} ms, overhead {:.3} ms)",
         quarry_plan.as_secs_f64() * 1e3,
         memory_plan.as_secs_f64() * 1e3,
         (quarry_plan.as_secs_f64() - memory_plan.as_secs_f64()) * 1e3

@@ -16,7 +16,7 @@ use crate::cache::{Cache, PurgeOutcome};
 use crate::config::{self, StoreUrl};
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, TableName};
 use crate::id::ConnectionId;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
 use crate::source::{self, Source, SourceConfig, SourceType, TestOutcome, merge_patch};
@@ -31,16 +31,20 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The metadata store.
     pub store_url: StoreUrl,
+    /// Bytes of cache files the memory tier keeps decoded at most (0: none).
+    pub memory_cache: u64,
 }
 
 /// Builds an [`Engine`]. Anything not given explicitly is taken from the environment as
 /// the CLI does: `QUARRY_HOME` (else `~/.quarry`), `QUARRY_STORE_URL` (else `quarry.db` in
-/// the data dir) and `QUARRY_SECRET_KEY` (else the key file in the data dir).
+/// the data dir), `QUARRY_SECRET_KEY` (else the key file in the data dir) and
+/// `QUARRY_MEMORY_CACHE` (else a quarter of the machine's memory).
 #[derive(Default)]
 pub struct EngineBuilder {
     data_dir: Option<PathBuf>,
     store_url: Option<String>,
     key_source: Option<KeySource>,
+    memory_cache: Option<u64>,
 }
 
 impl EngineBuilder {
@@ -68,6 +72,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps at most `bytes` of cache files decoded in memory (0 turns the tier off).
+    pub fn memory_cache(mut self, bytes: u64) -> Self {
+        self.memory_cache = Some(bytes);
+        self
+    }
+
     /// Creates the data directory if needed, opens and migrates the store.
     pub async fn build(self) -> Result<Engine> {
         let data_dir = config::resolve_data_dir(self.data_dir)?;
@@ -85,9 +95,16 @@ impl EngineBuilder {
             Some(source) => source,
             None => KeySource::from_env_or_file(&data_dir)?,
         };
+        let memory_cache = match self.memory_cache {
+            Some(bytes) => bytes,
+            None => match std::env::var(config::MEMORY_CACHE_ENV) {
+                Ok(size) if !size.is_empty() => config::parse_memory_budget(&size)?,
+                _ => config::default_memory_budget(),
+            },
+        };
         let store = store::open(&store_url).await?;
         let events = Events::default();
-        let cache = Cache::new(&data_dir, Arc::clone(&store), events.clone());
+        let cache = Cache::new(&data_dir, Arc::clone(&store), events.clone(), memory_cache);
         cache.collect_garbage().await?;
         let snapshot = Arc::new(SnapshotCell::default());
         snapshot.reload(store.as_ref()).await?;
@@ -103,6 +120,7 @@ impl EngineBuilder {
                 config: Config {
                     data_dir,
                     store_url,
+                    memory_cache,
                 },
                 store,
                 cipher: SecretCipher::new(key_source),
@@ -531,6 +549,35 @@ impl Engine {
     ) -> Result<CacheEntry> {
         let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
         self.inner.cache.ensure(&connection, source, &record).await
+    }
+
+    /// Decodes a table's cache file into the memory tier (fetching the table first if it is
+    /// not cached), as a statement reading it would in the background. Returns the bytes it
+    /// holds there, or `None` when the tier is off or the table does not fit.
+    pub async fn load_into_memory(
+        &self,
+        name_or_id: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<u64>> {
+        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
+        let entry = self
+            .inner
+            .cache
+            .ensure(&connection, source, &record)
+            .await?;
+        let name = TableName {
+            connection_id: connection.id.clone(),
+            connection_name: connection.name.to_string(),
+            schema: record.schema.clone(),
+            table: record.name.clone(),
+        };
+        let arrow = Arc::new(crate::cache::schema_from_json(
+            &entry.arrow_schema,
+            &name.to_string(),
+        )?);
+        let lease = self.inner.cache.lease(&entry);
+        Ok(self.inner.cache.memory().load(&lease, arrow, name).await)
     }
 
     /// Fetches a new version of a table; queries already running keep reading the old one.

@@ -123,6 +123,14 @@ pub enum Error {
     #[error("cannot fetch {table}: {message}")]
     Fetch { table: String, message: String },
 
+    /// An engine setting has a value Quarry cannot use.
+    #[error("invalid {setting} '{given}': {expected}")]
+    InvalidSetting {
+        setting: &'static str,
+        given: String,
+        expected: &'static str,
+    },
+
     /// A file-system operation failed.
     #[error("{context} '{}': {source}", path.display())]
     Io {
@@ -209,7 +217,8 @@ impl Error {
             Error::InvalidName { .. }
             | Error::ReservedName { .. }
             | Error::UnknownSourceType { .. }
-            | Error::InvalidConfig { .. } => Kind::Invalid,
+            | Error::InvalidConfig { .. }
+            | Error::InvalidSetting { .. } => Kind::Invalid,
             Error::InvalidId { .. } | Error::ConnectionNotFound(_) => Kind::NotFound,
             Error::ConnectionExists { .. } => Kind::AlreadyExists,
             Error::Unauthenticated(_) => Kind::Unauthenticated,

@@ -45,6 +45,15 @@ pub enum Event {
         /// How long the fetch took.
         elapsed: Duration,
     },
+    /// A cached table was decoded into the memory tier: later statements read memory.
+    TableInMemory {
+        /// Which table.
+        table: TableName,
+        /// Bytes of decoded batches it holds.
+        bytes: u64,
+        /// How long decoding took.
+        elapsed: Duration,
+    },
     /// A fetch failed; nothing was published.
     FetchFailed {
         /// Which table.

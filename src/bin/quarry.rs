@@ -47,6 +47,16 @@ struct Cli {
     )]
     store_url: Option<String>,
 
+    /// How much of the cache to keep decoded in memory: a size (4GiB), a share of
+    /// memory (25%), or 0 for none [default: 25%]
+    #[arg(
+        long = "memory-cache",
+        env = "QUARRY_MEMORY_CACHE",
+        value_name = "SIZE",
+        global = true
+    )]
+    memory_cache: Option<String>,
+
     /// Run these SQL statements (and dot-commands), print their results and exit
     #[arg(
         short = 'c',
@@ -158,6 +168,9 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> quarry::Result<usize> {
     }
     if let Some(url) = cli.store_url {
         builder = builder.store_url(url);
+    }
+    if let Some(size) = cli.memory_cache {
+        builder = builder.memory_cache(quarry::config::parse_memory_budget(&size)?);
     }
     let engine = runtime.block_on(builder.build())?;
     if let Some(Action::Serve(args)) = cli.action {

@@ -4,8 +4,10 @@
 //! requests for one table share one fetch; files of replaced versions are deleted once no
 //! reader holds them.
 
+mod memory;
 mod writer;
 
+pub use memory::MemoryTier;
 pub use writer::properties;
 
 use std::collections::HashMap;
@@ -94,11 +96,12 @@ impl Drop for CacheLease {
     }
 }
 
-/// Reader counts and files waiting for their last reader.
-#[derive(Debug, Default)]
+/// Reader counts, files waiting for their last reader, and the decoded copies of files.
+#[derive(Debug)]
 struct CacheState {
     readers: Mutex<HashMap<PathBuf, usize>>,
     retired: Mutex<Vec<PathBuf>>,
+    memory: Arc<MemoryTier>,
 }
 
 impl CacheState {
@@ -130,8 +133,9 @@ impl CacheState {
         }
     }
 
-    /// Deletes `path` now, or when its last reader is done.
+    /// Deletes `path` now, or when its last reader is done; its decoded copy goes now.
     fn retire(&self, path: PathBuf) {
+        self.memory.remove(&path);
         let readers = self.lock_readers();
         if readers.get(&path).is_some_and(|n| *n > 0) {
             self.retired
@@ -175,15 +179,31 @@ pub struct PurgeOutcome {
 }
 
 impl Cache {
-    /// The cache under `data_dir`, committing entries to `store`.
-    pub fn new(data_dir: &Path, store: Arc<dyn MetadataStore>, events: Events) -> Self {
+    /// The cache under `data_dir`, committing entries to `store` and keeping up to
+    /// `memory_budget` bytes of files decoded in memory.
+    pub fn new(
+        data_dir: &Path,
+        store: Arc<dyn MetadataStore>,
+        events: Events,
+        memory_budget: u64,
+    ) -> Self {
+        let memory = Arc::new(MemoryTier::new(memory_budget, events.clone()));
         Cache {
             data_dir: data_dir.to_owned(),
             store,
             events,
-            state: Arc::default(),
+            state: Arc::new(CacheState {
+                readers: Mutex::default(),
+                retired: Mutex::default(),
+                memory,
+            }),
             inflight: Mutex::default(),
         }
+    }
+
+    /// The memory tier of decoded cache files.
+    pub fn memory(&self) -> &Arc<MemoryTier> {
+        &self.state.memory
     }
 
     /// The absolute path of a cache entry's file.

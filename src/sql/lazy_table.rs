@@ -1,14 +1,17 @@
 //! A source table as DataFusion sees it. Its schema comes from the snapshot; planning reads
-//! only the store. A cached table is scanned from its Parquet file (projection, filter and
-//! limit pushed into the Parquet reader, statistics from the file) under a lease that keeps
-//! the file until the query is done. An uncached table plans a scan that fetches the table
-//! when it executes, then reads the new file.
+//! only the store. A cached table whose file is in the memory tier is scanned from its
+//! decoded batches; otherwise from its Parquet file (projection, filter and limit pushed into
+//! the Parquet reader, statistics from the file) under a lease that keeps the file until the
+//! query is done, and the file starts loading into the memory tier for the next statement.
+//! An uncached table plans a scan that fetches the table when it executes, then reads the
+//! new file.
 
 use std::fmt;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::project_schema;
@@ -17,6 +20,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -39,6 +44,7 @@ use super::snapshot::SnapshotTable;
 use crate::cache::CacheLease;
 use crate::connection::Connection;
 use crate::engine::EngineCore;
+use crate::events::TableName;
 use crate::source::CommonOptions;
 
 /// A discovered table, fetched on first read.
@@ -62,6 +68,37 @@ impl LazyTable {
             core,
         }
     }
+}
+
+impl LazyTable {
+    fn name(&self) -> TableName {
+        TableName {
+            connection_id: self.connection.id.clone(),
+            connection_name: self.connection.name.to_string(),
+            schema: self.table.record.schema.clone(),
+            table: self.table.record.name.clone(),
+        }
+    }
+}
+
+/// Plans a scan of a table's decoded batches, dealt round-robin to the session's partitions;
+/// DataFusion's memory source reports exact row counts from them. Filters stay above it.
+fn memory_scan(
+    state: &dyn Session,
+    batches: &[RecordBatch],
+    schema: SchemaRef,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let partitions = state.config().target_partitions().max(1);
+    let mut split = vec![Vec::new(); partitions.min(batches.len()).max(1)];
+    let count = split.len();
+    for (i, batch) in batches.iter().enumerate() {
+        split[i % count].push(batch.clone());
+    }
+    let source =
+        MemorySourceConfig::try_new(&split, schema, projection.cloned())?.with_limit(limit);
+    Ok(DataSourceExec::from_data_source(source))
 }
 
 /// Plans a scan of one cache file with everything DataFusion can push into it.
@@ -135,6 +172,13 @@ impl TableProvider for LazyTable {
         };
         if let Some(entry) = current.filter(|_| !stale) {
             let lease = Arc::new(engine.cache().lease(&entry));
+            let memory = engine.cache().memory();
+            if let Some(batches) = memory.get(lease.path())
+                && batches.first().is_none_or(|b| b.schema() == self.schema())
+            {
+                return memory_scan(state, &batches, self.schema(), projection, limit);
+            }
+            memory.load_in_background(&lease, self.schema(), self.name());
             let plan =
                 parquet_scan(state, &lease, self.schema(), projection, filters, limit).await?;
             return Ok(Arc::new(LeaseExec::new(plan, lease)));

@@ -146,6 +146,7 @@ fn schema_of(view: &str) -> SchemaRef {
             f("fetched_at", utc()),
             f("cache_version", DataType::Int64),
             f("fetch_count", DataType::Int64),
+            f("memory_bytes", DataType::Int64),
         ],
         _ => vec![
             f("connection_name", DataType::Utf8),
@@ -202,7 +203,18 @@ async fn rows(engine: &Engine, view: &str) -> crate::Result<Vec<ArrayRef>> {
                 mut fetched,
                 mut version,
                 mut count,
-            ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+                mut memory,
+            ) = (
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+            );
+            let cache = engine.cache();
             for c in &connections {
                 let entries = engine.store().cache_entries(&c.id).await?;
                 for t in engine.store().tables(&c.id).await? {
@@ -221,6 +233,10 @@ async fn rows(engine: &Engine, view: &str) -> crate::Result<Vec<ArrayRef>> {
                     fetched.push(entry.map(|e| e.fetched_at));
                     version.push(entry.map(|e| e.version));
                     count.push(Some(t.fetch_count));
+                    memory.push(entry.map(|e| {
+                        let bytes = cache.memory().resident_bytes(&cache.absolute(e));
+                        bytes.unwrap_or(0) as i64
+                    }));
                 }
             }
             let [id, name, schema, table, kind] = cols;
@@ -237,6 +253,7 @@ async fn rows(engine: &Engine, view: &str) -> crate::Result<Vec<ArrayRef>> {
                 times(fetched),
                 ints(version),
                 ints(count),
+                ints(memory),
             ]
         }
         _ => {

@@ -46,6 +46,27 @@ fn a_bad_statement_fails_with_the_error_on_stderr() {
 }
 
 #[test]
+fn a_bad_memory_cache_size_is_refused_with_the_forms_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry(dir.path(), &["--memory-cache", "lots", "-c", "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("invalid memory cache size 'lots'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("4GiB") && stderr.contains("25%"),
+        "{stderr}"
+    );
+    let out = quarry(
+        dir.path(),
+        &["--memory-cache", "0", "-c", "SELECT 1 AS one"],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+}
+
+#[test]
 fn a_syntax_error_fails_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let out = quarry(dir.path(), &["-c", "SELEC 1"]);

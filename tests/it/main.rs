@@ -8,6 +8,7 @@ mod flight_python;
 mod http;
 mod http_schemathesis;
 mod malformed;
+mod memory_tier;
 mod mysql_source;
 mod postgres_source;
 mod render;

@@ -127,12 +127,15 @@ impl Backend {
     }
 
     pub async fn engine_with_key(&self, key: KeySource) -> quarry::Result<Engine> {
+        self.builder().key_source(key).build().await
+    }
+
+    /// A builder for an engine on this backend with the fixture's key, to set more on.
+    pub fn builder(&self) -> quarry::EngineBuilder {
         Engine::builder()
             .data_dir(self.data_dir())
             .store_url(&self.store_url)
-            .key_source(key)
-            .build()
-            .await
+            .key_source(KeySource::Given(self.key.clone()))
     }
 
     pub fn url(&self) -> StoreUrl {

@@ -1,0 +1,174 @@
+//! The memory tier against a real PostgreSQL source: a table read once is decoded into
+//! memory in the background, later statements scan it there with identical results, and
+//! purging or refreshing the table drops the decoded copy.
+
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use quarry::{Engine, Event};
+
+use crate::support::PgSourceFixture;
+
+async fn text(engine: &Engine, sql: &str) -> String {
+    let batches = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+/// The memory_bytes information_schema shows for `pg.public.<table>` (None: not cached).
+async fn memory_bytes(engine: &Engine, table: &str) -> Option<i64> {
+    let batches: Vec<RecordBatch> = engine
+        .sql(&format!("SELECT memory_bytes FROM quarry.information_schema.tables WHERE connection_name = 'pg' AND table_name = '{table}'"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let column = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    column.is_valid(0).then(|| column.value(0))
+}
+
+/// Whether a statement's physical plan scans memory (DataFusion's memory source shows its
+/// partition sizes) or a Parquet file (its file groups).
+async fn scans_memory(engine: &Engine, sql: &str) -> bool {
+    let plan = text(engine, &format!("EXPLAIN {sql}")).await;
+    match (
+        plan.contains("partition_sizes="),
+        plan.contains("file_groups="),
+    ) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => panic!("neither or both scans in the plan:\n{plan}"),
+    }
+}
+
+const QUERY: &str = "SELECT shop, count(*) AS n, sum(amount) AS total, max(name) AS last FROM pg.public.orders WHERE id % 3 = 0 GROUP BY shop ORDER BY shop";
+
+async fn orders(fx: &mut PgSourceFixture) {
+    fx.exec("CREATE TABLE orders AS SELECT g AS id, (g % 7)::int AS shop, (g * 1.25)::numeric(12,2) AS amount, 'name ' || g AS name FROM generate_series(1, 30000) g").await;
+    fx.engine.discover_connection("pg").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_table_read_once_is_decoded_into_memory_and_read_from_there() {
+    let mut fx = PgSourceFixture::new().await;
+    orders(&mut fx).await;
+    let mut events = fx.engine.subscribe();
+    let fetched = text(&fx.engine, QUERY).await;
+    assert_eq!(memory_bytes(&fx.engine, "orders").await, Some(0));
+    // The first read of the cached file scans Parquet and starts the load.
+    assert!(!scans_memory(&fx.engine, QUERY).await);
+    let again = text(&fx.engine, QUERY).await;
+    let loaded = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Ok(Event::TableInMemory { table, bytes, .. }) = events.recv().await
+                && table.table == "orders"
+            {
+                return bytes;
+            }
+        }
+    })
+    .await
+    .expect("the table was loaded into memory");
+    assert!(loaded > 0);
+    assert_eq!(
+        memory_bytes(&fx.engine, "orders").await,
+        Some(loaded as i64)
+    );
+    assert!(scans_memory(&fx.engine, QUERY).await);
+    let from_memory = text(&fx.engine, QUERY).await;
+    assert_eq!(from_memory, again);
+    assert_eq!(from_memory, fetched);
+    let expected: (i64,) = sqlx::query_as("SELECT count(*) FROM orders WHERE id % 3 = 0")
+        .fetch_one(&mut fx.admin)
+        .await
+        .unwrap();
+    let counted = text(
+        &fx.engine,
+        "SELECT count(*) AS n FROM pg.public.orders WHERE id % 3 = 0",
+    )
+    .await;
+    assert!(counted.contains(&format!("| {} ", expected.0)), "{counted}");
+    // Purging the cache drops the decoded copy too.
+    text(&fx.engine, "SELECT * FROM purge_cache('pg')").await;
+    assert_eq!(fx.engine.cache().memory().used(), 0);
+    assert_eq!(memory_bytes(&fx.engine, "orders").await, None);
+}
+
+#[tokio::test]
+async fn a_refreshed_table_drops_its_old_copy_and_shows_new_rows() {
+    let mut fx = PgSourceFixture::new().await;
+    orders(&mut fx).await;
+    let before = fx
+        .engine
+        .load_into_memory("pg", "public", "orders")
+        .await
+        .unwrap();
+    assert_eq!(fx.engine.cache().memory().used(), before.unwrap());
+    let count = "SELECT count(*) AS n FROM pg.public.orders WHERE id > 0";
+    assert!(scans_memory(&fx.engine, count).await);
+    assert!(text(&fx.engine, count).await.contains("| 30000 "));
+    fx.exec("INSERT INTO orders VALUES (30001, 1, 1.00, 'new')")
+        .await;
+    // Still the cached version until a refresh.
+    assert!(text(&fx.engine, count).await.contains("| 30000 "));
+    text(
+        &fx.engine,
+        "SELECT * FROM refresh_table('pg.public.orders')",
+    )
+    .await;
+    assert_eq!(
+        fx.engine.cache().memory().used(),
+        0,
+        "the old version's copy is gone"
+    );
+    assert!(text(&fx.engine, count).await.contains("| 30001 "));
+    fx.engine
+        .load_into_memory("pg", "public", "orders")
+        .await
+        .unwrap();
+    assert!(scans_memory(&fx.engine, count).await);
+    assert!(text(&fx.engine, count).await.contains("| 30001 "));
+    let newest = text(
+        &fx.engine,
+        "SELECT name FROM pg.public.orders WHERE id = 30001",
+    )
+    .await;
+    assert!(newest.contains("| new "), "{newest}");
+}
+
+#[tokio::test]
+async fn a_zero_memory_cache_reads_the_files() {
+    let mut fx = PgSourceFixture::new().await;
+    orders(&mut fx).await;
+    let engine = fx.backend.builder().memory_cache(0).build().await.unwrap();
+    assert_eq!(engine.config().memory_cache, 0);
+    assert_eq!(
+        engine
+            .load_into_memory("pg", "public", "orders")
+            .await
+            .unwrap(),
+        None
+    );
+    let from_file = text(&engine, QUERY).await;
+    assert!(!scans_memory(&engine, QUERY).await);
+    assert_eq!(engine.cache().memory().used(), 0);
+    assert_eq!(memory_bytes(&engine, "orders").await, Some(0));
+    // The same rows as an engine that reads them from memory.
+    fx.engine
+        .load_into_memory("pg", "public", "orders")
+        .await
+        .unwrap();
+    assert!(scans_memory(&fx.engine, QUERY).await);
+    assert_eq!(text(&fx.engine, QUERY).await, from_file);
+}
