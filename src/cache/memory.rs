@@ -2,8 +2,9 @@
 //! byte budget, so later statements skip Parquet decoding (the TPC-H queries ran 1.9x faster
 //! on decoded batches than on the files). A resident copy is keyed by its file's path,
 //! which names one version of a table: a refreshed table has a new path, so a copy is never
-//! stale. The least recently read files leave first when a new one needs room, and a retired
-//! (purged, refreshed, dropped) file's copy is dropped at once.
+//! stale. The least recently read files leave first when a new one needs room, a retired
+//! (purged, refreshed, dropped) file's copy is dropped at once, and loading a table's newer
+//! version drops any older copy of it.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -174,6 +175,19 @@ impl MemoryTier {
                 return None;
             }
         };
+        // Files of one table share a folder: an older version's copy (left by another process
+        // sharing the store, which refreshed the table) is of no more use.
+        let older: Vec<PathBuf> = state
+            .resident
+            .keys()
+            .filter(|p| p.parent() == path.parent())
+            .cloned()
+            .collect();
+        for old in older {
+            if let Some(gone) = state.resident.remove(&old) {
+                state.used -= gone.bytes;
+            }
+        }
         let tier = Arc::clone(self);
         let key = path.clone();
         let load: LoadFuture = async move {
@@ -435,7 +449,12 @@ mod tests {
     #[tokio::test]
     async fn the_least_recently_read_file_leaves_first() {
         let dir = tempfile::tempdir().unwrap();
-        let [a, b, c] = ["a", "b", "c"].map(|n| file(dir.path(), &format!("{n}.parquet"), 500));
+        // Three tables: each in its own folder.
+        let [a, b, c] = ["a", "b", "c"].map(|n| {
+            let folder = dir.path().join(n);
+            std::fs::create_dir(&folder).unwrap();
+            file(&folder, "1.parquet", 500)
+        });
         let probe = Arc::new(MemoryTier::new(1 << 30, Events::default()));
         let size = probe.load(&a, schema(), table("a")).await.unwrap();
         // Room for two files, not three.
@@ -451,6 +470,28 @@ mod tests {
         assert!(tier.get(a.path()).is_some());
         assert!(tier.get(c.path()).is_some());
         assert_eq!(tier.used(), size * 2);
+    }
+
+    #[tokio::test]
+    async fn a_newer_version_of_a_table_replaces_the_older_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let (v1, v2) = (
+            file(dir.path(), "1.parquet", 100),
+            file(dir.path(), "2.parquet", 200),
+        );
+        let elsewhere = file(&other, "1.parquet", 100);
+        let tier = Arc::new(MemoryTier::new(1 << 30, Events::default()));
+        tier.load(&v1, schema(), table("t")).await.unwrap();
+        let kept = tier.load(&elsewhere, schema(), table("u")).await.unwrap();
+        let newer = tier.load(&v2, schema(), table("t")).await.unwrap();
+        assert!(tier.get(v1.path()).is_none());
+        assert!(
+            tier.get(elsewhere.path()).is_some(),
+            "another table's copy stays"
+        );
+        assert_eq!(tier.used(), kept + newer);
     }
 
     #[tokio::test]
