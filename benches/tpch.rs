@@ -72,6 +72,24 @@ async fn main() {
         }
     }
 
+    // `--explain N` prints query N's EXPLAIN ANALYZE on memory and on files, then stops.
+    if let Some(n) = tpch::arg(&args, "--explain") {
+        let sql = tpch_queries::QUERIES[n.parse::<usize>().unwrap() - 1];
+        for (label, engine) in [("memory", &engine), ("files", &files)] {
+            let batches = engine
+                .sql(&format!("EXPLAIN ANALYZE {sql}"))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            println!(
+                "--- {label}\n{}",
+                datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap()
+            );
+        }
+        return;
+    }
     let mut pg = PgConnection::connect(&url).await.unwrap();
     pg.execute(sqlx::AssertSqlSafe(format!(
         "SET statement_timeout = '{timeout}s'"

@@ -1,5 +1,5 @@
 //! The memory tier: cache files that queries read, kept decoded as Arrow batches within a
-//! byte budget, so later statements skip Parquet decoding (the TPC-H queries ran 1.9x faster
+//! byte budget, so later statements skip Parquet decoding (the TPC-H queries ran 1.25x faster
 //! on decoded batches than on the files). A resident copy is keyed by its file's path,
 //! which names one version of a table: a refreshed table has a new path, so a copy is never
 //! stale. The least recently read files leave first when a new one needs room, a retired

@@ -172,3 +172,42 @@ async fn a_zero_memory_cache_reads_the_files() {
     assert!(scans_memory(&fx.engine, QUERY).await);
     assert_eq!(text(&fx.engine, QUERY).await, from_file);
 }
+
+#[tokio::test]
+async fn a_table_in_memory_reports_its_files_statistics_to_the_optimizer() {
+    use datafusion::common::ScalarValue;
+    use datafusion::common::stats::Precision;
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    let mut fx = PgSourceFixture::new().await;
+    orders(&mut fx).await;
+    fx.engine
+        .load_into_memory("pg", "public", "orders")
+        .await
+        .unwrap();
+    let sql = "SELECT id FROM pg.public.orders";
+    assert!(scans_memory(&fx.engine, sql).await);
+    let plan = fx
+        .engine
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let stats = StatisticsContext::new()
+        .compute(plan.as_ref(), &StatisticsArgs::new())
+        .unwrap();
+    // Join planning needs row counts and column ranges; the memory source alone has no ranges.
+    assert_eq!(stats.num_rows, Precision::Exact(30000), "{stats:?}");
+    let id = &stats.column_statistics[0];
+    assert_eq!(
+        id.min_value.get_value(),
+        Some(&ScalarValue::Int32(Some(1))),
+        "{stats:?}"
+    );
+    assert_eq!(
+        id.max_value.get_value(),
+        Some(&ScalarValue::Int32(Some(30000))),
+        "{stats:?}"
+    );
+}
