@@ -7,7 +7,7 @@
 mod memory;
 mod writer;
 
-pub use memory::MemoryTier;
+pub use memory::{MemoryTier, ResidentFile};
 pub use writer::properties;
 
 use std::collections::HashMap;

@@ -11,7 +11,6 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::project_schema;
@@ -20,8 +19,6 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -40,6 +37,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::deferred::{DeferredExec, StreamFactory, engine, external};
+use super::memory_scan;
 use super::snapshot::SnapshotTable;
 use crate::cache::CacheLease;
 use crate::connection::Connection;
@@ -79,26 +77,6 @@ impl LazyTable {
             table: self.table.record.name.clone(),
         }
     }
-}
-
-/// Plans a scan of a table's decoded batches, dealt round-robin to the session's partitions;
-/// DataFusion's memory source reports exact row counts from them. Filters stay above it.
-fn memory_scan(
-    state: &dyn Session,
-    batches: &[RecordBatch],
-    schema: SchemaRef,
-    projection: Option<&Vec<usize>>,
-    limit: Option<usize>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let partitions = state.config().target_partitions().max(1);
-    let mut split = vec![Vec::new(); partitions.min(batches.len()).max(1)];
-    let count = split.len();
-    for (i, batch) in batches.iter().enumerate() {
-        split[i % count].push(batch.clone());
-    }
-    let source =
-        MemorySourceConfig::try_new(&split, schema, projection.cloned())?.with_limit(limit);
-    Ok(DataSourceExec::from_data_source(source))
 }
 
 /// Plans a scan of one cache file with everything DataFusion can push into it.
@@ -173,8 +151,11 @@ impl TableProvider for LazyTable {
         if let Some(entry) = current.filter(|_| !stale) {
             let lease = Arc::new(engine.cache().lease(&entry));
             let memory = engine.cache().memory();
-            if let Some(batches) = memory.get(lease.path())
-                && batches.first().is_none_or(|b| b.schema() == self.schema())
+            if let Some(resident) = memory.get(lease.path())
+                && resident
+                    .batches
+                    .first()
+                    .is_none_or(|b| b.schema() == self.schema())
             {
                 // The memory source knows row counts only; the file's footer statistics
                 // (column ranges, null counts) plan joins better: TPC-H Q18 picked the 6M-row
@@ -183,7 +164,7 @@ impl TableProvider for LazyTable {
                     parquet_scan(state, &lease, self.schema(), projection, filters, limit).await?;
                 let statistics =
                     StatisticsContext::new().compute(file.as_ref(), &StatisticsArgs::new())?;
-                let scan = memory_scan(state, &batches, self.schema(), projection, limit)?;
+                let scan = memory_scan::plan(state, resident, self.schema(), projection, limit)?;
                 return Ok(Arc::new(
                     LeaseExec::new(scan, lease).with_statistics(statistics),
                 ));

@@ -5,6 +5,7 @@ pub mod catalog;
 pub(crate) mod deferred;
 pub(crate) mod functions;
 pub mod lazy_table;
+pub(crate) mod memory_scan;
 pub mod results;
 pub mod snapshot;
 pub mod suggest;

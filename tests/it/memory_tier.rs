@@ -211,3 +211,29 @@ async fn a_table_in_memory_reports_its_files_statistics_to_the_optimizer() {
         "{stats:?}"
     );
 }
+
+#[tokio::test]
+async fn a_scan_in_memory_skips_batches_the_filter_rules_out() {
+    let mut fx = PgSourceFixture::new().await;
+    orders(&mut fx).await;
+    fx.engine
+        .load_into_memory("pg", "public", "orders")
+        .await
+        .unwrap();
+    let sql = "SELECT count(*) AS n, sum(amount) AS total FROM pg.public.orders WHERE id > 29000";
+    let plan = text(&fx.engine, &format!("EXPLAIN ANALYZE {sql}")).await;
+    assert!(plan.contains("skips batches by id@0 > 29000"), "{plan}");
+    // The ids are in file order, 8192 per batch: only the last batch (5424 rows) is read.
+    assert!(plan.contains("(1.00 K/5.42 K)"), "{plan}");
+    let expected: (i64, String) =
+        sqlx::query_as("SELECT count(*), sum(amount)::text FROM orders WHERE id > 29000")
+            .fetch_one(&mut fx.admin)
+            .await
+            .unwrap();
+    let result = text(&fx.engine, sql).await;
+    assert!(
+        result.contains(&format!("| {} ", expected.0))
+            && result.contains(&format!("| {} ", expected.1)),
+        "{result}"
+    );
+}
