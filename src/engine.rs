@@ -566,12 +566,7 @@ impl Engine {
             .cache
             .ensure(&connection, source, &record)
             .await?;
-        let name = TableName {
-            connection_id: connection.id.clone(),
-            connection_name: connection.name.to_string(),
-            schema: record.schema.clone(),
-            table: record.name.clone(),
-        };
+        let name = TableName::of(&connection, &record);
         let arrow = Arc::new(crate::cache::schema_from_json(
             &entry.arrow_schema,
             &name.to_string(),

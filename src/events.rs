@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::connection::Connection;
 use crate::id::ConnectionId;
+use crate::store::TableRecord;
 
 /// Something that happened in the engine.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +76,18 @@ pub struct TableName {
     pub schema: String,
     /// Source table.
     pub table: String,
+}
+
+impl TableName {
+    /// The name of `table` of `connection`.
+    pub fn of(connection: &Connection, table: &TableRecord) -> Self {
+        TableName {
+            connection_id: connection.id.clone(),
+            connection_name: connection.name.to_string(),
+            schema: table.schema.clone(),
+            table: table.name.clone(),
+        }
+    }
 }
 
 impl std::fmt::Display for TableName {

@@ -310,12 +310,7 @@ impl Cache {
                         store: Arc::clone(&self.store),
                         events: self.events.clone(),
                         state: Arc::clone(&self.state),
-                        name: TableName {
-                            connection_id: connection.id.clone(),
-                            connection_name: connection.name.to_string(),
-                            schema: table.schema.clone(),
-                            table: table.name.clone(),
-                        },
+                        name: TableName::of(connection, table),
                         table: table.clone(),
                         source,
                         reuse,

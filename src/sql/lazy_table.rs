@@ -68,17 +68,6 @@ impl LazyTable {
     }
 }
 
-impl LazyTable {
-    fn name(&self) -> TableName {
-        TableName {
-            connection_id: self.connection.id.clone(),
-            connection_name: self.connection.name.to_string(),
-            schema: self.table.record.schema.clone(),
-            table: self.table.record.name.clone(),
-        }
-    }
-}
-
 /// Plans a scan of one cache file with everything DataFusion can push into it.
 async fn parquet_scan(
     state: &dyn Session,
@@ -169,7 +158,8 @@ impl TableProvider for LazyTable {
                     LeaseExec::new(scan, lease).with_statistics(statistics),
                 ));
             }
-            memory.load_in_background(&lease, self.schema(), self.name());
+            let name = TableName::of(&self.connection, &self.table.record);
+            memory.load_in_background(&lease, self.schema(), name);
             let plan =
                 parquet_scan(state, &lease, self.schema(), projection, filters, limit).await?;
             return Ok(Arc::new(LeaseExec::new(plan, lease)));
