@@ -128,20 +128,7 @@ fn ranges(batch: &RecordBatch) -> Vec<ColumnRange> {
         .columns()
         .iter()
         .map(|array| {
-            let extreme = |mut acc: Box<dyn Accumulator>| {
-                acc.update_batch(std::slice::from_ref(array))
-                    .and_then(|()| acc.evaluate())
-                    .ok()
-            };
-            let unknown = || ScalarValue::try_from(array.data_type()).unwrap_or(ScalarValue::Null);
-            let min = MinAccumulator::try_new(array.data_type())
-                .ok()
-                .and_then(|a| extreme(Box::new(a)))
-                .unwrap_or_else(unknown);
-            let max = MaxAccumulator::try_new(array.data_type())
-                .ok()
-                .and_then(|a| extreme(Box::new(a)))
-                .unwrap_or_else(unknown);
+            let (min, max) = extremes(array);
             ColumnRange {
                 min,
                 max,
@@ -149,6 +136,25 @@ fn ranges(batch: &RecordBatch) -> Vec<ColumnRange> {
             }
         })
         .collect()
+}
+
+/// The smallest and largest value in `array` (typed nulls when they cannot be computed).
+pub fn extremes(array: &ArrayRef) -> (ScalarValue, ScalarValue) {
+    let extreme = |mut acc: Box<dyn Accumulator>| {
+        acc.update_batch(std::slice::from_ref(array))
+            .and_then(|()| acc.evaluate())
+            .ok()
+    };
+    let unknown = || ScalarValue::try_from(array.data_type()).unwrap_or(ScalarValue::Null);
+    let min = MinAccumulator::try_new(array.data_type())
+        .ok()
+        .and_then(|a| extreme(Box::new(a)))
+        .unwrap_or_else(unknown);
+    let max = MaxAccumulator::try_new(array.data_type())
+        .ok()
+        .and_then(|a| extreme(Box::new(a)))
+        .unwrap_or_else(unknown);
+    (min, max)
 }
 
 impl MemoryTier {

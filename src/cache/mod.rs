@@ -7,7 +7,7 @@
 mod memory;
 mod writer;
 
-pub use memory::{MemoryTier, ResidentFile};
+pub use memory::{MemoryTier, ResidentFile, extremes};
 pub use writer::properties;
 
 use std::collections::HashMap;

@@ -28,7 +28,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::CardinalityEffect;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
-use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs, StatisticsContext};
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
@@ -146,17 +146,8 @@ impl TableProvider for LazyTable {
                     .first()
                     .is_none_or(|b| b.schema() == self.schema())
             {
-                // The memory source knows row counts only; the file's footer statistics
-                // (column ranges, null counts) plan joins better: TPC-H Q18 picked the 6M-row
-                // side to build its hash table without them and ran 3.5x slower.
-                let file =
-                    parquet_scan(state, &lease, self.schema(), projection, filters, limit).await?;
-                let statistics =
-                    StatisticsContext::new().compute(file.as_ref(), &StatisticsArgs::new())?;
-                let scan = memory_scan::plan(state, resident, self.schema(), projection, limit)?;
-                return Ok(Arc::new(
-                    LeaseExec::new(scan, lease).with_statistics(statistics),
-                ));
+                // Decoded batches outlive the file: no lease needed.
+                return memory_scan::plan(state, resident, self.schema(), projection, limit);
             }
             let name = TableName::of(&self.connection, &self.table.record);
             memory.load_in_background(&lease, self.schema(), name);
@@ -215,26 +206,15 @@ impl TableProvider for LazyTable {
     }
 }
 
-/// Keeps a cache file's lease for as long as the scan plan above it exists; over a scan of
-/// the file's decoded batches it also reports the file's statistics.
+/// Keeps a cache file's lease for as long as the scan plan above it exists.
 struct LeaseExec {
     input: Arc<dyn ExecutionPlan>,
     lease: Arc<CacheLease>,
-    statistics: Option<Arc<Statistics>>,
 }
 
 impl LeaseExec {
     fn new(input: Arc<dyn ExecutionPlan>, lease: Arc<CacheLease>) -> Self {
-        LeaseExec {
-            input,
-            lease,
-            statistics: None,
-        }
-    }
-
-    fn with_statistics(mut self, statistics: Arc<Statistics>) -> Self {
-        self.statistics = Some(statistics);
-        self
+        LeaseExec { input, lease }
     }
 }
 
@@ -286,11 +266,10 @@ impl ExecutionPlan for LeaseExec {
                 "CacheLeaseExec has one child".into(),
             ));
         }
-        Ok(Arc::new(LeaseExec {
-            input: children.swap_remove(0),
-            lease: Arc::clone(&self.lease),
-            statistics: self.statistics.clone(),
-        }))
+        Ok(Arc::new(LeaseExec::new(
+            children.swap_remove(0),
+            Arc::clone(&self.lease),
+        )))
     }
 
     fn with_new_children(
@@ -331,23 +310,15 @@ impl ExecutionPlan for LeaseExec {
     // The scan's statistics (row counts, column ranges from the Parquet footers) are the
     // table's: without them the optimizer cannot pick a join's build side or order.
     fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
-        match self.statistics {
-            Some(_) => vec![ChildStats::Skip],
-            None => vec![ChildStats::At(partition)],
-        }
+        vec![ChildStats::At(partition)]
     }
 
     fn statistics_from_inputs(
         &self,
         input_stats: &[Arc<Statistics>],
-        args: &StatisticsArgs,
+        _args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
-        match (&self.statistics, args.partition()) {
-            (None, _) => Ok(Arc::clone(&input_stats[0])),
-            (Some(file), None) => Ok(Arc::clone(file)),
-            // One partition holds a share of the rows: the file's figures bound it.
-            (Some(file), Some(_)) => Ok(Arc::new(file.as_ref().clone().to_inexact())),
-        }
+        Ok(Arc::clone(&input_stats[0]))
     }
 
     fn cardinality_effect(&self) -> CardinalityEffect {

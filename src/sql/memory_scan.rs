@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue, project_schema};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -32,7 +33,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::cache::ResidentFile;
+use crate::cache::{ResidentFile, extremes};
 
 /// Plans a scan of a decoded file, its batches dealt round-robin to the session's partitions.
 pub fn plan(
@@ -224,8 +225,42 @@ impl DataSource for ResidentSource {
         self.inner.scheduling_type()
     }
 
+    // The memory source counts rows, bytes and nulls; the column ranges come from the ranges
+    // kept at load (without them TPC-H Q18 built its hash table on the 6M-row side).
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
-        self.inner.partition_statistics(partition)
+        let mut statistics = self.inner.partition_statistics(partition)?.as_ref().clone();
+        let picked: Vec<u32> = match partition {
+            Some(p) => self.indices.get(p).map_or_else(Vec::new, |batches| {
+                batches.iter().map(|&i| i as u32).collect()
+            }),
+            None => (0..self.file.batches.len() as u32).collect(),
+        };
+        let picked = UInt32Array::from(picked);
+        let columns = match self.inner.projection() {
+            Some(projection) => projection.clone(),
+            None => (0..self.inner.original_schema().fields().len()).collect(),
+        };
+        // A limit keeps some rows only: the ranges still bound them.
+        let precision = |value: ScalarValue| match self.inner.fetch() {
+            None => Precision::Exact(value),
+            Some(_) => Precision::Inexact(value),
+        };
+        for (column, statistic) in columns.iter().zip(&mut statistics.column_statistics) {
+            let range =
+                |arrays: &[Option<ArrayRef>],
+                 pick: fn((ScalarValue, ScalarValue)) -> ScalarValue| {
+                    let per_batch = arrays.get(*column)?.as_ref()?;
+                    let picked = take(per_batch.as_ref(), &picked, None).ok()?;
+                    Some(pick(extremes(&picked))).filter(|v| !v.is_null())
+                };
+            if let Some(min) = range(&self.file.mins, |(min, _)| min) {
+                statistic.min_value = precision(min);
+            }
+            if let Some(max) = range(&self.file.maxs, |(_, max)| max) {
+                statistic.max_value = precision(max);
+            }
+        }
+        Ok(Arc::new(statistics))
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {

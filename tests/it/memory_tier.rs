@@ -8,7 +8,7 @@ use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use quarry::{Engine, Event};
 
-use crate::support::PgSourceFixture;
+use crate::support::{PgSourceFixture, plan_statistics};
 
 async fn text(engine: &Engine, sql: &str) -> String {
     let batches = engine
@@ -59,6 +59,21 @@ async fn orders(fx: &mut PgSourceFixture) {
     fx.engine.discover_connection("pg").await.unwrap();
 }
 
+/// The orders table, cached and loaded into the memory tier.
+async fn orders_in_memory() -> PgSourceFixture {
+    let mut fx = PgSourceFixture::new().await;
+    orders(&mut fx).await;
+    let bytes = fx
+        .engine
+        .load_into_memory("pg", "public", "orders")
+        .await
+        .unwrap()
+        .expect("the table fits the memory tier");
+    assert!(bytes > 0);
+    assert_eq!(fx.engine.cache().memory().used(), bytes);
+    fx
+}
+
 #[tokio::test]
 async fn a_table_read_once_is_decoded_into_memory_and_read_from_there() {
     let mut fx = PgSourceFixture::new().await;
@@ -107,14 +122,13 @@ async fn a_table_read_once_is_decoded_into_memory_and_read_from_there() {
 
 #[tokio::test]
 async fn a_refreshed_table_drops_its_old_copy_and_shows_new_rows() {
-    let mut fx = PgSourceFixture::new().await;
-    orders(&mut fx).await;
-    let before = fx
-        .engine
-        .load_into_memory("pg", "public", "orders")
-        .await
-        .unwrap();
-    assert_eq!(fx.engine.cache().memory().used(), before.unwrap());
+    let mut fx = orders_in_memory().await;
+    let before = fx.engine.cache().memory().used();
+    assert!(before > 0);
+    assert_eq!(
+        memory_bytes(&fx.engine, "orders").await,
+        Some(before as i64)
+    );
     let count = "SELECT count(*) AS n FROM pg.public.orders WHERE id > 0";
     assert!(scans_memory(&fx.engine, count).await);
     assert!(text(&fx.engine, count).await.contains("| 30000 "));
@@ -174,29 +188,13 @@ async fn a_zero_memory_cache_reads_the_files() {
 }
 
 #[tokio::test]
-async fn a_table_in_memory_reports_its_files_statistics_to_the_optimizer() {
+async fn a_table_in_memory_tells_the_optimizer_its_row_count_and_column_ranges() {
     use datafusion::common::ScalarValue;
     use datafusion::common::stats::Precision;
-    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
-    let mut fx = PgSourceFixture::new().await;
-    orders(&mut fx).await;
-    fx.engine
-        .load_into_memory("pg", "public", "orders")
-        .await
-        .unwrap();
+    let fx = orders_in_memory().await;
     let sql = "SELECT id FROM pg.public.orders";
     assert!(scans_memory(&fx.engine, sql).await);
-    let plan = fx
-        .engine
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let stats = StatisticsContext::new()
-        .compute(plan.as_ref(), &StatisticsArgs::new())
-        .unwrap();
+    let stats = plan_statistics(&fx.engine, sql).await;
     // Join planning needs row counts and column ranges; the memory source alone has no ranges.
     assert_eq!(stats.num_rows, Precision::Exact(30000), "{stats:?}");
     let id = &stats.column_statistics[0];
@@ -214,12 +212,7 @@ async fn a_table_in_memory_reports_its_files_statistics_to_the_optimizer() {
 
 #[tokio::test]
 async fn a_scan_in_memory_skips_batches_the_filter_rules_out() {
-    let mut fx = PgSourceFixture::new().await;
-    orders(&mut fx).await;
-    fx.engine
-        .load_into_memory("pg", "public", "orders")
-        .await
-        .unwrap();
+    let mut fx = orders_in_memory().await;
     let sql = "SELECT count(*) AS n, sum(amount) AS total FROM pg.public.orders WHERE id > 29000";
     let plan = text(&fx.engine, &format!("EXPLAIN ANALYZE {sql}")).await;
     assert!(plan.contains("skips batches by id@0 > 29000"), "{plan}");

@@ -5,7 +5,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use futures::TryStreamExt;
 
-use crate::support::{MySqlSourceFixture, PgSourceFixture, mysql_source_config};
+use crate::support::{MySqlSourceFixture, PgSourceFixture, mysql_source_config, plan_statistics};
 
 async fn rows(engine: &quarry::Engine, sql: &str) -> Vec<RecordBatch> {
     engine
@@ -61,7 +61,6 @@ async fn the_first_query_fetches_and_later_ones_read_the_cache() {
 #[tokio::test]
 async fn a_cached_table_tells_the_optimizer_its_row_count() {
     use datafusion::common::stats::Precision;
-    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
     let mut fx = PgSourceFixture::new().await;
     fx.exec("CREATE TABLE items AS SELECT g AS id FROM generate_series(1, 1234) g")
         .await;
@@ -71,17 +70,7 @@ async fn a_cached_table_tells_the_optimizer_its_row_count() {
         .await
         .unwrap();
     // Join planning (which side builds the hash table) runs on these statistics.
-    let plan = fx
-        .engine
-        .sql("SELECT id FROM pg.public.items")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let stats = StatisticsContext::new()
-        .compute(plan.as_ref(), &StatisticsArgs::new())
-        .unwrap();
+    let stats = plan_statistics(&fx.engine, "SELECT id FROM pg.public.items").await;
     assert_eq!(stats.num_rows, Precision::Exact(1234), "{stats:?}");
     // With exact statistics the optimizer answers min/max/count from the footer as
     // constants; the result still carries the schema announced at planning.

@@ -369,3 +369,21 @@ pub async fn ensure_python_packages(import_check: &str, packages: &[&str]) {
         .expect("pip runs");
     assert!(install.success(), "pip could not install {packages:?}");
 }
+
+/// The statistics DataFusion's optimizer sees for the physical plan of `sql`.
+pub async fn plan_statistics(
+    engine: &Engine,
+    sql: &str,
+) -> std::sync::Arc<datafusion::common::Statistics> {
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    let plan = engine
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    StatisticsContext::new()
+        .compute(plan.as_ref(), &StatisticsArgs::new())
+        .unwrap()
+}
