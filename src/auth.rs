@@ -149,11 +149,34 @@ impl Tokens {
 
     /// The user of a valid, unexpired token.
     fn user(&self, token: &str) -> Option<String> {
+        self.holder(token).map(|(user, _)| user)
+    }
+
+    /// The user of a valid, unexpired token, and when it expires.
+    fn holder(&self, token: &str) -> Option<(String, Instant)> {
         let issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
         issued
             .get(token)
             .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(user, _)| user.clone())
+            .cloned()
+    }
+}
+
+/// Who makes a call, and with which token: what a server keys its sessions by.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub user: String,
+    /// The bearer token and when it expires; `None` for basic credentials on the call.
+    pub token: Option<(String, Instant)>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("user", &self.user)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -242,11 +265,22 @@ impl Authenticator {
 
     /// The user a call is made by: a valid bearer token, or basic credentials on the call.
     pub async fn user(&self, header: Option<&[u8]>) -> Result<String> {
+        Ok(self.caller(header).await?.user)
+    }
+
+    /// Who a call is made by, with the token it carries.
+    pub async fn caller(&self, header: Option<&[u8]>) -> Result<Caller> {
         match credentials(header)? {
-            Credentials::Bearer(token) => self.tokens.user(&token).ok_or_else(expired),
+            Credentials::Bearer(token) => {
+                let (user, expires) = self.tokens.holder(&token).ok_or_else(expired)?;
+                Ok(Caller {
+                    user,
+                    token: Some((token, expires)),
+                })
+            }
             Credentials::Basic { user, password } => {
                 self.check_password(user.clone(), password).await?;
-                Ok(user)
+                Ok(Caller { user, token: None })
             }
         }
     }

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::{DFParser, Statement};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::sql::parser::Statement;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -20,7 +19,7 @@ use crate::events::{Event, Events, TableName};
 use crate::id::ConnectionId;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
 use crate::source::{self, Source, SourceConfig, SourceType, TestOutcome, merge_patch};
-use crate::sql::catalog::QuarryCatalogList;
+use crate::session::Session;
 use crate::sql::snapshot::SnapshotCell;
 use crate::store::{self, CacheEntry, ConfigUpdate, MetadataStore, NewConnection, TableRecord};
 
@@ -108,14 +107,12 @@ impl EngineBuilder {
         cache.collect_garbage().await?;
         let snapshot = Arc::new(SnapshotCell::default());
         snapshot.reload(store.as_ref()).await?;
+        let runtime = Arc::new(RuntimeEnv::default());
         let inner = Arc::new_cyclic(|core: &std::sync::Weak<EngineCore>| {
-            let session =
-                SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
-            session.register_catalog_list(Arc::new(QuarryCatalogList::new(
+            let session = Session::new(
+                crate::sql::context::new(core, &snapshot, &runtime),
                 Arc::clone(&snapshot),
-                core.clone(),
-            )));
-            crate::sql::functions::register(&session, core);
+            );
             EngineCore {
                 config: Config {
                     data_dir,
@@ -125,6 +122,7 @@ impl EngineBuilder {
                 store,
                 cipher: SecretCipher::new(key_source),
                 session,
+                runtime,
                 events,
                 cache,
                 sources: Mutex::default(),
@@ -146,7 +144,10 @@ pub(crate) struct EngineCore {
     config: Config,
     store: Arc<dyn MetadataStore>,
     cipher: SecretCipher,
-    session: SessionContext,
+    /// The session of `Engine::sql` (the shell's and the library's).
+    session: Session,
+    /// Shared by every session: memory pool, spill files, file statistics.
+    runtime: Arc<RuntimeEnv>,
     events: Events,
     cache: Cache,
     /// Open sources (and their session pools) by connection, dropped when it changes.
@@ -204,23 +205,30 @@ impl Engine {
     /// Every catalog statements can name (connections, `datafusion`, `quarry`), for
     /// browsing; reading it does no I/O.
     pub fn catalog_list(&self) -> Arc<dyn datafusion::catalog::CatalogProviderList> {
-        Arc::clone(self.inner.session.state().catalog_list())
+        self.inner.session.catalog_list()
     }
 
     /// The names of every function a statement can call, sorted.
     pub fn function_names(&self) -> Vec<String> {
-        let state = self.inner.session.state();
-        let mut names: Vec<String> = state
-            .scalar_functions()
-            .keys()
-            .chain(state.aggregate_functions().keys())
-            .chain(state.window_functions().keys())
-            .chain(state.table_functions().keys())
-            .cloned()
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+        self.inner.session.function_names()
+    }
+
+    /// The engine's own session, which `sql` and `execute` use.
+    pub fn default_session(&self) -> &Session {
+        &self.inner.session
+    }
+
+    /// A new session of its own: settings, temporary tables and views and prepared
+    /// statements that no other session sees, over the same connections and cache.
+    pub fn new_session(&self) -> Session {
+        Session::new(
+            crate::sql::context::new(
+                &Arc::downgrade(&self.inner),
+                &self.inner.snapshot,
+                &self.inner.runtime,
+            ),
+            Arc::clone(&self.inner.snapshot),
+        )
     }
 
     /// The metadata store.
@@ -228,40 +236,21 @@ impl Engine {
         &self.inner.store
     }
 
-    /// Plans one SQL statement; run the returned frame to execute it.
+    /// Plans one SQL statement in the engine's session; run the returned frame to
+    /// execute it.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        let mut statements = self.parse(sql)?;
-        match (statements.pop(), statements.is_empty()) {
-            (Some(statement), true) => self.execute(statement).await,
-            (None, _) => Err(Error::Sql(datafusion::error::DataFusionError::Plan(
-                "no SQL statement was given".into(),
-            ))),
-            (Some(_), false) => Err(Error::Sql(datafusion::error::DataFusionError::Plan(
-                "several statements were given where one is expected; run them one at a time"
-                    .into(),
-            ))),
-        }
+        self.inner.session.sql(sql).await
     }
 
     /// Splits a script into statements, in the SQL dialect Quarry speaks.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        Ok(DFParser::parse_sql_with_dialect(sql, &GenericDialect {})?
-            .into_iter()
-            .collect())
+        self.inner.session.parse(sql)
     }
 
-    /// Plans one parsed statement; run the returned frame to execute it.
-    pub async fn execute(&self, mut statement: Statement) -> Result<DataFrame> {
-        crate::sql::system_catalog::route_views(&mut statement);
-        let state = self.inner.session.state();
-        let plan = match state.statement_to_plan(statement.clone()).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                let snapshot = self.inner.snapshot.get();
-                return Err(crate::sql::suggest::with_suggestion(&statement, &snapshot, e).into());
-            }
-        };
-        Ok(self.inner.session.execute_logical_plan(plan).await?)
+    /// Plans one parsed statement in the engine's session; run the returned frame to
+    /// execute it.
+    pub async fn execute(&self, statement: Statement) -> Result<DataFrame> {
+        self.inner.session.execute(statement).await
     }
 
     /// Creates a connection after validating its name and config; credentials in `config`

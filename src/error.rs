@@ -155,6 +155,17 @@ pub enum Error {
     /// A command-line or REPL command was used wrongly; the message shows its usage.
     #[error("{0}")]
     Usage(String),
+
+    /// A server user holds as many sessions as one user may.
+    #[error(
+        "user '{user}' already has {limit} open sessions, the most one user may hold; \
+         reuse a token you hold, or wait until one expires (tokens live {ttl_secs} s)"
+    )]
+    TooManySessions {
+        user: String,
+        limit: usize,
+        ttl_secs: u64,
+    },
 }
 
 impl Error {
@@ -222,6 +233,7 @@ impl Error {
             Error::InvalidId { .. } | Error::ConnectionNotFound(_) => Kind::NotFound,
             Error::ConnectionExists { .. } => Kind::AlreadyExists,
             Error::Unauthenticated(_) => Kind::Unauthenticated,
+            Error::TooManySessions { .. } => Kind::ResourceExhausted,
             Error::Source { .. } | Error::Fetch { .. } => Kind::Unavailable,
             Error::Shared(inner) => inner.kind(),
             Error::Sql(e) => sql_kind(e),

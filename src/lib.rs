@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod client_sessions;
 pub mod config;
 pub mod connection;
 mod engine;
@@ -22,6 +23,7 @@ pub mod id;
 pub mod repl;
 pub mod secrets;
 pub mod server;
+pub mod session;
 pub mod source;
 pub mod sql;
 pub mod store;
@@ -32,6 +34,7 @@ pub use engine::{Config, Engine, EngineBuilder};
 pub use engine::{DiscoveryOutcome, RefreshOutcome};
 pub use error::{Error, Result};
 pub use events::{Event, TableName};
+pub use session::Session;
 pub use id::ConnectionId;
 pub use source::{SourceConfig, SourceType, TestOutcome};
 

@@ -127,6 +127,10 @@ struct ServeArgs {
     /// How long a login token stays valid, such as 30m or 12h
     #[arg(long, default_value = "12h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     token_ttl: std::time::Duration,
+
+    /// Sessions one user may hold at once (each login token is a session)
+    #[arg(long, default_value_t = quarry::client_sessions::DEFAULT_SESSIONS_PER_USER, value_name = "N")]
+    max_sessions_per_user: usize,
 }
 
 fn main() -> ExitCode {
@@ -222,7 +226,8 @@ fn hash_password() -> quarry::Result<()> {
 
 /// Runs the Flight SQL server (and the HTTP API when asked) until Ctrl-C.
 async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
-    use quarry::auth::{Authenticator, Users};
+    use quarry::client_sessions::ClientSessions;
+use quarry::auth::{Authenticator, Users};
     use quarry::flight::{self, ServeOptions, TlsFiles};
     let users = match (&args.users_file, std::env::var("QUARRY_SERVER_PASSWORD")) {
         (Some(path), _) => Users::from_file(path)?,
@@ -255,18 +260,23 @@ async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
     }
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     let auth = std::sync::Arc::new(Authenticator::new(users, args.token_ttl));
+    let sessions = std::sync::Arc::new(ClientSessions::new(
+        engine.clone(),
+        args.max_sessions_per_user.max(1),
+        args.token_ttl,
+    ));
     let http = match args.http_addr {
-        Some(addr) => Some(quarry::http::start(engine.clone(), auth.clone(), addr).await?),
+        Some(addr) => Some(
+            quarry::http::start(engine.clone(), auth.clone(), sessions.clone(), addr).await?,
+        ),
         None => None,
     };
-    let server = flight::start(
-        engine,
-        ServeOptions {
-            addr: args.flight_addr,
-            tls,
-            auth,
-        },
-    )
+    let server = flight::start(ServeOptions {
+        addr: args.flight_addr,
+        tls,
+        auth,
+        sessions,
+    })
     .await?;
     // Scripts wait for these lines to know the ports are open.
     if let Some(http) = &http {

@@ -28,12 +28,16 @@ impl<S> Guarded<S> {
         Guarded { inner, auth }
     }
 
-    async fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        self.auth
-            .user(authorization(request))
+    /// Checks the call's credentials and records who makes it, for the service to find
+    /// the caller's session.
+    async fn check<T>(&self, request: &mut Request<T>) -> Result<(), Status> {
+        let caller = self
+            .auth
+            .caller(authorization(request))
             .await
-            .map(drop)
-            .map_err(|e| status(&e))
+            .map_err(|e| status(&e))?;
+        request.extensions_mut().insert(caller);
+        Ok(())
     }
 }
 
@@ -81,73 +85,73 @@ impl<S: FlightService> FlightService for Guarded<S> {
 
     async fn list_flights(
         &self,
-        request: Request<Criteria>,
+        mut request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.list_flights(request).await
     }
 
     async fn get_flight_info(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.get_flight_info(request).await
     }
 
     async fn poll_flight_info(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.poll_flight_info(request).await
     }
 
     async fn get_schema(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.get_schema(request).await
     }
 
     async fn do_get(
         &self,
-        request: Request<Ticket>,
+        mut request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.do_get(request).await
     }
 
     async fn do_put(
         &self,
-        request: Request<Streaming<FlightData>>,
+        mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.do_put(request).await
     }
 
     async fn do_exchange(
         &self,
-        request: Request<Streaming<FlightData>>,
+        mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.do_exchange(request).await
     }
 
     async fn do_action(
         &self,
-        request: Request<Action>,
+        mut request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.do_action(request).await
     }
 
     async fn list_actions(
         &self,
-        request: Request<Empty>,
+        mut request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        self.check(&request).await?;
+        self.check(&mut request).await?;
         self.inner.list_actions(request).await
     }
 }

@@ -14,7 +14,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::TableType;
 
-use crate::engine::Engine;
+use crate::session::Session;
 
 /// One table as GetTables lists it.
 pub struct TableInfo {
@@ -31,17 +31,17 @@ pub struct TableInfo {
 }
 
 /// Every catalog, sorted.
-pub fn catalogs(engine: &Engine) -> Vec<String> {
-    let mut names = engine.catalog_list().catalog_names();
+pub fn catalogs(session: &Session) -> Vec<String> {
+    let mut names = session.catalog_list().catalog_names();
     names.sort();
     names
 }
 
 /// Every (catalog, schema), sorted.
-pub fn schemas(engine: &Engine) -> Vec<(String, String)> {
-    let list = engine.catalog_list();
+pub fn schemas(session: &Session) -> Vec<(String, String)> {
+    let list = session.catalog_list();
     let mut pairs = Vec::new();
-    for catalog in catalogs(engine) {
+    for catalog in catalogs(session) {
         if let Some(provider) = list.catalog(&catalog) {
             let mut names = provider.schema_names();
             names.sort();
@@ -52,10 +52,10 @@ pub fn schemas(engine: &Engine) -> Vec<(String, String)> {
 }
 
 /// Every table with its schema, sorted by catalog, schema and name.
-pub async fn tables(engine: &Engine) -> Vec<TableInfo> {
-    let list = engine.catalog_list();
+pub async fn tables(session: &Session) -> Vec<TableInfo> {
+    let list = session.catalog_list();
     let mut tables = Vec::new();
-    for (catalog, schema) in schemas(engine) {
+    for (catalog, schema) in schemas(session) {
         let Some(provider) = list.catalog(&catalog).and_then(|c| c.schema(&schema)) else {
             continue;
         };

@@ -17,7 +17,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use self::guard::Guarded;
 use self::service::QuarryFlightSql;
 use crate::auth::Authenticator;
-use crate::engine::Engine;
+use crate::client_sessions::ClientSessions;
 use crate::error::{Error, Result};
 use crate::server::{self, RunningServer};
 
@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// Who may log in, and the tokens they hold (shared with the HTTP API).
     pub auth: Arc<Authenticator>,
+    /// The clients' sessions (shared with the HTTP API, so a token has one session).
+    pub sessions: Arc<ClientSessions>,
 }
 
 /// Whether clients outside this machine can reach `addr`.
@@ -50,8 +52,8 @@ pub fn is_exposed(addr: &SocketAddr) -> bool {
     !addr.ip().is_loopback()
 }
 
-/// Binds `options.addr` and serves `engine` on it until shut down.
-pub async fn start(engine: Engine, options: ServeOptions) -> Result<RunningServer> {
+/// Binds `options.addr` and serves the engine of `options.sessions` on it until shut down.
+pub async fn start(options: ServeOptions) -> Result<RunningServer> {
     let mut server = Server::builder();
     if let Some(tls) = &options.tls {
         let read = |path: &PathBuf, what: &str| {
@@ -69,7 +71,10 @@ pub async fn start(engine: Engine, options: ServeOptions) -> Result<RunningServe
     }
     let (listener, addr) = server::bind(options.addr, "Flight SQL").await?;
     let service =
-        FlightServiceServer::new(Guarded::new(QuarryFlightSql::new(engine), options.auth))
+        FlightServiceServer::new(Guarded::new(
+            QuarryFlightSql::new(options.sessions),
+            options.auth,
+        ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use datafusion::dataframe::DataFrame;
 use datafusion::scalar::ScalarValue;
 use tokio_util::sync::CancellationToken;
+
+use crate::sql::results::Runnable;
 
 /// A planned statement never fetched is dropped after this long.
 const UNCLAIMED_FOR: Duration = Duration::from_secs(3600);
@@ -16,7 +17,7 @@ const UNCLAIMED_FOR: Duration = Duration::from_secs(3600);
 #[derive(Clone)]
 pub struct Planned {
     /// The plan, run when the results are asked for.
-    pub frame: DataFrame,
+    pub runnable: Runnable,
     /// Cancelled by CancelFlightInfo.
     pub cancel: CancellationToken,
     created: Instant,
@@ -31,7 +32,7 @@ pub struct Prepared {
     pub parameters: Vec<ScalarValue>,
 }
 
-/// Every planned and prepared statement of the server.
+/// Every planned and prepared statement of one client session.
 #[derive(Default)]
 pub struct Queries {
     planned: Mutex<HashMap<String, Planned>>,
@@ -49,12 +50,12 @@ fn handle() -> String {
 }
 
 impl Queries {
-    /// Keeps `frame` until its results are fetched; returns its handle and the entry.
-    pub fn plan(&self, frame: DataFrame) -> (String, Planned) {
+    /// Keeps `runnable` until its results are fetched; returns its handle and the entry.
+    pub fn plan(&self, runnable: Runnable) -> (String, Planned) {
         let id = handle();
         let now = Instant::now();
         let entry = Planned {
-            frame,
+            runnable,
             cancel: CancellationToken::new(),
             created: now,
         };

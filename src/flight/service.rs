@@ -33,62 +33,91 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::metadata;
-use super::queries::{Planned, Queries};
+use super::queries::Planned;
 use super::status::status;
-use crate::engine::Engine;
+use crate::auth::Caller;
+use crate::client_sessions::{ClientSession, ClientSessions};
 use crate::error::Error;
+use crate::session::Session;
+use crate::sql::results::Runnable;
 
 type DataStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
 
 /// The action that cancels a statement (Flight's own, also sent by Flight SQL clients).
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
-/// Quarry's Flight SQL service.
+/// Quarry's Flight SQL service: every call runs in its caller's session.
 #[derive(Clone)]
 pub struct QuarryFlightSql {
-    engine: Engine,
-    queries: Arc<Queries>,
+    sessions: Arc<ClientSessions>,
 }
 
 impl QuarryFlightSql {
-    /// Serves `engine`.
-    pub fn new(engine: Engine) -> Self {
-        QuarryFlightSql {
-            engine,
-            queries: Arc::new(Queries::default()),
-        }
+    /// Serves the clients of `sessions`.
+    pub fn new(sessions: Arc<ClientSessions>) -> Self {
+        QuarryFlightSql { sessions }
     }
 
-    /// Plans `sql` (bound to `parameters`, if any) without running it.
-    async fn plan(&self, sql: &str, parameters: Vec<ScalarValue>) -> Result<DataFrame, Status> {
-        let frame = self.engine.sql(sql).await.map_err(|e| status(&e))?;
-        if parameters.is_empty() {
-            return Ok(frame);
-        }
-        frame
+    /// The session of the caller the guard recorded on `request`.
+    fn client<T>(&self, request: &Request<T>) -> Result<Arc<ClientSession>, Status> {
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .ok_or_else(|| Status::unauthenticated("the call was not authenticated"))?;
+        self.sessions.get(caller).map_err(|e| status(&e))
+    }
+}
+
+/// Plans `sql` in `session` (bound to `parameters`, if any) down to its physical plan.
+/// A query does not run yet. A statement with an effect and no rows (DDL, `SET`) runs
+/// now, once: clients ask for the FlightInfo of `CREATE TABLE …` and never fetch its
+/// empty result, and preparing it (which plans it too) must not run it.
+async fn plan(
+    session: &Session,
+    sql: &str,
+    parameters: Vec<ScalarValue>,
+) -> Result<Runnable, Status> {
+    let mut frame = session.sql(sql).await.map_err(|e| status(&e))?;
+    if !parameters.is_empty() {
+        frame = frame
             .with_param_values(ParamValues::List(
                 parameters.into_iter().map(Into::into).collect(),
             ))
-            .map_err(|e| status(&Error::Sql(e)))
+            .map_err(|e| status(&Error::Sql(e)))?;
     }
+    let acts = crate::sql::deferred_statement::is_deferred(&frame);
+    let runnable = Runnable::plan(frame)
+        .await
+        .map_err(|e| status(&Error::Sql(e)))?;
+    if !acts {
+        return Ok(runnable);
+    }
+    let run = async {
+        runnable.execute()?.try_collect::<Vec<_>>().await?;
+        Ok::<_, datafusion::error::DataFusionError>(())
+    };
+    run.await.map_err(|e| status(&Error::Sql(e)))?;
+    Ok(Runnable::done(runnable.schema()))
+}
 
+impl ClientSession {
     /// Plans the prepared statement `query` names, with its bound parameters.
     async fn plan_prepared(
         &self,
         query: &CommandPreparedStatementQuery,
-    ) -> Result<DataFrame, Status> {
+    ) -> Result<Runnable, Status> {
         let handle = handle_text(&query.prepared_statement_handle)?;
         let prepared = self
             .queries
             .prepared(&handle)
             .ok_or_else(|| Status::not_found("no open prepared statement has that handle"))?;
-        self.plan(&prepared.sql, prepared.parameters).await
+        plan(&self.sql, &prepared.sql, prepared.parameters).await
     }
 
-    /// A FlightInfo whose one endpoint fetches the planned `frame`.
-    fn info(&self, frame: DataFrame, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
-        let schema = frame.schema().as_arrow().clone();
-        let (handle, _) = self.queries.plan(frame);
+    /// A FlightInfo whose one endpoint fetches the planned statement.
+    fn info(&self, runnable: Runnable, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+        let schema = runnable.schema();
+        let (handle, _) = self.queries.plan(runnable);
         let ticket = TicketStatementQuery {
             statement_handle: handle.into_bytes().into(),
         };
@@ -102,21 +131,18 @@ impl QuarryFlightSql {
 
     /// Streams the results of the planned statement `handle`, batch by batch, until they
     /// end, the client goes away or the statement is cancelled.
-    async fn results(&self, handle: String, planned: Planned) -> Result<DataStream, Status> {
+    async fn results(
+        self: Arc<Self>,
+        handle: String,
+        planned: Planned,
+    ) -> Result<DataStream, Status> {
         let cancelled = || Status::cancelled("the statement was cancelled");
         let cancel = planned.cancel.clone();
         if cancel.is_cancelled() {
             self.queries.finish(&handle);
             return Err(cancelled());
         }
-        let batches = tokio::select! {
-            batches = crate::sql::results::execute(planned.frame) => batches,
-            () = cancel.cancelled() => {
-                self.queries.finish(&handle);
-                return Err(cancelled());
-            }
-        };
-        let batches = match batches {
+        let batches = match planned.runnable.execute() {
             Ok(batches) => batches,
             Err(e) => {
                 self.queries.finish(&handle);
@@ -125,7 +151,7 @@ impl QuarryFlightSql {
         };
         let schema = batches.schema();
         let done = Finished {
-            queries: Arc::clone(&self.queries),
+            client: Arc::clone(&self),
             handle,
         };
         let batches = batches
@@ -165,13 +191,13 @@ impl QuarryFlightSql {
 
 /// Forgets a planned statement when its stream is dropped.
 struct Finished {
-    queries: Arc<Queries>,
+    client: Arc<ClientSession>,
     handle: String,
 }
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        self.queries.finish(&self.handle);
+        self.client.queries.finish(&self.handle);
     }
 }
 
@@ -235,7 +261,7 @@ fn table_type(kind: TableType) -> &'static str {
 }
 
 /// The `$1`, `$2`, ... parameters of a planned statement, in order, with the types the
-/// planner inferred (Null where it could not).
+/// planner inferred (Null where it could not). Positional `?` are numbered by then.
 fn parameter_schema(frame: &DataFrame) -> Result<Schema, Status> {
     let types = frame
         .logical_plan()
@@ -266,8 +292,11 @@ impl FlightSqlService for QuarryFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let frame = self.plan(&query.query, Vec::new()).await?;
-        self.info(frame, request.into_inner()).map(Response::new)
+        let client = self.client(&request)?;
+        let runnable = plan(&client.sql, &query.query, Vec::new()).await?;
+        client
+            .info(runnable, request.into_inner())
+            .map(Response::new)
     }
 
     async fn get_flight_info_prepared_statement(
@@ -275,46 +304,58 @@ impl FlightSqlService for QuarryFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let frame = self.plan_prepared(&query).await?;
-        self.info(frame, request.into_inner()).map(Response::new)
+        let client = self.client(&request)?;
+        let runnable = client.plan_prepared(&query).await?;
+        client
+            .info(runnable, request.into_inner())
+            .map(Response::new)
     }
 
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let client = self.client(&request)?;
         let handle = handle_text(&ticket.statement_handle)?;
-        let planned = self.queries.planned(&handle).ok_or_else(|| {
-            Status::not_found("no planned statement has that ticket; ask for the FlightInfo again")
+        let planned = client.queries.planned(&handle).ok_or_else(|| {
+            Status::not_found(
+                "no planned statement of this session has that ticket; ask for the FlightInfo \
+                 again",
+            )
         })?;
-        self.results(handle, planned).await.map(Response::new)
+        client.results(handle, planned).await.map(Response::new)
     }
 
     async fn do_get_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let frame = self.plan_prepared(&query).await?;
-        let (handle, planned) = self.queries.plan(frame);
-        self.results(handle, planned).await.map(Response::new)
+        let client = self.client(&request)?;
+        let runnable = client.plan_prepared(&query).await?;
+        let (handle, planned) = client.queries.plan(runnable);
+        client.results(handle, planned).await.map(Response::new)
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let frame = self.plan(&query.query, Vec::new()).await?;
-        let dataset = ipc_schema(frame.schema().as_arrow())?;
+        let client = self.client(&request)?;
+        let frame = client.sql.sql(&query.query).await.map_err(|e| status(&e))?;
         let parameters = parameter_schema(&frame)?;
-        let parameter_schema = if parameters.fields().is_empty() {
-            bytes::Bytes::new()
+        let (dataset, parameter_schema) = if parameters.fields().is_empty() {
+            let runnable = Runnable::plan(frame)
+                .await
+                .map_err(|e| status(&Error::Sql(e)))?;
+            (ipc_schema(&runnable.schema())?, bytes::Bytes::new())
         } else {
-            ipc_schema(&parameters)?
+            // The physical plan needs the values; the types come with the binding.
+            (ipc_schema(frame.schema().as_arrow())?, ipc_schema(&parameters)?)
         };
-        let handle = self.queries.prepare(query.query);
+        let handle = client.queries.prepare(query.query);
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
             dataset_schema: dataset,
@@ -327,6 +368,7 @@ impl FlightSqlService for QuarryFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
+        let client = self.client(&request)?;
         let handle = handle_text(&query.prepared_statement_handle)?;
         let stream = request.into_inner().map_err(FlightError::from);
         let batches: Vec<RecordBatch> =
@@ -351,7 +393,7 @@ impl FlightSqlService for QuarryFlightSql {
             .map(|column| ScalarValue::try_from_array(column, 0))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::invalid_argument(format!("cannot read a parameter: {e}")))?;
-        if !self.queries.bind(&handle, values) {
+        if !client.queries.bind(&handle, values) {
             return Err(Status::not_found(
                 "no open prepared statement has that handle",
             ));
@@ -364,11 +406,12 @@ impl FlightSqlService for QuarryFlightSql {
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
+        let client = self.client(&request)?;
         let handle = handle_text(&query.prepared_statement_handle)?;
         // Closing twice is harmless; clients retry on reconnect.
-        self.queries.close(&handle);
+        client.queries.close(&handle);
         Ok(())
     }
 
@@ -384,10 +427,11 @@ impl FlightSqlService for QuarryFlightSql {
     async fn do_get_catalogs(
         &self,
         query: CommandGetCatalogs,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let client = self.client(&request)?;
         let mut builder = query.into_builder();
-        for catalog in metadata::catalogs(&self.engine) {
+        for catalog in metadata::catalogs(&client.sql) {
             builder.append(catalog);
         }
         one_batch(builder.build())
@@ -405,10 +449,11 @@ impl FlightSqlService for QuarryFlightSql {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let client = self.client(&request)?;
         let mut builder = query.into_builder();
-        for (catalog, schema) in metadata::schemas(&self.engine) {
+        for (catalog, schema) in metadata::schemas(&client.sql) {
             builder.append(catalog, schema);
         }
         one_batch(builder.build())
@@ -426,10 +471,11 @@ impl FlightSqlService for QuarryFlightSql {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let client = self.client(&request)?;
         let mut builder = query.into_builder();
-        for table in metadata::tables(&self.engine).await {
+        for table in metadata::tables(&client.sql).await {
             builder
                 .append(
                     &table.catalog,
@@ -520,11 +566,12 @@ impl FlightSqlService for QuarryFlightSql {
     async fn do_action_cancel_query(
         &self,
         query: ActionCancelQueryRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
+        let client = self.client(&request)?;
         let info = FlightInfo::decode(&*query.info)
             .map_err(|_| Status::invalid_argument("the FlightInfo to cancel cannot be read"))?;
-        let result = self.cancel(Some(info))?;
+        let result = client.cancel(Some(info))?;
         Ok(ActionCancelQueryResult {
             result: result as i32,
         })
@@ -534,6 +581,7 @@ impl FlightSqlService for QuarryFlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let client = self.client(&request)?;
         let action = request.into_inner();
         if action.r#type != CANCEL_FLIGHT_INFO {
             return Err(Status::invalid_argument(format!(
@@ -544,7 +592,7 @@ impl FlightSqlService for QuarryFlightSql {
         let cancel = CancelFlightInfoRequest::decode(&*action.body)
             .map_err(|_| Status::invalid_argument("the CancelFlightInfo request cannot be read"))?;
         let result = CancelFlightInfoResult {
-            status: self.cancel(cancel.info)? as i32,
+            status: client.cancel(cancel.info)? as i32,
         };
         let body = arrow_flight::Result {
             body: result.encode_to_vec().into(),

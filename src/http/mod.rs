@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use self::error::ApiError;
 use self::model::{ErrorBody, Health, Token};
 use crate::auth::Authenticator;
+use crate::client_sessions::ClientSessions;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::server::{self, RunningServer};
@@ -33,12 +34,21 @@ use crate::server::{self, RunningServer};
 pub struct AppState {
     engine: Engine,
     auth: Arc<Authenticator>,
+    sessions: Arc<ClientSessions>,
 }
 
 /// The API's routes on `engine`, checking calls against `auth`. Everything but `/health`,
 /// `/openapi.json` and `/login` needs credentials.
-pub fn router(engine: Engine, auth: Arc<Authenticator>) -> Router {
-    let state = AppState { engine, auth };
+pub fn router(
+    engine: Engine,
+    auth: Arc<Authenticator>,
+    sessions: Arc<ClientSessions>,
+) -> Router {
+    let state = AppState {
+        engine,
+        auth,
+        sessions,
+    };
     let guarded = Router::new()
         .route(
             "/connections",
@@ -87,10 +97,12 @@ fn authorization(request: &Request) -> Option<&[u8]> {
 
 async fn authenticate(
     State(app): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> std::result::Result<Response, ApiError> {
-    app.auth.user(authorization(&request)).await?;
+    // Recorded for the routes that run SQL in the caller's session.
+    let caller = app.auth.caller(authorization(&request)).await?;
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
 
@@ -147,10 +159,11 @@ async fn method_not_allowed(request: Request) -> ApiError {
 pub async fn start(
     engine: Engine,
     auth: Arc<Authenticator>,
+    sessions: Arc<ClientSessions>,
     addr: SocketAddr,
 ) -> Result<RunningServer> {
     let (listener, addr) = server::bind(addr, "HTTP").await?;
-    let app = router(engine, auth);
+    let app = router(engine, auth, sessions);
     Ok(RunningServer::spawn("HTTP", addr, |shutdown| {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

@@ -2,6 +2,7 @@
 //! Results stream batch by batch, so a large result never sits whole in memory.
 
 use axum::body::{Body, Bytes};
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
@@ -16,6 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::model::{ColumnInfo, ErrorBody, QueryRequest, QueryResult};
+use crate::auth::Caller;
 use crate::error::Error;
 
 /// The media type of an Arrow IPC stream.
@@ -43,6 +45,7 @@ type BodyChunk = Result<Bytes, Error>;
     ))]
 pub async fn query(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<QueryRequest>,
 ) -> Result<Response, ApiError> {
@@ -51,7 +54,8 @@ pub async fn query(
             "request field 'sql' is empty; give one SQL statement",
         ));
     }
-    let frame = app.engine.sql(&request.sql).await?;
+    let session = app.sessions.get(&caller)?;
+    let frame = session.sql.sql(&request.sql).await?;
     let mut batches = crate::sql::results::execute(frame)
         .await
         .map_err(Error::from)?;

@@ -20,21 +20,28 @@ const SERVER_KEYS: &[&str] = &[
     "ssl_root_cert",
     "connect_timeout",
     "statement_timeout",
+    "retry_budget",
     "max_age",
 ];
 /// PostgreSQL takes the server keys plus its own.
 static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> =
     std::sync::LazyLock::new(|| [SERVER_KEYS, &["numeric_as_float64"]].concat());
+/// MySQL takes the server keys plus its own.
+static MYSQL_KEYS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| [SERVER_KEYS, &["schemas"]].concat());
 const SQLITE_KEYS: &[&str] = &["path", "connect_timeout", "statement_timeout", "max_age"];
 const SERVER_SECRETS: &[&str] = &["password"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time spent retrying a refused or dropped connection, past the first try: enough for a
+/// server that is restarting, short enough that a server that is down is reported soon.
+const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(2);
 
 impl SourceType {
     /// The config keys this source type accepts.
     pub fn config_keys(self) -> &'static [&'static str] {
         match self {
             SourceType::Postgres => &POSTGRES_KEYS,
-            SourceType::Mysql => SERVER_KEYS,
+            SourceType::Mysql => &MYSQL_KEYS,
             SourceType::Sqlite => SQLITE_KEYS,
         }
     }
@@ -95,6 +102,9 @@ pub struct ServerConfig {
     pub options: CommonOptions,
     /// PostgreSQL only: carry unconstrained `numeric` as float64 instead of exact text.
     pub numeric_as_float64: bool,
+    /// MySQL only: the databases (MySQL's schemas) to discover, each a name or a pattern
+    /// with `*`; empty means the configured `database` alone.
+    pub schemas: Vec<String>,
 }
 
 /// Config of a SQLite file source.
@@ -113,6 +123,9 @@ pub struct CommonOptions {
     pub connect_timeout: Duration,
     /// Longest a source statement may run (default: no limit).
     pub statement_timeout: Option<Duration>,
+    /// Time spent retrying transient failures (refused, reset, timed out) after the first
+    /// try, by test, discovery and fetch alike (default 2 s; `0s`: no retry).
+    pub retry_budget: Duration,
     /// A cache entry older than this is fetched again before a statement reads it
     /// (default: never stale).
     pub max_age: Option<Duration>,
@@ -179,6 +192,9 @@ impl SourceConfig {
                 .duration("connect_timeout")?
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             statement_timeout: fields.duration("statement_timeout")?,
+            retry_budget: fields
+                .duration_or_zero("retry_budget")?
+                .unwrap_or(DEFAULT_RETRY_BUDGET),
             max_age: fields.duration("max_age")?,
         };
         Ok(match source_type {
@@ -335,6 +351,16 @@ impl<'a> Fields<'a> {
     }
 
     fn duration(&self, key: &str) -> Result<Option<Duration>> {
+        match self.duration_or_zero(key)? {
+            Some(duration) if duration.is_zero() => {
+                Err(self.error(format!("'{key}' must be greater than zero")))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A duration where zero means "none" (a retry budget of `0s`: never retry).
+    fn duration_or_zero(&self, key: &str) -> Result<Option<Duration>> {
         let bad = |got: &Value| {
             self.error(format!(
                 "'{key}' must be a positive duration: seconds as a number, or text such as \
@@ -353,9 +379,6 @@ impl<'a> Fields<'a> {
             },
             Some(other) => return Err(bad(other)),
         };
-        if duration.is_zero() {
-            return Err(self.error(format!("'{key}' must be greater than zero")));
-        }
         Ok(Some(duration))
     }
 
@@ -414,8 +437,28 @@ impl<'a> Fields<'a> {
                 )));
             }
         };
+        let schemas = match self.map.get("schemas") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(name) if !name.trim().is_empty() => Ok(name.clone()),
+                    other => Err(self.error(format!(
+                        "each entry of 'schemas' must be a database name or a pattern with *, \
+                         got {other}"
+                    ))),
+                })
+                .collect::<Result<_>>()?,
+            Some(other) => {
+                return Err(self.error(format!(
+                    "'schemas' must be a non-empty list of database names or patterns with *, \
+                     such as [\"sales\", \"archive_*\"]; got {other}"
+                )));
+            }
+        };
         Ok(ServerConfig {
             numeric_as_float64,
+            schemas,
             host,
             port,
             database,

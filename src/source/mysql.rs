@@ -30,6 +30,9 @@ pub struct MySqlSource {
     options: MySqlConnectOptions,
     pool: MySqlPool,
     connect_timeout: Duration,
+    retry_budget: Duration,
+    /// The databases to discover: names or patterns with `*`.
+    schemas: Vec<String>,
 }
 
 impl MySqlSource {
@@ -74,7 +77,38 @@ impl MySqlSource {
             options,
             pool,
             connect_timeout,
+            retry_budget: config.options.retry_budget,
+            schemas: if config.schemas.is_empty() {
+                vec![config.database.clone()]
+            } else {
+                config.schemas.clone()
+            },
         })
+    }
+}
+
+impl MySqlSource {
+    async fn connect_once(&self) -> Result<MySqlConnection> {
+        match tokio::time::timeout(
+            self.connect_timeout,
+            MySqlConnection::connect_with(&self.options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.endpoint.classify(&e)),
+            Err(_) => Err(self.endpoint.timed_out(self.connect_timeout)),
+        }
+    }
+
+    /// Connects once outside the pool while the pool holds no session. The pool retries a
+    /// refused connection silently until its timeout and then reports only the timeout;
+    /// this reports the server's own answer (refused, bad password) at once.
+    async fn probe_if_idle(&self) -> Result<()> {
+        if self.pool.size() == 0 {
+            let _ = self.connect_once().await?.close().await;
+        }
+        Ok(())
     }
 }
 
@@ -99,6 +133,28 @@ async fn prepare_session(
     Ok(())
 }
 
+/// The discovery query for `patterns` database names or patterns (`LIKE` patterns, bound).
+fn discover_query(patterns: usize) -> String {
+    let matches = vec!["c.TABLE_SCHEMA LIKE ? ESCAPE '!'"; patterns].join(" OR ");
+    DISCOVER.replace("{schemas}", &format!("({matches})"))
+}
+
+/// A database name or a pattern with `*` as a `LIKE` pattern that escapes with `!`.
+fn like_pattern(name: &str) -> String {
+    let mut pattern = String::with_capacity(name.len());
+    for ch in name.chars() {
+        match ch {
+            '*' => pattern.push('%'),
+            '%' | '_' | '!' => {
+                pattern.push('!');
+                pattern.push(ch);
+            }
+            _ => pattern.push(ch),
+        }
+    }
+    pattern
+}
+
 const DISCOVER: &str = r"
 SELECT CAST(c.TABLE_SCHEMA AS CHAR) AS table_schema,
        CAST(c.TABLE_NAME AS CHAR) AS table_name,
@@ -115,23 +171,15 @@ FROM information_schema.COLUMNS c
 JOIN information_schema.TABLES t
   ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
 WHERE c.TABLE_SCHEMA NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys')
+  AND {schemas}
 ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION";
 
 #[async_trait]
 impl Source for MySqlSource {
     async fn test(&self) -> Result<TestOutcome> {
-        with_backoff("testing a MySQL connection", || async {
+        with_backoff("testing a MySQL connection", self.retry_budget, || async {
             let start = Instant::now();
-            let mut conn = match tokio::time::timeout(
-                self.connect_timeout,
-                MySqlConnection::connect_with(&self.options),
-            )
-            .await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => return Err(self.endpoint.classify(&e)),
-                Err(_) => return Err(self.endpoint.timed_out(self.connect_timeout)),
-            };
+            let mut conn = self.connect_once().await?;
             let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
                 .fetch_one(&mut conn)
                 .await
@@ -152,8 +200,14 @@ impl Source for MySqlSource {
     }
 
     async fn discover(&self) -> Result<Vec<TableRecord>> {
-        let rows = with_backoff("discovering MySQL tables", || async {
-            sqlx::query(DISCOVER)
+        let rows = with_backoff("discovering MySQL tables", self.retry_budget, || async {
+            self.probe_if_idle().await?;
+            // Only placeholders are spliced in; the patterns are bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(discover_query(self.schemas.len())));
+            for schema in &self.schemas {
+                query = query.bind(like_pattern(schema));
+            }
+            query
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.endpoint.classify(&e))
@@ -279,7 +333,8 @@ impl MySqlSource {
     /// A pooled session for a fetch. An abandoned result set would have to be drained by
     /// the session's next user, so fetch sessions are closed rather than returned.
     async fn acquire(&self) -> Result<Session> {
-        let mut conn = with_backoff("connecting to MySQL", || async {
+        let mut conn = with_backoff("connecting to MySQL", self.retry_budget, || async {
+            self.probe_if_idle().await?;
             self.pool
                 .acquire()
                 .await
@@ -485,4 +540,14 @@ fn binary_temporal(raw: &[u8]) -> std::result::Result<Cell<'static>, String> {
             + ((hour * 60 + minute) * 60 + second) * 1_000_000
             + micros,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_patterns_become_escaped_like_patterns() {
+        assert_eq!(super::like_pattern("tpch_sf1"), "tpch!_sf1");
+        assert_eq!(super::like_pattern("archive_*"), "archive!_%");
+        assert_eq!(super::like_pattern("100%!"), "100!%!!");
+    }
 }

@@ -31,6 +31,7 @@ pub struct PgSource {
     options: PgConnectOptions,
     pool: PgPool,
     connect_timeout: Duration,
+    retry_budget: Duration,
     numeric_as_float64: bool,
 }
 
@@ -83,6 +84,7 @@ impl PgSource {
             options,
             pool,
             connect_timeout,
+            retry_budget: config.options.retry_budget,
             numeric_as_float64: config.numeric_as_float64,
         })
     }
@@ -98,6 +100,16 @@ impl PgSource {
             Ok(Err(e)) => Err(self.endpoint.classify(&e)),
             Err(_) => Err(self.endpoint.timed_out(self.connect_timeout)),
         }
+    }
+
+    /// Connects once outside the pool while the pool holds no session. The pool retries a
+    /// refused connection silently until its timeout and then reports only the timeout;
+    /// this reports the server's own answer (refused, bad password) at once.
+    async fn probe_if_idle(&self) -> Result<()> {
+        if self.pool.size() == 0 {
+            let _ = self.connect_once().await?.close().await;
+        }
+        Ok(())
     }
 }
 
@@ -131,7 +143,7 @@ ORDER BY 1, 2, a.attnum";
 #[async_trait]
 impl Source for PgSource {
     async fn test(&self) -> Result<TestOutcome> {
-        with_backoff("testing a PostgreSQL connection", || async {
+        with_backoff("testing a PostgreSQL connection", self.retry_budget, || async {
             let start = Instant::now();
             let mut conn = self.connect_once().await?;
             let version: String = sqlx::query_scalar("SHOW server_version")
@@ -149,7 +161,8 @@ impl Source for PgSource {
     }
 
     async fn discover(&self) -> Result<Vec<TableRecord>> {
-        let rows = with_backoff("discovering PostgreSQL tables", || async {
+        let rows = with_backoff("discovering PostgreSQL tables", self.retry_budget, || async {
+            self.probe_if_idle().await?;
             sqlx::query(DISCOVER)
                 .fetch_all(&self.pool)
                 .await
@@ -292,7 +305,8 @@ impl PgSource {
     /// A pooled session for a fetch. A COPY left unread would have to be drained by the
     /// session's next user, so fetch sessions are closed rather than returned.
     async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        let mut conn = with_backoff("connecting to PostgreSQL", || async {
+        let mut conn = with_backoff("connecting to PostgreSQL", self.retry_budget, || async {
+            self.probe_if_idle().await?;
             self.pool
                 .acquire()
                 .await

@@ -2,10 +2,14 @@
 //! that fetch into the cache when a query first reads them.
 
 pub mod catalog;
+pub(crate) mod context;
 pub(crate) mod deferred;
+pub(crate) mod deferred_statement;
 pub(crate) mod functions;
 pub mod lazy_table;
+pub(crate) mod lossy_cast;
 pub(crate) mod memory_scan;
+pub mod placeholders;
 pub mod results;
 pub mod snapshot;
 pub mod suggest;

@@ -6,6 +6,29 @@ use datafusion::sql::sqlparser::ast::{ObjectNamePart, visit_relations};
 
 use super::snapshot::Snapshot;
 
+/// `error` explained where DataFusion's own words leave a user stuck: an ORDER BY of a
+/// qualified column that shares its name with an output column. DataFusion adds the
+/// sort key to the projection beside the alias and then refuses the two names as
+/// ambiguous (a relative of apache/datafusion#8391, still open for this case in 55).
+pub fn explain_ambiguity(error: DataFusionError) -> DataFusionError {
+    use datafusion::common::SchemaError;
+    let DataFusionError::SchemaError(schema_error, _) = error.find_root() else {
+        return error;
+    };
+    let SchemaError::AmbiguousReference { field } = schema_error.as_ref() else {
+        return error;
+    };
+    let Some(relation) = &field.relation else {
+        return error;
+    };
+    DataFusionError::Plan(format!(
+        "{error}. This happens when ORDER BY names {relation}.{name} while an output column is \
+         also called {name}: select {relation}.{name} under another alias and order by that \
+         alias, or rename the output column",
+        name = field.name
+    ))
+}
+
 /// `error` with the closest existing name added, when it is about a name that does not
 /// exist and a close one does.
 pub fn with_suggestion(

@@ -10,6 +10,7 @@ use datafusion::arrow::array::{AsArray, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Int64Type, Schema};
 use futures::TryStreamExt;
 use prost::Message;
+use quarry::client_sessions::{ClientSessions, DEFAULT_SESSIONS_PER_USER};
 use quarry::auth::{Authenticator, Users};
 use quarry::flight::ServeOptions;
 use quarry::server::RunningServer;
@@ -37,17 +38,19 @@ impl Served {
             )
             .await;
         fixture.engine.discover_connection("pg").await.unwrap();
-        let server = quarry::flight::start(
-            fixture.engine.clone(),
-            ServeOptions {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                tls: None,
-                auth: Arc::new(Authenticator::new(
-                    Users::with_password(&SecretString::from(PASSWORD)).unwrap(),
-                    Duration::from_secs(600),
-                )),
-            },
-        )
+        let server = quarry::flight::start(ServeOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            auth: Arc::new(Authenticator::new(
+                Users::with_password(&SecretString::from(PASSWORD)).unwrap(),
+                Duration::from_secs(600),
+            )),
+            sessions: Arc::new(ClientSessions::new(
+                fixture.engine.clone(),
+                DEFAULT_SESSIONS_PER_USER,
+                Duration::from_secs(600),
+            )),
+        })
         .await
         .unwrap();
         Served { fixture, server }

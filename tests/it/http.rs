@@ -10,6 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use datafusion::arrow::ipc::reader::StreamReader;
+use quarry::client_sessions::{ClientSessions, DEFAULT_SESSIONS_PER_USER};
 use quarry::auth::{Authenticator, Users};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -34,6 +35,7 @@ pub enum As<'a> {
 pub struct Api {
     pub fixture: PgSourceFixture,
     pub auth: Arc<Authenticator>,
+    pub sessions: Arc<ClientSessions>,
     router: Router,
     pub token: String,
 }
@@ -53,10 +55,20 @@ impl Api {
         fixture.engine.discover_connection("pg").await.unwrap();
         let users = Users::with_password(&SecretString::from(PASSWORD)).unwrap();
         let auth = Arc::new(Authenticator::new(users, Duration::from_secs(600)));
-        let router = quarry::http::router(fixture.engine.clone(), Arc::clone(&auth));
+        let sessions = Arc::new(ClientSessions::new(
+            fixture.engine.clone(),
+            DEFAULT_SESSIONS_PER_USER,
+            Duration::from_secs(600),
+        ));
+        let router = quarry::http::router(
+            fixture.engine.clone(),
+            Arc::clone(&auth),
+            Arc::clone(&sessions),
+        );
         let mut api = Api {
             fixture,
             auth,
+            sessions,
             router,
             token: String::new(),
         };

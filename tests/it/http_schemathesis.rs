@@ -12,6 +12,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
     let server = quarry::http::start(
         api.fixture.engine.clone(),
         api.auth.clone(),
+        api.sessions.clone(),
         "127.0.0.1:0".parse().unwrap(),
     )
     .await

@@ -3,6 +3,8 @@
 
 mod cli;
 mod config_rules;
+mod correctness;
+mod differential;
 mod flight;
 mod flight_python;
 mod http;

@@ -106,5 +106,79 @@ class Queries(unittest.TestCase):
         cur.close()
 
 
+class Sessions(unittest.TestCase):
+    """Each ADBC connection is a session of its own on the server."""
+
+    def setUp(self):
+        self.a = connect()
+        self.b = connect()
+
+    def tearDown(self):
+        self.a.close()
+        self.b.close()
+
+    def setting(self, conn):
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT value FROM information_schema.df_settings "
+                "WHERE name = 'datafusion.execution.batch_size'"
+            )
+            return cur.fetchone()[0]
+
+    def test_settings_and_temporary_views_stay_in_their_session(self):
+        with self.a.cursor() as cur:
+            cur.execute("SET datafusion.execution.batch_size = 7")
+            cur.execute("CREATE VIEW only_a AS SELECT 1 AS x")
+        with self.b.cursor() as cur:
+            cur.execute("SET datafusion.catalog.default_catalog = 'pg'")
+            # The default catalog is now a connection, which holds no views of its own.
+            cur.execute("CREATE VIEW datafusion.public.only_b AS SELECT 2 AS y")
+        self.assertEqual(self.setting(self.a), "7")
+        self.assertEqual(self.setting(self.b), "8192")
+        with self.a.cursor() as cur:
+            cur.execute("SELECT x FROM only_a")
+            self.assertEqual(cur.fetchone(), (1,))
+            with self.assertRaises(adbc_driver_manager.Error):
+                cur.execute("SELECT y FROM only_b")
+        with self.b.cursor() as cur:
+            with self.assertRaises(adbc_driver_manager.Error):
+                cur.execute("SELECT x FROM only_a")
+            cur.execute("SELECT y FROM datafusion.public.only_b")
+            self.assertEqual(cur.fetchone(), (2,))
+
+    def test_ddl_runs_once(self):
+        with self.a.cursor() as cur:
+            cur.execute("CREATE TABLE t2 AS SELECT 42 AS v")
+            cur.execute("SELECT v FROM t2")
+            self.assertEqual(cur.fetchall(), [(42,)])
+            cur.execute("DROP TABLE t2")
+            with self.assertRaises(adbc_driver_manager.Error) as caught:
+                cur.execute("SELECT v FROM t2")
+            self.assertIn("t2", str(caught.exception))
+            # Created again after the drop: it did not exist, so this works too.
+            cur.execute("CREATE TABLE t2 AS SELECT 43 AS v")
+            cur.execute("SELECT v FROM t2")
+            self.assertEqual(cur.fetchall(), [(43,)])
+
+    def test_question_mark_and_dollar_placeholders(self):
+        with self.a.cursor() as cur:
+            cur.execute(
+                "SELECT id FROM pg.public.items WHERE id > ? AND name <> ? ORDER BY id",
+                parameters=(95, "item 97"),
+            )
+            self.assertEqual([row[0] for row in cur.fetchall()], [96, 98, 99, 100])
+            cur.execute(
+                "SELECT id FROM pg.public.items WHERE id > $1 AND name <> $2 ORDER BY id",
+                parameters=(95, "item 97"),
+            )
+            self.assertEqual([row[0] for row in cur.fetchall()], [96, 98, 99, 100])
+            with self.assertRaises(adbc_driver_manager.Error) as caught:
+                cur.execute(
+                    "SELECT id FROM pg.public.items WHERE id > ? AND name <> $1",
+                    parameters=(95, "item 97"),
+                )
+            self.assertIn("mixes positional '?' placeholders", str(caught.exception))
+
+
 if __name__ == "__main__":
     unittest.main()
