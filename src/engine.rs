@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
 use crate::id::ConnectionId;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
-use crate::source::{self, Source, SourceConfig, SourceType, TestOutcome, merge_patch};
 use crate::session::Session;
+use crate::source::{self, Source, SourceConfig, SourceType, TestOutcome, merge_patch};
 use crate::sql::snapshot::SnapshotCell;
 use crate::store::{self, CacheEntry, ConfigUpdate, MetadataStore, NewConnection, TableRecord};
 

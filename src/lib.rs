@@ -34,8 +34,8 @@ pub use engine::{Config, Engine, EngineBuilder};
 pub use engine::{DiscoveryOutcome, RefreshOutcome};
 pub use error::{Error, Result};
 pub use events::{Event, TableName};
-pub use session::Session;
 pub use id::ConnectionId;
+pub use session::Session;
 pub use source::{SourceConfig, SourceType, TestOutcome};
 
 /// Compiles the README's code examples as doctests, so they stay true.

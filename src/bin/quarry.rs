@@ -226,8 +226,8 @@ fn hash_password() -> quarry::Result<()> {
 
 /// Runs the Flight SQL server (and the HTTP API when asked) until Ctrl-C.
 async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
+    use quarry::auth::{Authenticator, Users};
     use quarry::client_sessions::ClientSessions;
-use quarry::auth::{Authenticator, Users};
     use quarry::flight::{self, ServeOptions, TlsFiles};
     let users = match (&args.users_file, std::env::var("QUARRY_SERVER_PASSWORD")) {
         (Some(path), _) => Users::from_file(path)?,
@@ -266,9 +266,9 @@ use quarry::auth::{Authenticator, Users};
         args.token_ttl,
     ));
     let http = match args.http_addr {
-        Some(addr) => Some(
-            quarry::http::start(engine.clone(), auth.clone(), sessions.clone(), addr).await?,
-        ),
+        Some(addr) => {
+            Some(quarry::http::start(engine.clone(), auth.clone(), sessions.clone(), addr).await?)
+        }
         None => None,
     };
     let server = flight::start(ServeOptions {

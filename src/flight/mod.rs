@@ -70,13 +70,12 @@ pub async fn start(options: ServeOptions) -> Result<RunningServer> {
             })?;
     }
     let (listener, addr) = server::bind(options.addr, "Flight SQL").await?;
-    let service =
-        FlightServiceServer::new(Guarded::new(
-            QuarryFlightSql::new(options.sessions),
-            options.auth,
-        ))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = FlightServiceServer::new(Guarded::new(
+        QuarryFlightSql::new(options.sessions),
+        options.auth,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok(RunningServer::spawn("Flight SQL", addr, |shutdown| {
         server

@@ -353,7 +353,10 @@ impl FlightSqlService for QuarryFlightSql {
             (ipc_schema(&runnable.schema())?, bytes::Bytes::new())
         } else {
             // The physical plan needs the values; the types come with the binding.
-            (ipc_schema(frame.schema().as_arrow())?, ipc_schema(&parameters)?)
+            (
+                ipc_schema(frame.schema().as_arrow())?,
+                ipc_schema(&parameters)?,
+            )
         };
         let handle = client.queries.prepare(query.query);
         Ok(ActionCreatePreparedStatementResult {

@@ -39,11 +39,7 @@ pub struct AppState {
 
 /// The API's routes on `engine`, checking calls against `auth`. Everything but `/health`,
 /// `/openapi.json` and `/login` needs credentials.
-pub fn router(
-    engine: Engine,
-    auth: Arc<Authenticator>,
-    sessions: Arc<ClientSessions>,
-) -> Router {
+pub fn router(engine: Engine, auth: Arc<Authenticator>, sessions: Arc<ClientSessions>) -> Router {
     let state = AppState {
         engine,
         auth,

@@ -1,8 +1,8 @@
 //! `POST /query`: one SQL statement, answered as JSON rows or as an Arrow IPC stream.
 //! Results stream batch by batch, so a large result never sits whole in memory.
 
-use axum::body::{Body, Bytes};
 use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;

@@ -143,31 +143,39 @@ ORDER BY 1, 2, a.attnum";
 #[async_trait]
 impl Source for PgSource {
     async fn test(&self) -> Result<TestOutcome> {
-        with_backoff("testing a PostgreSQL connection", self.retry_budget, || async {
-            let start = Instant::now();
-            let mut conn = self.connect_once().await?;
-            let version: String = sqlx::query_scalar("SHOW server_version")
-                .fetch_one(&mut conn)
-                .await
-                .map_err(|e| self.endpoint.classify(&e))?;
-            let latency = start.elapsed();
-            let _ = conn.close().await;
-            Ok(TestOutcome {
-                server_version: format!("PostgreSQL {version}"),
-                latency,
-            })
-        })
+        with_backoff(
+            "testing a PostgreSQL connection",
+            self.retry_budget,
+            || async {
+                let start = Instant::now();
+                let mut conn = self.connect_once().await?;
+                let version: String = sqlx::query_scalar("SHOW server_version")
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| self.endpoint.classify(&e))?;
+                let latency = start.elapsed();
+                let _ = conn.close().await;
+                Ok(TestOutcome {
+                    server_version: format!("PostgreSQL {version}"),
+                    latency,
+                })
+            },
+        )
         .await
     }
 
     async fn discover(&self) -> Result<Vec<TableRecord>> {
-        let rows = with_backoff("discovering PostgreSQL tables", self.retry_budget, || async {
-            self.probe_if_idle().await?;
-            sqlx::query(DISCOVER)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.endpoint.classify(&e))
-        })
+        let rows = with_backoff(
+            "discovering PostgreSQL tables",
+            self.retry_budget,
+            || async {
+                self.probe_if_idle().await?;
+                sqlx::query(DISCOVER)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.endpoint.classify(&e))
+            },
+        )
         .await?;
         let mut tables = TableCollector::default();
         for row in &rows {

@@ -85,11 +85,13 @@ mod tests {
         let message = result.unwrap_err().to_string();
         assert!(message.contains("tried 5 times over 1.5 s"), "{message}");
         assert_eq!(
-            result_class(&with_backoff("x", Duration::ZERO, || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(failure(FailureClass::Refused))
-            })
-            .await),
+            result_class(
+                &with_backoff("x", Duration::ZERO, || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err::<(), _>(failure(FailureClass::Refused))
+                })
+                .await
+            ),
             Some(FailureClass::Refused),
             "a zero budget tries once and keeps the cause"
         );

@@ -80,7 +80,13 @@ impl TableProvider for DeferredStatement {
         let (context, plan) = (self.context.clone(), self.plan.clone());
         let factory: StreamFactory = Arc::new(move |_task| {
             let (context, plan) = (context.clone(), plan.clone());
-            Box::pin(async move { context.execute_logical_plan(plan).await?.execute_stream().await })
+            Box::pin(async move {
+                context
+                    .execute_logical_plan(plan)
+                    .await?
+                    .execute_stream()
+                    .await
+            })
         });
         Ok(Arc::new(DeferredExec::new(
             format!("{}: runs when executed", self.plan.display()),

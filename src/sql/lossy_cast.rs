@@ -112,8 +112,8 @@ fn is_comparison(op: Operator) -> bool {
 fn keep(expr: Expr, schema: &DFSchema) -> Result<(Expr, bool)> {
     let mut link = &expr;
     let mut lossy = false;
-    while let Expr::Cast(Cast { expr: inner, field }) | Expr::TryCast(TryCast { expr: inner, field }) =
-        link
+    while let Expr::Cast(Cast { expr: inner, field })
+    | Expr::TryCast(TryCast { expr: inner, field }) = link
     {
         lossy |= is_lossy(&inner.get_type(schema)?, field.data_type());
         link = inner;

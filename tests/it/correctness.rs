@@ -87,7 +87,9 @@ async fn the_announced_schema_is_the_schema_of_the_batches() {
         widened[0].schema().field(0).data_type(),
         DataType::Decimal128(_, 2)
     ));
-    let total = widened[0].column(0).as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+    let total = widened[0]
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
     // 10.25 * (1 + … + 9) = 461.25
     assert_eq!(total.value(0), 46125);
 
@@ -111,7 +113,12 @@ async fn the_announced_schema_is_the_schema_of_the_batches() {
     .await;
     let counts: Vec<Option<i64>> = subquery
         .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>()
+        })
         .collect();
     // Customers 1..=9 and 12 have a nation (keys 0..9); 10 and 11 do not.
     assert_eq!(
@@ -127,14 +134,27 @@ async fn a_decimal_literal_compares_exactly() {
     assert_eq!(pg_count(&mut fx, &sql.replace("pg.", "")).await, 1);
     assert_eq!(single_i64(&run(&fx.engine, sql).await), 1);
     // Literals on their own: exact decimals, and exponents still floats.
-    let batches = run(&fx.engine, "SELECT 0.1 + 0.2 AS d, 1.5e3 AS e, 0.1 = 0.10 AS same").await;
+    let batches = run(
+        &fx.engine,
+        "SELECT 0.1 + 0.2 AS d, 1.5e3 AS e, 0.1 = 0.10 AS same",
+    )
+    .await;
     let schema = batches[0].schema();
-    assert!(matches!(schema.field(0).data_type(), DataType::Decimal128(_, 1)));
-    let d = batches[0].column(0).as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+    assert!(matches!(
+        schema.field(0).data_type(),
+        DataType::Decimal128(_, 1)
+    ));
+    let d = batches[0]
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
     assert_eq!(d.value_as_string(0), "0.3");
     let e = batches[0].column(1);
     let e = datafusion::arrow::compute::cast(e, &DataType::Float64).unwrap();
-    assert_eq!(e.as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0), 1500.0);
+    assert_eq!(
+        e.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+            .value(0),
+        1500.0
+    );
     assert!(batches[0].column(2).as_boolean().value(0));
     // A float column compared with a decimal literal still compares as float.
     let f = run(
@@ -368,7 +388,10 @@ async fn ddl_takes_effect_when_executed_not_when_planned() {
         .sql("CREATE TABLE t2 AS SELECT 42 AS v")
         .await
         .unwrap();
-    assert!(session.sql("SELECT v FROM t2").await.is_err(), "planned only");
+    assert!(
+        session.sql("SELECT v FROM t2").await.is_err(),
+        "planned only"
+    );
     planned.collect().await.unwrap();
     let v = session
         .sql("SELECT v FROM t2")
@@ -379,7 +402,10 @@ async fn ddl_takes_effect_when_executed_not_when_planned() {
         .unwrap();
     assert_eq!(single_i64(&v), 42);
     let drop = session.sql("DROP TABLE t2").await.unwrap();
-    assert!(session.sql("SELECT v FROM t2").await.is_ok(), "not dropped yet");
+    assert!(
+        session.sql("SELECT v FROM t2").await.is_ok(),
+        "not dropped yet"
+    );
     drop.collect().await.unwrap();
     assert!(session.sql("SELECT v FROM t2").await.is_err());
     // A planned SET sets nothing.
@@ -395,4 +421,38 @@ async fn ddl_takes_effect_when_executed_not_when_planned() {
         .await
         .unwrap();
     assert_eq!(size[0].column(0).as_string::<i32>().value(0), "8192");
+}
+
+#[tokio::test]
+async fn client_sessions_follow_their_token_and_are_capped_per_user() {
+    use quarry::auth::Caller;
+    use quarry::client_sessions::ClientSessions;
+    use std::sync::Arc;
+    let fx = PgSourceFixture::new().await;
+    let sessions = ClientSessions::new(fx.engine.clone(), 2, Duration::from_secs(60));
+    let later = Instant::now() + Duration::from_secs(60);
+    let caller = |user: &str, token: &str, expires: Instant| Caller {
+        user: user.into(),
+        token: Some((token.into(), expires)),
+    };
+    let first = sessions.get(&caller("ann", "t1", later)).unwrap();
+    let again = sessions.get(&caller("ann", "t1", later)).unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "one token, one session");
+    let second = sessions.get(&caller("ann", "t2", later)).unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    let refused = sessions.get(&caller("ann", "t3", later)).unwrap_err();
+    assert_eq!(refused.kind(), quarry::error::Kind::ResourceExhausted);
+    assert!(
+        refused.to_string().contains("already has 2 open sessions"),
+        "{refused}"
+    );
+    // Another user is not held back by ann's sessions.
+    sessions.get(&caller("bob", "t4", later)).unwrap();
+    // A session ends with its token: one that has expired frees ann's place.
+    let expired = Instant::now();
+    let sessions_of = ClientSessions::new(fx.engine.clone(), 1, Duration::from_secs(60));
+    sessions_of.get(&caller("ann", "old", expired)).unwrap();
+    let fresh = sessions_of.get(&caller("ann", "new", later));
+    assert!(fresh.is_ok(), "the expired session no longer counts");
+    assert_eq!(sessions_of.len(), 1);
 }

@@ -548,11 +548,7 @@ async fn sources() -> (PgSourceFixture, MySqlSourceFixture) {
     let mut my = MySqlSourceFixture::new().await;
     my.exec(&dataset(true)).await;
     pg.engine
-        .create_connection(
-            "my",
-            "mysql",
-            crate::support::mysql_source_config(&my.name),
-        )
+        .create_connection("my", "mysql", crate::support::mysql_source_config(&my.name))
         .await
         .unwrap();
     pg.engine.discover_connection("pg").await.unwrap();
@@ -677,9 +673,22 @@ fn the_generator_is_seeded_and_covers_every_family() {
     assert_eq!(a.source, b.source);
     let texts: Vec<String> = (0..300).map(|n| generate(n, &target).quarry).collect();
     for needle in [
-        " JOIN ", "my.db.t2", "GROUP BY", "HAVING", "DISTINCT", "LIMIT", "OVER (", "EXISTS",
-        "CASE WHEN", "COALESCE", "CAST(", " IN (SELECT",
+        " JOIN ",
+        "my.db.t2",
+        "GROUP BY",
+        "HAVING",
+        "DISTINCT",
+        "LIMIT",
+        "OVER (",
+        "EXISTS",
+        "CASE WHEN",
+        "COALESCE",
+        "CAST(",
+        " IN (SELECT",
     ] {
-        assert!(texts.iter().any(|t| t.contains(needle)), "no query has {needle}");
+        assert!(
+            texts.iter().any(|t| t.contains(needle)),
+            "no query has {needle}"
+        );
     }
 }
