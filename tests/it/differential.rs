@@ -300,17 +300,28 @@ fn generate(seed: u64, target: &Target) -> Query {
             }
             // GROUP BY and HAVING.
             4 | 5 => {
-                let items = vec![
-                    ("g".to_owned(), Kind::Int),
-                    ("count(*)".to_owned(), Kind::Int),
-                    ("sum(a)".to_owned(), Kind::Int),
-                    ("min(d)".to_owned(), Kind::Dec),
-                    ("sum(d)".to_owned(), Kind::Dec),
-                    ("count(b)".to_owned(), Kind::Int),
-                    ("max(s)".to_owned(), Kind::Text),
-                    ("avg(d)".to_owned(), Kind::Avg),
-                    ("avg(a)".to_owned(), Kind::Avg),
-                ];
+                let items = if family == 5 {
+                    // A single COUNT(DISTINCT) beside sums, one of them only in HAVING: a
+                    // shape DataFusion rewrites.
+                    vec![
+                        ("g".to_owned(), Kind::Int),
+                        ("count(DISTINCT b)".to_owned(), Kind::Int),
+                        ("sum(a)".to_owned(), Kind::Int),
+                        ("count(*)".to_owned(), Kind::Int),
+                    ]
+                } else {
+                    vec![
+                        ("g".to_owned(), Kind::Int),
+                        ("count(*)".to_owned(), Kind::Int),
+                        ("sum(a)".to_owned(), Kind::Int),
+                        ("min(d)".to_owned(), Kind::Dec),
+                        ("sum(d)".to_owned(), Kind::Dec),
+                        ("count(b)".to_owned(), Kind::Int),
+                        ("max(s)".to_owned(), Kind::Text),
+                        ("avg(d)".to_owned(), Kind::Avg),
+                        ("avg(a)".to_owned(), Kind::Avg),
+                    ]
+                };
                 let p = predicate(&mut rng, &r, "");
                 let having = match rng.int(0, 3) {
                     0 => format!(" HAVING count(*) > {}", rng.int(1, 9)),
