@@ -307,7 +307,6 @@ fn generate(seed: u64, target: &Target) -> Query {
                         ("g".to_owned(), Kind::Int),
                         ("count(DISTINCT b)".to_owned(), Kind::Int),
                         ("sum(a)".to_owned(), Kind::Int),
-                        ("count(*)".to_owned(), Kind::Int),
                     ]
                 } else {
                     vec![
