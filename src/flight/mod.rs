@@ -3,7 +3,6 @@
 
 pub mod guard;
 pub mod metadata;
-pub mod queries;
 pub mod service;
 pub mod status;
 

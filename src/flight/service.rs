@@ -33,9 +33,9 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::metadata;
-use super::queries::Planned;
 use super::status::status;
 use crate::auth::Caller;
+use crate::client_sessions::queries::Planned;
 use crate::client_sessions::{ClientSession, ClientSessions};
 use crate::error::Error;
 use crate::session::Session;

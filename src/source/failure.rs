@@ -83,6 +83,34 @@ impl Endpoint {
         }
     }
 
+    /// One connection made outside any pool, within `timeout`, its failure classified.
+    pub async fn connect<C: sqlx::Connection>(
+        &self,
+        options: &<C as sqlx::Connection>::Options,
+        timeout: Duration,
+    ) -> crate::Result<C> {
+        match tokio::time::timeout(timeout, C::connect_with(options)).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Err(_) => Err(self.timed_out(timeout)),
+        }
+    }
+
+    /// Connects once outside `pool` while it holds no session. A pool retries a refused
+    /// connection silently until its timeout and then reports only the timeout; this
+    /// reports the server's own answer (refused, bad password) at once.
+    pub async fn probe_if_idle<C: sqlx::Connection>(
+        &self,
+        pool: &sqlx::Pool<C::Database>,
+        options: &<C as sqlx::Connection>::Options,
+        timeout: Duration,
+    ) -> crate::Result<()> {
+        if pool.size() == 0 {
+            let _ = self.connect::<C>(options, timeout).await?.close().await;
+        }
+        Ok(())
+    }
+
     /// The connect timeout passed.
     pub fn timed_out(&self, timeout: Duration) -> Error {
         self.error(

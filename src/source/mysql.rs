@@ -89,26 +89,15 @@ impl MySqlSource {
 
 impl MySqlSource {
     async fn connect_once(&self) -> Result<MySqlConnection> {
-        match tokio::time::timeout(
-            self.connect_timeout,
-            MySqlConnection::connect_with(&self.options),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(self.endpoint.classify(&e)),
-            Err(_) => Err(self.endpoint.timed_out(self.connect_timeout)),
-        }
+        self.endpoint
+            .connect(&self.options, self.connect_timeout)
+            .await
     }
 
-    /// Connects once outside the pool while the pool holds no session. The pool retries a
-    /// refused connection silently until its timeout and then reports only the timeout;
-    /// this reports the server's own answer (refused, bad password) at once.
     async fn probe_if_idle(&self) -> Result<()> {
-        if self.pool.size() == 0 {
-            let _ = self.connect_once().await?.close().await;
-        }
-        Ok(())
+        self.endpoint
+            .probe_if_idle::<MySqlConnection>(&self.pool, &self.options, self.connect_timeout)
+            .await
     }
 }
 

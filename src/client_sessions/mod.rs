@@ -4,6 +4,8 @@
 //! basic credentials every time share one session per user. A session ends when its token
 //! expires, and one user holds at most a fixed number of them.
 
+pub mod queries;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,8 +13,9 @@ use std::time::{Duration, Instant};
 use crate::auth::Caller;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::flight::queries::Queries;
 use crate::session::Session;
+
+use self::queries::Queries;
 
 /// How many sessions one user may hold unless the server is told otherwise.
 pub const DEFAULT_SESSIONS_PER_USER: usize = 64;
