@@ -32,8 +32,10 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
             "--generation-database",
             "none",
             "--no-color",
+            // One worker: with two, schemathesis's strategy building raced in one CI run and
+            // crashed with a KeyError of its own (a tool error, not a finding).
             "--workers",
-            "2",
+            "1",
             "--request-timeout",
             "30",
         ])
