@@ -61,6 +61,27 @@ async fn run(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
     batches
 }
 
+/// The session's `datafusion.execution.batch_size`, as it reads it.
+async fn batch_size(session: &quarry::Session) -> String {
+    let batches = session
+        .sql(
+            "SELECT value FROM information_schema.df_settings \
+             WHERE name = 'datafusion.execution.batch_size'",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    batches[0].column(0).as_string::<i32>().value(0).to_owned()
+}
+
+/// The tables discovery stored for `connection`.
+async fn discovered(engine: &Engine, connection: &str) -> Vec<quarry::store::TableRecord> {
+    let id = engine.connection(connection).await.unwrap().id;
+    engine.store().tables(&id).await.unwrap()
+}
+
 fn single_i64(batches: &[RecordBatch]) -> i64 {
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
 }
@@ -239,16 +260,7 @@ async fn two_planning_errors_on_valid_sql_are_answered() {
                      GROUP BY n_regionkey) SELECT d.c3 AS c0, d.c0 AS k FROM pg.public.region r \
                      JOIN d ON r.r_regionkey = d.c0 ORDER BY r.r_regionkey, k";
     let batches = run(&fx.engine, rewritten).await;
-    let values: Vec<i32> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    assert_eq!(values, [0, 1, 2, 3]);
+    assert_eq!(crate::support::int32_column(&batches), [0, 1, 2, 3]);
 }
 
 #[tokio::test]
@@ -259,13 +271,8 @@ async fn a_mysql_connection_discovers_its_own_database_only() {
     let mut other = MySqlSourceFixture::new().await;
     other.exec("CREATE TABLE theirs (id INT PRIMARY KEY)").await;
     fx.engine.discover_connection("my").await.unwrap();
-    let id = fx.engine.connection("my").await.unwrap().id;
-    let schemas: Vec<String> = fx
-        .engine
-        .store()
-        .tables(&id)
+    let schemas: Vec<String> = discovered(&fx.engine, "my")
         .await
-        .unwrap()
         .into_iter()
         .map(|t| format!("{}.{}", t.schema, t.name))
         .collect();
@@ -279,13 +286,8 @@ async fn a_mysql_connection_discovers_its_own_database_only() {
         .await
         .unwrap();
     fx.engine.discover_connection("both").await.unwrap();
-    let id = fx.engine.connection("both").await.unwrap().id;
-    let mut both: Vec<String> = fx
-        .engine
-        .store()
-        .tables(&id)
+    let mut both: Vec<String> = discovered(&fx.engine, "both")
         .await
-        .unwrap()
         .into_iter()
         .map(|t| t.name)
         .collect();
@@ -355,21 +357,8 @@ async fn sessions_keep_their_settings_and_temporary_tables_apart() {
     ] {
         session.sql(sql).await.unwrap().collect().await.unwrap();
     }
-    let setting = |session: &quarry::Session| {
-        let session = session.clone();
-        async move {
-            let batches = session
-                .sql("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
-            batches[0].column(0).as_string::<i32>().value(0).to_owned()
-        }
-    };
-    assert_eq!(setting(&a).await, "1");
-    assert_eq!(setting(&b).await, "8192");
+    assert_eq!(batch_size(&a).await, "1");
+    assert_eq!(batch_size(&b).await, "8192");
     assert!(a.sql("SELECT * FROM theirs").await.is_err());
     assert!(b.sql("SELECT * FROM mine").await.is_err());
     assert!(fx.engine.sql("SELECT * FROM mine").await.is_err());
@@ -422,14 +411,7 @@ async fn ddl_takes_effect_when_executed_not_when_planned() {
         .sql("SET datafusion.execution.batch_size = 3")
         .await
         .unwrap();
-    let size = session
-        .sql("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(size[0].column(0).as_string::<i32>().value(0), "8192");
+    assert_eq!(batch_size(&session).await, "8192");
 }
 
 #[tokio::test]

@@ -215,16 +215,7 @@ async fn a_prepared_statement_takes_two_parameters() {
     prepared.set_parameters(values).unwrap();
     let info = prepared.execute().await.unwrap();
     let batches = fetch(&mut client, info).await;
-    let ids: Vec<i32> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    assert_eq!(ids, [96, 98, 99, 100]);
+    assert_eq!(crate::support::int32_column(&batches), [96, 98, 99, 100]);
     prepared.close().await.unwrap();
 }
 

@@ -387,3 +387,17 @@ pub async fn plan_statistics(
         .compute(plan.as_ref(), &StatisticsArgs::new())
         .unwrap()
 }
+
+/// The first column of `batches`, an Int32 column without NULLs, as one vector.
+pub fn int32_column(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Vec<i32> {
+    use datafusion::arrow::array::AsArray;
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
