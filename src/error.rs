@@ -152,6 +152,10 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(String),
 
+    /// A catalog, schema, table or view named in a statement does not exist.
+    #[error("{0}")]
+    NotFound(String),
+
     /// A command-line or REPL command was used wrongly; the message shows its usage.
     #[error("{0}")]
     Usage(String),
@@ -230,7 +234,9 @@ impl Error {
             | Error::UnknownSourceType { .. }
             | Error::InvalidConfig { .. }
             | Error::InvalidSetting { .. } => Kind::Invalid,
-            Error::InvalidId { .. } | Error::ConnectionNotFound(_) => Kind::NotFound,
+            Error::InvalidId { .. } | Error::ConnectionNotFound(_) | Error::NotFound(_) => {
+                Kind::NotFound
+            }
             Error::ConnectionExists { .. } => Kind::AlreadyExists,
             Error::Unauthenticated(_) => Kind::Unauthenticated,
             Error::TooManySessions { .. } => Kind::ResourceExhausted,

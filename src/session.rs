@@ -10,6 +10,7 @@ use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::error::{Error, Result};
+use crate::sql::default_schema::{self, DefaultSchema, Request};
 use crate::sql::snapshot::SnapshotCell;
 
 /// One SQL session. Cheap to clone; clones share the session.
@@ -58,6 +59,9 @@ impl Session {
     /// Plans one parsed statement; run the returned frame to execute it. Nothing takes
     /// effect before that, DDL and `SET` included.
     pub async fn execute(&self, mut statement: Statement) -> Result<DataFrame> {
+        if let Some(request) = default_schema::request(&statement)? {
+            return self.default_schema_statement(request).await;
+        }
         crate::sql::system_catalog::route_views(&mut statement);
         crate::sql::placeholders::number_placeholders(&mut statement)?;
         let state = self.context.state();
@@ -66,13 +70,52 @@ impl Session {
             Err(e) => {
                 let snapshot = self.snapshot.get();
                 let e = crate::sql::suggest::explain_ambiguity(e);
-                return Err(crate::sql::suggest::with_suggestion(&statement, &snapshot, e).into());
+                let functions = state.table_functions();
+                return Err(crate::sql::suggest::with_suggestion(
+                    &statement,
+                    &snapshot,
+                    state.catalog_list().as_ref(),
+                    &DefaultSchema::of(&state),
+                    |name| functions.contains_key(name),
+                    e,
+                )
+                .into());
             }
         };
         if crate::sql::deferred_statement::acts_when_planned(&plan) {
             return Ok(crate::sql::deferred_statement::frame(&self.context, plan)?);
         }
         Ok(self.context.execute_logical_plan(plan).await?)
+    }
+
+    /// The catalog and schema unqualified names resolve against (`USE` changes it).
+    pub fn default_schema(&self) -> DefaultSchema {
+        DefaultSchema::of(&self.context.state())
+    }
+
+    /// `USE`, `SET search_path` and `SHOW search_path`, as a frame that acts when run.
+    async fn default_schema_statement(&self, request: Request) -> Result<DataFrame> {
+        let current = self.default_schema();
+        let target = match request {
+            Request::Show => {
+                let value = current.to_string().replace('\'', "''");
+                return Ok(self
+                    .context
+                    .sql(&format!("SELECT '{value}' AS search_path"))
+                    .await?);
+            }
+            Request::Reset => DefaultSchema {
+                catalog: "datafusion".into(),
+                schema: "public".into(),
+            },
+            Request::Change(name) => {
+                default_schema::resolve(&name, self.catalog_list().as_ref(), &current)?
+            }
+        };
+        Ok(crate::sql::deferred_statement::use_frame(
+            &self.context,
+            target,
+        )?)
     }
 
     /// Every catalog statements can name (connections, `datafusion`, `quarry`), for

@@ -27,7 +27,7 @@ In the shell, .help lists the commands (.tables, .schema, .mode, .timer, ...).";
 
 /// Quarry: query all your databases with one SQL dialect.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     action: Option<Action>,
@@ -53,9 +53,10 @@ struct Cli {
         long = "memory-cache",
         env = "QUARRY_MEMORY_CACHE",
         value_name = "SIZE",
-        global = true
+        global = true,
+        value_parser = memory_budget
     )]
-    memory_cache: Option<String>,
+    memory_cache: Option<u64>,
 
     /// Run these SQL statements (and dot-commands), print their results and exit
     #[arg(
@@ -74,9 +75,10 @@ struct Cli {
     #[arg(long)]
     keep_going: bool,
 
-    /// How results are written when not interactive
-    #[arg(long, value_enum, default_value_t = Mode::Table, value_name = "FORMAT")]
-    format: Mode,
+    /// How results are written when not interactive [default: table]. With json, each
+    /// statement writes one JSON document (an array of row objects), one after another
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    format: Option<Mode>,
 
     /// Print each statement's elapsed time
     #[arg(long)]
@@ -133,6 +135,28 @@ struct ServeArgs {
     max_sessions_per_user: usize,
 }
 
+/// `--memory-cache` as clap checks it, so a wrong size exits with status 2.
+fn memory_budget(size: &str) -> Result<u64, String> {
+    quarry::config::parse_memory_budget(size).map_err(|e| e.to_string())
+}
+
+/// The shell's options given with a subcommand, which would silently do nothing.
+fn shell_options_with(cli: &Cli) -> Option<&'static str> {
+    let given = [
+        (cli.command.is_some(), "--command"),
+        (cli.file.is_some(), "--file"),
+        (cli.keep_going, "--keep-going"),
+        (cli.format.is_some(), "--format"),
+        (cli.timer, "--timer"),
+    ];
+    cli.action.as_ref().and(
+        given
+            .into_iter()
+            .find(|(set, _)| *set)
+            .map(|(_, name)| name),
+    )
+}
+
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUARRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -144,6 +168,18 @@ fn main() -> ExitCode {
     // second, developer-facing one.
     std::panic::set_hook(Box::new(|info| tracing::debug!("panic: {info}")));
     let cli = Cli::parse();
+    if let Some(option) = shell_options_with(&cli) {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "{option} is an option of the shell, not of a subcommand; give it without \
+                     the subcommand"
+                ),
+            )
+            .exit();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -173,8 +209,8 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> quarry::Result<usize> {
     if let Some(url) = cli.store_url {
         builder = builder.store_url(url);
     }
-    if let Some(size) = cli.memory_cache {
-        builder = builder.memory_cache(quarry::config::parse_memory_budget(&size)?);
+    if let Some(bytes) = cli.memory_cache {
+        builder = builder.memory_cache(bytes);
     }
     let engine = runtime.block_on(builder.build())?;
     if let Some(Action::Serve(args)) = cli.action {
@@ -182,7 +218,7 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> quarry::Result<usize> {
     }
     let interactive = cli.command.is_none() && cli.file.is_none() && std::io::stdin().is_terminal();
     let settings = Settings {
-        mode: cli.format,
+        mode: cli.format.unwrap_or_default(),
         max_rows: interactive.then_some(repl::INTERACTIVE_MAX_ROWS),
         timer: cli.timer,
     };
@@ -191,17 +227,20 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> quarry::Result<usize> {
         return Ok(0);
     }
     let mut shell = Shell::new(engine, settings, false);
-    let script = match (cli.command, cli.file) {
-        (Some(sql), _) => sql,
-        (None, Some(path)) => std::fs::read_to_string(&path)
-            .map_err(quarry::Error::io("cannot read the script", path))?,
+    let (script, origin) = match (cli.command, cli.file) {
+        (Some(sql), _) => (sql, None),
+        (None, Some(path)) => (
+            std::fs::read_to_string(&path)
+                .map_err(quarry::Error::io("cannot read the script", &path))?,
+            Some(path.display().to_string()),
+        ),
         (None, None) => {
             let stdin = std::io::stdin().lock();
             return repl::run_reader(runtime, &mut shell, stdin, cli.keep_going);
         }
     };
     Ok(runtime
-        .block_on(shell.run_script(&script, cli.keep_going))
+        .block_on(shell.run_script(&script, origin.as_deref(), cli.keep_going))
         .0)
 }
 

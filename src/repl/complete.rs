@@ -1,19 +1,19 @@
 //! The line editor's helper: tab completion of commands, SQL keywords, function names and
 //! the catalog objects themselves (connections, schemas, tables, columns) from the engine's
-//! in-memory snapshot, so typing never waits on a source; and the validator that keeps a
-//! statement open until its `;`.
+//! in-memory snapshot, so typing never waits on a source. Unqualified names complete in
+//! the session's default schema.
 
 use std::collections::BTreeSet;
 
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
-use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 
 use super::commands::COMMANDS;
-use super::statements;
 use crate::engine::Engine;
+use crate::sql::default_schema::DefaultSchema;
 use crate::sql::snapshot::Snapshot;
 
 /// Completion and validation for the REPL's editor.
@@ -50,14 +50,25 @@ impl QuarryHelper {
             return (start, matches);
         }
         let snapshot = self.engine.snapshot();
+        let default = self.engine.default_session().default_schema();
         if let Some(dot) = word.rfind('.') {
             let path: Vec<String> = word[..dot].split('.').map(unquote).collect();
             let prefix = &word[dot + 1..];
-            let names = qualified_names(&snapshot, &path);
+            let names = qualified_names(&snapshot, &qualify(&snapshot, &default, path));
             return (start + dot + 1, matching(names, prefix));
         }
         let mut names: BTreeSet<String> = snapshot.connections.keys().cloned().collect();
-        names.extend(referenced_columns(&snapshot, line));
+        // Unqualified names resolve in the default schema: its tables, and the schemas of
+        // its catalog.
+        names.extend(qualified_names(
+            &snapshot,
+            std::slice::from_ref(&default.catalog),
+        ));
+        names.extend(qualified_names(
+            &snapshot,
+            &[default.catalog.clone(), default.schema.clone()],
+        ));
+        names.extend(referenced_columns(&snapshot, &default, line));
         let mut matches = matching(names, word);
         let upper = word.chars().next().is_some_and(char::is_uppercase);
         let prefix = word.to_ascii_uppercase();
@@ -107,11 +118,33 @@ fn qualified_names(snapshot: &Snapshot, path: &[String]) -> BTreeSet<String> {
     }
 }
 
-/// Columns of the `connection.schema.table` names written anywhere in `line`.
-fn referenced_columns(snapshot: &Snapshot, line: &str) -> BTreeSet<String> {
+/// `path` (a dotted name being typed) completed with the default catalog and schema
+/// where it does not start with a connection, as the planner resolves it.
+fn qualify(snapshot: &Snapshot, default: &DefaultSchema, path: Vec<String>) -> Vec<String> {
+    if snapshot.connections.contains_key(&path[0]) {
+        return path;
+    }
+    let in_catalog = snapshot
+        .connections
+        .get(&default.catalog)
+        .is_some_and(|c| c.schemas.contains_key(&path[0]));
+    if in_catalog {
+        [vec![default.catalog.clone()], path].concat()
+    } else {
+        [vec![default.catalog.clone(), default.schema.clone()], path].concat()
+    }
+}
+
+/// Columns of the tables named anywhere in `line`, qualified or resolved in the default.
+fn referenced_columns(
+    snapshot: &Snapshot,
+    default: &DefaultSchema,
+    line: &str,
+) -> BTreeSet<String> {
     line.split(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '.' | '"')))
+        .filter(|word| !word.is_empty())
         .filter_map(|word| {
-            let parts: Vec<String> = word.split('.').map(unquote).collect();
+            let parts = qualify(snapshot, default, word.split('.').map(unquote).collect());
             (parts.len() == 3).then(|| qualified_names(snapshot, &parts))
         })
         .flatten()
@@ -171,15 +204,9 @@ impl Completer for QuarryHelper {
     }
 }
 
-impl Validator for QuarryHelper {
-    fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
-        Ok(if statements::is_complete(ctx.input()) {
-            ValidationResult::Valid(None)
-        } else {
-            ValidationResult::Incomplete
-        })
-    }
-}
+/// Every line is accepted as typed: the shell collects a statement's lines itself, so
+/// each gets its own prompt.
+impl Validator for QuarryHelper {}
 
 impl Hinter for QuarryHelper {
     type Hint = String;

@@ -21,9 +21,10 @@ use self::commands::Command;
 use self::complete::QuarryHelper;
 use self::progress::FetchProgress;
 use self::render::{Mode, RenderOptions};
-use self::statements::{Input, Splitter};
+use self::statements::{Input, Located, Splitter};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::sql::default_schema::DefaultSchema;
 
 /// Rows a table shows at most in the interactive shell unless `.maxrows` says otherwise.
 pub const INTERACTIVE_MAX_ROWS: usize = 40;
@@ -115,16 +116,33 @@ impl Shell {
         }
     }
 
+    /// Runs one input of a script: parser errors then give positions in the script.
+    pub async fn run_located(&mut self, located: &Located) -> Result<Flow> {
+        match located.positioned_sql() {
+            Some(sql) => self.run(&Input::Sql(sql)).await,
+            None => self.run(&located.input).await,
+        }
+    }
+
     /// Runs every input of `script` in order; stops at the first error unless `keep_going`.
-    /// Returns how many inputs failed (errors are reported on standard error).
-    pub async fn run_script(&mut self, script: &str, keep_going: bool) -> (usize, Flow) {
+    /// Returns how many inputs failed. Errors are reported on standard error, with the
+    /// script's name (`origin`) and the line of the failing input when it has one.
+    pub async fn run_script(
+        &mut self,
+        script: &str,
+        origin: Option<&str>,
+        keep_going: bool,
+    ) -> (usize, Flow) {
         let mut failures = 0;
-        for input in statements::split_script(script) {
-            match Box::pin(self.run(&input)).await {
+        for located in statements::split_script(script) {
+            match Box::pin(self.run_located(&located)).await {
                 Ok(Flow::Quit) => return (failures, Flow::Quit),
                 Ok(Flow::Continue) => {}
                 Err(e) => {
-                    report(&e);
+                    match origin {
+                        Some(origin) => report_at(origin, located.line, &e),
+                        None => report(&e),
+                    }
                     failures += 1;
                     if !keep_going {
                         break;
@@ -261,7 +279,7 @@ impl Shell {
                 let script = std::fs::read_to_string(&path)
                     .map_err(Error::io("cannot read the script", PathBuf::from(&path)))?;
                 self.read_depth += 1;
-                let (failures, flow) = Box::pin(self.run_script(&script, false)).await;
+                let (failures, flow) = Box::pin(self.run_script(&script, Some(&path), false)).await;
                 self.read_depth -= 1;
                 if failures > 0 {
                     return Err(Error::Usage(format!("{path}: stopped at the error above")));
@@ -364,6 +382,18 @@ pub fn report(error: &Error) {
     eprintln!("{}", describe_error(error));
 }
 
+/// Prints an error of a script's input psql style: `quarry:FILE:LINE: error: …`.
+pub fn report_at(origin: &str, line: usize, error: &Error) {
+    eprintln!("{}", describe_error_at(origin, line, error));
+}
+
+/// The text [`report_at`] prints.
+pub fn describe_error_at(origin: &str, line: usize, error: &Error) -> String {
+    let text = describe_error(error);
+    let text = text.strip_prefix("Error: ").unwrap_or(&text);
+    format!("quarry:{origin}:{line}: error: {text}")
+}
+
 /// The text [`report`] prints.
 pub fn describe_error(error: &Error) -> String {
     let message = error.to_string();
@@ -401,25 +431,51 @@ pub fn run_interactive(runtime: &Runtime, engine: Engine, settings: Settings) ->
     };
     let mut shell = Shell::new(engine.clone(), settings, true);
     shell.progress = Some(std::sync::Arc::clone(&progress));
+    // Lines are read one at a time, so a statement's later lines get their own prompt;
+    // history keeps whole statements.
+    let mut splitter = Splitter::default();
+    let mut typed = String::new();
     loop {
-        let text = match editor.readline("quarry> ") {
+        let prompt = prompt(&engine.default_session().default_schema());
+        let shown = if splitter.is_pending() {
+            continuation(&prompt)
+        } else {
+            prompt
+        };
+        let text = match editor.readline(&shown) {
             Ok(text) => text,
-            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Interrupted) => {
+                splitter = Splitter::default();
+                typed.clear();
+                continue;
+            }
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(Error::Usage(format!("cannot read input: {e}"))),
         };
-        if statements::is_blank(&text) {
+        let mut inputs = Vec::new();
+        for line in text.lines() {
+            inputs.extend(splitter.push_line(line));
+        }
+        if !statements::is_blank(&text) {
+            if !typed.is_empty() {
+                typed.push('\n');
+            }
+            typed.push_str(&text);
+        }
+        if splitter.is_pending() && inputs.is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(text.as_str());
-        if let Err(e) = editor.save_history(&history) {
-            tracing::warn!("cannot save the history to {}: {e}", history.display());
+        if !typed.is_empty() {
+            let _ = editor.add_history_entry(std::mem::take(&mut typed).as_str());
+            if let Err(e) = editor.save_history(&history) {
+                tracing::warn!("cannot save the history to {}: {e}", history.display());
+            }
         }
         let flow = runtime.block_on(async {
             let mut flow = Flow::Continue;
-            for input in statements::split_script(&text) {
+            for located in inputs {
                 tokio::select! {
-                    result = shell.run(&input) => match result {
+                    result = shell.run(&located.input) => match result {
                         Ok(next) => flow = next,
                         Err(e) => {
                             progress.clear();
@@ -446,6 +502,20 @@ pub fn run_interactive(runtime: &Runtime, engine: Engine, settings: Settings) ->
     Ok(())
 }
 
+/// The shell's prompt: `quarry> `, or with a default schema set, `quarry tp.public> `.
+pub fn prompt(default: &DefaultSchema) -> String {
+    if default.is_initial() {
+        "quarry> ".into()
+    } else {
+        format!("quarry {default}> ")
+    }
+}
+
+/// The prompt of a statement's later lines, as wide as `prompt`: `   ...> `.
+pub fn continuation(prompt: &str) -> String {
+    format!("{:>width$}", "...> ", width = prompt.chars().count())
+}
+
 /// Runs a script read line by line from `reader` (piped standard input): each statement
 /// runs as soon as its `;` arrives. Returns how many inputs failed.
 pub fn run_reader(
@@ -457,13 +527,13 @@ pub fn run_reader(
     let mut splitter = Splitter::default();
     let mut failures = 0;
     // Runs the inputs a line completed; false when the script must stop.
-    let mut run = |inputs: Vec<Input>, failures: &mut usize| {
-        for input in inputs {
-            match runtime.block_on(shell.run(&input)) {
+    let mut run = |inputs: Vec<Located>, failures: &mut usize| {
+        for located in inputs {
+            match runtime.block_on(shell.run_located(&located)) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Quit) => return false,
                 Err(e) => {
-                    report(&e);
+                    report_at("<stdin>", located.line, &e);
                     *failures += 1;
                     if !keep_going {
                         return false;

@@ -16,6 +16,10 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Statement};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+use super::default_schema::DefaultSchema;
 use super::deferred::{DeferredExec, StreamFactory};
 
 /// Whether DataFusion would carry out `plan` while making its frame.
@@ -43,19 +47,45 @@ pub fn is_deferred(frame: &DataFrame) -> bool {
 pub fn frame(context: &SessionContext, plan: LogicalPlan) -> Result<DataFrame> {
     context.read_table(Arc::new(DeferredStatement {
         context: context.clone(),
-        plan,
+        effect: Effect::Plan(plan),
+    }))
+}
+
+/// A frame that makes `default` the default schema of `context` when executed (`USE`).
+pub fn use_frame(context: &SessionContext, default: DefaultSchema) -> Result<DataFrame> {
+    context.read_table(Arc::new(DeferredStatement {
+        context: context.clone(),
+        effect: Effect::Use(default),
     }))
 }
 
 /// A statement waiting to be executed.
 struct DeferredStatement {
     context: SessionContext,
-    plan: LogicalPlan,
+    effect: Effect,
+}
+
+/// What a deferred statement does.
+#[derive(Clone)]
+enum Effect {
+    /// Runs a DataFusion plan.
+    Plan(LogicalPlan),
+    /// Changes the session's default catalog and schema.
+    Use(DefaultSchema),
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Effect::Plan(plan) => write!(f, "{}", plan.display()),
+            Effect::Use(default) => write!(f, "USE {default}"),
+        }
+    }
 }
 
 impl fmt::Debug for DeferredStatement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.plan.display())
+        write!(f, "{}", self.effect)
     }
 }
 
@@ -77,19 +107,31 @@ impl TableProvider for DeferredStatement {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (context, plan) = (self.context.clone(), self.plan.clone());
+        let (context, effect) = (self.context.clone(), self.effect.clone());
         let factory: StreamFactory = Arc::new(move |_task| {
-            let (context, plan) = (context.clone(), plan.clone());
+            let (context, effect) = (context.clone(), effect.clone());
             Box::pin(async move {
-                context
-                    .execute_logical_plan(plan)
-                    .await?
-                    .execute_stream()
-                    .await
+                match effect {
+                    Effect::Plan(plan) => {
+                        context
+                            .execute_logical_plan(plan)
+                            .await?
+                            .execute_stream()
+                            .await
+                    }
+                    Effect::Use(default) => {
+                        default.apply(&mut context.state_ref().write());
+                        let schema: SchemaRef = Arc::new(Schema::empty());
+                        Ok(Box::pin(RecordBatchStreamAdapter::new(
+                            schema,
+                            futures::stream::empty(),
+                        )) as SendableRecordBatchStream)
+                    }
+                }
             })
         });
         Ok(Arc::new(DeferredExec::new(
-            format!("{}: runs when executed", self.plan.display()),
+            format!("{}: runs when executed", self.effect),
             self.schema(),
             factory,
         )))

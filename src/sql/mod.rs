@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub(crate) mod context;
+pub mod default_schema;
 pub(crate) mod deferred;
 pub(crate) mod deferred_statement;
 pub(crate) mod functions;

@@ -1,9 +1,13 @@
-//! "Did you mean" for misspelled connection, schema and table names, from the snapshot.
+//! "Did you mean" for misspelled connection, schema and table names, from the snapshot,
+//! and clearer words for errors DataFusion leaves terse.
 
+use datafusion::catalog::CatalogProviderList;
+use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use datafusion::sql::parser::Statement;
-use datafusion::sql::sqlparser::ast::{ObjectNamePart, visit_relations};
+use datafusion::sql::resolve::resolve_table_references;
 
+use super::default_schema::DefaultSchema;
 use super::snapshot::Snapshot;
 
 /// `error` explained where DataFusion's own words leave a user stuck: an ORDER BY of a
@@ -29,57 +33,85 @@ pub fn explain_ambiguity(error: DataFusionError) -> DataFusionError {
     ))
 }
 
-/// `error` with the closest existing name added, when it is about a name that does not
-/// exist and a close one does.
+/// `error` with a hint added when the statement names a table that does not exist: the
+/// existing tables nearest to it, or where unqualified names are looked up.
 pub fn with_suggestion(
     statement: &Statement,
     snapshot: &Snapshot,
+    catalogs: &dyn CatalogProviderList,
+    default: &DefaultSchema,
+    is_table_function: impl Fn(&str) -> bool,
     error: DataFusionError,
 ) -> DataFusionError {
-    let message = error.to_string();
-    if !(message.contains("not found") || message.contains("failed to resolve")) {
+    let Ok((references, _ctes)) = resolve_table_references(statement, true) else {
         return error;
-    }
-    let mut names: Vec<Vec<String>> = Vec::new();
-    if let Statement::Statement(inner) = statement {
-        let _ = visit_relations(inner.as_ref(), |name| {
-            names.push(
-                name.0
-                    .iter()
-                    .map(|part| match part {
-                        ObjectNamePart::Identifier(i) => i.value.clone(),
-                        _ => String::new(),
-                    })
-                    .collect(),
-            );
-            std::ops::ControlFlow::<()>::Continue(())
-        });
-    }
-    match names.iter().find_map(|parts| hint(parts, snapshot)) {
-        Some(hint) => DataFusionError::Plan(format!("{message}; did you mean {hint}?")),
-        None => error,
-    }
+    };
+    let missing = references.iter().find(|reference| {
+        if matches!(reference, TableReference::Bare { table } if is_table_function(table)) {
+            return false;
+        }
+        let resolved = TableReference::clone(reference).resolve(&default.catalog, &default.schema);
+        resolved.schema.as_ref() != "information_schema"
+            && !catalogs
+                .catalog(&resolved.catalog)
+                .and_then(|c| c.schema(&resolved.schema))
+                .is_some_and(|s| s.table_exist(&resolved.table))
+    });
+    let Some(missing) = missing else {
+        return error;
+    };
+    let parts: Vec<String> = match missing {
+        TableReference::Bare { table } => vec![table.to_string()],
+        TableReference::Partial { schema, table } => vec![schema.to_string(), table.to_string()],
+        TableReference::Full {
+            catalog,
+            schema,
+            table,
+        } => vec![catalog.to_string(), schema.to_string(), table.to_string()],
+    };
+    let hint = match nearest_tables(snapshot, &parts).as_slice() {
+        [] if parts.len() < 3 => format!(
+            " (unqualified names are looked up in {default}; write connection.schema.table, \
+             or USE connection.schema)"
+        ),
+        [] => return error,
+        names => format!("; did you mean {}?", names.join(" or ")),
+    };
+    DataFusionError::Plan(format!("{error}{hint}"))
 }
 
-fn hint(parts: &[String], snapshot: &Snapshot) -> Option<String> {
-    let [catalog, schema, table] = parts else {
-        return None;
-    };
-    if catalog == "datafusion" || catalog == "quarry" {
-        return None;
+/// The existing tables nearest to the name `parts` (`table`, `schema.table` or
+/// `connection.schema.table`), compared over all the parts given together, fully
+/// qualified; several only when they are equally near.
+pub fn nearest_tables(snapshot: &Snapshot, parts: &[String]) -> Vec<String> {
+    let given = parts.join(".").to_lowercase();
+    let mut scored: Vec<(usize, String)> = Vec::new();
+    for (connection, found) in &snapshot.connections {
+        for (schema, tables) in &found.schemas {
+            for table in tables.keys() {
+                let compared = match parts.len() {
+                    1 => table.clone(),
+                    2 => format!("{schema}.{table}"),
+                    _ => format!("{connection}.{schema}.{table}"),
+                };
+                let distance = strsim::damerau_levenshtein(&given, &compared.to_lowercase());
+                if distance <= (compared.chars().count() / 3).max(2) {
+                    scored.push((distance, format!("{connection}.{schema}.{table}")));
+                }
+            }
+        }
     }
-    let Some(connection) = snapshot.connections.get(catalog) else {
-        return closest(catalog, snapshot.connections.keys())
-            .map(|c| format!("'{c}.{schema}.{table}'"));
+    let Some(best) = scored.iter().map(|(d, _)| *d).min() else {
+        return Vec::new();
     };
-    let Some(tables) = connection.schemas.get(schema) else {
-        return closest(schema, connection.schemas.keys())
-            .map(|s| format!("'{catalog}.{s}.{table}'"));
-    };
-    if tables.contains_key(table) {
-        return None;
-    }
-    closest(table, tables.keys()).map(|t| format!("'{catalog}.{schema}.{t}'"))
+    let mut names: Vec<String> = scored
+        .into_iter()
+        .filter(|(d, _)| *d == best)
+        .map(|(_, name)| name)
+        .collect();
+    names.sort();
+    names.truncate(3);
+    names
 }
 
 /// The candidate nearest to `name`, if it is near enough to be a likely typo.

@@ -49,7 +49,8 @@ fn a_bad_statement_fails_with_the_error_on_stderr() {
 fn a_bad_memory_cache_size_is_refused_with_the_forms_it_takes() {
     let dir = tempfile::tempdir().unwrap();
     let out = quarry(dir.path(), &["--memory-cache", "lots", "-c", "SELECT 1"]);
-    assert_eq!(out.status.code(), Some(1));
+    // A wrong value is a usage error, as the README says.
+    assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("invalid memory cache size 'lots'"),
@@ -221,7 +222,7 @@ fn keep_going_runs_the_rest_and_still_fails() {
     assert_eq!(
         text(&out.stderr)
             .lines()
-            .filter(|l| l.starts_with("Error: "))
+            .filter(|l| l.starts_with("quarry:<stdin>:2: error: "))
             .count(),
         1
     );

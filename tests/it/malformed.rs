@@ -252,7 +252,7 @@ async fn every_malformed_input_gets_an_error_and_no_panic() {
         let mut errors = Vec::new();
         for piece in split_script(&input) {
             // An unfinished quote swallows the rest; whatever is left is still run.
-            if let Err(e) = shell.run(&piece).await {
+            if let Err(e) = shell.run(&piece.input).await {
                 errors.push(describe_error(&e));
             }
         }
@@ -275,7 +275,7 @@ async fn every_malformed_input_gets_an_error_and_no_panic() {
     assert!(accepted.is_empty(), "no error for {accepted:#?}");
     // The shell still works after all of that.
     shell
-        .run(&split_script("SELECT 1;")[0])
+        .run(&split_script("SELECT 1;")[0].input)
         .await
         .expect("a good statement runs after the corpus");
 }
@@ -306,7 +306,13 @@ fn the_binary_reports_each_malformed_input_and_keeps_going() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let errors = stderr.lines().filter(|l| l.starts_with("Error: ")).count();
+    // psql style: the script (standard input), the line, then the error.
+    let is_error = |line: &str| {
+        line.strip_prefix("quarry:<stdin>:")
+            .and_then(|rest| rest.split_once(": error: "))
+            .is_some_and(|(number, _)| number.parse::<usize>().is_ok())
+    };
+    let errors = stderr.lines().filter(|l| is_error(l)).count();
     assert!(expected >= 150, "only {expected} self-contained inputs");
     assert!(
         errors >= expected,
@@ -314,7 +320,7 @@ fn the_binary_reports_each_malformed_input_and_keeps_going() {
     );
     for line in stderr.lines() {
         assert!(
-            line.starts_with("Error: ") || line.starts_with("Hint: "),
+            is_error(line) || line.starts_with("Hint: "),
             "unexpected stderr line {line:?}"
         );
     }
