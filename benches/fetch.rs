@@ -133,7 +133,7 @@ async fn child_fetch(source: &str, database: &str) {
         ),
     };
     engine
-        .create_connection("src", source, config)
+        .register_connection("src", source, config)
         .await
         .unwrap();
     engine.discover_connection("src").await.unwrap();

@@ -171,7 +171,7 @@ async fn main() {
         .await
         .unwrap();
     engine
-        .create_connection("small", "sqlite", serde_json::json!({ "path": small }))
+        .register_connection("small", "sqlite", serde_json::json!({ "path": small }))
         .await
         .unwrap();
     engine.discover_connection("small").await.unwrap();

@@ -47,11 +47,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let connection = engine
+    // Creating a connection also discovers its tables.
+    let created = engine
         .create_connection("shop", "sqlite", serde_json::json!({"path": source}))
         .await?;
-    println!("created connection {} ({})", connection.name, connection.id);
-    engine.discover_connection("shop").await?;
+    let discovered = created.discovery?;
+    println!(
+        "created connection {} ({}) with {} tables",
+        created.connection.name, created.connection.id, discovered.tables_added
+    );
 
     for _ in 0..2 {
         let batches = engine

@@ -156,6 +156,15 @@ pub(crate) struct EngineCore {
     snapshot: Arc<SnapshotCell>,
 }
 
+/// A connection just created, and what discovering its tables found.
+#[derive(Debug)]
+pub struct Created {
+    /// The stored connection.
+    pub connection: Connection,
+    /// The discovery's outcome; an error leaves the connection without tables.
+    pub discovery: Result<DiscoveryOutcome>,
+}
+
 /// What a discovery changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiscoveryOutcome {
@@ -253,9 +262,27 @@ impl Engine {
         self.inner.session.execute(statement).await
     }
 
-    /// Creates a connection after validating its name and config; credentials in `config`
-    /// are split out and stored encrypted.
+    /// Creates a connection and discovers its tables, as SQL's `create_connection` and
+    /// `POST /connections` do. The connection stays when discovery fails; the outcome says
+    /// why, and `discover_connection` tries again.
     pub async fn create_connection(
+        &self,
+        name: &str,
+        source_type: &str,
+        config: Value,
+    ) -> Result<Created> {
+        let connection = self.register_connection(name, source_type, config).await?;
+        let discovery = self.discover_connection(connection.id.as_str()).await;
+        Ok(Created {
+            connection,
+            discovery,
+        })
+    }
+
+    /// Stores a connection without contacting its source (validating its name and config;
+    /// credentials in `config` are split out and stored encrypted). Its tables appear once
+    /// `discover_connection` runs.
+    pub async fn register_connection(
         &self,
         name: &str,
         source_type: &str,
@@ -295,7 +322,15 @@ impl Engine {
                 Err(_) => None,
             }
         };
-        found.ok_or_else(|| Error::ConnectionNotFound(name_or_id.to_owned()))
+        found.ok_or_else(|| {
+            let snapshot = self.snapshot();
+            match crate::sql::suggest::closest(name_or_id, snapshot.connections.keys()) {
+                Some(near) => Error::NotFound(format!(
+                    "no connection named or with id '{name_or_id}'; did you mean '{near}'?"
+                )),
+                None => Error::ConnectionNotFound(name_or_id.to_owned()),
+            }
+        })
     }
 
     /// Every connection, ordered by name.
@@ -523,10 +558,44 @@ impl Engine {
             .store
             .table(&connection.id, schema, table)
             .await?
-            .ok_or_else(|| Error::Fetch {
-                table: format!("{}.{schema}.{table}", connection.name),
-                message: "no such table was discovered; run discovery, or check the names".into(),
-            })
+            .ok_or_else(|| self.no_such_table(connection, schema, Some(table)))
+    }
+
+    /// The error for a schema or table of `connection` that discovery did not find, with
+    /// the nearest existing names.
+    fn no_such_table(&self, connection: &Connection, schema: &str, table: Option<&str>) -> Error {
+        let snapshot = self.snapshot();
+        let (what, near) = match table {
+            Some(table) => {
+                let parts = [connection.name.to_string(), schema.into(), table.into()];
+                (
+                    format!("no table {}", parts.join(".")),
+                    crate::sql::suggest::nearest_tables(&snapshot, &parts),
+                )
+            }
+            None => {
+                let schemas = snapshot
+                    .connections
+                    .get(connection.name.as_str())
+                    .map(|c| c.schemas.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                (
+                    format!("connection '{}' has no schema '{schema}'", connection.name),
+                    crate::sql::suggest::closest(schema, schemas.iter())
+                        .map(|s| format!("{}.{s}", connection.name))
+                        .into_iter()
+                        .collect(),
+                )
+            }
+        };
+        let hint = match near.as_slice() {
+            [] => format!(
+                " was discovered; run discover_connection('{}') if it is new, or check the names",
+                connection.name
+            ),
+            names => format!(" was discovered; did you mean {}?", names.join(" or ")),
+        };
+        Error::NotFound(format!("{what}{hint}"))
     }
 
     /// The current cache entry of a table, fetching it from the source if it has none.
@@ -597,7 +666,22 @@ impl Engine {
         schema: &str,
         table: &str,
     ) -> Result<(Connection, TableRecord, Arc<dyn Source>)> {
-        let connection = self.connection(name_or_id).await?;
+        let connection = match self.connection(name_or_id).await {
+            Ok(connection) => connection,
+            Err(e) if e.kind() == crate::error::Kind::NotFound => {
+                let parts = [name_or_id.to_owned(), schema.to_owned(), table.to_owned()];
+                let near = crate::sql::suggest::nearest_tables(&self.snapshot(), &parts);
+                if near.is_empty() {
+                    return Err(e);
+                }
+                return Err(Error::NotFound(format!(
+                    "no table {} was discovered; did you mean {}?",
+                    parts.join("."),
+                    near.join(" or ")
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         let record = self.table_record(&connection, schema, table).await?;
         let source = self.source(&connection).await?;
         Ok((connection, record, source))
@@ -612,6 +696,20 @@ impl Engine {
         table: Option<&str>,
     ) -> Result<PurgeOutcome> {
         let connection = self.connection(name_or_id).await?;
+        if let Some(schema) = schema {
+            let tables = self.inner.store.tables(&connection.id).await?;
+            let known = tables
+                .iter()
+                .any(|t| t.schema == schema && table.is_none_or(|name| t.name == name));
+            if !known {
+                let table_named = tables.iter().any(|t| t.schema == schema);
+                return Err(if table_named {
+                    self.no_such_table(&connection, schema, table)
+                } else {
+                    self.no_such_table(&connection, schema, None)
+                });
+            }
+        }
         self.inner.cache.purge(&connection.id, schema, table).await
     }
 }

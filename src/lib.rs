@@ -9,29 +9,40 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "server")]
 pub mod auth;
 pub mod cache;
+#[cfg(feature = "server")]
 pub mod client_sessions;
 pub mod config;
 pub mod connection;
 mod engine;
 pub mod error;
 pub mod events;
+#[cfg(feature = "server")]
 pub mod flight;
+#[cfg(feature = "server")]
 pub mod http;
 pub mod id;
+#[cfg(feature = "cli")]
 pub mod repl;
 pub mod secrets;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod session;
 pub mod source;
 pub mod sql;
 pub mod store;
 
+/// The DataFusion and Arrow Quarry is built on, so embedders need no version pin of their
+/// own: `quarry::datafusion::prelude::*`, `quarry::arrow::array::RecordBatch`.
+pub use datafusion;
+pub use datafusion::arrow;
+
 pub use config::StoreUrl;
 pub use connection::{Connection, ConnectionName, ConnectionStatus};
 pub use engine::{Config, Engine, EngineBuilder};
-pub use engine::{DiscoveryOutcome, RefreshOutcome};
+pub use engine::{Created, DiscoveryOutcome, RefreshOutcome};
 pub use error::{Error, Result};
 pub use events::{Event, TableName};
 pub use id::ConnectionId;

@@ -278,7 +278,7 @@ pub async fn quarry_engine(dir: &std::path::Path, scale: f64) -> quarry::Engine 
         .await
         .unwrap();
     engine
-        .create_connection(
+        .register_connection(
             "tpch",
             "postgres",
             serde_json::json!({"host": "127.0.0.1", "database": database_name(scale), "user": "postgres", "ssl_mode": "disable"}),

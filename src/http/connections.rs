@@ -97,14 +97,17 @@ pub async fn create(
     JsonBody(request): JsonBody<CreateConnection>,
 ) -> ApiResult<Response> {
     let engine = &app.engine;
-    let created = engine
+    let crate::Created {
+        connection: created,
+        discovery,
+    } = engine
         .create_connection(
             &request.name,
             &request.source_type,
             serde_json::Value::Object(request.config),
         )
         .await?;
-    let discovery = discovery_result(engine.discover_connection(created.id.as_str()).await);
+    let discovery = discovery_result(discovery);
     // Discovery may have recorded tables; read the connection back as it now is.
     let connection = by_id(engine, created.id.as_str()).await?;
     let body = Created {

@@ -265,6 +265,8 @@ fn table(schema: &SchemaRef, batches: &[RecordBatch], terminal: bool) -> Result<
             type_label(field.data_type())
         ))
     }));
+    // EXPLAIN's plans are indented trees, one operator a line: keep their lines.
+    let plan = is_plan(schema);
     let options = FormatOptions::default().with_null(NULL);
     for batch in batches {
         let formatters = formatters(batch, &options)?;
@@ -281,6 +283,8 @@ fn table(schema: &SchemaRef, batches: &[RecordBatch], terminal: bool) -> Result<
                         } else {
                             cell
                         }
+                    } else if plan {
+                        Cell::new(format.value(row).to_string().replace('\t', "    "))
                     } else {
                         // Control characters would break the table's lines.
                         Cell::new(
@@ -292,12 +296,21 @@ fn table(schema: &SchemaRef, batches: &[RecordBatch], terminal: bool) -> Result<
                     }
                 });
             table.add_row(cells);
-            if terminal && let Some(last) = table.row_mut(table.row_count() - 1) {
+            if terminal
+                && !plan
+                && let Some(last) = table.row_mut(table.row_count() - 1)
+            {
                 last.max_height(1);
             }
         }
     }
     Ok(table)
+}
+
+/// Whether `schema` is that of an `EXPLAIN` result: `plan_type` and `plan`.
+fn is_plan(schema: &SchemaRef) -> bool {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    names == ["plan_type", "plan"]
 }
 
 /// A column type as the table header shows it.

@@ -33,6 +33,7 @@ pub fn acts_when_planned(plan: &LogicalPlan) -> bool {
 }
 
 /// Whether `frame` is a statement made by [`frame`]: one with an effect and no rows.
+#[cfg(feature = "server")]
 pub fn is_deferred(frame: &DataFrame) -> bool {
     match frame.logical_plan() {
         LogicalPlan::TableScan(scan) => {

@@ -149,12 +149,14 @@ impl ManagementFunction {
                 let effect: Effect = Arc::new(move |engine: Engine| {
                     let (n, t, config) = (a[0].clone(), a[1].clone(), config.clone());
                     Box::pin(async move {
-                        let created = engine.create_connection(&n, &t, config).await?;
-                        let (count, status, error) =
-                            match engine.discover_connection(created.id.as_str()).await {
-                                Ok(outcome) => (outcome.tables_added as i64, "ok", None),
-                                Err(e) => (0, "failed", Some(e.to_string())),
-                            };
+                        let crate::engine::Created {
+                            connection: created,
+                            discovery,
+                        } = engine.create_connection(&n, &t, config).await?;
+                        let (count, status, error) = match discovery {
+                            Ok(outcome) => (outcome.tables_added as i64, "ok", None),
+                            Err(e) => (0, "failed", Some(e.to_string())),
+                        };
                         Ok(vec![
                             text(created.id.to_string()),
                             text(created.name.to_string()),

@@ -282,7 +282,7 @@ async fn a_mysql_connection_discovers_its_own_database_only() {
     let mut config = mysql_source_config(&fx.name);
     config["schemas"] = json!([fx.name, format!("{}*", &other.name[..other.name.len() - 2])]);
     fx.engine
-        .create_connection("both", "mysql", config)
+        .register_connection("both", "mysql", config)
         .await
         .unwrap();
     fx.engine.discover_connection("both").await.unwrap();
@@ -298,7 +298,7 @@ async fn a_mysql_connection_discovers_its_own_database_only() {
     bad["schemas"] = json!("everything");
     let err = fx
         .engine
-        .create_connection("bad", "mysql", bad)
+        .register_connection("bad", "mysql", bad)
         .await
         .unwrap_err()
         .to_string();
@@ -317,7 +317,7 @@ async fn a_server_that_is_down_is_reported_at_once_as_refused() {
     let mut config = crate::support::pg_source_config(&fx.db.name);
     config["port"] = json!(port);
     fx.engine
-        .create_connection("down", "postgres", config.clone())
+        .register_connection("down", "postgres", config.clone())
         .await
         .unwrap();
     let start = Instant::now();
@@ -333,7 +333,7 @@ async fn a_server_that_is_down_is_reported_at_once_as_refused() {
     // No budget: one try.
     config["retry_budget"] = json!("0s");
     fx.engine
-        .create_connection("down_now", "postgres", config)
+        .register_connection("down_now", "postgres", config)
         .await
         .unwrap();
     let err = fx

@@ -558,7 +558,7 @@ async fn sources() -> (PgSourceFixture, MySqlSourceFixture) {
     let mut my = MySqlSourceFixture::new().await;
     my.exec(&dataset(true)).await;
     pg.engine
-        .create_connection("my", "mysql", crate::support::mysql_source_config(&my.name))
+        .register_connection("my", "mysql", crate::support::mysql_source_config(&my.name))
         .await
         .unwrap();
     pg.engine.discover_connection("pg").await.unwrap();

@@ -47,7 +47,7 @@ async fn a_wrong_password_is_an_authentication_failure_naming_the_user() {
     config["user"] = json!(user);
     config["password"] = json!("wrong-one");
     fx.engine
-        .create_connection("bad", "mysql", config)
+        .register_connection("bad", "mysql", config)
         .await
         .unwrap();
     let err = fx.engine.test_connection("bad").await.unwrap_err();
@@ -68,7 +68,7 @@ async fn a_wrong_password_is_an_authentication_failure_naming_the_user() {
 async fn a_missing_database_and_a_closed_port_are_classified() {
     let fx = MySqlSourceFixture::new().await;
     fx.engine
-        .create_connection("nodb", "mysql", mysql_source_config("quarry_no_such_db"))
+        .register_connection("nodb", "mysql", mysql_source_config("quarry_no_such_db"))
         .await
         .unwrap();
     let err = fx.engine.test_connection("nodb").await.unwrap_err();
@@ -81,7 +81,7 @@ async fn a_missing_database_and_a_closed_port_are_classified() {
     let mut closed = mysql_source_config(&fx.name);
     closed["port"] = json!(1);
     fx.engine
-        .create_connection("closed", "mysql", closed)
+        .register_connection("closed", "mysql", closed)
         .await
         .unwrap();
     let err = fx.engine.test_connection("closed").await.unwrap_err();
@@ -276,7 +276,7 @@ async fn requiring_tls_from_a_server_without_it_is_a_tls_failure() {
     let mut config = mysql_source_config(&fx.name);
     config["ssl_mode"] = json!("require");
     fx.engine
-        .create_connection("tls", "mysql", config)
+        .register_connection("tls", "mysql", config)
         .await
         .unwrap();
     let result = fx.engine.test_connection("tls").await;

@@ -47,7 +47,7 @@ async fn a_test_reports_version_and_latency_and_records_them() {
 
 async fn failing_test(fx: &PgSourceFixture, name: &str, config: serde_json::Value) -> Error {
     fx.engine
-        .create_connection(name, "postgres", config)
+        .register_connection(name, "postgres", config)
         .await
         .unwrap();
     let err = fx.engine.test_connection(name).await.unwrap_err();
@@ -731,7 +731,7 @@ async fn unconstrained_numeric_can_be_read_as_float64() {
     let mut config = crate::support::pg_source_config(&fx.db.name);
     config["numeric_as_float64"] = json!(true);
     fx.engine
-        .create_connection("pgf", "postgres", config)
+        .register_connection("pgf", "postgres", config)
         .await
         .unwrap();
     fx.engine.discover_connection("pgf").await.unwrap();
@@ -774,7 +774,7 @@ async fn the_statement_timeout_stops_a_slow_fetch_with_a_timeout_error() {
     let mut config = crate::support::pg_source_config(&fx.db.name);
     config["statement_timeout"] = json!("300ms");
     fx.engine
-        .create_connection("pgt", "postgres", config)
+        .register_connection("pgt", "postgres", config)
         .await
         .unwrap();
     fx.engine.discover_connection("pgt").await.unwrap();

@@ -22,7 +22,7 @@ async fn the_key_file_is_created_on_first_use_with_mode_0600() {
         "no key is made before a secret needs one"
     );
     let conn = engine
-        .create_connection("sales", "postgres", config())
+        .register_connection("sales", "postgres", config())
         .await
         .unwrap();
     let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
@@ -57,7 +57,7 @@ async fn a_key_file_readable_by_others_is_refused_with_the_fix() {
         .await
         .unwrap();
     engine
-        .create_connection("sales", "postgres", config())
+        .register_connection("sales", "postgres", config())
         .await
         .unwrap();
     drop(engine);
@@ -82,7 +82,7 @@ async fn a_different_key_names_the_connection_and_the_likely_cause() {
     let b = Backend::new(Kind::Sqlite).await;
     let engine = b.engine().await;
     let conn = engine
-        .create_connection("sales", "postgres", config())
+        .register_connection("sales", "postgres", config())
         .await
         .unwrap();
     drop(engine);
@@ -123,7 +123,7 @@ async fn a_missing_key_file_is_not_silently_replaced_when_reading() {
         .await
         .unwrap();
     engine
-        .create_connection("sales", "postgres", config())
+        .register_connection("sales", "postgres", config())
         .await
         .unwrap();
     drop(engine);
@@ -149,7 +149,7 @@ async fn connections_without_secrets_need_no_key() {
         .await
         .unwrap();
     engine
-        .create_connection(
+        .register_connection(
             "open",
             "mysql",
             json!({"host": "h", "database": "d", "user": "u"}),

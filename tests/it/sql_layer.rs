@@ -124,7 +124,7 @@ async fn a_join_across_postgres_and_mariadb_is_exact() {
     let mut my = MySqlSourceFixture::new().await;
     my.exec("CREATE TABLE orders (id INT, customer_id INT, total DECIMAL(10,2)); INSERT INTO orders VALUES (10, 1, 5.50), (11, 1, 4.50), (12, 3, 1.25);").await;
     pg.engine
-        .create_connection("shop", "mysql", mysql_source_config(&my.name))
+        .register_connection("shop", "mysql", mysql_source_config(&my.name))
         .await
         .unwrap();
     pg.engine.discover_connection("pg").await.unwrap();
@@ -319,7 +319,7 @@ async fn information_schema_shows_cache_state_and_never_secrets() {
     let mut config = crate::support::pg_source_config(&fx.db.name);
     config["password"] = serde_json::json!("pw-never-shown-71");
     fx.engine
-        .create_connection("withpw", "postgres", config)
+        .register_connection("withpw", "postgres", config)
         .await
         .unwrap();
     fx.engine.discover_connection("pg").await.unwrap();
@@ -376,7 +376,7 @@ async fn max_age_refetches_an_entry_older_than_it() {
     let mut config = crate::support::pg_source_config(&fx.db.name);
     config["max_age"] = serde_json::json!("15m");
     fx.engine
-        .create_connection("fresh", "postgres", config)
+        .register_connection("fresh", "postgres", config)
         .await
         .unwrap();
     fx.engine.discover_connection("fresh").await.unwrap();

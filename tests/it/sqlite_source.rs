@@ -38,7 +38,7 @@ async fn mixed_storage_classes_follow_the_stated_rules_exactly() {
     let (path, mut source) = source_file(backend.data_dir(), MIXED).await;
     let engine = backend.engine().await;
     engine
-        .create_connection("lite", "sqlite", json!({"path": path}))
+        .register_connection("lite", "sqlite", json!({"path": path}))
         .await
         .unwrap();
     let outcome = engine.test_connection("lite").await.unwrap();
@@ -127,7 +127,7 @@ async fn an_integer_a_double_would_round_fails_the_fetch() {
     .await;
     let engine = backend.engine().await;
     engine
-        .create_connection("lite", "sqlite", json!({"path": path}))
+        .register_connection("lite", "sqlite", json!({"path": path}))
         .await
         .unwrap();
     engine.discover_connection("lite").await.unwrap();

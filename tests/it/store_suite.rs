@@ -57,11 +57,11 @@ fn pg_config(password: &str) -> serde_json::Value {
 async fn create_get_and_list(b: &Backend) {
     let engine = b.engine().await;
     let sales = engine
-        .create_connection("sales", "postgres", pg_config("pw1"))
+        .register_connection("sales", "postgres", pg_config("pw1"))
         .await
         .unwrap();
     let shop = engine
-        .create_connection(
+        .register_connection(
             "shop",
             "mariadb",
             json!({"host": "h", "database": "d", "user": "u"}),
@@ -90,11 +90,11 @@ async fn create_get_and_list(b: &Backend) {
 async fn duplicate_names_are_refused(b: &Backend) {
     let engine = b.engine().await;
     engine
-        .create_connection("sales", "postgres", pg_config("a"))
+        .register_connection("sales", "postgres", pg_config("a"))
         .await
         .unwrap();
     let err = engine
-        .create_connection("sales", "postgres", pg_config("b"))
+        .register_connection("sales", "postgres", pg_config("b"))
         .await
         .unwrap_err()
         .to_string();
@@ -108,11 +108,11 @@ async fn duplicate_names_are_refused(b: &Backend) {
 async fn rename_keeps_the_id(b: &Backend) {
     let engine = b.engine().await;
     let original = engine
-        .create_connection("sales", "postgres", pg_config("pw"))
+        .register_connection("sales", "postgres", pg_config("pw"))
         .await
         .unwrap();
     engine
-        .create_connection("other", "postgres", pg_config("pw"))
+        .register_connection("other", "postgres", pg_config("pw"))
         .await
         .unwrap();
     let renamed = engine.rename_connection("sales", "revenue").await.unwrap();
@@ -166,7 +166,7 @@ fn password_of(config: &quarry::SourceConfig) -> Option<String> {
 async fn update_merges_config_and_keeps_secrets(b: &Backend) {
     let engine = b.engine().await;
     let created = engine
-        .create_connection("sales", "postgres", pg_config("first"))
+        .register_connection("sales", "postgres", pg_config("first"))
         .await
         .unwrap();
     let updated = engine
@@ -204,7 +204,7 @@ async fn update_merges_config_and_keeps_secrets(b: &Backend) {
 async fn invalid_update_changes_nothing(b: &Backend) {
     let engine = b.engine().await;
     let before = engine
-        .create_connection("sales", "postgres", pg_config("pw"))
+        .register_connection("sales", "postgres", pg_config("pw"))
         .await
         .unwrap();
     let err = engine
@@ -285,11 +285,11 @@ async fn count_rows(b: &Backend, table: &str, id: &ConnectionId) -> i64 {
 async fn delete_cascades_to_everything_the_connection_owns(b: &Backend) {
     let engine = b.engine().await;
     let doomed = engine
-        .create_connection("doomed", "postgres", pg_config("pw"))
+        .register_connection("doomed", "postgres", pg_config("pw"))
         .await
         .unwrap();
     let kept = engine
-        .create_connection("kept", "postgres", pg_config("pw"))
+        .register_connection("kept", "postgres", pg_config("pw"))
         .await
         .unwrap();
     for conn in [&doomed, &kept] {
@@ -344,7 +344,7 @@ async fn delete_cascades_to_everything_the_connection_owns(b: &Backend) {
 async fn rediscovery_keeps_the_cache_of_remaining_tables(b: &Backend) {
     let engine = b.engine().await;
     let conn = engine
-        .create_connection("sales", "postgres", pg_config("pw"))
+        .register_connection("sales", "postgres", pg_config("pw"))
         .await
         .unwrap();
     let store = engine.store();
@@ -390,7 +390,7 @@ async fn missing_connections_are_reported_by_name(b: &Backend) {
 async fn bad_names_are_refused_with_the_rule(b: &Backend) {
     let engine = b.engine().await;
     let err = engine
-        .create_connection("Sales", "postgres", pg_config("pw"))
+        .register_connection("Sales", "postgres", pg_config("pw"))
         .await
         .unwrap_err()
         .to_string();
@@ -398,7 +398,7 @@ async fn bad_names_are_refused_with_the_rule(b: &Backend) {
     assert!(err.contains("[a-z_][a-z0-9_]{0,62}"), "{err}");
     assert!(err.contains("try 'sales'"), "{err}");
     let err = engine
-        .create_connection("information_schema", "postgres", pg_config("pw"))
+        .register_connection("information_schema", "postgres", pg_config("pw"))
         .await
         .unwrap_err()
         .to_string();
@@ -446,7 +446,7 @@ async fn fresh_store_records_its_migrations(b: &Backend) {
 async fn reopening_keeps_data_and_applies_nothing_twice(b: &Backend) {
     let first = b.engine().await;
     let conn = first
-        .create_connection("sales", "postgres", pg_config("pw"))
+        .register_connection("sales", "postgres", pg_config("pw"))
         .await
         .unwrap();
     let before = applied_migrations(b).await;
@@ -518,7 +518,7 @@ const PLAINTEXT: &str = "correct-horse-battery-staple-4f9a";
 async fn secrets_round_trip_and_are_not_stored_in_plaintext(b: &Backend) {
     let engine = b.engine().await;
     let conn = engine
-        .create_connection("sales", "postgres", pg_config(PLAINTEXT))
+        .register_connection("sales", "postgres", pg_config(PLAINTEXT))
         .await
         .unwrap();
     assert_eq!(

@@ -171,7 +171,7 @@ impl PgSourceFixture {
         let backend = Backend::new(Kind::Sqlite).await;
         let engine = backend.engine().await;
         engine
-            .create_connection("pg", "postgres", pg_source_config(&db.name))
+            .register_connection("pg", "postgres", pg_source_config(&db.name))
             .await
             .unwrap();
         PgSourceFixture {
@@ -244,7 +244,7 @@ impl MySqlSourceFixture {
         let backend = Backend::new(Kind::Sqlite).await;
         let engine = backend.engine().await;
         engine
-            .create_connection("my", "mysql", mysql_source_config(&name))
+            .register_connection("my", "mysql", mysql_source_config(&name))
             .await
             .unwrap();
         MySqlSourceFixture {
