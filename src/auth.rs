@@ -193,7 +193,8 @@ fn unauthenticated(message: impl Into<String>) -> Error {
 fn credentials(header: Option<&[u8]>) -> Result<Credentials> {
     let header = header.ok_or_else(|| {
         unauthenticated(
-            "no credentials: send 'Authorization: Basic <base64 of user:password>' or              'Authorization: Bearer <token>' (a token comes from logging in)",
+            "no credentials: send 'Authorization: Basic <base64 of user:password>' or \
+             'Authorization: Bearer <token>' (a token comes from logging in)",
         )
     })?;
     let header = std::str::from_utf8(header)

@@ -290,6 +290,7 @@ impl Engine {
     ) -> Result<Connection> {
         let name = ConnectionName::parse(name)?;
         let source_type = SourceType::parse(source_type)?;
+        let config = source::expand_url(source_type, &config)?;
         let (public, secrets) = SourceConfig::split_secrets(source_type, &config)?;
         let id = ConnectionId::generate();
         let secrets = secrets
@@ -358,6 +359,7 @@ impl Engine {
     pub async fn update_connection(&self, name_or_id: &str, patch: Value) -> Result<Connection> {
         let connection = self.connection(name_or_id).await?;
         let source_type = connection.source_type;
+        let patch = source::expand_url(source_type, &patch)?;
         let merged = merge_patch(&connection.config, &patch, source_type)?;
         let (public, given) = SourceConfig::split_secrets(source_type, &merged)?;
         let set_secrets = given

@@ -62,6 +62,9 @@ impl Session {
         if let Some(request) = default_schema::request(&statement)? {
             return self.default_schema_statement(request).await;
         }
+        if let Some(sql) = crate::sql::show_tables::query(&statement, &self.default_schema()) {
+            statement = self.parse(&sql)?.remove(0);
+        }
         crate::sql::system_catalog::route_views(&mut statement);
         crate::sql::placeholders::number_placeholders(&mut statement)?;
         let state = self.context.state();

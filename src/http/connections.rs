@@ -240,8 +240,8 @@ pub async fn test(
     let result = match app.engine.test_connection(connection.id.as_str()).await {
         Ok(outcome) => TestResult {
             ok: true,
+            latency_ms: Some(outcome.latency_ms()),
             server_version: Some(outcome.server_version),
-            latency_ms: Some(outcome.latency.as_secs_f64() * 1000.0),
             error: None,
         },
         Err(e) => TestResult {

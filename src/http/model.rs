@@ -219,7 +219,8 @@ pub struct ColumnInfo {
 pub struct QueryResult {
     /// The result's columns.
     pub columns: Vec<ColumnInfo>,
-    /// One object per row, keyed by column name.
+    /// One object per row, keyed by column name. Integers beyond ±2^53 (9007199254740992),
+    /// which JSON parsers read as inexact doubles, are written as strings of their digits.
     #[schema(value_type = Vec<Object>)]
     pub rows: Vec<Map<String, Value>>,
 }

@@ -6,8 +6,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, UInt64Type};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
 use datafusion::arrow::json::{ArrayWriter, WriterBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -168,6 +172,7 @@ fn json_rows(batch: &RecordBatch, wrote_any: &mut bool) -> Result<Bytes, Error> 
     let mut out = Vec::new();
     let mut writer: ArrayWriter<&mut Vec<u8>> = WriterBuilder::new()
         .with_explicit_nulls(true)
+        .with_encoder_factory(std::sync::Arc::new(ExactIntegers))
         .build(&mut out);
     let json = |e| Error::Usage(format!("cannot encode the result as JSON: {e}"));
     writer.write(batch).map_err(json)?;
@@ -182,6 +187,52 @@ fn json_rows(batch: &RecordBatch, wrote_any: &mut bool) -> Result<Bytes, Error> 
     chunk.extend_from_slice(inner);
     *wrote_any = true;
     Ok(Bytes::from(chunk))
+}
+
+/// The largest integer every JSON parser reads exactly (a double's 53-bit mantissa).
+const EXACT_IN_JSON: u64 = 1 << 53;
+
+/// Writes 64-bit integers beyond ±2^53 as strings, so no client rounds them.
+#[derive(Debug)]
+struct ExactIntegers;
+
+impl EncoderFactory for ExactIntegers {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a FieldRef,
+        array: &'a dyn Array,
+        _options: &'a EncoderOptions,
+    ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
+        let encoder: Box<dyn Encoder + 'a> = match array.data_type() {
+            DataType::Int64 => Box::new(IntegerEncoder(
+                array.as_primitive::<Int64Type>().values().clone(),
+            )),
+            DataType::UInt64 => Box::new(IntegerEncoder(
+                array.as_primitive::<UInt64Type>().values().clone(),
+            )),
+            _ => return Ok(None),
+        };
+        Ok(Some(NullableEncoder::new(encoder, array.nulls().cloned())))
+    }
+}
+
+struct IntegerEncoder<T: datafusion::arrow::datatypes::ArrowNativeType>(
+    datafusion::arrow::buffer::ScalarBuffer<T>,
+);
+
+impl<T> Encoder for IntegerEncoder<T>
+where
+    T: datafusion::arrow::datatypes::ArrowNativeType + std::fmt::Display + Into<i128>,
+{
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        let value = self.0[idx];
+        let exact = Into::<i128>::into(value).unsigned_abs() <= u128::from(EXACT_IN_JSON);
+        if exact {
+            out.extend_from_slice(value.to_string().as_bytes());
+        } else {
+            out.extend_from_slice(format!("\"{value}\"").as_bytes());
+        }
+    }
 }
 
 /// A streamed body; an error part-way aborts the response, so a client never mistakes a

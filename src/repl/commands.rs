@@ -33,8 +33,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         names: &[".schema", "\\d"],
-        args: "[connection.schema.]table",
-        help: "show a table's columns (\\d alone lists tables)",
+        args: "[[connection.schema.]table]",
+        help: "show a table's columns, or every table's (\\d alone lists tables)",
     },
     CommandInfo {
         names: &[".timer"],
@@ -43,8 +43,13 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         names: &[".mode"],
-        args: "table|csv|json|ndjson|line",
-        help: "set how results are written",
+        args: "[table|csv|json|ndjson|line]",
+        help: "set how results are written, or show how they are",
+    },
+    CommandInfo {
+        names: &[".expanded", "\\x"],
+        args: "[on|off]",
+        help: "one line per value (mode line), or back; alone it toggles",
     },
     CommandInfo {
         names: &[".maxrows"],
@@ -77,12 +82,14 @@ pub enum Command {
     Connections,
     /// `.tables [connection[.schema]]`
     Tables(Option<String>),
-    /// `.schema table`
-    Schema(String),
+    /// `.schema [table]`; `None` shows every table.
+    Schema(Option<String>),
     /// `.timer on|off`
     Timer(bool),
-    /// `.mode M`
-    Mode(Mode),
+    /// `.mode [M]`; `None` shows the current mode.
+    Mode(Option<Mode>),
+    /// `\x [on|off]`; `None` toggles.
+    Expanded(Option<bool>),
     /// `.maxrows N|off`
     MaxRows(Option<usize>),
     /// `.output [file]`; `None` is standard output.
@@ -115,23 +122,30 @@ pub fn parse(line: &str) -> Result<Command> {
         ".tables" => Command::Tables(arg),
         // `\d` alone lists tables, as in psql.
         ".schema" => match arg {
-            Some(table) => Command::Schema(table),
+            Some(table) => Command::Schema(Some(table)),
             None if name == "\\d" => Command::Tables(None),
-            None => return Err(usage()),
+            None => Command::Schema(None),
         },
         ".timer" => match rest.to_ascii_lowercase().as_str() {
             "on" => Command::Timer(true),
             "off" => Command::Timer(false),
             _ => return Err(usage()),
         },
+        ".mode" if rest.is_empty() => Command::Mode(None),
         ".mode" => match Mode::parse(rest) {
-            Some(mode) => Command::Mode(mode),
+            Some(mode) => Command::Mode(Some(mode)),
             None => {
                 return Err(Error::Usage(format!(
                     "unknown mode '{rest}': choose one of {}",
                     Mode::NAMES
                 )));
             }
+        },
+        ".expanded" => match rest.to_ascii_lowercase().as_str() {
+            "" => Command::Expanded(None),
+            "on" => Command::Expanded(Some(true)),
+            "off" => Command::Expanded(Some(false)),
+            _ => return Err(usage()),
         },
         ".maxrows" => match rest.to_ascii_lowercase().as_str() {
             "off" | "none" | "0" => Command::MaxRows(None),
@@ -220,8 +234,12 @@ mod tests {
             Command::Tables(Some("demo.main".into()))
         );
         assert_eq!(parse("\\d").unwrap(), Command::Tables(None));
-        assert_eq!(parse("\\d t").unwrap(), Command::Schema("t".into()));
-        assert_eq!(parse(".mode CSV").unwrap(), Command::Mode(Mode::Csv));
+        assert_eq!(parse("\\d t").unwrap(), Command::Schema(Some("t".into())));
+        assert_eq!(parse(".schema").unwrap(), Command::Schema(None));
+        assert_eq!(parse(".mode CSV").unwrap(), Command::Mode(Some(Mode::Csv)));
+        assert_eq!(parse(".mode").unwrap(), Command::Mode(None));
+        assert_eq!(parse("\\x").unwrap(), Command::Expanded(None));
+        assert_eq!(parse("\\x on").unwrap(), Command::Expanded(Some(true)));
         assert_eq!(parse(".maxrows off").unwrap(), Command::MaxRows(None));
         assert_eq!(parse(".maxrows 5").unwrap(), Command::MaxRows(Some(5)));
         assert_eq!(

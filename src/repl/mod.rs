@@ -60,6 +60,8 @@ pub struct Shell {
     output_is_terminal: bool,
     read_depth: usize,
     progress: Option<std::sync::Arc<FetchProgress>>,
+    /// The mode `\x` goes back to.
+    unexpanded_mode: Mode,
 }
 
 impl Shell {
@@ -74,6 +76,7 @@ impl Shell {
             output_is_terminal: std::io::stdout().is_terminal(),
             read_depth: 0,
             progress: None,
+            unexpanded_mode: Mode::Table,
         }
     }
 
@@ -247,16 +250,34 @@ impl Shell {
                 } else {
                     format!("WHERE {}", conditions.join(" AND "))
                 };
+                // The view's own column names, so what `.tables` shows can be queried.
                 self.run_sql(&format!(
-                    "SELECT connection_name AS connection, table_schema AS schema, \
-                     table_name AS table, table_type AS type, row_estimate, cached, cache_rows \
+                    "SELECT connection_name, table_schema, table_name, table_type, \
+                     row_estimate, cached, cache_rows \
                      FROM quarry.information_schema.tables {filter} ORDER BY 1, 2, 3"
                 ))
                 .await?
             }
-            Command::Schema(table) => self.describe(&table).await?,
+            Command::Schema(Some(table)) => self.describe(&table).await?,
+            Command::Schema(None) => self.run_sql(&columns_query("TRUE")).await?,
             Command::Timer(on) => self.settings.timer = on,
-            Command::Mode(mode) => self.settings.mode = mode,
+            Command::Mode(Some(mode)) => self.settings.mode = mode,
+            Command::Mode(None) => {
+                let name = format!("{:?}", self.settings.mode).to_lowercase();
+                writeln!(self.output, "{name}").map_err(Error::io("cannot write", "the output"))?;
+            }
+            Command::Expanded(on) => {
+                let expanded = self.settings.mode == Mode::Line;
+                let want = on.unwrap_or(!expanded);
+                if want && !expanded {
+                    self.unexpanded_mode = self.settings.mode;
+                    self.settings.mode = Mode::Line;
+                } else if !want && expanded {
+                    self.settings.mode = self.unexpanded_mode;
+                }
+                let state = if want { "on" } else { "off" };
+                eprintln!("Expanded display is {state}.");
+            }
             Command::MaxRows(rows) => self.settings.max_rows = rows,
             Command::Output(None) => {
                 self.output = Box::new(std::io::stdout());
@@ -331,13 +352,7 @@ impl Shell {
             message.push_str(" (.tables lists the tables)");
             return Err(Error::Usage(message));
         }
-        self.run_sql(&format!(
-            "SELECT connection_name AS connection, table_schema AS schema, table_name AS table, \
-             column_name AS column, arrow_type AS type, source_type, is_nullable AS nullable \
-             FROM quarry.information_schema.columns WHERE {condition} \
-             ORDER BY 1, 2, 3, ordinal_position"
-        ))
-        .await
+        self.run_sql(&columns_query(&condition)).await
     }
 
     fn known_connection(&self, name: &str) -> Result<()> {
@@ -369,6 +384,15 @@ impl Write for ClearingWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
+}
+
+/// The columns of the tables matching `condition`, under the view's own column names.
+fn columns_query(condition: &str) -> String {
+    format!(
+        "SELECT connection_name, table_schema, table_name, column_name, arrow_type, \
+         source_type, is_nullable FROM quarry.information_schema.columns WHERE {condition} \
+         ORDER BY 1, 2, 3, ordinal_position"
+    )
 }
 
 /// `value` as a SQL string literal.

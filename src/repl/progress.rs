@@ -67,14 +67,32 @@ impl Bars {
     }
 }
 
+fn write_rate(state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write) {
+    let _ = out.write_str(&rate_text(state.per_sec()));
+}
+
+/// A fetch rate as people read it: `523 rows/s`, `156k rows/s`, `1.2M rows/s`.
+pub fn rate_text(rows_per_second: f64) -> String {
+    let r = rows_per_second.max(0.0);
+    if r < 1_000.0 {
+        format!("{r:.0} rows/s")
+    } else if r < 1_000_000.0 {
+        format!("{:.0}k rows/s", r / 1_000.0)
+    } else {
+        format!("{:.1}M rows/s", r / 1_000_000.0)
+    }
+}
+
 async fn draw(mut events: broadcast::Receiver<Event>, bars: Arc<Mutex<Bars>>) {
+    // Fits 80 columns with a table name of up to about 25 characters.
     let known = ProgressStyle::with_template(
-        "{spinner} fetching {msg} {human_pos}/~{human_len} rows ({per_sec}) {wide_bar} {eta}",
+        "{spinner} fetching {msg} {human_pos}/~{human_len} rows, {rate} {bar:16} {eta}",
     )
-    .expect("valid template");
-    let unknown =
-        ProgressStyle::with_template("{spinner} fetching {msg} {human_pos} rows ({per_sec})")
-            .expect("valid template");
+    .expect("valid template")
+    .with_key("rate", write_rate);
+    let unknown = ProgressStyle::with_template("{spinner} fetching {msg} {human_pos} rows, {rate}")
+        .expect("valid template")
+        .with_key("rate", write_rate);
     loop {
         let event = events.recv().await;
         let mut bars = lock(&bars);
@@ -110,5 +128,18 @@ async fn draw(mut events: broadcast::Receiver<Event>, bars: Arc<Mutex<Bars>>) {
             Ok(_) | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_text;
+
+    #[test]
+    fn rates_are_rounded_to_what_a_person_reads() {
+        assert_eq!(rate_text(156_086.1056), "156k rows/s");
+        assert_eq!(rate_text(523.4), "523 rows/s");
+        assert_eq!(rate_text(1_234_567.0), "1.2M rows/s");
+        assert_eq!(rate_text(f64::NAN.max(0.0)), "0 rows/s");
     }
 }

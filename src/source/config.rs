@@ -264,6 +264,107 @@ pub(crate) fn merge_patch(base: &Value, patch: &Value, source_type: SourceType) 
     Ok(Value::Object(merged))
 }
 
+/// The key other tools name `key` (libpq's `dbname`, JDBC's `username`, ...).
+fn known_alias(key: &str) -> Option<&'static str> {
+    Some(match key.to_ascii_lowercase().as_str() {
+        "dbname" | "db" | "database_name" | "schema_name" => "database",
+        "username" | "user_name" | "login" => "user",
+        "pass" | "passwd" | "pwd" => "password",
+        "hostname" | "server" | "addr" | "address" => "host",
+        "file" | "filename" | "filepath" => "path",
+        _ => return None,
+    })
+}
+
+/// `config` with a `url` key (`postgres://user:password@host:5432/db?sslmode=require`)
+/// spelled out as the keys it stands for. Keys given beside the URL must not contradict it.
+pub fn expand_url(source_type: SourceType, config: &Value) -> Result<Value> {
+    let Some(map) = config.as_object() else {
+        return Err(not_an_object(source_type));
+    };
+    let Some(url) = map.get("url") else {
+        return Ok(config.clone());
+    };
+    let bad = |message: String| Error::config(source_type.as_str(), message);
+    let Value::String(text) = url else {
+        return Err(bad(
+            "'url' must be a string such as postgres://user@host:5432/db".into(),
+        ));
+    };
+    let schemes: &[&str] = match source_type {
+        SourceType::Postgres => &["postgres", "postgresql"],
+        SourceType::Mysql => &["mysql", "mariadb"],
+        SourceType::Sqlite => &["sqlite", "file"],
+    };
+    // Never echo the URL: it may hold a password.
+    let parsed = url::Url::parse(text).map_err(|e| {
+        bad(format!(
+            "'url' is not a URL ({e}); write {}://user@host:port/database",
+            schemes[0]
+        ))
+    })?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(bad(format!(
+            "'url' has the scheme '{}'; a {} URL starts with {}://",
+            parsed.scheme(),
+            source_type.as_str(),
+            schemes.join(":// or ")
+        )));
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| bad("'url' has a percent-escape that is not UTF-8".into()))
+    };
+    let mut expanded = Map::new();
+    if source_type == SourceType::Sqlite {
+        expanded.insert("path".into(), Value::String(decode(parsed.path())?));
+    } else {
+        if let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            expanded.insert("host".into(), Value::String(host.to_owned()));
+        }
+        if let Some(port) = parsed.port() {
+            expanded.insert("port".into(), Value::from(port));
+        }
+        let database = parsed.path().trim_start_matches('/');
+        if !database.is_empty() {
+            expanded.insert("database".into(), Value::String(decode(database)?));
+        }
+        if !parsed.username().is_empty() {
+            expanded.insert("user".into(), Value::String(decode(parsed.username())?));
+        }
+        if let Some(password) = parsed.password() {
+            expanded.insert("password".into(), Value::String(decode(password)?));
+        }
+    }
+    for (key, value) in parsed.query_pairs() {
+        let key = match key.as_ref() {
+            "sslmode" | "ssl-mode" => "ssl_mode".to_owned(),
+            other => other.to_owned(),
+        };
+        expanded.insert(key, Value::String(value.into_owned()));
+    }
+    let mut result = map.clone();
+    result.remove("url");
+    for (key, value) in expanded {
+        match result.get(&key) {
+            Some(given)
+                if given.to_string().trim_matches('"') != value.to_string().trim_matches('"') =>
+            {
+                return Err(bad(format!(
+                    "'{key}' is given both in 'url' and beside it, differently; give it once"
+                )));
+            }
+            _ => {
+                result.insert(key, value);
+            }
+        }
+    }
+    Ok(Value::Object(result))
+}
+
 fn not_an_object(source_type: SourceType) -> Error {
     let example = match source_type {
         SourceType::Sqlite => r#"{"path": "/data/app.db"}"#,
@@ -289,10 +390,15 @@ impl<'a> Fields<'a> {
         let valid = source_type.config_keys();
         for key in map.keys() {
             if !valid.contains(&key.as_str()) {
-                let suggestion = valid
-                    .iter()
-                    .filter(|k| strsim::damerau_levenshtein(k, key) <= 2)
-                    .min_by_key(|k| strsim::damerau_levenshtein(k, key))
+                let suggestion = known_alias(key)
+                    .filter(|k| valid.contains(k))
+                    .or_else(|| {
+                        valid
+                            .iter()
+                            .filter(|k| strsim::damerau_levenshtein(k, key) <= 2)
+                            .min_by_key(|k| strsim::damerau_levenshtein(k, key))
+                            .copied()
+                    })
                     .map(|k| format!(" (did you mean '{k}'?)"))
                     .unwrap_or_default();
                 return Err(Error::config(
@@ -343,6 +449,13 @@ impl<'a> Fields<'a> {
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
                 _ => Err(self.error(format!("'port' must be between 1 and 65535, got {n}"))),
+            },
+            // "5432" as environment variables and URLs give it.
+            Some(Value::String(text)) => match text.trim().parse::<u16>() {
+                Ok(p) if p >= 1 => Ok(p),
+                _ => Err(self.error(format!(
+                    "'port' must be an integer between 1 and 65535, got \"{text}\""
+                ))),
             },
             Some(other) => Err(self.error(format!(
                 "'port' must be an integer between 1 and 65535, got {other}"

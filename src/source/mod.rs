@@ -13,8 +13,8 @@ pub mod postgres_types;
 pub mod retry;
 pub mod sqlite;
 
-pub(crate) use config::merge_patch;
 pub use config::{CommonOptions, ServerConfig, SourceConfig, SqliteConfig, SslMode};
+pub(crate) use config::{expand_url, merge_patch};
 pub use failure::{Endpoint, FailureClass};
 
 use std::fmt;
@@ -40,6 +40,13 @@ pub struct TestOutcome {
     pub server_version: String,
     /// Time to connect and run a trivial query.
     pub latency: Duration,
+}
+
+impl TestOutcome {
+    /// The latency in milliseconds, to a hundredth (finer digits are noise).
+    pub fn latency_ms(&self) -> f64 {
+        (self.latency.as_secs_f64() * 100_000.0).round() / 100.0
+    }
 }
 
 /// A table to fetch and the Arrow schema the fetch must produce.

@@ -30,6 +30,7 @@ pub(crate) fn new(
     )));
     super::functions::register(&context, core);
     context.add_analyzer_rule(Arc::new(KeepLossyCasts));
+    context.register_udf(version());
     // This rule rewrites `SUM(x)` beside a single `COUNT(DISTINCT y)` as a SUM of partial
     // SUMs, widening a decimal sum from (25,2) to (35,2) after HAVING's literal was
     // coerced to (25,2): `… HAVING SUM(l_quantity) >= 48.00` then fails with "Invalid
@@ -38,4 +39,28 @@ pub(crate) fn new(
     // (DataFusion 55.2, `single_distinct_to_groupby.rs`); restore it once fixed there.
     context.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
     context
+}
+
+/// `version()`: Quarry's version and the DataFusion it runs on (DataFusion's own names
+/// only itself).
+fn version() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let text = format!(
+        "Quarry {} on Apache DataFusion {}, {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))
+        }),
+    )
 }

@@ -29,7 +29,7 @@ type Effect = Arc<dyn Fn(Engine) -> BoxFuture<'static, crate::Result<Vec<ArrayRe
 const FUNCTIONS: &[(&str, &str)] = &[
     (
         "create_connection",
-        "create_connection(name, source_type, config_json)",
+        "create_connection(name, source_type, config_json_or_url)",
     ),
     ("test_connection", "test_connection(name_or_id)"),
     ("discover_connection", "discover_connection(name_or_id)"),
@@ -132,12 +132,17 @@ impl ManagementFunction {
         Ok(match name {
             "create_connection" => {
                 let a = self.args(exprs, 3, 3)?;
-                let config: serde_json::Value = serde_json::from_str(&a[2]).map_err(|e| {
-                    DataFusionError::Plan(format!(
-                        "config_json is not valid JSON ({e}); usage: SELECT * FROM {}",
-                        self.signature
-                    ))
-                })?;
+                // The config is a JSON object, or a URL such as postgres://user@host/db.
+                let config: serde_json::Value = match serde_json::from_str(&a[2]) {
+                    Ok(config) => config,
+                    Err(_) if a[2].contains("://") => serde_json::json!({ "url": a[2] }),
+                    Err(e) => {
+                        return Err(DataFusionError::Plan(format!(
+                            "config_json is neither JSON nor a URL ({e}); usage: SELECT * FROM {}",
+                            self.signature
+                        )));
+                    }
+                };
                 let fields = vec![
                     field("id", DataType::Utf8),
                     field("name", DataType::Utf8),
@@ -183,13 +188,8 @@ impl ManagementFunction {
                         // A failed test is a result, not an error; an unknown connection is.
                         engine.connection(&target).await?;
                         let outcome = engine.test_connection(&target).await;
-                        let (ok, version, latency, error) = match outcome {
-                            Ok(o) => (
-                                true,
-                                Some(o.server_version),
-                                Some(o.latency.as_secs_f64() * 1000.0),
-                                None,
-                            ),
+                        let (ok, latency, version, error) = match outcome {
+                            Ok(o) => (true, Some(o.latency_ms()), Some(o.server_version), None),
                             Err(e) => (false, None, None, Some(e.to_string())),
                         };
                         Ok(vec![

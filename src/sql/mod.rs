@@ -12,6 +12,7 @@ pub(crate) mod lossy_cast;
 pub(crate) mod memory_scan;
 pub mod placeholders;
 pub mod results;
+pub mod show_tables;
 pub mod snapshot;
 pub mod suggest;
 pub mod system_catalog;

@@ -489,6 +489,9 @@ async fn calls_without_valid_credentials_get_401() {
             let body = json!({"sql": "SELECT 1"});
             let answer = api.json(method.clone(), path, Some(body), who).await;
             assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthenticated", "");
+            // One sentence, no run of spaces from a broken line continuation.
+            let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+            assert!(!message.contains("  "), "{message:?}");
         }
     }
     let (_, headers, _) = api
