@@ -112,6 +112,7 @@ impl EngineBuilder {
             let session = Session::new(
                 crate::sql::context::new(core, &snapshot, &runtime),
                 Arc::clone(&snapshot),
+                Arc::clone(&store),
             );
             EngineCore {
                 config: Config {
@@ -237,6 +238,7 @@ impl Engine {
                 &self.inner.runtime,
             ),
             Arc::clone(&self.inner.snapshot),
+            Arc::clone(&self.inner.store),
         )
     }
 

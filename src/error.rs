@@ -152,6 +152,13 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(String),
 
+    /// `CREATE VIEW` of a name a stored view has.
+    #[error(
+        "a view named '{name}' exists already; CREATE OR REPLACE VIEW replaces it, DROP VIEW \
+         removes it"
+    )]
+    ViewExists { name: String },
+
     /// A catalog, schema, table or view named in a statement does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -237,7 +244,7 @@ impl Error {
             Error::InvalidId { .. } | Error::ConnectionNotFound(_) | Error::NotFound(_) => {
                 Kind::NotFound
             }
-            Error::ConnectionExists { .. } => Kind::AlreadyExists,
+            Error::ConnectionExists { .. } | Error::ViewExists { .. } => Kind::AlreadyExists,
             Error::Unauthenticated(_) => Kind::Unauthenticated,
             Error::TooManySessions { .. } => Kind::ResourceExhausted,
             Error::Source { .. } | Error::Fetch { .. } => Kind::Unavailable,

@@ -11,13 +11,18 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::error::{Error, Result};
 use crate::sql::default_schema::{self, DefaultSchema, Request};
+use crate::sql::deferred_statement::Run;
 use crate::sql::snapshot::SnapshotCell;
+use crate::sql::views;
+use crate::store::{MetadataStore, ViewRecord};
 
 /// One SQL session. Cheap to clone; clones share the session.
 #[derive(Clone)]
 pub struct Session {
     context: SessionContext,
     snapshot: Arc<SnapshotCell>,
+    /// Where `CREATE VIEW` stores views.
+    store: Arc<dyn MetadataStore>,
 }
 
 impl std::fmt::Debug for Session {
@@ -29,9 +34,17 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session over `context`, whose catalogs read `snapshot`.
-    pub(crate) fn new(context: SessionContext, snapshot: Arc<SnapshotCell>) -> Self {
-        Session { context, snapshot }
+    /// A session over `context`, whose catalogs read `snapshot`; views go to `store`.
+    pub(crate) fn new(
+        context: SessionContext,
+        snapshot: Arc<SnapshotCell>,
+        store: Arc<dyn MetadataStore>,
+    ) -> Self {
+        Session {
+            context,
+            snapshot,
+            store,
+        }
     }
 
     /// Plans one SQL statement; run the returned frame to execute it.
@@ -62,18 +75,34 @@ impl Session {
         if let Some(request) = default_schema::request(&statement)? {
             return self.default_schema_statement(request).await;
         }
-        if let Some(sql) = crate::sql::show_tables::query(&statement, &self.default_schema()) {
+        let default = self.default_schema();
+        if let Some(sql) = crate::sql::show_tables::query(&statement, &default) {
             statement = self.parse(&sql)?.remove(0);
         }
+        if let Some(create) = views::create_request(&statement)? {
+            return self.create_view(create).await;
+        }
+        let state = self.context.state();
+        let snapshot = self.snapshot.get();
+        let catalogs = Arc::clone(state.catalog_list());
+        if let Some(drop) = views::drop_request(&statement, &snapshot, catalogs.as_ref()) {
+            return self.drop_views(drop);
+        }
+        let functions = state.table_functions().clone();
+        views::qualify_session_objects(&mut statement, &default);
+        views::resolve_unqualified(
+            &mut statement,
+            &snapshot,
+            catalogs.as_ref(),
+            &default,
+            |f| functions.contains_key(f),
+        );
         crate::sql::system_catalog::route_views(&mut statement);
         crate::sql::placeholders::number_placeholders(&mut statement)?;
-        let state = self.context.state();
         let plan = match state.statement_to_plan(statement.clone()).await {
             Ok(plan) => plan,
             Err(e) => {
-                let snapshot = self.snapshot.get();
                 let e = crate::sql::suggest::explain_ambiguity(e);
-                let functions = state.table_functions();
                 return Err(crate::sql::suggest::with_suggestion(
                     &statement,
                     &snapshot,
@@ -89,6 +118,98 @@ impl Session {
             return Ok(crate::sql::deferred_statement::frame(&self.context, plan)?);
         }
         Ok(self.context.execute_logical_plan(plan).await?)
+    }
+
+    /// Makes `default` the catalog and schema unqualified names resolve against.
+    pub(crate) fn set_default_schema(&self, default: &DefaultSchema) {
+        default.apply(&mut self.context.state_ref().write());
+    }
+
+    /// `CREATE VIEW`: checks the query plans here, then (when run) stores it.
+    async fn create_view(&self, create: views::CreateView) -> Result<DataFrame> {
+        let state = self.context.state();
+        let default = DefaultSchema::of(&state);
+        let snapshot = self.snapshot.get();
+        let functions = state.table_functions().clone();
+        let mut query = views::query_statement(create.query);
+        views::resolve_unqualified(
+            &mut query,
+            &snapshot,
+            state.catalog_list().as_ref(),
+            &default,
+            |f| functions.contains_key(f),
+        );
+        views::check_definition(&create.name, &query, &snapshot, &default, |f| {
+            functions.contains_key(f)
+        })?;
+        if !create.or_replace && snapshot.views.contains_key(&create.name) {
+            return Err(Error::ViewExists { name: create.name });
+        }
+        // The query must plan now, so a broken view is refused when made.
+        Box::pin(self.execute(query.clone())).await?;
+        let definition = views::query_of(query)
+            .map(|q| q.to_string())
+            .unwrap_or_default();
+        let record = ViewRecord {
+            name: create.name.clone(),
+            definition,
+            default_catalog: default.catalog,
+            default_schema: default.schema,
+            created_at: chrono::Utc::now(),
+        };
+        let (store, snapshot, replace) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.snapshot),
+            create.or_replace,
+        );
+        let run: Run = Arc::new(move || {
+            let (store, snapshot, record) =
+                (Arc::clone(&store), Arc::clone(&snapshot), record.clone());
+            Box::pin(async move {
+                store.put_view(&record, replace).await?;
+                snapshot.reload(store.as_ref()).await
+            })
+        });
+        Ok(crate::sql::deferred_statement::run_frame(
+            &self.context,
+            format!("CREATE VIEW quarry.views.{}", create.name),
+            run,
+        )?)
+    }
+
+    /// `DROP VIEW` of stored views, when run.
+    fn drop_views(&self, drop: views::DropViews) -> Result<DataFrame> {
+        let snapshot = self.snapshot.get();
+        if !drop.if_exists
+            && let Some(missing) = drop.names.iter().find(|n| !snapshot.views.contains_key(*n))
+        {
+            let mut message = format!("no view named '{missing}'");
+            if let Some(near) = crate::sql::suggest::closest(missing, snapshot.views.keys()) {
+                message.push_str(&format!("; did you mean '{near}'?"));
+            }
+            message.push_str(" (SHOW TABLES FROM quarry.views lists the stored views)");
+            return Err(Error::NotFound(message));
+        }
+        let label = format!("DROP VIEW {}", drop.names.join(", "));
+        let (store, cell, names) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.snapshot),
+            drop.names,
+        );
+        let run: Run = Arc::new(move || {
+            let (store, cell, names) = (Arc::clone(&store), Arc::clone(&cell), names.clone());
+            Box::pin(async move {
+                for name in &names {
+                    store.delete_view(name).await?;
+                }
+                cell.reload(store.as_ref()).await
+            })
+        });
+        Ok(crate::sql::deferred_statement::run_frame(
+            &self.context,
+            label,
+            run,
+        )?)
     }
 
     /// The catalog and schema unqualified names resolve against (`USE` changes it).

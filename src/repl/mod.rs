@@ -159,6 +159,7 @@ impl Shell {
     async fn run_sql(&mut self, sql: &str) -> Result<()> {
         for statement in self.engine.parse(sql)? {
             let start = Instant::now();
+            let session_table = session_table_made(&statement);
             let frame = self.engine.execute(statement).await?;
             let stream = crate::sql::results::execute(frame).await?;
             let options = RenderOptions {
@@ -181,6 +182,12 @@ impl Shell {
                 .flush()
                 .map_err(Error::io("cannot write the result", "the output"))?;
             self.footer(rendered, start.elapsed());
+            if let Some(table) = session_table {
+                eprintln!(
+                    "Note: table {table} lives in memory for this session only; CREATE VIEW \
+                     keeps a query for later sessions."
+                );
+            }
         }
         Ok(())
     }
@@ -366,6 +373,20 @@ impl Shell {
         }
         message.push_str(" (.connections lists them)");
         Err(Error::Usage(message))
+    }
+}
+
+/// The table a `CREATE TABLE` statement makes in the session, if it is one.
+fn session_table_made(statement: &datafusion::sql::parser::Statement) -> Option<String> {
+    use datafusion::sql::parser::Statement;
+    use datafusion::sql::sqlparser::ast;
+    match statement {
+        Statement::Statement(inner) => match inner.as_ref() {
+            ast::Statement::CreateTable(create) => Some(create.name.to_string()),
+            _ => None,
+        },
+        Statement::CreateExternalTable(create) => Some(create.name.to_string()),
+        _ => None,
     }
 }
 

@@ -19,6 +19,8 @@ use datafusion::prelude::SessionContext;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
+use futures::future::BoxFuture;
+
 use super::default_schema::DefaultSchema;
 use super::deferred::{DeferredExec, StreamFactory};
 
@@ -60,6 +62,25 @@ pub fn use_frame(context: &SessionContext, default: DefaultSchema) -> Result<Dat
     }))
 }
 
+/// A frame that runs `run` when executed, shown as `label` (storing a view).
+pub fn run_frame(context: &SessionContext, label: String, run: Run) -> Result<DataFrame> {
+    context.read_table(Arc::new(DeferredStatement {
+        context: context.clone(),
+        effect: Effect::Run(label, run),
+    }))
+}
+
+/// Work a statement does when executed.
+pub type Run = Arc<dyn Fn() -> BoxFuture<'static, crate::Result<()>> + Send + Sync>;
+
+fn no_rows() -> SendableRecordBatchStream {
+    let schema: SchemaRef = Arc::new(Schema::empty());
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::empty(),
+    ))
+}
+
 /// A statement waiting to be executed.
 struct DeferredStatement {
     context: SessionContext,
@@ -73,6 +94,8 @@ enum Effect {
     Plan(LogicalPlan),
     /// Changes the session's default catalog and schema.
     Use(DefaultSchema),
+    /// Runs Quarry's own work.
+    Run(String, Run),
 }
 
 impl fmt::Display for Effect {
@@ -80,6 +103,7 @@ impl fmt::Display for Effect {
         match self {
             Effect::Plan(plan) => write!(f, "{}", plan.display()),
             Effect::Use(default) => write!(f, "USE {default}"),
+            Effect::Run(label, _) => f.write_str(label),
         }
     }
 }
@@ -122,11 +146,11 @@ impl TableProvider for DeferredStatement {
                     }
                     Effect::Use(default) => {
                         default.apply(&mut context.state_ref().write());
-                        let schema: SchemaRef = Arc::new(Schema::empty());
-                        Ok(Box::pin(RecordBatchStreamAdapter::new(
-                            schema,
-                            futures::stream::empty(),
-                        )) as SendableRecordBatchStream)
+                        Ok(no_rows())
+                    }
+                    Effect::Run(_, run) => {
+                        run().await.map_err(super::deferred::external)?;
+                        Ok(no_rows())
                     }
                 }
             })

@@ -16,3 +16,4 @@ pub mod show_tables;
 pub mod snapshot;
 pub mod suggest;
 pub mod system_catalog;
+pub mod views;

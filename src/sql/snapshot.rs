@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 
 use crate::connection::Connection;
 use crate::error::Result;
-use crate::store::{MetadataStore, TableRecord};
+use crate::store::{MetadataStore, TableRecord, ViewRecord};
 
 /// One discovered table, with its Arrow schema parsed once.
 #[derive(Debug)]
@@ -29,11 +29,13 @@ pub struct SnapshotConnection {
     pub schemas: BTreeMap<String, BTreeMap<String, Arc<SnapshotTable>>>,
 }
 
-/// Every connection, by name.
+/// Every connection, by name, and the stored views.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// name → connection.
     pub connections: BTreeMap<String, Arc<SnapshotConnection>>,
+    /// name → view of `quarry.views`.
+    pub views: BTreeMap<String, Arc<ViewRecord>>,
 }
 
 impl Snapshot {
@@ -65,7 +67,13 @@ impl Snapshot {
                 }),
             );
         }
-        Ok(Snapshot { connections })
+        let views = store
+            .views()
+            .await?
+            .into_iter()
+            .map(|view| (view.name.clone(), Arc::new(view)))
+            .collect();
+        Ok(Snapshot { connections, views })
     }
 }
 

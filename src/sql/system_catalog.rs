@@ -25,6 +25,8 @@ pub const SYSTEM_CATALOG: &str = "quarry";
 /// The schema holding the views; `quarry.information_schema.x` is routed here, since
 /// DataFusion answers every `*.information_schema` itself.
 pub const VIEWS_SCHEMA: &str = "catalog";
+/// The schema of the views made with `CREATE VIEW` (see `sql::views`).
+pub const USER_VIEWS_SCHEMA: &str = "views";
 
 /// Rewrites references to `quarry.information_schema.<view>` to the views' schema.
 pub fn route_views(statement: &mut datafusion::sql::parser::Statement) {
@@ -67,15 +69,19 @@ impl SystemCatalog {
 
 impl CatalogProvider for SystemCatalog {
     fn schema_names(&self) -> Vec<String> {
-        vec![VIEWS_SCHEMA.into()]
+        vec![VIEWS_SCHEMA.into(), USER_VIEWS_SCHEMA.into()]
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        (name == VIEWS_SCHEMA).then(|| {
-            Arc::new(SystemSchema {
+        match name {
+            VIEWS_SCHEMA => Some(Arc::new(SystemSchema {
                 core: self.core.clone(),
-            }) as Arc<dyn SchemaProvider>
-        })
+            })),
+            USER_VIEWS_SCHEMA => Some(Arc::new(StoredViews {
+                core: self.core.clone(),
+            })),
+            _ => None,
+        }
     }
 }
 
@@ -101,6 +107,57 @@ impl SchemaProvider for SystemSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         VIEWS.contains(&name)
+    }
+}
+
+/// `quarry.views`: the views made with `CREATE VIEW`, from the snapshot. Each is planned
+/// when a statement names it, in a session of its own with the default schema it was made
+/// in.
+#[derive(Debug)]
+struct StoredViews {
+    core: Weak<EngineCore>,
+}
+
+impl StoredViews {
+    fn snapshot(&self) -> Option<Arc<crate::sql::snapshot::Snapshot>> {
+        self.core
+            .upgrade()
+            .map(|core| Engine::from_core(core).snapshot())
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for StoredViews {
+    fn table_names(&self) -> Vec<String> {
+        self.snapshot()
+            .map(|s| s.views.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let engine = super::deferred::engine(&self.core)?;
+        let Some(view) = engine.snapshot().views.get(name).cloned() else {
+            return Ok(None);
+        };
+        let session = engine.new_session();
+        session.set_default_schema(&crate::sql::default_schema::DefaultSchema {
+            catalog: view.default_catalog.clone(),
+            schema: view.default_schema.clone(),
+        });
+        let frame = session.sql(&view.definition).await.map_err(|e| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "view {SYSTEM_CATALOG}.{USER_VIEWS_SCHEMA}.{name} no longer plans: {e}. \
+                 Recreate it with CREATE OR REPLACE VIEW, or DROP VIEW it"
+            ))
+        })?;
+        Ok(Some(Arc::new(datafusion::datasource::ViewTable::new(
+            frame.into_unoptimized_plan(),
+            Some(view.definition.clone()),
+        ))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.snapshot().is_some_and(|s| s.views.contains_key(name))
     }
 }
 

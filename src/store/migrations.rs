@@ -40,10 +40,18 @@ fn embedded(scripts: &[&'static str]) -> Vec<Migration> {
         .collect()
 }
 
-static SQLITE: LazyLock<Vec<Migration>> =
-    LazyLock::new(|| embedded(&[include_str!("../../migrations/sqlite/v1.sql")]));
-static POSTGRES: LazyLock<Vec<Migration>> =
-    LazyLock::new(|| embedded(&[include_str!("../../migrations/postgres/v1.sql")]));
+static SQLITE: LazyLock<Vec<Migration>> = LazyLock::new(|| {
+    embedded(&[
+        include_str!("../../migrations/sqlite/v1.sql"),
+        include_str!("../../migrations/sqlite/v2.sql"),
+    ])
+});
+static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
+    embedded(&[
+        include_str!("../../migrations/postgres/v1.sql"),
+        include_str!("../../migrations/postgres/v2.sql"),
+    ])
+});
 
 /// The migrations this build carries for `dialect`, in order.
 pub fn migrations(dialect: Dialect) -> &'static [Migration] {

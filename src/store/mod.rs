@@ -70,6 +70,21 @@ pub struct TableRecord {
     pub columns: Vec<ColumnRecord>,
 }
 
+/// A view made with `CREATE VIEW`, kept across sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewRecord {
+    /// Its name in `quarry.views`.
+    pub name: String,
+    /// Its query, as SQL.
+    pub definition: String,
+    /// The default catalog its unqualified names resolve in.
+    pub default_catalog: String,
+    /// The default schema its unqualified names resolve in.
+    pub default_schema: String,
+    /// When it was made (or last replaced).
+    pub created_at: DateTime<Utc>,
+}
+
 /// A discovered column.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ColumnRecord {
@@ -179,6 +194,13 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn cache_entries(&self, id: &ConnectionId) -> Result<Vec<CacheEntry>>;
     /// Every cache entry in the store, for start-up clean-up.
     async fn all_cache_entries(&self) -> Result<Vec<CacheEntry>>;
+
+    /// Every stored view, ordered by name.
+    async fn views(&self) -> Result<Vec<ViewRecord>>;
+    /// Stores a view; with `replace`, one of the same name is replaced, else it is an error.
+    async fn put_view(&self, view: &ViewRecord, replace: bool) -> Result<()>;
+    /// Deletes a view; returns whether it existed.
+    async fn delete_view(&self, name: &str) -> Result<bool>;
 }
 
 /// Opens (creating and migrating as needed) the store at `url`.

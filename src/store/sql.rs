@@ -14,7 +14,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Connection as _, Row};
 
 use super::{
     CacheEntry, ColumnRecord, ConfigUpdate, Dialect, MetadataStore, NewConnection, TableRecord,
-    migrations,
+    ViewRecord, migrations,
 };
 use crate::config::StoreUrl;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
@@ -770,5 +770,67 @@ impl MetadataStore for SqlStore {
 
     async fn all_cache_entries(&self) -> Result<Vec<CacheEntry>> {
         self.load_cache_entries("", None).await
+    }
+
+    async fn views(&self) -> Result<Vec<ViewRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, definition, default_catalog, default_schema, created_at FROM views \
+             ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::store("reading views".to_owned()))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ViewRecord {
+                    name: row.try_get("name")?,
+                    definition: row.try_get("definition")?,
+                    default_catalog: row.try_get("default_catalog")?,
+                    default_schema: row.try_get("default_schema")?,
+                    created_at: parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::store("reading views".to_owned()))
+    }
+
+    async fn put_view(&self, view: &ViewRecord, replace: bool) -> Result<()> {
+        let upsert = if replace {
+            " ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
+             default_catalog = excluded.default_catalog, default_schema = excluded.default_schema, \
+             created_at = excluded.created_at"
+        } else {
+            ""
+        };
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO views (name, definition, default_catalog, default_schema, created_at) \
+             VALUES ($1, $2, $3, $4, $5){upsert}"
+        )))
+        .bind(&view.name)
+        .bind(&view.definition)
+        .bind(&view.default_catalog)
+        .bind(&view.default_schema)
+        .bind(timestamp(view.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::ViewExists {
+                    name: view.name.clone(),
+                }
+            } else {
+                Error::store(format!("storing view '{}'", view.name))(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn delete_view(&self, name: &str) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM views WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::store(format!("dropping view '{name}'")))?;
+        Ok(result.rows_affected() > 0)
     }
 }

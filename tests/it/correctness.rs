@@ -352,7 +352,7 @@ async fn sessions_keep_their_settings_and_temporary_tables_apart() {
     let b = fx.engine.new_session();
     for (session, sql) in [
         (&a, "SET datafusion.execution.batch_size = 1"),
-        (&a, "CREATE VIEW mine AS SELECT 1 AS x"),
+        (&a, "CREATE TEMPORARY VIEW mine AS SELECT 1 AS x"),
         (&b, "CREATE TABLE theirs AS SELECT 2 AS y"),
     ] {
         session.sql(sql).await.unwrap().collect().await.unwrap();

@@ -128,7 +128,7 @@ class Sessions(unittest.TestCase):
     def test_settings_and_temporary_views_stay_in_their_session(self):
         with self.a.cursor() as cur:
             cur.execute("SET datafusion.execution.batch_size = 7")
-            cur.execute("CREATE VIEW only_a AS SELECT 1 AS x")
+            cur.execute("CREATE TEMPORARY VIEW only_a AS SELECT 1 AS x")
         with self.b.cursor() as cur:
             cur.execute("SET datafusion.catalog.default_catalog = 'pg'")
             # The default catalog is now a connection, which holds no views of its own.
