@@ -72,8 +72,8 @@ fn unknown_keys_list_the_valid_keys() {
     );
     assert_eq!(
         error("sqlite", json!({"file": "/x"})),
-        "invalid sqlite connection config: unknown key 'file'; valid keys: path, \
-         connect_timeout, statement_timeout, max_age"
+        "invalid sqlite connection config: unknown key 'file' (did you mean 'path'?); valid \
+         keys: path, connect_timeout, statement_timeout, max_age"
     );
 }
 
@@ -121,10 +121,17 @@ fn the_port_must_be_in_range() {
             )
         );
     }
-    assert_eq!(
-        error("postgres", server(json!({"port": "5432"}))),
-        "invalid postgres connection config: 'port' must be an integer between 1 and 65535, got \"5432\""
-    );
+    // A string holding the number is taken, as environment variables give it.
+    assert!(SourceConfig::parse(SourceType::Postgres, &server(json!({"port": "5432"}))).is_ok());
+    for bad in ["fifty", "0", "65536", ""] {
+        assert_eq!(
+            error("postgres", server(json!({"port": bad}))),
+            format!(
+                "invalid postgres connection config: 'port' must be an integer between 1 and \
+                 65535, got \"{bad}\""
+            )
+        );
+    }
     assert!(SourceConfig::parse(SourceType::Postgres, &server(json!({"port": 65535}))).is_ok());
     assert!(SourceConfig::parse(SourceType::Postgres, &server(json!({"port": 1}))).is_ok());
 }

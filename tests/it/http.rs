@@ -843,3 +843,73 @@ async fn serve_runs_both_servers_on_one_set_of_users_and_tokens() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_lasts_for_the_token_s_session_only() {
+    let api = Api::new().await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/query",
+            Some(json!({"sql": "USE pg.public"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/query",
+            Some(json!({"sql": "SELECT count(*) AS n FROM items"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"][0]["n"], 100, "{body}");
+    // Another login is another session, still on datafusion.public.
+    let (_, login) = api
+        .json(Method::POST, "/login", None, As::Basic("quarry", PASSWORD))
+        .await;
+    let other = login["token"].as_str().unwrap().to_owned();
+    let answer = api
+        .json(
+            Method::POST,
+            "/query",
+            Some(json!({"sql": "SELECT count(*) AS n FROM items"})),
+            As::Token(&other),
+        )
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "did you mean pg.public.items?",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integers_beyond_2_pow_53_are_strings_in_json() {
+    let api = Api::new().await;
+    let sql = "SELECT CAST(9007199254740993 AS BIGINT) AS big, \
+               CAST(-9007199254740993 AS BIGINT) AS negative, \
+               CAST(9007199254740992 AS BIGINT) AS edge, 42 AS small, \
+               CAST(18446744073709551615 AS BIGINT UNSIGNED) AS unsigned_max, \
+               CAST(NULL AS BIGINT) AS missing";
+    let (status, body) = api
+        .call(Method::POST, "/query", Some(json!({ "sql": sql })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let row = &body["rows"][0];
+    assert_eq!(row["big"], json!("9007199254740993"), "{body}");
+    assert_eq!(row["negative"], json!("-9007199254740993"), "{body}");
+    assert_eq!(row["edge"], json!(9007199254740992u64), "{body}");
+    assert_eq!(row["small"], json!(42), "{body}");
+    assert_eq!(row["unsigned_max"], json!("18446744073709551615"), "{body}");
+    assert_eq!(row["missing"], Value::Null, "{body}");
+    // The document says so.
+    let (_, document) = api
+        .json(Method::GET, "/openapi.json", None, As::Nobody)
+        .await;
+    assert!(
+        document.to_string().contains("are written as strings"),
+        "{document}"
+    );
+}

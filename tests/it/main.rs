@@ -5,6 +5,7 @@ mod cli;
 mod config_rules;
 mod correctness;
 mod differential;
+mod first_hour;
 mod flight;
 mod flight_python;
 mod http;

@@ -98,9 +98,13 @@ fn tab_completes_a_table_name_from_its_prefix() {
 fn a_statement_spans_lines_until_its_semicolon() {
     let dir = tempfile::tempdir().unwrap();
     let mut session = shell(dir.path());
+    // Typed line by line, as a person does: each later line gets its own prompt.
     session.send_line("SELECT").unwrap();
+    session.exp_string("   ...> ").unwrap();
     session.send_line("  41 + 1 AS answer,").unwrap();
+    session.exp_string("   ...> ").unwrap();
     session.send_line("  'a;b' AS text").unwrap();
+    session.exp_string("   ...> ").unwrap();
     // Nothing ran yet: the statement is not complete.
     let output = run(&mut session, ";");
     assert!(has_row(&output, &["42", "a;b"]), "{output}");
@@ -257,4 +261,36 @@ fn psql_aliases_work_and_ctrl_d_leaves() {
     );
     session.send_control('d').unwrap();
     session.exp_eof().expect("Ctrl-D leaves the shell");
+}
+
+#[test]
+fn the_prompt_shows_the_default_schema_and_completion_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = shell(&home_with_demo(dir.path()));
+    session.send_line("USE demo.main;").unwrap();
+    session
+        .exp_regex("\n\r+quarry demo\\.main> ")
+        .expect("the prompt names the default schema");
+    // An unqualified table name completes from the default schema.
+    session.send("SELECT count(*) AS n FROM cust").unwrap();
+    session.send("\t").unwrap();
+    session.send_line(";").unwrap();
+    let (output, _) = session.exp_regex("\n\r+quarry demo\\.main> ").unwrap();
+    assert!(has_row(&output, &["8"]), "{output}");
+    quit(session);
+}
+
+#[test]
+fn later_lines_of_a_statement_get_a_continuation_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = shell(dir.path());
+    session.send_line("SELECT 6").unwrap();
+    session
+        .exp_string("   ...> ")
+        .expect("a continuation prompt as wide as the first");
+    session.send_line("  * 7 AS answer").unwrap();
+    session.exp_string("   ...> ").unwrap();
+    let output = run(&mut session, ";");
+    assert!(has_row(&output, &["42"]), "{output}");
+    quit(session);
 }

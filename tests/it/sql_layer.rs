@@ -291,7 +291,7 @@ async fn wrong_arguments_show_the_signature() {
         ),
         (
             "SELECT * FROM create_connection('x', 'postgres', '{not json')",
-            "config_json is not valid JSON",
+            "config_json is neither JSON nor a URL",
         ),
     ] {
         let err = match fx.engine.sql(sql).await {
@@ -417,15 +417,15 @@ async fn misspelled_names_get_did_you_mean() {
     for (sql, hint) in [
         (
             "SELECT * FROM pgg.public.orders",
-            "did you mean 'pg.public.orders'?",
+            "did you mean pg.public.orders?",
         ),
         (
             "SELECT * FROM pg.publik.orders",
-            "did you mean 'pg.public.orders'?",
+            "did you mean pg.public.orders?",
         ),
         (
             "SELECT * FROM pg.public.ordres",
-            "did you mean 'pg.public.orders'?",
+            "did you mean pg.public.orders?",
         ),
     ] {
         let err = fx.engine.sql(sql).await.unwrap_err().to_string();

@@ -160,6 +160,21 @@ class Sessions(unittest.TestCase):
             cur.execute("SELECT v FROM t2")
             self.assertEqual(cur.fetchall(), [(43,)])
 
+    def test_use_sets_the_default_schema_of_its_session_only(self):
+        with self.a.cursor() as cur:
+            cur.execute("USE pg.public")
+            cur.execute("SELECT count(*) FROM items")
+            self.assertEqual(cur.fetchone(), (100,))
+            cur.execute("SHOW search_path")
+            self.assertEqual(cur.fetchone(), ("pg.public",))
+        with self.b.cursor() as cur:
+            with self.assertRaises(adbc_driver_manager.Error) as caught:
+                cur.execute("SELECT count(*) FROM items")
+            self.assertIn("did you mean pg.public.items?", str(caught.exception))
+            cur.execute("SET search_path = 'pg.public'")
+            cur.execute("SELECT count(*) FROM items")
+            self.assertEqual(cur.fetchone(), (100,))
+
     def test_question_mark_and_dollar_placeholders(self):
         with self.a.cursor() as cur:
             cur.execute(
