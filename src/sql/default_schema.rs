@@ -8,8 +8,9 @@ use std::fmt;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::execution::context::SessionState;
 use datafusion::sql::parser::Statement;
-use datafusion::sql::sqlparser::ast::{self, Expr, ObjectName, ObjectNamePart, Set, Use, Value};
+use datafusion::sql::sqlparser::ast::{self, Expr, ObjectName, Set, Use, Value};
 
+use super::names::parts;
 use super::suggest::closest;
 use crate::error::{Error, Result};
 
@@ -88,16 +89,6 @@ fn is_search_path(name: &ObjectName) -> bool {
 
 fn is_search_path_idents(idents: &[ast::Ident]) -> bool {
     matches!(idents, [one] if one.value.eq_ignore_ascii_case("search_path"))
-}
-
-fn parts(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => ident.value.clone(),
-            other => other.to_string(),
-        })
-        .collect()
 }
 
 /// The one `catalog.schema` of a `SET search_path`: a string, or a (dotted) name.

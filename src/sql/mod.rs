@@ -10,6 +10,7 @@ pub(crate) mod functions;
 pub mod lazy_table;
 pub(crate) mod lossy_cast;
 pub(crate) mod memory_scan;
+pub mod names;
 pub mod placeholders;
 pub mod results;
 pub mod show_tables;

@@ -4,7 +4,7 @@
 
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{
-    self, ObjectNamePart, ShowStatementFilter, ShowStatementFilterPosition, ShowStatementOptions,
+    self, ShowStatementFilter, ShowStatementFilterPosition, ShowStatementOptions,
 };
 
 use super::default_schema::DefaultSchema;
@@ -37,15 +37,7 @@ pub fn query(statement: &Statement, default: &DefaultSchema) -> Option<String> {
     let parent: Vec<String> = show_in
         .as_ref()
         .and_then(|show_in| show_in.parent_name.as_ref())
-        .map(|name| {
-            name.0
-                .iter()
-                .map(|part| match part {
-                    ObjectNamePart::Identifier(ident) => ident.value.clone(),
-                    other => other.to_string(),
-                })
-                .collect()
-        })
+        .map(super::names::parts)
         .unwrap_or_default();
     match parent.as_slice() {
         [] => {}

@@ -18,6 +18,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::default_schema::DefaultSchema;
+use super::names::parts;
 use super::snapshot::Snapshot;
 use super::system_catalog::{SYSTEM_CATALOG, USER_VIEWS_SCHEMA};
 use crate::error::{Error, Result};
@@ -44,16 +45,6 @@ pub struct DropViews {
     pub names: Vec<String>,
     /// Whether a missing view is passed over.
     pub if_exists: bool,
-}
-
-fn parts(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => ident.value.clone(),
-            other => other.to_string(),
-        })
-        .collect()
 }
 
 /// The stored view a view name stands for: `name`, `views.name` or `quarry.views.name`.
