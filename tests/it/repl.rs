@@ -281,6 +281,22 @@ fn the_prompt_shows_the_default_schema_and_completion_follows_it() {
 }
 
 #[test]
+fn lines_typed_ahead_are_all_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = shell(dir.path());
+    // Sent at once, before the shell has read the first: none may be lost.
+    session
+        .send("SELECT\r  20 + 1\r  AS a,\r  'x;y' AS b;\rSELECT 2 * 21 AS c;\r")
+        .unwrap();
+    session.flush().unwrap();
+    session.exp_string("x;y").unwrap();
+    let (output, _) = session.exp_regex("\n\r+quarry> ").unwrap();
+    let output = output + &run(&mut session, "");
+    assert!(has_row(&output, &["42"]), "{output}");
+    quit(session);
+}
+
+#[test]
 fn later_lines_of_a_statement_get_a_continuation_prompt() {
     let dir = tempfile::tempdir().unwrap();
     let mut session = shell(dir.path());
