@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo run --example embed`
 
-use datafusion::arrow::util::pretty::pretty_format_batches;
+// Quarry re-exports the Arrow and DataFusion it is built on.
+use quarry::arrow::util::pretty::pretty_format_batches;
 use quarry::{Engine, Event};
 use sqlx::Connection;
 
@@ -57,9 +58,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         created.connection.name, created.connection.id, discovered.tables_added
     );
 
+    // A session of its own, whose unqualified names resolve in shop.main.
+    let session = engine.new_session();
+    session.sql("USE shop.main").await?.collect().await?;
     for _ in 0..2 {
-        let batches = engine
-            .sql("SELECT name, price FROM shop.main.products WHERE price > 3 ORDER BY price")
+        let batches = session
+            .sql("SELECT name, price FROM products WHERE price > 3 ORDER BY price")
             .await?
             .collect()
             .await?;
