@@ -13,15 +13,17 @@ use serde_json::Value;
 
 use crate::cache::{Cache, PurgeOutcome};
 use crate::config::{self, StoreUrl};
+use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
 use crate::id::ConnectionId;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
 use crate::session::Session;
-use crate::source::{self, Source, SourceConfig, SourceType, TestOutcome, merge_patch};
+use crate::source::{self, Source, SourceConfig, TestOutcome, merge_patch};
 use crate::sql::snapshot::SnapshotCell;
-use crate::store::{self, CacheEntry, ConfigUpdate, MetadataStore, NewConnection, TableRecord};
+use crate::store::{self, ConfigUpdate, MetadataStore, NewConnection};
+use crate::table::{CacheEntry, TableRecord};
 
 /// The resolved configuration an engine runs with.
 #[derive(Clone, Debug)]
@@ -629,7 +631,7 @@ impl Engine {
             .ensure(&connection, source, &record)
             .await?;
         let name = TableName::of(&connection, &record);
-        let arrow = Arc::new(crate::cache::schema_from_json(
+        let arrow = Arc::new(crate::table::schema_from_json(
             &entry.arrow_schema,
             &name.to_string(),
         )?);

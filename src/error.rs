@@ -1,6 +1,7 @@
 //! Quarry's one error type. Every message says what failed and what to do about it, and
 //! none of them ever contains a secret.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// Result alias used throughout Quarry.
@@ -115,7 +116,7 @@ pub enum Error {
     #[error("connection '{connection}': {message}")]
     Source {
         connection: String,
-        class: crate::source::FailureClass,
+        class: FailureClass,
         message: String,
     },
 
@@ -356,6 +357,60 @@ fn sql_message(error: &datafusion::error::DataFusionError) -> String {
         // say nothing to a user; an internal error keeps its bug-report text.
         E::Internal(_) => error.to_string(),
         other => other.message().into_owned(),
+    }
+}
+
+/// The kind of a source failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Nothing listens at host:port.
+    Refused,
+    /// The host name does not resolve.
+    UnknownHost,
+    /// The server rejected the user or password.
+    Authentication,
+    /// The database does not exist on the server.
+    NoDatabase,
+    /// TLS was required and not offered, or failed.
+    Tls,
+    /// The connect or statement timeout passed.
+    Timeout,
+    /// The connection broke mid-way.
+    Reset,
+    /// The server rejected a statement.
+    Query,
+    /// Anything else.
+    Other,
+}
+
+impl FailureClass {
+    /// Whether retrying may help.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            FailureClass::Refused | FailureClass::Timeout | FailureClass::Reset
+        )
+    }
+
+    /// Short name, as shown in connection status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Refused => "refused",
+            FailureClass::UnknownHost => "unknown_host",
+            FailureClass::Authentication => "authentication",
+            FailureClass::NoDatabase => "no_database",
+            FailureClass::Tls => "tls",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Reset => "reset",
+            FailureClass::Query => "query",
+            FailureClass::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

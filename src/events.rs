@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 
 use crate::connection::Connection;
 use crate::id::ConnectionId;
-use crate::store::TableRecord;
+use crate::table::TableRecord;
 
 /// Something that happened in the engine.
 #[derive(Clone, Debug, PartialEq)]

@@ -33,6 +33,7 @@ pub mod session;
 pub mod source;
 pub mod sql;
 pub mod store;
+pub mod table;
 
 /// The DataFusion and Arrow Quarry is built on, so embedders need no version pin of their
 /// own: `quarry::datafusion::prelude::*`, `quarry::arrow::array::RecordBatch`.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
 use tokio::sync::mpsc;
@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
 use crate::id::ConnectionId;
 use crate::source::{FetchRequest, Source};
-use crate::store::{CacheEntry, MetadataStore, TableRecord};
+use crate::store::MetadataStore;
+use crate::table::{CacheEntry, TableRecord, schema_from_json};
 
 /// Name of the cache folder in the data dir.
 pub const CACHE_DIR: &str = "cache";
@@ -35,19 +36,6 @@ const TEMP_SUFFIX: &str = ".tmp";
 const CHANNEL_BATCHES: usize = 4;
 /// Rows between two progress events.
 const PROGRESS_EVERY: u64 = 100_000;
-
-/// Serializes an Arrow schema for the store.
-pub fn schema_to_json(schema: &Schema) -> String {
-    serde_json::to_string(schema).expect("an Arrow schema always serializes")
-}
-
-/// Reads a schema written by [`schema_to_json`].
-pub fn schema_from_json(text: &str, table: &str) -> Result<Schema> {
-    serde_json::from_str(text).map_err(|e| Error::Fetch {
-        table: table.to_owned(),
-        message: format!("the stored schema is unreadable ({e}); run discovery again"),
-    })
-}
 
 /// Encodes a schema or table name as one safe path component.
 fn path_component(name: &str) -> String {

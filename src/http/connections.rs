@@ -15,7 +15,7 @@ use super::model::{
 use crate::connection::{Connection, ConnectionName};
 use crate::engine::Engine;
 use crate::id::ConnectionId;
-use crate::store::{CacheEntry, TableRecord};
+use crate::table::{CacheEntry, TableRecord};
 
 type ApiResult<T> = Result<T, ApiError>;
 

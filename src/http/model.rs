@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::connection::Connection;
-use crate::store::{CacheEntry, TableRecord};
+use crate::table::{CacheEntry, TableRecord};
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]

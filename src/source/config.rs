@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-use super::SourceType;
+use crate::connection::SourceType;
 use crate::error::{Error, Result};
 
 const SERVER_KEYS: &[&str] = &[

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use crate::store::{ColumnRecord, TableRecord};
+use crate::table::{ColumnRecord, TableRecord, schema_to_json};
 
 /// The columns every source's discovery query returns, whatever the database.
 pub struct TableColumnRow {
@@ -126,7 +126,7 @@ impl TableCollector {
     /// The tables, each with its serialized Arrow schema.
     pub fn finish(mut self) -> Vec<TableRecord> {
         for (table, fields) in self.tables.iter_mut().zip(self.fields) {
-            table.arrow_schema = Some(crate::cache::schema_to_json(&Schema::new(fields)));
+            table.arrow_schema = Some(schema_to_json(&Schema::new(fields)));
         }
         self.tables
     }

@@ -1,64 +1,9 @@
 //! Classifies source failures into what a user can act on, and says which are transient
 //! (worth a retry) and which are not (authentication, SQL errors).
 
-use std::fmt;
 use std::time::Duration;
 
-use crate::error::Error;
-
-/// The kind of a source failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureClass {
-    /// Nothing listens at host:port.
-    Refused,
-    /// The host name does not resolve.
-    UnknownHost,
-    /// The server rejected the user or password.
-    Authentication,
-    /// The database does not exist on the server.
-    NoDatabase,
-    /// TLS was required and not offered, or failed.
-    Tls,
-    /// The connect or statement timeout passed.
-    Timeout,
-    /// The connection broke mid-way.
-    Reset,
-    /// The server rejected a statement.
-    Query,
-    /// Anything else.
-    Other,
-}
-
-impl FailureClass {
-    /// Whether retrying may help.
-    pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            FailureClass::Refused | FailureClass::Timeout | FailureClass::Reset
-        )
-    }
-
-    /// Short name, as shown in connection status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureClass::Refused => "refused",
-            FailureClass::UnknownHost => "unknown_host",
-            FailureClass::Authentication => "authentication",
-            FailureClass::NoDatabase => "no_database",
-            FailureClass::Tls => "tls",
-            FailureClass::Timeout => "timeout",
-            FailureClass::Reset => "reset",
-            FailureClass::Query => "query",
-            FailureClass::Other => "other",
-        }
-    }
-}
-
-impl fmt::Display for FailureClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::error::{Error, FailureClass};
 
 /// Where a failing source lives, for messages.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use super::mysql_types::{MySqlColumnType, arrow_type, quote_ident, select_expres
 use super::retry::with_backoff;
 use super::{Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome, forward_batch};
 use crate::error::Result;
-use crate::store::TableRecord;
+use crate::table::TableRecord;
 
 const MAX_SESSIONS: u32 = 10;
 

@@ -20,7 +20,7 @@ use super::postgres_types::{
 use super::retry::with_backoff;
 use super::{BATCH_ROWS, Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome};
 use crate::error::Result;
-use crate::store::TableRecord;
+use crate::table::TableRecord;
 
 const MAX_SESSIONS: u32 = 10;
 

@@ -27,7 +27,7 @@ use super::cells::{BatchBuilder, Cell};
 use super::discovery::{DiscoveredColumn, TableCollector};
 use super::{Endpoint, FetchRequest, Source, SqliteConfig, TestOutcome, forward_batch};
 use crate::error::Result;
-use crate::store::TableRecord;
+use crate::table::TableRecord;
 
 const INTEGER: i64 = 1;
 const REAL: i64 = 2;

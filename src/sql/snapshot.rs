@@ -9,7 +9,8 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 
 use crate::connection::Connection;
 use crate::error::Result;
-use crate::store::{MetadataStore, TableRecord, ViewRecord};
+use crate::store::{MetadataStore, ViewRecord};
+use crate::table::TableRecord;
 
 /// One discovered table, with its Arrow schema parsed once.
 #[derive(Debug)]

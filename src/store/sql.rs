@@ -17,11 +17,11 @@ use super::{
     ViewRecord, migrations,
 };
 use crate::config::StoreUrl;
+use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 use crate::secrets::SealedSecret;
-use crate::source::SourceType;
 
 /// A metadata store in a SQLite file or a PostgreSQL database.
 #[derive(Debug)]
