@@ -16,6 +16,7 @@ pub mod cache;
 pub mod client_sessions;
 pub mod config;
 pub mod connection;
+pub mod connections;
 mod engine;
 pub mod error;
 pub mod events;
@@ -33,6 +34,7 @@ pub mod session;
 pub mod source;
 pub mod sql;
 pub mod store;
+pub mod suggest;
 pub mod table;
 
 /// The DataFusion and Arrow Quarry is built on, so embedders need no version pin of their

@@ -9,10 +9,10 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
+use crate::connections::snapshot::SnapshotCell;
 use crate::error::{Error, Result};
 use crate::sql::default_schema::{self, DefaultSchema, Request};
 use crate::sql::deferred_statement::Run;
-use crate::sql::snapshot::SnapshotCell;
 use crate::sql::views;
 use crate::store::{MetadataStore, ViewRecord};
 
@@ -120,11 +120,6 @@ impl Session {
         Ok(self.context.execute_logical_plan(plan).await?)
     }
 
-    /// Makes `default` the catalog and schema unqualified names resolve against.
-    pub(crate) fn set_default_schema(&self, default: &DefaultSchema) {
-        default.apply(&mut self.context.state_ref().write());
-    }
-
     /// `CREATE VIEW`: checks the query plans here, then (when run) stores it.
     async fn create_view(&self, create: views::CreateView) -> Result<DataFrame> {
         let state = self.context.state();
@@ -184,7 +179,7 @@ impl Session {
             && let Some(missing) = drop.names.iter().find(|n| !snapshot.views.contains_key(*n))
         {
             let mut message = format!("no view named '{missing}'");
-            if let Some(near) = crate::sql::suggest::closest(missing, snapshot.views.keys()) {
+            if let Some(near) = crate::suggest::closest(missing, snapshot.views.keys()) {
                 message.push_str(&format!("; did you mean '{near}'?"));
             }
             message.push_str(" (SHOW TABLES FROM quarry.views lists the stored views)");

@@ -353,7 +353,7 @@ impl Shell {
                 .values()
                 .flat_map(|c| c.schemas.values().flat_map(|t| t.keys()));
             let mut message = format!("no table named '{name}'");
-            if let Some(near) = crate::sql::suggest::closest(table, names) {
+            if let Some(near) = crate::suggest::closest(table, names) {
                 message.push_str(&format!("; did you mean '{near}'?"));
             }
             message.push_str(" (.tables lists the tables)");
@@ -368,7 +368,7 @@ impl Shell {
             return Ok(());
         }
         let mut message = format!("no connection named '{name}'");
-        if let Some(near) = crate::sql::suggest::closest(name, snapshot.connections.keys()) {
+        if let Some(near) = crate::suggest::closest(name, snapshot.connections.keys()) {
             message.push_str(&format!("; did you mean '{near}'?"));
         }
         message.push_str(" (.connections lists them)");

@@ -2,7 +2,7 @@
 //! schema, table = source table. Lookups read the in-memory snapshot only; the default
 //! `datafusion.public` catalog stays available for the session's own tables.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{
@@ -12,28 +12,31 @@ use datafusion::catalog::{
 use datafusion::error::{DataFusionError, Result};
 
 use super::lazy_table::LazyTable;
-use super::snapshot::{SnapshotCell, SnapshotConnection};
+use datafusion::execution::runtime_env::RuntimeEnv;
+
 use super::system_catalog::{SYSTEM_CATALOG, SystemCatalog};
-use crate::engine::EngineCore;
+use crate::connections::Connections;
+use crate::connections::snapshot::SnapshotConnection;
 
 /// The session's catalogs: one per connection, plus DataFusion's default.
 #[derive(Debug)]
 pub struct QuarryCatalogList {
-    snapshot: Arc<SnapshotCell>,
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
+    /// For planning stored views in sessions of their own.
+    runtime: Arc<RuntimeEnv>,
     default: Arc<MemoryCatalogProvider>,
 }
 
 impl QuarryCatalogList {
-    /// Catalogs served from `snapshot`; tables fetch through `core`.
-    pub(crate) fn new(snapshot: Arc<SnapshotCell>, core: Weak<EngineCore>) -> Self {
+    /// Catalogs served from the snapshot of `connections`; tables fetch through them.
+    pub(crate) fn new(connections: Arc<Connections>, runtime: Arc<RuntimeEnv>) -> Self {
         let default = Arc::new(MemoryCatalogProvider::new());
         default
             .register_schema("public", Arc::new(MemorySchemaProvider::new()))
             .expect("a new memory catalog accepts a schema");
         QuarryCatalogList {
-            snapshot,
-            core,
+            connections,
+            runtime,
             default,
         }
     }
@@ -54,7 +57,7 @@ impl CatalogProviderList for QuarryCatalogList {
 
     fn catalog_names(&self) -> Vec<String> {
         let mut names = vec!["datafusion".to_owned(), SYSTEM_CATALOG.to_owned()];
-        names.extend(self.snapshot.get().connections.keys().cloned());
+        names.extend(self.connections.snapshot().connections.keys().cloned());
         names
     }
 
@@ -63,12 +66,15 @@ impl CatalogProviderList for QuarryCatalogList {
             return Some(self.default.clone());
         }
         if name == SYSTEM_CATALOG {
-            return Some(Arc::new(SystemCatalog::new(self.core.clone())));
+            return Some(Arc::new(SystemCatalog::new(
+                Arc::clone(&self.connections),
+                Arc::clone(&self.runtime),
+            )));
         }
-        let connection = self.snapshot.get().connections.get(name)?.clone();
+        let connection = self.connections.snapshot().connections.get(name)?.clone();
         Some(Arc::new(ConnectionCatalog {
             connection,
-            core: self.core.clone(),
+            connections: Arc::clone(&self.connections),
         }))
     }
 }
@@ -77,7 +83,7 @@ impl CatalogProviderList for QuarryCatalogList {
 #[derive(Debug)]
 struct ConnectionCatalog {
     connection: Arc<SnapshotConnection>,
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
 }
 
 impl CatalogProvider for ConnectionCatalog {
@@ -90,7 +96,7 @@ impl CatalogProvider for ConnectionCatalog {
             Arc::new(ConnectionSchema {
                 connection: self.connection.clone(),
                 schema: name.to_owned(),
-                core: self.core.clone(),
+                connections: Arc::clone(&self.connections),
             }) as Arc<dyn SchemaProvider>
         })
     }
@@ -101,7 +107,7 @@ impl CatalogProvider for ConnectionCatalog {
 struct ConnectionSchema {
     connection: Arc<SnapshotConnection>,
     schema: String,
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
 }
 
 #[async_trait]
@@ -132,7 +138,7 @@ impl SchemaProvider for ConnectionSchema {
         Ok(Some(Arc::new(LazyTable::new(
             self.connection.connection.clone(),
             table.clone(),
-            self.core.clone(),
+            Arc::clone(&self.connections),
         ))))
     }
 

@@ -2,33 +2,28 @@
 //! management functions, exact decimal literals, the lossy-cast guard, and without one
 //! optimizer rule that changes a decimal sum's type.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::catalog::QuarryCatalogList;
 use super::lossy_cast::KeepLossyCasts;
-use super::snapshot::SnapshotCell;
-use crate::engine::EngineCore;
+use crate::connections::Connections;
 
 /// A new session context over the shared `runtime` (memory pool, disk and file caches);
-/// its catalogs read `snapshot` and its tables fetch through `core`.
-pub(crate) fn new(
-    core: &Weak<EngineCore>,
-    snapshot: &Arc<SnapshotCell>,
-    runtime: &Arc<RuntimeEnv>,
-) -> SessionContext {
+/// its catalogs read the snapshot of `connections`, and its tables fetch through them.
+pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> SessionContext {
     let mut config = SessionConfig::new().with_information_schema(true);
     // `o_totalprice = 190720.34` must compare with the exact decimal, as PostgreSQL and
     // MySQL do, not with the nearest double (190720.339999999983616).
     config.options_mut().sql_parser.parse_float_as_decimal = true;
     let context = SessionContext::new_with_config_rt(config, Arc::clone(runtime));
     context.register_catalog_list(Arc::new(QuarryCatalogList::new(
-        Arc::clone(snapshot),
-        core.clone(),
+        Arc::clone(connections),
+        Arc::clone(runtime),
     )));
-    super::functions::register(&context, core);
+    super::functions::register(&context, connections);
     context.add_analyzer_rule(Arc::new(KeepLossyCasts));
     context.register_udf(version());
     // This rule rewrites `SUM(x)` beside a single `COUNT(DISTINCT y)` as a SUM of partial

@@ -11,8 +11,8 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{self, Expr, ObjectName, Set, Use, Value};
 
 use super::names::parts;
-use super::suggest::closest;
 use crate::error::{Error, Result};
+use crate::suggest::closest;
 
 /// The catalog and schema of unqualified names.
 #[derive(Debug, Clone, PartialEq, Eq)]

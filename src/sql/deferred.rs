@@ -3,7 +3,7 @@
 //! (and `EXPLAIN`) never runs that work.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -19,19 +19,10 @@ use datafusion::physical_plan::{
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 
-use crate::engine::{Engine, EngineCore};
-
 /// Makes the stream when the plan executes.
 pub(crate) type StreamFactory = Arc<
     dyn Fn(Arc<TaskContext>) -> BoxFuture<'static, Result<SendableRecordBatchStream>> + Send + Sync,
 >;
-
-/// The engine behind a weak handle, or an error if it was shut down.
-pub(crate) fn engine(core: &Weak<EngineCore>) -> Result<Engine> {
-    core.upgrade()
-        .map(Engine::from_core)
-        .ok_or_else(|| DataFusionError::Execution("the Quarry engine was shut down".into()))
-}
 
 /// Wraps a Quarry error for DataFusion.
 pub(crate) fn external(e: crate::Error) -> DataFusionError {

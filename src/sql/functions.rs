@@ -3,7 +3,7 @@
 //! drop_connection('x')` drops nothing.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -20,10 +20,11 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::future::BoxFuture;
 
-use super::deferred::{DeferredExec, StreamFactory, engine, external};
-use crate::engine::{Engine, EngineCore, RefreshOutcome};
+use super::deferred::{DeferredExec, StreamFactory, external};
+use crate::connections::{Connections, Created, RefreshOutcome};
 
-type Effect = Arc<dyn Fn(Engine) -> BoxFuture<'static, crate::Result<Vec<ArrayRef>>> + Send + Sync>;
+type Effect =
+    Arc<dyn Fn(Arc<Connections>) -> BoxFuture<'static, crate::Result<Vec<ArrayRef>>> + Send + Sync>;
 
 /// The management functions, as (name, signature, output columns).
 const FUNCTIONS: &[(&str, &str)] = &[
@@ -47,14 +48,17 @@ const FUNCTIONS: &[(&str, &str)] = &[
 ];
 
 /// Registers every management function in `session`.
-pub(crate) fn register(session: &datafusion::prelude::SessionContext, core: &Weak<EngineCore>) {
+pub(crate) fn register(
+    session: &datafusion::prelude::SessionContext,
+    connections: &Arc<Connections>,
+) {
     for (name, signature) in FUNCTIONS {
         session.register_udtf(
             name,
             Arc::new(ManagementFunction {
                 name,
                 signature,
-                core: core.clone(),
+                connections: Arc::clone(connections),
             }),
         );
     }
@@ -64,7 +68,7 @@ pub(crate) fn register(session: &datafusion::prelude::SessionContext, core: &Wea
 struct ManagementFunction {
     name: &'static str,
     signature: &'static str,
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
 }
 
 impl fmt::Debug for ManagementFunction {
@@ -151,10 +155,10 @@ impl ManagementFunction {
                     field("discovery_status", DataType::Utf8),
                     field("discovery_error", DataType::Utf8),
                 ];
-                let effect: Effect = Arc::new(move |engine: Engine| {
+                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
                     let (n, t, config) = (a[0].clone(), a[1].clone(), config.clone());
                     Box::pin(async move {
-                        let crate::engine::Created {
+                        let Created {
                             connection: created,
                             discovery,
                         } = engine.create_connection(&n, &t, config).await?;
@@ -182,7 +186,7 @@ impl ManagementFunction {
                     field("latency_ms", DataType::Float64),
                     field("error", DataType::Utf8),
                 ];
-                let effect: Effect = Arc::new(move |engine: Engine| {
+                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
                     let target = a[0].clone();
                     Box::pin(async move {
                         // A failed test is a result, not an error; an unknown connection is.
@@ -209,7 +213,7 @@ impl ManagementFunction {
                     field("tables_removed", DataType::Int64),
                     field("tables_changed", DataType::Int64),
                 ];
-                let effect: Effect = Arc::new(move |engine: Engine| {
+                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
                     let target = a[0].clone();
                     Box::pin(async move {
                         let o = engine.discover_connection(&target).await?;
@@ -233,7 +237,7 @@ impl ManagementFunction {
                     )));
                 }
                 let fields = refresh_fields();
-                let effect: Effect = Arc::new(move |engine: Engine| {
+                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
                     let target = target.clone();
                     Box::pin(async move {
                         let start = Instant::now();
@@ -269,7 +273,7 @@ impl ManagementFunction {
                     field("entries_removed", DataType::Int64),
                     field("bytes_freed", DataType::Int64),
                 ];
-                let effect: Effect = Arc::new(move |engine: Engine| {
+                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
                     let a = a.clone();
                     Box::pin(async move {
                         let o = engine
@@ -294,7 +298,7 @@ impl ManagementFunction {
                     if name == "rename_connection" { 2 } else { 1 },
                 )?;
                 let fields = vec![field("id", DataType::Utf8), field("name", DataType::Utf8)];
-                let effect: Effect = Arc::new(move |engine: Engine| {
+                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
                     let a = a.clone();
                     Box::pin(async move {
                         let c = if name == "rename_connection" {
@@ -332,7 +336,7 @@ impl TableFunctionImpl for ManagementFunction {
             name: self.name,
             schema: Arc::new(Schema::new(fields)),
             effect,
-            core: self.core.clone(),
+            connections: Arc::clone(&self.connections),
         }))
     }
 }
@@ -342,7 +346,7 @@ struct EffectTable {
     name: &'static str,
     schema: SchemaRef,
     effect: Effect,
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
 }
 
 impl fmt::Debug for EffectTable {
@@ -369,17 +373,21 @@ impl TableProvider for EffectTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let projected = project_schema(&self.schema, projection)?;
-        let (effect, full, core) = (
+        let (effect, full, connections) = (
             Arc::clone(&self.effect),
             Arc::clone(&self.schema),
-            self.core.clone(),
+            Arc::clone(&self.connections),
         );
         let (projection, output) = (projection.cloned(), Arc::clone(&projected));
         let factory: StreamFactory = Arc::new(move |_context| {
-            let (effect, full, core) = (Arc::clone(&effect), Arc::clone(&full), core.clone());
+            let (effect, full, connections) = (
+                Arc::clone(&effect),
+                Arc::clone(&full),
+                Arc::clone(&connections),
+            );
             let (projection, output) = (projection.clone(), Arc::clone(&output));
             Box::pin(async move {
-                let columns = effect(engine(&core)?).await.map_err(external)?;
+                let columns = effect(connections).await.map_err(external)?;
                 let batch = RecordBatch::try_new(full, columns)?;
                 let batch = match projection {
                     Some(p) => batch.project(&p)?,

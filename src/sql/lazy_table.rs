@@ -7,7 +7,7 @@
 //! new file.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -36,12 +36,12 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::deferred::{DeferredExec, StreamFactory, engine, external};
+use super::deferred::{DeferredExec, StreamFactory, external};
 use super::memory_scan;
-use super::snapshot::SnapshotTable;
 use crate::cache::CacheLease;
 use crate::connection::Connection;
-use crate::engine::EngineCore;
+use crate::connections::Connections;
+use crate::connections::snapshot::SnapshotTable;
 use crate::events::TableName;
 use crate::source::CommonOptions;
 
@@ -50,7 +50,7 @@ use crate::source::CommonOptions;
 pub struct LazyTable {
     connection: Connection,
     table: Arc<SnapshotTable>,
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
 }
 
 impl LazyTable {
@@ -58,12 +58,12 @@ impl LazyTable {
     pub(crate) fn new(
         connection: Connection,
         table: Arc<SnapshotTable>,
-        core: Weak<EngineCore>,
+        connections: Arc<Connections>,
     ) -> Self {
         LazyTable {
             connection,
             table,
-            core,
+            connections,
         }
     }
 }
@@ -121,7 +121,7 @@ impl TableProvider for LazyTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let engine = engine(&self.core)?;
+        let engine = &self.connections;
         let record = &self.table.record;
         let current = engine
             .store()
@@ -172,20 +172,22 @@ impl TableProvider for LazyTable {
                 "not cached"
             }
         );
-        let (connection, record, core) =
-            (self.connection.clone(), record.clone(), self.core.clone());
+        let (connection, record, connections) = (
+            self.connection.clone(),
+            record.clone(),
+            Arc::clone(&self.connections),
+        );
         let (schema, projection, filters) = (self.schema(), projection.cloned(), filters.to_vec());
         let factory: StreamFactory = Arc::new(move |context| {
-            let (connection, record, core, state) = (
+            let (connection, record, engine, state) = (
                 connection.clone(),
                 record.clone(),
-                core.clone(),
+                Arc::clone(&connections),
                 state.clone(),
             );
             let (schema, projection, filters) =
                 (schema.clone(), projection.clone(), filters.clone());
             Box::pin(async move {
-                let engine = super::deferred::engine(&core)?;
                 let (id, schema_name, table) =
                     (connection.id.as_str(), &record.schema, &record.name);
                 let entry = if stale {

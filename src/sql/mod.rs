@@ -14,7 +14,7 @@ pub mod names;
 pub mod placeholders;
 pub mod results;
 pub mod show_tables;
-pub mod snapshot;
+
 pub mod suggest;
 pub mod system_catalog;
 pub mod views;

@@ -8,7 +8,7 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::resolve::resolve_table_references;
 
 use super::default_schema::DefaultSchema;
-use super::snapshot::Snapshot;
+use crate::connections::snapshot::Snapshot;
 
 /// `error` explained where DataFusion's own words leave a user stuck: an ORDER BY of a
 /// qualified column that shares its name with an output column. DataFusion adds the
@@ -69,7 +69,7 @@ pub fn with_suggestion(
             table,
         } => vec![catalog.to_string(), schema.to_string(), table.to_string()],
     };
-    let hint = match nearest_tables(snapshot, &parts).as_slice() {
+    let hint = match snapshot.nearest_tables(&parts).as_slice() {
         [] if parts.len() < 3 => format!(
             " (unqualified names are looked up in {default}; write connection.schema.table, \
              or USE connection.schema)"
@@ -78,48 +78,4 @@ pub fn with_suggestion(
         names => format!("; did you mean {}?", names.join(" or ")),
     };
     DataFusionError::Plan(format!("{error}{hint}"))
-}
-
-/// The existing tables nearest to the name `parts` (`table`, `schema.table` or
-/// `connection.schema.table`), compared over all the parts given together, fully
-/// qualified; several only when they are equally near.
-pub fn nearest_tables(snapshot: &Snapshot, parts: &[String]) -> Vec<String> {
-    let given = parts.join(".").to_lowercase();
-    let mut scored: Vec<(usize, String)> = Vec::new();
-    for (connection, found) in &snapshot.connections {
-        for (schema, tables) in &found.schemas {
-            for table in tables.keys() {
-                let compared = match parts.len() {
-                    1 => table.clone(),
-                    2 => format!("{schema}.{table}"),
-                    _ => format!("{connection}.{schema}.{table}"),
-                };
-                let distance = strsim::damerau_levenshtein(&given, &compared.to_lowercase());
-                if distance <= (compared.chars().count() / 3).max(2) {
-                    scored.push((distance, format!("{connection}.{schema}.{table}")));
-                }
-            }
-        }
-    }
-    let Some(best) = scored.iter().map(|(d, _)| *d).min() else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = scored
-        .into_iter()
-        .filter(|(d, _)| *d == best)
-        .map(|(_, name)| name)
-        .collect();
-    names.sort();
-    names.truncate(3);
-    names
-}
-
-/// The candidate nearest to `name`, if it is near enough to be a likely typo.
-pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a String>) -> Option<String> {
-    let lowered = name.to_lowercase();
-    candidates
-        .map(|c| (strsim::damerau_levenshtein(&lowered, &c.to_lowercase()), c))
-        .filter(|(distance, c)| *distance <= (c.chars().count() / 3).max(2))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, c)| c.clone())
 }

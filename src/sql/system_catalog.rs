@@ -3,7 +3,7 @@
 //! and no secret is ever shown.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,7 +18,9 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::engine::{Engine, EngineCore};
+use datafusion::execution::runtime_env::RuntimeEnv;
+
+use crate::connections::Connections;
 
 /// Name of the system catalog.
 pub const SYSTEM_CATALOG: &str = "quarry";
@@ -58,12 +60,16 @@ const VIEWS: [&str; 3] = ["connections", "tables", "columns"];
 /// The `quarry` catalog with its one schema.
 #[derive(Debug)]
 pub(crate) struct SystemCatalog {
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl SystemCatalog {
-    pub(crate) fn new(core: Weak<EngineCore>) -> Self {
-        SystemCatalog { core }
+    pub(crate) fn new(connections: Arc<Connections>, runtime: Arc<RuntimeEnv>) -> Self {
+        SystemCatalog {
+            connections,
+            runtime,
+        }
     }
 }
 
@@ -75,10 +81,11 @@ impl CatalogProvider for SystemCatalog {
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         match name {
             VIEWS_SCHEMA => Some(Arc::new(SystemSchema {
-                core: self.core.clone(),
+                connections: Arc::clone(&self.connections),
             })),
             USER_VIEWS_SCHEMA => Some(Arc::new(StoredViews {
-                core: self.core.clone(),
+                connections: Arc::clone(&self.connections),
+                runtime: Arc::clone(&self.runtime),
             })),
             _ => None,
         }
@@ -87,7 +94,7 @@ impl CatalogProvider for SystemCatalog {
 
 #[derive(Debug)]
 struct SystemSchema {
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
 }
 
 #[async_trait]
@@ -100,7 +107,7 @@ impl SchemaProvider for SystemSchema {
         Ok(VIEWS.iter().find(|v| **v == name).map(|view| {
             Arc::new(SystemView {
                 view,
-                core: self.core.clone(),
+                connections: Arc::clone(&self.connections),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -115,55 +122,60 @@ impl SchemaProvider for SystemSchema {
 /// in.
 #[derive(Debug)]
 struct StoredViews {
-    core: Weak<EngineCore>,
-}
-
-impl StoredViews {
-    fn snapshot(&self) -> Option<Arc<crate::sql::snapshot::Snapshot>> {
-        self.core
-            .upgrade()
-            .map(|core| Engine::from_core(core).snapshot())
-    }
+    connections: Arc<Connections>,
+    runtime: Arc<RuntimeEnv>,
 }
 
 #[async_trait]
 impl SchemaProvider for StoredViews {
     fn table_names(&self) -> Vec<String> {
-        self.snapshot()
-            .map(|s| s.views.keys().cloned().collect())
-            .unwrap_or_default()
+        self.connections.snapshot().views.keys().cloned().collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let engine = super::deferred::engine(&self.core)?;
-        let Some(view) = engine.snapshot().views.get(name).cloned() else {
+        let Some(view) = self.connections.snapshot().views.get(name).cloned() else {
             return Ok(None);
         };
-        let session = engine.new_session();
-        session.set_default_schema(&crate::sql::default_schema::DefaultSchema {
+        // Stored definitions name views and session-free tables explicitly (see
+        // `sql::views`); the rest resolves in the default schema the view was made in.
+        let context = super::context::new(&self.connections, &self.runtime);
+        crate::sql::default_schema::DefaultSchema {
             catalog: view.default_catalog.clone(),
             schema: view.default_schema.clone(),
-        });
-        let frame = session.sql(&view.definition).await.map_err(|e| {
+        }
+        .apply(&mut context.state_ref().write());
+        let no_longer_plans = |e: datafusion::error::DataFusionError| {
             datafusion::error::DataFusionError::Plan(format!(
                 "view {SYSTEM_CATALOG}.{USER_VIEWS_SCHEMA}.{name} no longer plans: {e}. \
                  Recreate it with CREATE OR REPLACE VIEW, or DROP VIEW it"
             ))
-        })?;
+        };
+        let mut statement = datafusion::sql::parser::DFParser::parse_sql(&view.definition)
+            .map_err(no_longer_plans)?
+            .pop_front()
+            .ok_or_else(|| {
+                no_longer_plans(datafusion::error::DataFusionError::Plan("empty".into()))
+            })?;
+        route_views(&mut statement);
+        let plan = context
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(no_longer_plans)?;
         Ok(Some(Arc::new(datafusion::datasource::ViewTable::new(
-            frame.into_unoptimized_plan(),
+            plan,
             Some(view.definition.clone()),
         ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.snapshot().is_some_and(|s| s.views.contains_key(name))
+        self.connections.snapshot().views.contains_key(name)
     }
 }
 
 struct SystemView {
     view: &'static str,
-    core: Weak<EngineCore>,
+    connections: Arc<Connections>,
 }
 
 impl fmt::Debug for SystemView {
@@ -236,7 +248,7 @@ fn times<I: IntoIterator<Item = Option<DateTime<Utc>>>>(values: I) -> ArrayRef {
 }
 
 /// The rows of `view`, read from the store now.
-async fn rows(engine: &Engine, view: &str) -> crate::Result<Vec<ArrayRef>> {
+async fn rows(engine: &Connections, view: &str) -> crate::Result<Vec<ArrayRef>> {
     let connections = engine.connections().await?;
     Ok(match view {
         "connections" => vec![
@@ -362,8 +374,7 @@ impl TableProvider for SystemView {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let engine = super::deferred::engine(&self.core)?;
-        let columns = rows(&engine, self.view)
+        let columns = rows(&self.connections, self.view)
             .await
             .map_err(super::deferred::external)?;
         let batch = RecordBatch::try_new(self.schema(), columns)?;

@@ -19,8 +19,8 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::default_schema::DefaultSchema;
 use super::names::parts;
-use super::snapshot::Snapshot;
 use super::system_catalog::{SYSTEM_CATALOG, USER_VIEWS_SCHEMA};
+use crate::connections::snapshot::Snapshot;
 use crate::error::{Error, Result};
 
 /// The catalog and schema of the session's own tables and temporary views.

@@ -40,6 +40,40 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The existing tables nearest to the name `parts` (`table`, `schema.table` or
+    /// `connection.schema.table`), compared over all the parts given together, fully
+    /// qualified; several only when they are equally near.
+    pub fn nearest_tables(&self, parts: &[String]) -> Vec<String> {
+        let given = parts.join(".").to_lowercase();
+        let mut scored: Vec<(usize, String)> = Vec::new();
+        for (connection, found) in &self.connections {
+            for (schema, tables) in &found.schemas {
+                for table in tables.keys() {
+                    let compared = match parts.len() {
+                        1 => table.clone(),
+                        2 => format!("{schema}.{table}"),
+                        _ => format!("{connection}.{schema}.{table}"),
+                    };
+                    let distance = strsim::damerau_levenshtein(&given, &compared.to_lowercase());
+                    if distance <= (compared.chars().count() / 3).max(2) {
+                        scored.push((distance, format!("{connection}.{schema}.{table}")));
+                    }
+                }
+            }
+        }
+        let Some(best) = scored.iter().map(|(d, _)| *d).min() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = scored
+            .into_iter()
+            .filter(|(d, _)| *d == best)
+            .map(|(_, name)| name)
+            .collect();
+        names.sort();
+        names.truncate(3);
+        names
+    }
+
     /// Reads a fresh snapshot from the store.
     pub async fn load(store: &dyn MetadataStore) -> Result<Self> {
         let mut connections = BTreeMap::new();

@@ -1,0 +1,560 @@
+//! The connections service: creates, changes and drops connections (sealing their
+//! secrets), keeps their open sources, tests and discovers them, and fetches, refreshes and
+//! purges their tables through the cache. The engine, the SQL layer and the servers all
+//! manage connections through it.
+
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use self::snapshot::{Snapshot, SnapshotCell};
+use crate::cache::{Cache, PurgeOutcome};
+use crate::connection::{Connection, ConnectionName, ConnectionStatus, SourceType};
+use crate::error::{Error, Result};
+use crate::events::{Event, Events, TableName};
+use crate::id::ConnectionId;
+use crate::secrets::SecretCipher;
+use crate::source::{self, Source, SourceConfig, TestOutcome, merge_patch};
+use crate::store::{ConfigUpdate, MetadataStore, NewConnection};
+use crate::table::{CacheEntry, TableRecord};
+
+/// Connections, their secrets, open sources and cached tables.
+pub struct Connections {
+    store: Arc<dyn MetadataStore>,
+    cipher: SecretCipher,
+    cache: Cache,
+    events: Events,
+    /// Open sources (and their session pools) by connection, dropped when it changes.
+    sources: Mutex<HashMap<ConnectionId, Arc<dyn Source>>>,
+    /// Connections and tables as planning sees them.
+    snapshot: Arc<SnapshotCell>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection just created, and what discovering its tables found.
+#[derive(Debug)]
+pub struct Created {
+    /// The stored connection.
+    pub connection: Connection,
+    /// The discovery's outcome; an error leaves the connection without tables.
+    pub discovery: Result<DiscoveryOutcome>,
+}
+
+/// What a discovery changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiscoveryOutcome {
+    /// Tables seen for the first time.
+    pub tables_added: u64,
+    /// Tables no longer at the source (their cache is removed).
+    pub tables_removed: u64,
+    /// Tables whose columns changed (their cache is invalidated).
+    pub tables_changed: u64,
+}
+
+impl Connections {
+    /// The service over `store`, sealing secrets with `cipher`; `snapshot` is loaded.
+    pub(crate) fn new(
+        store: Arc<dyn MetadataStore>,
+        cipher: SecretCipher,
+        cache: Cache,
+        events: Events,
+        snapshot: Arc<SnapshotCell>,
+    ) -> Self {
+        Connections {
+            store,
+            cipher,
+            cache,
+            events,
+            sources: Mutex::default(),
+            snapshot,
+        }
+    }
+
+    /// The cell planning reads the snapshot from.
+    pub(crate) fn snapshot_cell(&self) -> &Arc<SnapshotCell> {
+        &self.snapshot
+    }
+
+    /// Re-reads the snapshot planning uses, after a change to connections or tables.
+    async fn reload_snapshot(&self) -> Result<()> {
+        self.snapshot.reload(self.store.as_ref()).await
+    }
+
+    /// The connections and tables planning sees right now; reading it does no I/O.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.get()
+    }
+
+    /// The metadata store.
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    /// Creates a connection and discovers its tables, as SQL's `create_connection` and
+    /// `POST /connections` do. The connection stays when discovery fails; the outcome says
+    /// why, and `discover_connection` tries again.
+    pub async fn create_connection(
+        &self,
+        name: &str,
+        source_type: &str,
+        config: Value,
+    ) -> Result<Created> {
+        let connection = self.register_connection(name, source_type, config).await?;
+        let discovery = self.discover_connection(connection.id.as_str()).await;
+        Ok(Created {
+            connection,
+            discovery,
+        })
+    }
+
+    /// Stores a connection without contacting its source (validating its name and config;
+    /// credentials in `config` are split out and stored encrypted). Its tables appear once
+    /// `discover_connection` runs.
+    pub async fn register_connection(
+        &self,
+        name: &str,
+        source_type: &str,
+        config: Value,
+    ) -> Result<Connection> {
+        let name = ConnectionName::parse(name)?;
+        let source_type = SourceType::parse(source_type)?;
+        let config = source::expand_url(source_type, &config)?;
+        let (public, secrets) = SourceConfig::split_secrets(source_type, &config)?;
+        let id = ConnectionId::generate();
+        let secrets = secrets
+            .iter()
+            .map(|(field, value)| self.cipher.seal(&id, field, value))
+            .collect::<Result<_>>()?;
+        let created = self
+            .store
+            .insert_connection(&NewConnection {
+                id,
+                name,
+                source_type,
+                config: public,
+                secrets,
+            })
+            .await?;
+        self.reload_snapshot().await?;
+        Ok(created)
+    }
+
+    /// The connection named `name_or_id`, or with that id.
+    pub async fn connection(&self, name_or_id: &str) -> Result<Connection> {
+        let store = &self.store;
+        let found = if ConnectionId::looks_valid(name_or_id) {
+            store.connection(&ConnectionId::parse(name_or_id)?).await?
+        } else {
+            match ConnectionName::parse(name_or_id) {
+                Ok(name) => store.connection_by_name(&name).await?,
+                Err(_) => None,
+            }
+        };
+        found.ok_or_else(|| {
+            let snapshot = self.snapshot();
+            match crate::suggest::closest(name_or_id, snapshot.connections.keys()) {
+                Some(near) => Error::NotFound(format!(
+                    "no connection named or with id '{name_or_id}'; did you mean '{near}'?"
+                )),
+                None => Error::ConnectionNotFound(name_or_id.to_owned()),
+            }
+        })
+    }
+
+    /// Every connection, ordered by name.
+    pub async fn connections(&self) -> Result<Vec<Connection>> {
+        self.store.connections().await
+    }
+
+    /// Renames a connection; its id, tables and cache stay as they are.
+    pub async fn rename_connection(&self, name_or_id: &str, new_name: &str) -> Result<Connection> {
+        let new_name = ConnectionName::parse(new_name)?;
+        let connection = self.connection(name_or_id).await?;
+        let renamed = self
+            .store
+            .rename_connection(&connection.id, &new_name)
+            .await?;
+        self.reload_snapshot().await?;
+        Ok(renamed)
+    }
+
+    /// Changes a connection's config with a JSON merge patch: keys given replace the old
+    /// values, keys set to `null` are removed, others are kept (including the password).
+    /// When the patch moves the connection to other data (host, port, database or path),
+    /// its cache is dropped: the files hold the old location's rows.
+    pub async fn update_connection(&self, name_or_id: &str, patch: Value) -> Result<Connection> {
+        let connection = self.connection(name_or_id).await?;
+        let source_type = connection.source_type;
+        let patch = source::expand_url(source_type, &patch)?;
+        let merged = merge_patch(&connection.config, &patch, source_type)?;
+        let (public, given) = SourceConfig::split_secrets(source_type, &merged)?;
+        let set_secrets = given
+            .iter()
+            .map(|(field, value)| self.cipher.seal(&connection.id, field, value))
+            .collect::<Result<_>>()?;
+        let remove_secrets = source_type
+            .secret_keys()
+            .iter()
+            .filter(|field| patch.get(**field).is_some_and(Value::is_null))
+            .map(|field| field.to_string())
+            .collect();
+        let moved = source_type
+            .location_keys()
+            .iter()
+            .any(|key| connection.config.get(*key) != public.get(*key));
+        self.forget_source(&connection.id);
+        if moved {
+            self.cache.purge(&connection.id, None, None).await?;
+        }
+        let updated = self
+            .store
+            .update_connection(
+                &connection.id,
+                &ConfigUpdate {
+                    config: public,
+                    set_secrets,
+                    remove_secrets,
+                },
+            )
+            .await?;
+        self.reload_snapshot().await?;
+        Ok(updated)
+    }
+
+    /// Deletes a connection with its secrets, tables, columns and cache; returns it.
+    pub async fn drop_connection(&self, name_or_id: &str) -> Result<Connection> {
+        let connection = self.connection(name_or_id).await?;
+        let entries = self.store.cache_entries(&connection.id).await?;
+        if !self.store.delete_connection(&connection.id).await? {
+            return Err(Error::ConnectionNotFound(name_or_id.to_owned()));
+        }
+        self.forget_source(&connection.id);
+        self.cache.retire_files(&entries);
+        self.reload_snapshot().await?;
+        Ok(connection)
+    }
+
+    /// The connection's full config with its credentials decrypted (their `Debug` is
+    /// redacted). Sources use it to connect.
+    pub async fn source_config(&self, name_or_id: &str) -> Result<SourceConfig> {
+        let connection = self.connection(name_or_id).await?;
+        let mut full = connection.config.clone();
+        for sealed in self.store.secrets(&connection.id).await? {
+            let value = self
+                .cipher
+                .open(&connection.id, connection.name.as_str(), &sealed)?;
+            full[sealed.field.as_str()] = Value::String(value.expose_secret().to_owned());
+        }
+        SourceConfig::parse(connection.source_type, &full)
+    }
+
+    /// Subscribes to engine events (tests, fetch progress).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The Parquet cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    fn forget_source(&self, id: &ConnectionId) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// The open source of `connection`, opening it (lazily connecting) on first use.
+    async fn source(&self, connection: &Connection) -> Result<Arc<dyn Source>> {
+        if let Some(source) = self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&connection.id)
+        {
+            return Ok(Arc::clone(source));
+        }
+        let config = self.source_config(connection.id.as_str()).await?;
+        let opened = source::open(connection.name.as_str(), &config)?;
+        Ok(Arc::clone(
+            self.sources
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(connection.id.clone())
+                .or_insert(opened),
+        ))
+    }
+
+    /// Connects to the source afresh, records the outcome on the connection, and returns it
+    /// (a failure is returned as the classified error, after being recorded).
+    pub async fn test_connection(&self, name_or_id: &str) -> Result<TestOutcome> {
+        let connection = self.connection(name_or_id).await?;
+        let outcome = match self.source(&connection).await {
+            Ok(source) => source.test().await,
+            Err(e) => Err(e),
+        };
+        let status = match &outcome {
+            Ok(ok) => ConnectionStatus {
+                last_tested_at: Some(chrono::Utc::now()),
+                test_status: Some("ok".into()),
+                test_latency_ms: Some(ok.latency.as_millis() as i64),
+                test_error: None,
+                server_version: Some(ok.server_version.clone()),
+            },
+            Err(e) => ConnectionStatus {
+                last_tested_at: Some(chrono::Utc::now()),
+                test_status: Some("failed".into()),
+                test_latency_ms: None,
+                test_error: Some(e.to_string()),
+                server_version: None,
+            },
+        };
+        self.store.record_test(&connection.id, &status).await?;
+        self.events.send(Event::ConnectionTested {
+            connection_id: connection.id.clone(),
+            ok: outcome.is_ok(),
+            error: status.test_error.clone(),
+        });
+        outcome
+    }
+
+    /// Reads the source's tables and columns into the store: adds new tables, removes
+    /// vanished ones with their cache, and invalidates the cache of changed ones.
+    pub async fn discover_connection(&self, name_or_id: &str) -> Result<DiscoveryOutcome> {
+        let connection = self.connection(name_or_id).await?;
+        let source = self.source(&connection).await?;
+        let found = source.discover().await?;
+        let store = &self.store;
+        let before = store.tables(&connection.id).await?;
+        let mut outcome = DiscoveryOutcome::default();
+        for old in &before {
+            match found
+                .iter()
+                .find(|t| t.schema == old.schema && t.name == old.name)
+            {
+                None => outcome.tables_removed += 1,
+                Some(new) if !same_shape(old, new) => {
+                    outcome.tables_changed += 1;
+                    self.cache
+                        .purge(&connection.id, Some(&old.schema), Some(&old.name))
+                        .await?;
+                }
+                Some(_) => {}
+            }
+        }
+        outcome.tables_added = found
+            .iter()
+            .filter(|t| {
+                !before
+                    .iter()
+                    .any(|o| o.schema == t.schema && o.name == t.name)
+            })
+            .count() as u64;
+        let removed_entries: Vec<CacheEntry> = store
+            .cache_entries(&connection.id)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                !found
+                    .iter()
+                    .any(|t| t.schema == e.table_schema && t.name == e.table_name)
+            })
+            .collect();
+        store.replace_tables(&connection.id, &found).await?;
+        self.cache.retire_files(&removed_entries);
+        self.reload_snapshot().await?;
+        Ok(outcome)
+    }
+
+    async fn table_record(
+        &self,
+        connection: &Connection,
+        schema: &str,
+        table: &str,
+    ) -> Result<TableRecord> {
+        self.store
+            .table(&connection.id, schema, table)
+            .await?
+            .ok_or_else(|| self.no_such_table(connection, schema, Some(table)))
+    }
+
+    /// The error for a schema or table of `connection` that discovery did not find, with
+    /// the nearest existing names.
+    fn no_such_table(&self, connection: &Connection, schema: &str, table: Option<&str>) -> Error {
+        let snapshot = self.snapshot();
+        let (what, near) = match table {
+            Some(table) => {
+                let parts = [connection.name.to_string(), schema.into(), table.into()];
+                (
+                    format!("no table {}", parts.join(".")),
+                    snapshot.nearest_tables(&parts),
+                )
+            }
+            None => {
+                let schemas = snapshot
+                    .connections
+                    .get(connection.name.as_str())
+                    .map(|c| c.schemas.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                (
+                    format!("connection '{}' has no schema '{schema}'", connection.name),
+                    crate::suggest::closest(schema, schemas.iter())
+                        .map(|s| format!("{}.{s}", connection.name))
+                        .into_iter()
+                        .collect(),
+                )
+            }
+        };
+        let hint = match near.as_slice() {
+            [] => format!(
+                " was discovered; run discover_connection('{}') if it is new, or check the names",
+                connection.name
+            ),
+            names => format!(" was discovered; did you mean {}?", names.join(" or ")),
+        };
+        Error::NotFound(format!("{what}{hint}"))
+    }
+
+    /// The current cache entry of a table, fetching it from the source if it has none.
+    pub async fn cached_table(
+        &self,
+        name_or_id: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<CacheEntry> {
+        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
+        self.cache.ensure(&connection, source, &record).await
+    }
+
+    /// Decodes a table's cache file into the memory tier (fetching the table first if it is
+    /// not cached), as a statement reading it would in the background. Returns the bytes it
+    /// holds there, or `None` when the tier is off or the table does not fit.
+    pub async fn load_into_memory(
+        &self,
+        name_or_id: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<u64>> {
+        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
+        let entry = self.cache.ensure(&connection, source, &record).await?;
+        let name = TableName::of(&connection, &record);
+        let arrow = Arc::new(crate::table::schema_from_json(
+            &entry.arrow_schema,
+            &name.to_string(),
+        )?);
+        let lease = self.cache.lease(&entry);
+        Ok(self.cache.memory().load(&lease, arrow, name).await)
+    }
+
+    /// Fetches a new version of a table; queries already running keep reading the old one.
+    pub async fn refresh_table(
+        &self,
+        name_or_id: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<CacheEntry> {
+        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
+        self.cache.fetch(&connection, source, &record).await
+    }
+
+    /// Fetches a new version of every discovered table of a connection, one by one.
+    pub async fn refresh_connection(&self, name_or_id: &str) -> Result<RefreshOutcome> {
+        let connection = self.connection(name_or_id).await?;
+        let mut outcome = RefreshOutcome::default();
+        for table in self.store.tables(&connection.id).await? {
+            let entry = self
+                .refresh_table(connection.id.as_str(), &table.schema, &table.name)
+                .await?;
+            outcome.tables += 1;
+            outcome.rows += entry.row_count;
+            outcome.bytes += entry.byte_size;
+        }
+        Ok(outcome)
+    }
+
+    /// What a fetch of one table needs: its connection, discovered record and source.
+    async fn fetchable(
+        &self,
+        name_or_id: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<(Connection, TableRecord, Arc<dyn Source>)> {
+        let connection = match self.connection(name_or_id).await {
+            Ok(connection) => connection,
+            Err(e) if e.kind() == crate::error::Kind::NotFound => {
+                let parts = [name_or_id.to_owned(), schema.to_owned(), table.to_owned()];
+                let near = self.snapshot().nearest_tables(&parts);
+                if near.is_empty() {
+                    return Err(e);
+                }
+                return Err(Error::NotFound(format!(
+                    "no table {} was discovered; did you mean {}?",
+                    parts.join("."),
+                    near.join(" or ")
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let record = self.table_record(&connection, schema, table).await?;
+        let source = self.source(&connection).await?;
+        Ok((connection, record, source))
+    }
+
+    /// Drops cache entries of a connection (optionally of one schema or table); the tables
+    /// stay, and the next query fetches them again.
+    pub async fn purge_cache(
+        &self,
+        name_or_id: &str,
+        schema: Option<&str>,
+        table: Option<&str>,
+    ) -> Result<PurgeOutcome> {
+        let connection = self.connection(name_or_id).await?;
+        if let Some(schema) = schema {
+            let tables = self.store.tables(&connection.id).await?;
+            let known = tables
+                .iter()
+                .any(|t| t.schema == schema && table.is_none_or(|name| t.name == name));
+            if !known {
+                let table_named = tables.iter().any(|t| t.schema == schema);
+                return Err(if table_named {
+                    self.no_such_table(&connection, schema, table)
+                } else {
+                    self.no_such_table(&connection, schema, None)
+                });
+            }
+        }
+        self.cache.purge(&connection.id, schema, table).await
+    }
+}
+
+/// What refreshing a connection fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefreshOutcome {
+    /// Tables fetched.
+    pub tables: i64,
+    /// Rows fetched.
+    pub rows: i64,
+    /// Bytes of cache written.
+    pub bytes: i64,
+}
+
+/// Whether two discoveries of a table have the same columns and types.
+fn same_shape(old: &TableRecord, new: &TableRecord) -> bool {
+    old.arrow_schema == new.arrow_schema
+        && old.columns.len() == new.columns.len()
+        && old.columns.iter().zip(&new.columns).all(|(a, b)| {
+            a.name == b.name && a.source_type == b.source_type && a.is_nullable == b.is_nullable
+        })
+}
