@@ -21,7 +21,7 @@ use crate::secrets::{KeySource, SecretCipher, SecretKey};
 use crate::session::Session;
 use crate::source::{SourceConfig, TestOutcome};
 use crate::store::{self, MetadataStore};
-use crate::table::CacheEntry;
+use crate::table::{CacheEntry, TableRecord};
 
 /// The resolved configuration an engine runs with.
 #[derive(Clone, Debug)]
@@ -217,6 +217,29 @@ impl Engine {
     /// The connections and tables planning sees right now; reading it does no I/O.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.connections.snapshot()
+    }
+
+    /// The discovered tables of `connection`, with their columns, by schema and name.
+    pub async fn tables(&self, connection: &Connection) -> Result<Vec<TableRecord>> {
+        self.inner.connections.tables(connection).await
+    }
+
+    /// One discovered table of `connection`, if discovery found it.
+    pub async fn table(
+        &self,
+        connection: &Connection,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<TableRecord>> {
+        self.inner
+            .connections
+            .table(connection, schema, table)
+            .await
+    }
+
+    /// The cache entries of `connection`'s tables.
+    pub async fn cache_entries(&self, connection: &Connection) -> Result<Vec<CacheEntry>> {
+        self.inner.connections.cache_entries(connection).await
     }
 
     /// The metadata store.

@@ -39,15 +39,21 @@ const PROGRESS_EVERY: u64 = 100_000;
 
 /// Encodes a schema or table name as one safe path component.
 fn path_component(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    // Letters, digits, `_` and `-` stay; every other byte is %XX (the layout on disk).
+    const KEPT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'-');
+    utf8_percent_encode(name, KEPT).to_string()
+}
+
+/// Whether a table's cache entry can be read as it is.
+#[derive(Debug)]
+pub enum Freshness {
+    /// The current entry, within the connection's `max_age`.
+    Fresh(CacheEntry),
+    /// The current entry is older than `max_age`.
+    Stale,
+    /// The table is not cached.
+    Missing,
 }
 
 /// Identifies a table across the cache.
@@ -167,6 +173,31 @@ pub struct PurgeOutcome {
 }
 
 impl Cache {
+    /// The table's current entry, and whether it can be read as it is: one older than the
+    /// connection's `max_age` is stale, and its reader fetches a new version first.
+    pub async fn fresh_entry(
+        &self,
+        connection: &Connection,
+        record: &TableRecord,
+    ) -> Result<Freshness> {
+        let current = self
+            .store
+            .current_cache_entry(&connection.id, &record.schema, &record.name)
+            .await?;
+        let max_age =
+            crate::source::CommonOptions::max_age_of(connection.source_type, &connection.config);
+        Ok(match (current, max_age) {
+            (None, _) => Freshness::Missing,
+            (Some(entry), Some(age))
+                if chrono::Utc::now() - entry.fetched_at
+                    > chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX) =>
+            {
+                Freshness::Stale
+            }
+            (Some(entry), _) => Freshness::Fresh(entry),
+        })
+    }
+
     /// The cache under `data_dir`, committing entries to `store` and keeping up to
     /// `memory_budget` bytes of files decoded in memory.
     pub fn new(
@@ -368,7 +399,10 @@ struct FetchJob {
     reuse: bool,
 }
 
-/// Deletes the temp file unless the fetch published it.
+/// Deletes the temp file unless the fetch published it. The file is created before the
+/// writer thread starts and the thread writes through its handle, so a fetch dropped
+/// part-way (every requester went away) leaves nothing: the thread finishes writing an
+/// unlinked file.
 struct TempFile(Option<PathBuf>);
 
 impl Drop for TempFile {
@@ -439,6 +473,8 @@ impl FetchJob {
         let file_name = format!("{version}.parquet");
         let final_path = dir.join(&file_name);
         let temp_path = dir.join(format!(".{file_name}.{}{TEMP_SUFFIX}", nanoid::nanoid!(10)));
+        let file = std::fs::File::create_new(&temp_path)
+            .map_err(Error::io("cannot create the cache file", &temp_path))?;
         let mut temp = TempFile(Some(temp_path.clone()));
 
         let request = FetchRequest {
@@ -459,7 +495,7 @@ impl FetchJob {
         let write_path = temp_path.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let mut last = 0;
-            writer::write_parquet(&write_path, schema, receiver, |rows| {
+            writer::write_parquet(file, &write_path, schema, receiver, |rows| {
                 if rows - last >= PROGRESS_EVERY {
                     last = rows;
                     events.send(Event::FetchProgress {
@@ -521,7 +557,10 @@ fn sync_dir(dir: &Path) {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit {
     use super::*;
 
     #[test]

@@ -29,15 +29,15 @@ pub fn properties() -> WriterProperties {
         .build()
 }
 
-/// Writes every batch received on `batches` to a new file at `path`, calling `progress`
+/// Writes every batch received on `batches` to `file` (at `path`, for messages), calling `progress`
 /// with the running row count, and syncs the file. Runs on a blocking thread.
 pub fn write_parquet(
+    file: File,
     path: &Path,
     schema: SchemaRef,
     mut batches: mpsc::Receiver<RecordBatch>,
     mut progress: impl FnMut(u64),
 ) -> Result<u64> {
-    let file = File::create_new(path).map_err(Error::io("cannot create the cache file", path))?;
     let parquet_error = |e: datafusion::parquet::errors::ParquetError| Error::Io {
         context: "cannot write the cache file".into(),
         path: path.to_owned(),

@@ -81,6 +81,26 @@ impl Connections {
         }
     }
 
+    /// The discovered tables of `connection`, with their columns, by schema and name.
+    pub async fn tables(&self, connection: &Connection) -> Result<Vec<TableRecord>> {
+        self.store.tables(&connection.id).await
+    }
+
+    /// One discovered table of `connection`, if discovery found it.
+    pub async fn table(
+        &self,
+        connection: &Connection,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<TableRecord>> {
+        self.store.table(&connection.id, schema, table).await
+    }
+
+    /// The cache entries of `connection`'s tables.
+    pub async fn cache_entries(&self, connection: &Connection) -> Result<Vec<CacheEntry>> {
+        self.store.cache_entries(&connection.id).await
+    }
+
     /// The cell planning reads the snapshot from.
     pub(crate) fn snapshot_cell(&self) -> &Arc<SnapshotCell> {
         &self.snapshot

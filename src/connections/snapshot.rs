@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use crate::connection::Connection;
 use crate::error::Result;
 use crate::store::{MetadataStore, ViewRecord};
-use crate::table::TableRecord;
+use crate::table::{TableRecord, schema_from_json};
 
 /// One discovered table, with its Arrow schema parsed once.
 #[derive(Debug)]
@@ -81,11 +81,16 @@ impl Snapshot {
             let mut schemas: BTreeMap<String, BTreeMap<String, Arc<SnapshotTable>>> =
                 BTreeMap::new();
             for record in store.tables(&connection.id).await? {
-                let schema = record
-                    .arrow_schema
-                    .as_deref()
-                    .and_then(|json| serde_json::from_str::<Schema>(json).ok())
-                    .unwrap_or_else(Schema::empty);
+                // A table without a readable schema stays listed; reading it says to run
+                // discovery again (see `sql::catalog`).
+                let label = format!("{}.{}.{}", connection.name, record.schema, record.name);
+                let schema = match record.arrow_schema.as_deref() {
+                    Some(json) => schema_from_json(json, &label).unwrap_or_else(|e| {
+                        tracing::warn!("{e}");
+                        Schema::empty()
+                    }),
+                    None => Schema::empty(),
+                };
                 schemas.entry(record.schema.clone()).or_default().insert(
                     record.name.clone(),
                     Arc::new(SnapshotTable {

@@ -52,10 +52,9 @@ async fn tables_and_cache(
     engine: &Engine,
     connection: &Connection,
 ) -> ApiResult<(Vec<TableRecord>, Vec<CacheEntry>)> {
-    let store = engine.store();
     Ok((
-        store.tables(&connection.id).await?,
-        store.cache_entries(&connection.id).await?,
+        engine.tables(connection).await?,
+        engine.cache_entries(connection).await?,
     ))
 }
 
@@ -338,7 +337,7 @@ async fn known_table(
     schema: &str,
     table: &str,
 ) -> ApiResult<()> {
-    match engine.store().table(&connection.id, schema, table).await? {
+    match engine.table(connection, schema, table).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(format!(
             "connection {} has no table {schema}.{table}; GET /connections/{}/tables lists its \

@@ -39,11 +39,11 @@ use futures::StreamExt;
 use super::deferred::{DeferredExec, StreamFactory, external};
 use super::memory_scan;
 use crate::cache::CacheLease;
+use crate::cache::Freshness;
 use crate::connection::Connection;
 use crate::connections::Connections;
 use crate::connections::snapshot::SnapshotTable;
 use crate::events::TableName;
-use crate::source::CommonOptions;
 
 /// A discovered table, fetched on first read.
 #[derive(Debug)]
@@ -123,21 +123,13 @@ impl TableProvider for LazyTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let engine = &self.connections;
         let record = &self.table.record;
-        let current = engine
-            .store()
-            .current_cache_entry(&self.connection.id, &record.schema, &record.name)
+        let freshness = engine
+            .cache()
+            .fresh_entry(&self.connection, record)
             .await
             .map_err(external)?;
-        let max_age =
-            CommonOptions::max_age_of(self.connection.source_type, &self.connection.config);
-        let stale = match (&current, max_age) {
-            (Some(entry), Some(age)) => {
-                let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-                chrono::Utc::now() - entry.fetched_at > age
-            }
-            _ => false,
-        };
-        if let Some(entry) = current.filter(|_| !stale) {
+        let stale = matches!(freshness, Freshness::Stale);
+        if let Freshness::Fresh(entry) = freshness {
             let lease = Arc::new(engine.cache().lease(&entry));
             let memory = engine.cache().memory();
             if let Some(resident) = memory.get(lease.path())
