@@ -270,8 +270,13 @@ fn sql_kind(error: &datafusion::error::DataFusionError) -> Kind {
         Cause::DataFusion(error) => error,
     };
     match error {
-        // DataFusion names a missing table or column only in the message.
-        E::Plan(_) | E::SchemaError(..) if names_something_missing(&error.to_string()) => {
+        // A missing table is found by the session and reported as `Error::NotFound`.
+        E::SchemaError(schema_error, _)
+            if matches!(
+                schema_error.as_ref(),
+                datafusion::common::SchemaError::FieldNotFound { .. }
+            ) =>
+        {
             Kind::NotFound
         }
         E::SQL(..)
@@ -284,10 +289,6 @@ fn sql_kind(error: &datafusion::error::DataFusionError) -> Kind {
         E::ResourcesExhausted(_) => Kind::ResourceExhausted,
         _ => Kind::Internal,
     }
-}
-
-fn names_something_missing(message: &str) -> bool {
-    message.contains("not found") || message.contains("No field named")
 }
 
 /// A DataFusion error as users read it: syntax errors without the parser's debug form.
@@ -422,7 +423,17 @@ mod tests {
     #[test]
     fn kinds_follow_what_went_wrong() {
         let plan = |m: &str| Error::Sql(DataFusionError::Plan(m.into()));
-        assert_eq!(plan("table 'a.b.c' not found").kind(), Kind::NotFound);
+        let missing_column = Error::Sql(DataFusionError::SchemaError(
+            Box::new(datafusion::common::SchemaError::FieldNotFound {
+                field: Box::new(datafusion::common::Column::from_name("c")),
+                valid_fields: vec![],
+            }),
+            Box::new(None),
+        ));
+        assert_eq!(missing_column.kind(), Kind::NotFound);
+        assert_eq!(Error::NotFound("no table".into()).kind(), Kind::NotFound);
+        // Kinds never come from a message's words.
+        assert_eq!(plan("table 'a.b.c' not found").kind(), Kind::BadInput);
         assert_eq!(plan("bad").kind(), Kind::BadInput);
         assert_eq!(Error::ConnectionNotFound("x".into()).kind(), Kind::NotFound);
         let wrapped = Error::Sql(DataFusionError::External(Box::new(Error::Usage(

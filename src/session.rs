@@ -110,8 +110,7 @@ impl Session {
                     &DefaultSchema::of(&state),
                     |name| functions.contains_key(name),
                     e,
-                )
-                .into());
+                ));
             }
         };
         if crate::sql::deferred_statement::acts_when_planned(&plan) {

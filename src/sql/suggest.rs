@@ -9,6 +9,7 @@ use datafusion::sql::resolve::resolve_table_references;
 
 use super::default_schema::DefaultSchema;
 use crate::connections::snapshot::Snapshot;
+use crate::error::Error;
 
 /// `error` explained where DataFusion's own words leave a user stuck: an ORDER BY of a
 /// qualified column that shares its name with an output column. DataFusion adds the
@@ -33,8 +34,9 @@ pub fn explain_ambiguity(error: DataFusionError) -> DataFusionError {
     ))
 }
 
-/// `error` with a hint added when the statement names a table that does not exist: the
-/// existing tables nearest to it, or where unqualified names are looked up.
+/// `error` as a not-found error with a hint when the statement names a table that does not
+/// exist (the existing tables nearest to it, or where unqualified names are looked up);
+/// any other error as it is.
 pub fn with_suggestion(
     statement: &Statement,
     snapshot: &Snapshot,
@@ -42,9 +44,9 @@ pub fn with_suggestion(
     default: &DefaultSchema,
     is_table_function: impl Fn(&str) -> bool,
     error: DataFusionError,
-) -> DataFusionError {
+) -> Error {
     let Ok((references, _ctes)) = resolve_table_references(statement, true) else {
-        return error;
+        return error.into();
     };
     let missing = references.iter().find(|reference| {
         if matches!(reference, TableReference::Bare { table } if is_table_function(table)) {
@@ -58,7 +60,7 @@ pub fn with_suggestion(
                 .is_some_and(|s| s.table_exist(&resolved.table))
     });
     let Some(missing) = missing else {
-        return error;
+        return error.into();
     };
     let parts: Vec<String> = match missing {
         TableReference::Bare { table } => vec![table.to_string()],
@@ -74,8 +76,8 @@ pub fn with_suggestion(
             " (unqualified names are looked up in {default}; write connection.schema.table, \
              or USE connection.schema)"
         ),
-        [] => return error,
+        [] => String::new(),
         names => format!("; did you mean {}?", names.join(" or ")),
     };
-    DataFusionError::Plan(format!("{error}{hint}"))
+    Error::NotFound(format!("{error}{hint}"))
 }
