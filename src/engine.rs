@@ -7,21 +7,17 @@ use std::sync::Arc;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::sql::parser::Statement;
-use serde_json::Value;
 
-use crate::cache::{Cache, PurgeOutcome};
+use crate::cache::Cache;
 use crate::config::{self, StoreUrl};
-use crate::connection::Connection;
 use crate::connections::Connections;
-use crate::connections::snapshot::{Snapshot, SnapshotCell};
+use crate::connections::snapshot::SnapshotCell;
 pub use crate::connections::{Created, DiscoveryOutcome, RefreshOutcome};
 use crate::error::{Error, Result};
-use crate::events::{Event, Events};
+use crate::events::Events;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
 use crate::session::Session;
-use crate::source::{SourceConfig, TestOutcome};
-use crate::store::{self, MetadataStore};
-use crate::table::{CacheEntry, TableRecord};
+use crate::store;
 
 /// The resolved configuration an engine runs with.
 #[derive(Clone, Debug)]
@@ -213,189 +209,15 @@ impl Engine {
     pub async fn execute(&self, statement: Statement) -> Result<DataFrame> {
         self.inner.session.execute(statement).await
     }
+}
 
-    /// The connections and tables planning sees right now; reading it does no I/O.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.inner.connections.snapshot()
-    }
+/// Connection management is the `Connections` service's, written once: an engine offers
+/// its methods (`create_connection`, `test_connection`, `discover_connection`,
+/// `cached_table`, `refresh_table`, `purge_cache`, `snapshot`, ...) directly.
+impl std::ops::Deref for Engine {
+    type Target = Connections;
 
-    /// The discovered tables of `connection`, with their columns, by schema and name.
-    pub async fn tables(&self, connection: &Connection) -> Result<Vec<TableRecord>> {
-        self.inner.connections.tables(connection).await
-    }
-
-    /// One discovered table of `connection`, if discovery found it.
-    pub async fn table(
-        &self,
-        connection: &Connection,
-        schema: &str,
-        table: &str,
-    ) -> Result<Option<TableRecord>> {
-        self.inner
-            .connections
-            .table(connection, schema, table)
-            .await
-    }
-
-    /// The cache entries of `connection`'s tables.
-    pub async fn cache_entries(&self, connection: &Connection) -> Result<Vec<CacheEntry>> {
-        self.inner.connections.cache_entries(connection).await
-    }
-
-    /// The metadata store.
-    pub fn store(&self) -> &Arc<dyn MetadataStore> {
-        self.inner.connections.store()
-    }
-
-    /// Creates a connection and discovers its tables, as SQL's `create_connection` and
-    /// `POST /connections` do. The connection stays when discovery fails; the outcome says
-    /// why, and `discover_connection` tries again.
-    pub async fn create_connection(
-        &self,
-        name: &str,
-        source_type: &str,
-        config: Value,
-    ) -> Result<Created> {
-        self.inner
-            .connections
-            .create_connection(name, source_type, config)
-            .await
-    }
-
-    /// Stores a connection without contacting its source (validating its name and config;
-    /// credentials in `config` are split out and stored encrypted). Its tables appear once
-    /// `discover_connection` runs.
-    pub async fn register_connection(
-        &self,
-        name: &str,
-        source_type: &str,
-        config: Value,
-    ) -> Result<Connection> {
-        self.inner
-            .connections
-            .register_connection(name, source_type, config)
-            .await
-    }
-
-    /// The connection named `name_or_id`, or with that id.
-    pub async fn connection(&self, name_or_id: &str) -> Result<Connection> {
-        self.inner.connections.connection(name_or_id).await
-    }
-
-    /// Every connection, ordered by name.
-    pub async fn connections(&self) -> Result<Vec<Connection>> {
-        self.inner.connections.connections().await
-    }
-
-    /// Renames a connection; its id, tables and cache stay as they are.
-    pub async fn rename_connection(&self, name_or_id: &str, new_name: &str) -> Result<Connection> {
-        self.inner
-            .connections
-            .rename_connection(name_or_id, new_name)
-            .await
-    }
-
-    /// Changes a connection's config with a JSON merge patch: keys given replace the old
-    /// values, keys set to `null` are removed, others are kept (including the password).
-    /// When the patch moves the connection to other data (host, port, database or path),
-    /// its cache is dropped: the files hold the old location's rows.
-    pub async fn update_connection(&self, name_or_id: &str, patch: Value) -> Result<Connection> {
-        self.inner
-            .connections
-            .update_connection(name_or_id, patch)
-            .await
-    }
-
-    /// Deletes a connection with its secrets, tables, columns and cache; returns it.
-    pub async fn drop_connection(&self, name_or_id: &str) -> Result<Connection> {
-        self.inner.connections.drop_connection(name_or_id).await
-    }
-
-    /// The connection's full config with its credentials decrypted (their `Debug` is
-    /// redacted). Sources use it to connect.
-    pub async fn source_config(&self, name_or_id: &str) -> Result<SourceConfig> {
-        self.inner.connections.source_config(name_or_id).await
-    }
-
-    /// Subscribes to engine events (tests, fetch progress).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.inner.connections.subscribe()
-    }
-
-    /// The Parquet cache.
-    pub fn cache(&self) -> &Cache {
-        self.inner.connections.cache()
-    }
-
-    /// Connects to the source afresh, records the outcome on the connection, and returns it
-    /// (a failure is returned as the classified error, after being recorded).
-    pub async fn test_connection(&self, name_or_id: &str) -> Result<TestOutcome> {
-        self.inner.connections.test_connection(name_or_id).await
-    }
-
-    /// Reads the source's tables and columns into the store: adds new tables, removes
-    /// vanished ones with their cache, and invalidates the cache of changed ones.
-    pub async fn discover_connection(&self, name_or_id: &str) -> Result<DiscoveryOutcome> {
-        self.inner.connections.discover_connection(name_or_id).await
-    }
-
-    /// The current cache entry of a table, fetching it from the source if it has none.
-    pub async fn cached_table(
-        &self,
-        name_or_id: &str,
-        schema: &str,
-        table: &str,
-    ) -> Result<CacheEntry> {
-        self.inner
-            .connections
-            .cached_table(name_or_id, schema, table)
-            .await
-    }
-
-    /// Decodes a table's cache file into the memory tier (fetching the table first if it is
-    /// not cached), as a statement reading it would in the background. Returns the bytes it
-    /// holds there, or `None` when the tier is off or the table does not fit.
-    pub async fn load_into_memory(
-        &self,
-        name_or_id: &str,
-        schema: &str,
-        table: &str,
-    ) -> Result<Option<u64>> {
-        self.inner
-            .connections
-            .load_into_memory(name_or_id, schema, table)
-            .await
-    }
-
-    /// Fetches a new version of a table; queries already running keep reading the old one.
-    pub async fn refresh_table(
-        &self,
-        name_or_id: &str,
-        schema: &str,
-        table: &str,
-    ) -> Result<CacheEntry> {
-        self.inner
-            .connections
-            .refresh_table(name_or_id, schema, table)
-            .await
-    }
-
-    /// Fetches a new version of every discovered table of a connection, one by one.
-    pub async fn refresh_connection(&self, name_or_id: &str) -> Result<RefreshOutcome> {
-        self.inner.connections.refresh_connection(name_or_id).await
-    }
-
-    /// Drops cache entries of a connection (optionally of one schema or table); the tables
-    /// stay, and the next query fetches them again.
-    pub async fn purge_cache(
-        &self,
-        name_or_id: &str,
-        schema: Option<&str>,
-        table: Option<&str>,
-    ) -> Result<PurgeOutcome> {
-        self.inner
-            .connections
-            .purge_cache(name_or_id, schema, table)
-            .await
+    fn deref(&self) -> &Connections {
+        &self.inner.connections
     }
 }

@@ -1,20 +1,8 @@
 //! The `quarry` binary, run as a user runs it.
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use crate::support::{cells, has_row, quarry_command, quarry_piped};
-
-fn quarry(data_dir: &std::path::Path, args: &[&str]) -> Output {
-    quarry_command(data_dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the quarry binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::support::{cells, has_row, quarry, quarry_piped, text};
 
 #[test]
 fn dash_c_prints_the_result_as_a_table() {

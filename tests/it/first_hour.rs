@@ -3,24 +3,10 @@
 //! last, and the small things psql, DuckDB and datafusion-cli users expect.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{Backend, Kind, cells, has_row, quarry_command, quarry_piped};
-
-fn quarry(home: &Path, args: &[&str]) -> Output {
-    quarry_command(home)
-        .args(args)
-        .env_remove("QUARRY_SERVER_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the quarry binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::support::{Backend, Kind, cells, has_row, quarry, quarry_piped, text};
 
 /// Runs `sql` with `-c`, failing the test when it fails; returns standard output.
 fn ok(home: &Path, sql: &str) -> String {

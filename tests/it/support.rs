@@ -320,6 +320,21 @@ pub fn quarry_command(home: &std::path::Path) -> std::process::Command {
     command
 }
 
+/// Runs `quarry args` on `home` with no input and no server password in the environment.
+pub fn quarry(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    quarry_command(home)
+        .args(args)
+        .env_remove("QUARRY_SERVER_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the quarry binary runs")
+}
+
+/// Output bytes as text (invalid UTF-8 replaced).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Runs `quarry args` on `home` with `stdin` piped in (written from another thread, so a
 /// large script cannot deadlock against the output pipes).
 pub fn quarry_piped(home: &std::path::Path, args: &[&str], stdin: Vec<u8>) -> std::process::Output {
