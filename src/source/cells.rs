@@ -2,16 +2,11 @@
 //! SQLite). A source hands each value as a [`Cell`]; the builder converts it to the
 //! column's Arrow type exactly, or says why it cannot.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
-    Float32Builder, Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder,
-    StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
-    UInt64Builder,
-};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, i256};
+use datafusion::arrow::datatypes::{SchemaRef, i256};
 use datafusion::arrow::record_batch::RecordBatch;
+
+use super::BATCH_ROWS;
+use super::builders::{BatchColumns, ColumnBuilder, DecodeError};
 
 /// One value as a source delivers it.
 #[derive(Clone, Copy, Debug)]
@@ -59,110 +54,51 @@ impl Cell<'_> {
 /// Largest integer magnitude a double holds exactly.
 const EXACT_DOUBLE_INT: u64 = 1 << 53;
 
-enum Column {
-    Bool(BooleanBuilder),
-    Int8(Int8Builder),
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    UInt8(UInt8Builder),
-    UInt16(UInt16Builder),
-    UInt32(UInt32Builder),
-    UInt64(UInt64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Decimal128(Decimal128Builder, i8),
-    Decimal256(Decimal256Builder, i8),
-    Utf8(StringBuilder),
-    Binary(BinaryBuilder),
-    Date(Date32Builder),
-    Timestamp(TimestampMicrosecondBuilder),
-}
-
 /// Builds record batches of a fixed schema from cells.
 pub struct BatchBuilder {
-    schema: SchemaRef,
-    columns: Vec<Column>,
-    rows: usize,
+    columns: BatchColumns,
 }
 
 impl BatchBuilder {
     /// A builder for `schema`; fails for an Arrow type no row source produces.
-    pub fn new(schema: SchemaRef) -> Result<Self, String> {
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| column_for(f.data_type()))
-            .collect::<Result<_, _>>()?;
-        Ok(BatchBuilder {
-            schema,
-            columns,
-            rows: 0,
-        })
+    pub fn new(schema: SchemaRef) -> Result<Self, DecodeError> {
+        let columns = BatchColumns::new(schema, BATCH_ROWS)?;
+        if let Some(i) = columns.columns.iter().position(|c| {
+            matches!(
+                c,
+                ColumnBuilder::Time(_) | ColumnBuilder::Interval(_) | ColumnBuilder::List(..)
+            )
+        }) {
+            let schema = columns.schema();
+            return Err(format!(
+                "no row decoder for Arrow type {}",
+                schema.field(i).data_type()
+            )
+            .into());
+        }
+        Ok(BatchBuilder { columns })
     }
 
     /// Rows appended since the last batch.
     pub fn rows(&self) -> usize {
-        self.rows
+        self.columns.rows()
     }
 
     /// Appends `cell` to column `index`; the error describes the value and the problem.
-    pub fn append(&mut self, index: usize, cell: Cell<'_>) -> Result<(), String> {
-        append(&mut self.columns[index], cell)
-            .map_err(|problem| format!("{}, {problem}", cell.describe()))
+    pub fn append(&mut self, index: usize, cell: Cell<'_>) -> Result<(), DecodeError> {
+        append(&mut self.columns.columns[index], cell)
+            .map_err(|problem| format!("{}, {problem}", cell.describe()).into())
     }
 
     /// Counts a finished row.
     pub fn end_row(&mut self) {
-        self.rows += 1;
+        self.columns.end_row();
     }
 
     /// Takes the rows appended so far as a batch, if there are any.
-    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>, String> {
-        if self.rows == 0 {
-            return Ok(None);
-        }
-        self.rows = 0;
-        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(finish).collect();
-        RecordBatch::try_new(Arc::clone(&self.schema), arrays)
-            .map(Some)
-            .map_err(|e| format!("decoded columns do not form a batch: {e}"))
+    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>, DecodeError> {
+        self.columns.take_batch()
     }
-}
-
-fn column_for(data_type: &DataType) -> Result<Column, String> {
-    Ok(match data_type {
-        DataType::Boolean => Column::Bool(BooleanBuilder::new()),
-        DataType::Int8 => Column::Int8(Int8Builder::new()),
-        DataType::Int16 => Column::Int16(Int16Builder::new()),
-        DataType::Int32 => Column::Int32(Int32Builder::new()),
-        DataType::Int64 => Column::Int64(Int64Builder::new()),
-        DataType::UInt8 => Column::UInt8(UInt8Builder::new()),
-        DataType::UInt16 => Column::UInt16(UInt16Builder::new()),
-        DataType::UInt32 => Column::UInt32(UInt32Builder::new()),
-        DataType::UInt64 => Column::UInt64(UInt64Builder::new()),
-        DataType::Float32 => Column::Float32(Float32Builder::new()),
-        DataType::Float64 => Column::Float64(Float64Builder::new()),
-        DataType::Decimal128(p, s) => Column::Decimal128(
-            Decimal128Builder::new()
-                .with_precision_and_scale(*p, *s)
-                .map_err(|e| e.to_string())?,
-            *s,
-        ),
-        DataType::Decimal256(p, s) => Column::Decimal256(
-            Decimal256Builder::new()
-                .with_precision_and_scale(*p, *s)
-                .map_err(|e| e.to_string())?,
-            *s,
-        ),
-        DataType::Utf8 => Column::Utf8(StringBuilder::new()),
-        DataType::Binary => Column::Binary(BinaryBuilder::new()),
-        DataType::Date32 => Column::Date(Date32Builder::new()),
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
-        }
-        other => return Err(format!("no row decoder for Arrow type {other}")),
-    })
 }
 
 fn int_of(cell: Cell<'_>) -> Result<i128, String> {
@@ -184,39 +120,39 @@ macro_rules! append_int {
     }};
 }
 
-fn append(column: &mut Column, cell: Cell<'_>) -> Result<(), String> {
+fn append(column: &mut ColumnBuilder, cell: Cell<'_>) -> Result<(), String> {
     if let Cell::Null = cell {
-        append_null(column);
+        column.append_null();
         return Ok(());
     }
     match column {
-        Column::Bool(b) => match int_of(cell)? {
+        ColumnBuilder::Bool(b) => match int_of(cell)? {
             0 => b.append_value(false),
             1 => b.append_value(true),
             _ => return Err("which is not a boolean (0 or 1)".into()),
         },
-        Column::Int8(b) => return append_int!(b, cell),
-        Column::Int16(b) => return append_int!(b, cell),
-        Column::Int32(b) => return append_int!(b, cell),
-        Column::Int64(b) => return append_int!(b, cell),
-        Column::UInt8(b) => return append_int!(b, cell),
-        Column::UInt16(b) => return append_int!(b, cell),
-        Column::UInt32(b) => return append_int!(b, cell),
-        Column::UInt64(b) => return append_int!(b, cell),
-        Column::Float32(b) => match cell {
+        ColumnBuilder::Int8(b) => return append_int!(b, cell),
+        ColumnBuilder::Int16(b) => return append_int!(b, cell),
+        ColumnBuilder::Int32(b) => return append_int!(b, cell),
+        ColumnBuilder::Int64(b) => return append_int!(b, cell),
+        ColumnBuilder::UInt8(b) => return append_int!(b, cell),
+        ColumnBuilder::UInt16(b) => return append_int!(b, cell),
+        ColumnBuilder::UInt32(b) => return append_int!(b, cell),
+        ColumnBuilder::UInt64(b) => return append_int!(b, cell),
+        ColumnBuilder::Float32(b) => match cell {
             Cell::Float32(v) => b.append_value(v),
             _ => return Err("which is not a single-precision float".into()),
         },
-        Column::Float64(b) => match cell {
+        ColumnBuilder::Float64(b) => match cell {
             Cell::Float(v) => b.append_value(v),
             Cell::Float32(v) => b.append_value(f64::from(v)),
             Cell::Int(v) if v.unsigned_abs() <= EXACT_DOUBLE_INT => b.append_value(v as f64),
             Cell::Int(_) => return Err("an integer beyond 2^53, which a double would round".into()),
             _ => return Err("which is not a number".into()),
         },
-        Column::Decimal128(b, scale) => b.append_value(decimal_of(cell, *scale)?),
-        Column::Decimal256(b, scale) => b.append_value(decimal256_of(cell, *scale)?),
-        Column::Utf8(b) => match cell {
+        ColumnBuilder::Decimal128(b, scale) => b.append_value(decimal_of(cell, *scale)?),
+        ColumnBuilder::Decimal256(b, scale) => b.append_value(decimal256_of(cell, *scale)?),
+        ColumnBuilder::Utf8(b) => match cell {
             Cell::Text(t) => b.append_value(t),
             Cell::Int(v) => b.append_value(v.to_string()),
             Cell::UInt(v) => b.append_value(v.to_string()),
@@ -230,12 +166,12 @@ fn append(column: &mut Column, cell: Cell<'_>) -> Result<(), String> {
                 return Err("which is not text".into());
             }
         },
-        Column::Binary(b) => match cell {
+        ColumnBuilder::Binary(b) => match cell {
             Cell::Bytes(bytes) => b.append_value(bytes),
             Cell::Text(t) => b.append_value(t.as_bytes()),
             _ => return Err("which is not binary data".into()),
         },
-        Column::Date(b) => match cell {
+        ColumnBuilder::Date(b) => match cell {
             Cell::Date(days) => b.append_value(days),
             _ => match parse_date_time(text_of(cell)?)? {
                 Some((days, 0)) => b.append_value(days),
@@ -243,7 +179,7 @@ fn append(column: &mut Column, cell: Cell<'_>) -> Result<(), String> {
                 None => b.append_null(),
             },
         },
-        Column::Timestamp(b) => match cell {
+        ColumnBuilder::Timestamp(b) => match cell {
             Cell::Timestamp(micros) => b.append_value(micros),
             Cell::Date(days) => b.append_value(i64::from(days) * 86_400_000_000),
             _ => match parse_date_time(text_of(cell)?)? {
@@ -251,52 +187,12 @@ fn append(column: &mut Column, cell: Cell<'_>) -> Result<(), String> {
                 None => b.append_null(),
             },
         },
+        // Refused when the builder was made.
+        ColumnBuilder::Time(_) | ColumnBuilder::Interval(_) | ColumnBuilder::List(..) => {
+            return Err("which no row decoder handles".into());
+        }
     }
     Ok(())
-}
-
-fn append_null(column: &mut Column) {
-    match column {
-        Column::Bool(b) => b.append_null(),
-        Column::Int8(b) => b.append_null(),
-        Column::Int16(b) => b.append_null(),
-        Column::Int32(b) => b.append_null(),
-        Column::Int64(b) => b.append_null(),
-        Column::UInt8(b) => b.append_null(),
-        Column::UInt16(b) => b.append_null(),
-        Column::UInt32(b) => b.append_null(),
-        Column::UInt64(b) => b.append_null(),
-        Column::Float32(b) => b.append_null(),
-        Column::Float64(b) => b.append_null(),
-        Column::Decimal128(b, _) => b.append_null(),
-        Column::Decimal256(b, _) => b.append_null(),
-        Column::Utf8(b) => b.append_null(),
-        Column::Binary(b) => b.append_null(),
-        Column::Date(b) => b.append_null(),
-        Column::Timestamp(b) => b.append_null(),
-    }
-}
-
-fn finish(column: &mut Column) -> ArrayRef {
-    match column {
-        Column::Bool(b) => Arc::new(b.finish()),
-        Column::Int8(b) => Arc::new(b.finish()),
-        Column::Int16(b) => Arc::new(b.finish()),
-        Column::Int32(b) => Arc::new(b.finish()),
-        Column::Int64(b) => Arc::new(b.finish()),
-        Column::UInt8(b) => Arc::new(b.finish()),
-        Column::UInt16(b) => Arc::new(b.finish()),
-        Column::UInt32(b) => Arc::new(b.finish()),
-        Column::UInt64(b) => Arc::new(b.finish()),
-        Column::Float32(b) => Arc::new(b.finish()),
-        Column::Float64(b) => Arc::new(b.finish()),
-        Column::Decimal128(b, _) => Arc::new(b.finish()),
-        Column::Decimal256(b, _) => Arc::new(b.finish()),
-        Column::Utf8(b) => Arc::new(b.finish()),
-        Column::Binary(b) => Arc::new(b.finish()),
-        Column::Date(b) => Arc::new(b.finish()),
-        Column::Timestamp(b) => Arc::new(b.finish()),
-    }
 }
 
 fn float_text(v: f64) -> String {

@@ -1,17 +1,15 @@
 //! Sources: the kinds of databases Quarry reads, their typed connection configs, and the
 //! [`Source`] trait each kind implements (test, discover, fetch).
 
+mod builders;
 mod cells;
 mod config;
 mod discovery;
 mod failure;
 mod mysql;
-pub mod mysql_types;
-mod pg_copy;
 mod postgres;
-pub mod postgres_types;
-pub mod retry;
-pub mod sqlite;
+mod retry;
+mod sqlite;
 
 pub use crate::connection::SourceType;
 pub use crate::error::FailureClass;
@@ -29,7 +27,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::table::TableRecord;
+use crate::table::{TableRecord, TableRef};
 
 /// Rows per Arrow batch handed from a source to the cache writer.
 pub const BATCH_ROWS: usize = 16_384;
@@ -53,10 +51,8 @@ impl TestOutcome {
 /// A table to fetch and the Arrow schema the fetch must produce.
 #[derive(Clone, Debug)]
 pub struct FetchRequest {
-    /// Source schema.
-    pub schema: String,
-    /// Source table.
-    pub table: String,
+    /// The table.
+    pub table: TableRef,
     /// `connection.schema.table`, for messages.
     pub label: String,
     /// The schema stored at discovery; the batches must have exactly this schema.

@@ -23,6 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRo
 use sqlx::{AssertSqlSafe, Decode, Row, Sqlite, TypeInfo, ValueRef};
 use tokio::sync::mpsc;
 
+use super::builders::DecodeError;
 use super::cells::{BatchBuilder, Cell};
 use super::discovery::{DiscoveredColumn, TableCollector};
 use super::{Endpoint, FetchRequest, Source, SqliteConfig, TestOutcome, forward_batch};
@@ -200,7 +201,7 @@ impl Source for SqliteSource {
         let statement = format!(
             "SELECT {} FROM {}",
             columns.join(", "),
-            quote_ident(&request.table)
+            quote_ident(&request.table.table)
         );
         let mut builder =
             BatchBuilder::new(Arc::clone(&schema)).map_err(|e| request.error(None, e))?;
@@ -226,9 +227,9 @@ fn append_row(
     row: &SqliteRow,
     columns: usize,
     builder: &mut BatchBuilder,
-) -> std::result::Result<(), (usize, String)> {
+) -> std::result::Result<(), (usize, DecodeError)> {
     for i in 0..columns {
-        let failed = |e: sqlx::Error| (i, format!("a value that cannot be read ({e})"));
+        let failed = |e: sqlx::Error| (i, format!("a value that cannot be read ({e})").into());
         let value = row.try_get_raw(i).map_err(failed)?;
         let cell = if value.is_null() {
             Cell::Null
@@ -242,23 +243,27 @@ fn append_row(
             };
             match class {
                 "INTEGER" => Cell::Int(
-                    <i64 as Decode<Sqlite>>::decode(value).map_err(|e| (i, e.to_string()))?,
+                    <i64 as Decode<Sqlite>>::decode(value)
+                        .map_err(|e| (i, e.to_string().into()))?,
                 ),
                 "REAL" => Cell::Float(
-                    <f64 as Decode<Sqlite>>::decode(value).map_err(|e| (i, e.to_string()))?,
+                    <f64 as Decode<Sqlite>>::decode(value)
+                        .map_err(|e| (i, e.to_string().into()))?,
                 ),
                 "BLOB" => Cell::Bytes(
-                    <&[u8] as Decode<Sqlite>>::decode(value).map_err(|e| (i, e.to_string()))?,
+                    <&[u8] as Decode<Sqlite>>::decode(value)
+                        .map_err(|e| (i, e.to_string().into()))?,
                 ),
                 _ => Cell::Text(
-                    <&str as Decode<Sqlite>>::decode(value).map_err(|e| (i, e.to_string()))?,
+                    <&str as Decode<Sqlite>>::decode(value)
+                        .map_err(|e| (i, e.to_string().into()))?,
                 ),
             }
         };
         builder.append(i, cell).map_err(|e| {
             (
                 i,
-                format!("{e} (the data changed since discovery? run discovery again)"),
+                format!("{e} (the data changed since discovery? run discovery again)").into(),
             )
         })?;
     }

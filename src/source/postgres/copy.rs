@@ -1,22 +1,19 @@
 //! Decoder of PostgreSQL's binary COPY stream straight into Arrow builders. Each column's
-//! wire type is fixed by the cast the fetch query applies (see `postgres_types`), so one
+//! wire type is fixed by the cast the fetch query applies (see `types`), so one
 //! decoder per Arrow type suffices. Any value the Arrow type cannot hold exactly fails the
 //! fetch with the table, column, type and value.
 
-use std::sync::Arc;
-
 use bytes::{Buf, Bytes, BytesMut};
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Decimal256Builder, Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
-    IntervalMonthDayNanoBuilder, ListBuilder, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int16Builder,
+    Int32Builder, Int64Builder, StringBuilder,
 };
 use datafusion::arrow::datatypes::{
-    ArrowNativeType, ArrowNativeTypeOp, DataType, FieldRef, IntervalMonthDayNano, IntervalUnit,
-    SchemaRef, TimeUnit, i256,
+    ArrowNativeType, ArrowNativeTypeOp, DataType, IntervalMonthDayNano, SchemaRef, i256,
 };
 use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::source::builders::{BatchColumns, ColumnBuilder, DecodeError};
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// Days and microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -26,39 +23,50 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Why a value could not be decoded; the caller adds table and column.
 type ValueError = String;
 
+/// The Arrow types a binary COPY column decodes into (see `types::arrow_type`).
+fn decodable(column: &ColumnBuilder) -> bool {
+    !matches!(
+        column,
+        ColumnBuilder::Int8(_)
+            | ColumnBuilder::UInt8(_)
+            | ColumnBuilder::UInt16(_)
+            | ColumnBuilder::UInt32(_)
+            | ColumnBuilder::UInt64(_)
+    )
+}
+
 /// Decodes a binary COPY stream into record batches of about `batch_rows` rows.
 pub struct CopyDecoder {
-    schema: SchemaRef,
-    columns: Vec<ColumnDecoder>,
+    columns: BatchColumns,
     buffer: BytesMut,
     header_done: bool,
     finished: bool,
-    rows_in_batch: usize,
     batch_rows: usize,
 }
 
 impl CopyDecoder {
     /// A decoder producing batches of `schema`; fails for an Arrow type it cannot decode.
-    pub fn new(schema: SchemaRef, batch_rows: usize) -> Result<Self, String> {
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| ColumnDecoder::new(f.data_type(), batch_rows))
-            .collect::<Result<_, _>>()?;
+    pub fn new(schema: SchemaRef, batch_rows: usize) -> Result<Self, DecodeError> {
+        let columns = BatchColumns::new(schema, batch_rows)?;
+        if let Some(i) = columns.columns.iter().position(|c| !decodable(c)) {
+            return Err(format!(
+                "no PostgreSQL decoder for Arrow type {}",
+                columns.schema().field(i).data_type()
+            )
+            .into());
+        }
         Ok(CopyDecoder {
-            schema,
             columns,
             buffer: BytesMut::new(),
             header_done: false,
             finished: false,
-            rows_in_batch: 0,
             batch_rows,
         })
     }
 
     /// Whether enough rows are buffered for a batch.
     pub fn batch_ready(&self) -> bool {
-        self.rows_in_batch >= self.batch_rows
+        self.columns.rows() >= self.batch_rows
     }
 
     /// Consumes one chunk of the stream. On a value error returns (column index, message).
@@ -101,7 +109,8 @@ impl CopyDecoder {
             self.header_done = true;
         }
         while pos < data.len() && !self.finished {
-            let Some(end) = row_end(&data[pos..], self.columns.len()).map_err(|e| (None, e))?
+            let Some(end) =
+                row_end(&data[pos..], self.columns.columns.len()).map_err(|e| (None, e))?
             else {
                 break;
             };
@@ -111,7 +120,7 @@ impl CopyDecoder {
                 self.finished = true;
             } else {
                 let mut at = 2;
-                for (index, column) in self.columns.iter_mut().enumerate() {
+                for (index, column) in self.columns.columns.iter_mut().enumerate() {
                     let len = i32::from_be_bytes(row[at..at + 4].try_into().unwrap());
                     at += 4;
                     let value = if len < 0 {
@@ -121,9 +130,9 @@ impl CopyDecoder {
                         at += len as usize;
                         Some(v)
                     };
-                    column.append(value).map_err(|e| (Some(index), e))?;
+                    append(column, value).map_err(|e| (Some(index), e))?;
                 }
-                self.rows_in_batch += 1;
+                self.columns.end_row();
             }
             pos += end;
         }
@@ -136,15 +145,8 @@ impl CopyDecoder {
     }
 
     /// Takes the rows decoded so far as a batch, if there are any.
-    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>, String> {
-        if self.rows_in_batch == 0 {
-            return Ok(None);
-        }
-        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.finish()).collect();
-        self.rows_in_batch = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays)
-            .map(Some)
-            .map_err(|e| format!("decoded columns do not form a batch: {e}"))
+    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>, DecodeError> {
+        self.columns.take_batch()
     }
 }
 
@@ -182,173 +184,82 @@ fn be<const N: usize>(value: &[u8], what: &str) -> Result<[u8; N], ValueError> {
         .map_err(|_| format!("a {what} value of {} bytes, expected {N}", value.len()))
 }
 
-/// One column's builder and the wire decoding for its Arrow type.
-enum ColumnDecoder {
-    Bool(BooleanBuilder),
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Decimal128(Decimal128Builder, i8),
-    Decimal256(Decimal256Builder, i8),
-    Utf8(StringBuilder),
-    Binary(BinaryBuilder),
-    Date(Date32Builder),
-    Time(Time64MicrosecondBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-    Interval(IntervalMonthDayNanoBuilder),
-    List(ListBuilder<Box<dyn ArrayBuilder>>, Box<ColumnDecoder>),
-}
-
-impl ColumnDecoder {
-    fn new(data_type: &DataType, capacity: usize) -> Result<Self, String> {
-        let wrong = || format!("no PostgreSQL decoder for Arrow type {data_type}");
-        Ok(match data_type {
-            DataType::Boolean => Self::Bool(BooleanBuilder::with_capacity(capacity)),
-            DataType::Int16 => Self::Int16(Int16Builder::with_capacity(capacity)),
-            DataType::Int32 => Self::Int32(Int32Builder::with_capacity(capacity)),
-            DataType::Int64 => Self::Int64(Int64Builder::with_capacity(capacity)),
-            DataType::Float32 => Self::Float32(Float32Builder::with_capacity(capacity)),
-            DataType::Float64 => Self::Float64(Float64Builder::with_capacity(capacity)),
-            DataType::Decimal128(p, s) => Self::Decimal128(
-                Decimal128Builder::with_capacity(capacity)
-                    .with_precision_and_scale(*p, *s)
-                    .map_err(|e| e.to_string())?,
-                *s,
-            ),
-            DataType::Decimal256(p, s) => Self::Decimal256(
-                Decimal256Builder::with_capacity(capacity)
-                    .with_precision_and_scale(*p, *s)
-                    .map_err(|e| e.to_string())?,
-                *s,
-            ),
-            DataType::Utf8 => Self::Utf8(StringBuilder::with_capacity(capacity, capacity * 16)),
-            DataType::Binary => Self::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
-            DataType::Date32 => Self::Date(Date32Builder::with_capacity(capacity)),
-            DataType::Time64(TimeUnit::Microsecond) => {
-                Self::Time(Time64MicrosecondBuilder::with_capacity(capacity))
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, tz) => Self::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone_opt(tz.clone()),
-            ),
-            DataType::Interval(IntervalUnit::MonthDayNano) => {
-                Self::Interval(IntervalMonthDayNanoBuilder::with_capacity(capacity))
-            }
-            DataType::List(field) => {
-                let item = ColumnDecoder::new(field.data_type(), 0)?;
-                let values = datafusion::arrow::array::make_builder(field.data_type(), capacity);
-                Self::List(
-                    ListBuilder::new(values).with_field(FieldRef::clone(field)),
-                    Box::new(item),
+/// Decodes one wire value into `column`'s builder.
+fn append(column: &mut ColumnBuilder, value: Option<&[u8]>) -> Result<(), ValueError> {
+    let Some(v) = value else {
+        column.append_null();
+        return Ok(());
+    };
+    match column {
+        ColumnBuilder::Bool(b) => b.append_value(be::<1>(v, "bool")?[0] != 0),
+        ColumnBuilder::Int16(b) => b.append_value(i16::from_be_bytes(be(v, "int2")?)),
+        ColumnBuilder::Int32(b) => b.append_value(i32::from_be_bytes(be(v, "int4")?)),
+        ColumnBuilder::Int64(b) => b.append_value(i64::from_be_bytes(be(v, "int8")?)),
+        ColumnBuilder::Float32(b) => b.append_value(f32::from_be_bytes(be(v, "float4")?)),
+        ColumnBuilder::Float64(b) => b.append_value(f64::from_be_bytes(be(v, "float8")?)),
+        ColumnBuilder::Decimal128(b, scale) => {
+            b.append_value(numeric_to_decimal::<i128>(v, *scale)?)
+        }
+        ColumnBuilder::Decimal256(b, scale) => {
+            b.append_value(numeric_to_decimal::<i256>(v, *scale)?)
+        }
+        ColumnBuilder::Utf8(b) => b.append_value(
+            std::str::from_utf8(v).map_err(|_| "text that is not valid UTF-8".to_owned())?,
+        ),
+        ColumnBuilder::Binary(b) => b.append_value(v),
+        ColumnBuilder::Date(b) => {
+            let days = i32::from_be_bytes(be(v, "date")?);
+            // ±infinity are the extreme values; keep them as the extremes of Date32.
+            b.append_value(match days {
+                i32::MAX | i32::MIN => days,
+                d => d
+                    .checked_add(PG_EPOCH_DAYS)
+                    .ok_or_else(|| format!("date {d} days from 2000-01-01 is out of range"))?,
+            })
+        }
+        ColumnBuilder::Time(b) => b.append_value(i64::from_be_bytes(be(v, "time")?)),
+        ColumnBuilder::Timestamp(b) => {
+            let micros = i64::from_be_bytes(be(v, "timestamp")?);
+            b.append_value(match micros {
+                i64::MAX | i64::MIN => micros,
+                m => m
+                    .checked_add(PG_EPOCH_MICROS)
+                    .ok_or_else(|| format!("timestamp {m} µs from 2000-01-01 is out of range"))?,
+            })
+        }
+        ColumnBuilder::Interval(b) => {
+            let v: [u8; 16] = be(v, "interval")?;
+            let micros = i64::from_be_bytes(v[0..8].try_into().unwrap());
+            let days = i32::from_be_bytes(v[8..12].try_into().unwrap());
+            let months = i32::from_be_bytes(v[12..16].try_into().unwrap());
+            let nanos = micros.checked_mul(1000).ok_or_else(|| {
+                format!(
+                    "an interval with {micros} µs, beyond the ±292 years of nanoseconds Arrow holds"
                 )
-            }
-            _ => return Err(wrong()),
-        })
-    }
-
-    fn append(&mut self, value: Option<&[u8]>) -> Result<(), ValueError> {
-        let Some(v) = value else {
-            self.append_null();
-            return Ok(());
-        };
-        match self {
-            Self::Bool(b) => b.append_value(be::<1>(v, "bool")?[0] != 0),
-            Self::Int16(b) => b.append_value(i16::from_be_bytes(be(v, "int2")?)),
-            Self::Int32(b) => b.append_value(i32::from_be_bytes(be(v, "int4")?)),
-            Self::Int64(b) => b.append_value(i64::from_be_bytes(be(v, "int8")?)),
-            Self::Float32(b) => b.append_value(f32::from_be_bytes(be(v, "float4")?)),
-            Self::Float64(b) => b.append_value(f64::from_be_bytes(be(v, "float8")?)),
-            Self::Decimal128(b, scale) => b.append_value(numeric_to_decimal::<i128>(v, *scale)?),
-            Self::Decimal256(b, scale) => b.append_value(numeric_to_decimal::<i256>(v, *scale)?),
-            Self::Utf8(b) => b.append_value(
-                std::str::from_utf8(v).map_err(|_| "text that is not valid UTF-8".to_owned())?,
-            ),
-            Self::Binary(b) => b.append_value(v),
-            Self::Date(b) => {
-                let days = i32::from_be_bytes(be(v, "date")?);
-                // ±infinity are the extreme values; keep them as the extremes of Date32.
-                b.append_value(match days {
-                    i32::MAX | i32::MIN => days,
-                    d => d
-                        .checked_add(PG_EPOCH_DAYS)
-                        .ok_or_else(|| format!("date {d} days from 2000-01-01 is out of range"))?,
-                })
-            }
-            Self::Time(b) => b.append_value(i64::from_be_bytes(be(v, "time")?)),
-            Self::Timestamp(b) => {
-                let micros = i64::from_be_bytes(be(v, "timestamp")?);
-                b.append_value(match micros {
-                    i64::MAX | i64::MIN => micros,
-                    m => m.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
-                        format!("timestamp {m} µs from 2000-01-01 is out of range")
-                    })?,
-                })
-            }
-            Self::Interval(b) => {
-                let v: [u8; 16] = be(v, "interval")?;
-                let micros = i64::from_be_bytes(v[0..8].try_into().unwrap());
-                let days = i32::from_be_bytes(v[8..12].try_into().unwrap());
-                let months = i32::from_be_bytes(v[12..16].try_into().unwrap());
-                let nanos = micros.checked_mul(1000).ok_or_else(|| {
-                    format!("an interval with {micros} µs, beyond the ±292 years of nanoseconds Arrow holds")
-                })?;
-                b.append_value(IntervalMonthDayNano::new(months, days, nanos))
-            }
-            Self::List(b, item) => {
-                append_array(v, item)?;
-                let values = item.finish();
-                // Move the decoded elements into the list's child builder.
-                append_values(b.values(), &values)?;
-                b.append(true);
-            }
+            })?;
+            b.append_value(IntervalMonthDayNano::new(months, days, nanos))
         }
-        Ok(())
-    }
-
-    fn append_null(&mut self) {
-        match self {
-            Self::Bool(b) => b.append_null(),
-            Self::Int16(b) => b.append_null(),
-            Self::Int32(b) => b.append_null(),
-            Self::Int64(b) => b.append_null(),
-            Self::Float32(b) => b.append_null(),
-            Self::Float64(b) => b.append_null(),
-            Self::Decimal128(b, _) => b.append_null(),
-            Self::Decimal256(b, _) => b.append_null(),
-            Self::Utf8(b) => b.append_null(),
-            Self::Binary(b) => b.append_null(),
-            Self::Date(b) => b.append_null(),
-            Self::Time(b) => b.append_null(),
-            Self::Timestamp(b) => b.append_null(),
-            Self::Interval(b) => b.append_null(),
-            Self::List(b, _) => b.append(false),
+        ColumnBuilder::Int8(_)
+        | ColumnBuilder::UInt8(_)
+        | ColumnBuilder::UInt16(_)
+        | ColumnBuilder::UInt32(_)
+        | ColumnBuilder::UInt64(_) => {
+            // Refused when the decoder was made (`decodable`).
+            return Err("a value of a type no PostgreSQL decoder handles".into());
+        }
+        ColumnBuilder::List(b, item) => {
+            append_array(v, item)?;
+            let values = item.finish();
+            // Move the decoded elements into the list's child builder.
+            append_values(b.values(), &values)?;
+            b.append(true);
         }
     }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Self::Bool(b) => Arc::new(b.finish()),
-            Self::Int16(b) => Arc::new(b.finish()),
-            Self::Int32(b) => Arc::new(b.finish()),
-            Self::Int64(b) => Arc::new(b.finish()),
-            Self::Float32(b) => Arc::new(b.finish()),
-            Self::Float64(b) => Arc::new(b.finish()),
-            Self::Decimal128(b, _) => Arc::new(b.finish()),
-            Self::Decimal256(b, _) => Arc::new(b.finish()),
-            Self::Utf8(b) => Arc::new(b.finish()),
-            Self::Binary(b) => Arc::new(b.finish()),
-            Self::Date(b) => Arc::new(b.finish()),
-            Self::Time(b) => Arc::new(b.finish()),
-            Self::Timestamp(b) => Arc::new(b.finish()),
-            Self::Interval(b) => Arc::new(b.finish()),
-            Self::List(b, _) => Arc::new(b.finish()),
-        }
-    }
+    Ok(())
 }
 
 /// Decodes a one-dimensional binary array into `item`'s builder.
-fn append_array(v: &[u8], item: &mut ColumnDecoder) -> Result<(), ValueError> {
+fn append_array(v: &[u8], item: &mut ColumnBuilder) -> Result<(), ValueError> {
     let header = |at: usize| -> Result<i32, ValueError> {
         v.get(at..at + 4)
             .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
@@ -369,13 +280,13 @@ fn append_array(v: &[u8], item: &mut ColumnDecoder) -> Result<(), ValueError> {
         let len = header(at)?;
         at += 4;
         if len < 0 {
-            item.append(None)?;
+            append(item, None)?;
         } else {
             let end = at + len as usize;
             let bytes = v
                 .get(at..end)
                 .ok_or_else(|| "a truncated array".to_owned())?;
-            item.append(Some(bytes))?;
+            append(item, Some(bytes))?;
             at = end;
         }
     }

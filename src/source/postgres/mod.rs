@@ -1,6 +1,9 @@
 //! PostgreSQL source: pooled read-only sessions, discovery from the system catalogs, and
 //! fetch through binary `COPY ... TO STDOUT` decoded straight into Arrow.
 
+mod copy;
+mod types;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,15 +15,15 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::mpsc;
 
-use super::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
-use super::pg_copy::CopyDecoder;
-use super::postgres_types::{
-    PgColumnType, arrow_type, numeric_precision_scale, quote_ident, wire_cast,
-};
-use super::retry::with_backoff;
-use super::{BATCH_ROWS, Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome};
 use crate::error::Result;
+use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
+use crate::source::retry::with_backoff;
+use crate::source::{
+    BATCH_ROWS, Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome,
+};
 use crate::table::TableRecord;
+use copy::CopyDecoder;
+use types::{PgColumnType, arrow_type, numeric_precision_scale, quote_ident, wire_cast};
 
 const MAX_SESSIONS: u32 = 10;
 
@@ -231,8 +234,8 @@ impl Source for PgSource {
         let select = format!(
             "SELECT {} FROM {}.{}",
             columns.join(", "),
-            quote_ident(&request.schema),
-            quote_ident(&request.table)
+            quote_ident(&request.table.schema),
+            quote_ident(&request.table.table)
         );
         let mut first = self.acquire().await?;
         let ranges = self.partition_ranges(&mut first, request).await?;
@@ -294,7 +297,7 @@ impl Source for PgSource {
             })
             .collect();
         drop(sink);
-        super::join_partitions(tasks, &request).await
+        crate::source::join_partitions(tasks, &request).await
     }
 }
 
@@ -327,8 +330,8 @@ impl PgSource {
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2",
         )
-        .bind(&request.schema)
-        .bind(&request.table)
+        .bind(&request.table.schema)
+        .bind(&request.table.table)
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| self.endpoint.classify(&e))?;

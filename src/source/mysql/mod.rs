@@ -1,6 +1,8 @@
 //! MySQL/MariaDB source: pooled read-only sessions in UTC, discovery from
 //! `information_schema`, and a streamed `SELECT` decoded row by row into Arrow.
 
+mod types;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,13 +15,16 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, My
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 use tokio::sync::mpsc;
 
-use super::cells::{BatchBuilder, Cell};
-use super::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
-use super::mysql_types::{MySqlColumnType, arrow_type, quote_ident, select_expression};
-use super::retry::with_backoff;
-use super::{Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome, forward_batch};
 use crate::error::Result;
+use crate::source::builders::DecodeError;
+use crate::source::cells::{BatchBuilder, Cell};
+use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
+use crate::source::retry::with_backoff;
+use crate::source::{
+    Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome, forward_batch,
+};
 use crate::table::TableRecord;
+use types::{MySqlColumnType, arrow_type, quote_ident, select_expression};
 
 const MAX_SESSIONS: u32 = 10;
 
@@ -257,8 +262,8 @@ impl Source for MySqlSource {
         let select = format!(
             "SELECT {} FROM {}.{}",
             columns.join(", "),
-            quote_ident(&request.schema),
-            quote_ident(&request.table)
+            quote_ident(&request.table.schema),
+            quote_ident(&request.table.table)
         );
         let request = Arc::new(request.clone());
         let Some((key, sessions)) = self.partition_sessions(&request).await? else {
@@ -269,8 +274,8 @@ impl Source for MySqlSource {
         let mut sessions = sessions;
         let (low, high): (Option<i64>, Option<i64>) = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT CAST(MIN({key}) AS SIGNED), CAST(MAX({key}) AS SIGNED) FROM {}.{}",
-            quote_ident(&request.schema),
-            quote_ident(&request.table)
+            quote_ident(&request.table.schema),
+            quote_ident(&request.table.table)
         )))
         .fetch_one(&mut *sessions[0])
         .await
@@ -307,7 +312,7 @@ impl Source for MySqlSource {
             })
             .collect();
         drop(sink);
-        super::join_partitions(tasks, &request).await
+        crate::source::join_partitions(tasks, &request).await
     }
 }
 
@@ -359,8 +364,8 @@ impl MySqlSource {
              WHERE k.TABLE_SCHEMA = ? AND k.TABLE_NAME = ? AND k.CONSTRAINT_NAME = 'PRIMARY'
                  AND k.ORDINAL_POSITION = 1 AND t.TABLE_TYPE = 'BASE TABLE'",
         )
-        .bind(&request.schema)
-        .bind(&request.table)
+        .bind(&request.table.schema)
+        .bind(&request.table.table)
         .fetch_optional(&mut *lock)
         .await
         .map_err(classify)?;
@@ -374,8 +379,8 @@ impl MySqlSource {
         }
         let table = format!(
             "{}.{}",
-            quote_ident(&request.schema),
-            quote_ident(&request.table)
+            quote_ident(&request.table.schema),
+            quote_ident(&request.table.table)
         );
         if sqlx::raw_sql(AssertSqlSafe(format!("LOCK TABLES {table} READ")))
             .execute(&mut *lock)
@@ -443,11 +448,12 @@ fn append_row(
     row: &MySqlRow,
     types: &[DataType],
     builder: &mut BatchBuilder,
-) -> std::result::Result<(), (usize, String)> {
+) -> std::result::Result<(), (usize, DecodeError)> {
     // Columns are read by position with the types the select expressions guarantee, so the
     // per-value compatibility checks of `try_get` are skipped.
     for (i, data_type) in types.iter().enumerate() {
-        let decode_error = |e: sqlx::Error| (i, format!("a value that cannot be decoded ({e})"));
+        let decode_error =
+            |e: sqlx::Error| (i, format!("a value that cannot be decoded ({e})").into());
         let cell = match data_type {
             DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => row
                 .try_get_unchecked::<Option<i64>, _>(i)
@@ -475,7 +481,7 @@ fn append_row(
                     .map_err(decode_error)?
                 {
                     None => Cell::Null,
-                    Some(raw) => binary_temporal(raw).map_err(|e| (i, e))?,
+                    Some(raw) => binary_temporal(raw).map_err(|e| (i, e.into()))?,
                 }
             }
             _ => row
@@ -511,7 +517,8 @@ fn binary_temporal(raw: &[u8]) -> std::result::Result<Cell<'static>, String> {
     if !real_date {
         return Ok(Cell::Null);
     }
-    let days = super::cells::days_from_civil(i32::from(year), u32::from(month), u32::from(day));
+    let days =
+        crate::source::cells::days_from_civil(i32::from(year), u32::from(month), u32::from(day));
     if body.len() == 4 {
         return Ok(Cell::Date(days));
     }
