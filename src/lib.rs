@@ -9,21 +9,13 @@
 //! # Ok(()) }
 //! ```
 
-#[cfg(feature = "server")]
-pub mod auth;
 pub mod cache;
-#[cfg(feature = "server")]
-pub mod client_sessions;
 pub mod config;
 pub mod connection;
 pub mod connections;
 mod engine;
 pub mod error;
 pub mod events;
-#[cfg(feature = "server")]
-pub mod flight;
-#[cfg(feature = "server")]
-pub mod http;
 pub mod id;
 #[cfg(feature = "cli")]
 pub mod repl;

@@ -14,7 +14,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::status;
-use crate::auth::Authenticator;
+use crate::server::auth::Authenticator;
 
 /// Checks credentials, then hands the call to `inner`.
 pub struct Guarded<S> {

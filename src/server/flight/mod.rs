@@ -15,9 +15,9 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use self::guard::Guarded;
 use self::service::QuarryFlightSql;
-use crate::auth::Authenticator;
-use crate::client_sessions::ClientSessions;
 use crate::error::{Error, Result};
+use crate::server::auth::Authenticator;
+use crate::server::client_sessions::ClientSessions;
 use crate::server::{self, RunningServer};
 
 /// Where results stream at most this many bytes per message (gRPC's default limit is 4 MiB;

@@ -34,10 +34,10 @@ use tonic::{Request, Response, Status};
 
 use super::metadata;
 use super::status::status;
-use crate::auth::Caller;
-use crate::client_sessions::queries::Planned;
-use crate::client_sessions::{ClientSession, ClientSessions};
 use crate::error::Error;
+use crate::server::auth::Caller;
+use crate::server::client_sessions::queries::Planned;
+use crate::server::client_sessions::{ClientSession, ClientSessions};
 use crate::session::Session;
 use crate::sql::results::Runnable;
 

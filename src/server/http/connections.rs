@@ -9,13 +9,14 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
 use super::model::{
-    ConnectionDetails, ConnectionSummary, CreateConnection, Created, DiscoveryResult, ErrorBody,
-    PurgeResult, RefreshResult, TableInfo, TestResult, UpdateConnection,
+    ConnectionDetails, ConnectionSummary, CreateConnection, Created, DiscoveryOutcome,
+    DiscoveryResult, ErrorBody, PurgeOutcome, RefreshOutcome, TableInfo, TestReport,
+    UpdateConnection,
 };
 use crate::connection::{Connection, ConnectionName};
 use crate::engine::Engine;
 use crate::id::ConnectionId;
-use crate::table::{CacheEntry, TableRecord};
+use crate::table::{CacheEntry, TableRecord, TableRef};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -33,13 +34,16 @@ pub struct TablePath {
 
 /// The connection with id `id`; a name (or anything else) is not found.
 async fn by_id(engine: &Engine, id: &str) -> ApiResult<Connection> {
-    if !ConnectionId::looks_valid(id) {
+    let Some(parsed) = ConnectionId::looks_valid(id)
+        .then(|| ConnectionId::parse(id).ok())
+        .flatten()
+    else {
         return Err(ApiError::not_found(format!(
             "'{id}' is not a connection id: connections are addressed by id (conn_ followed by \
              22 characters), never by name; GET /connections lists them"
         )));
-    }
-    engine.connection(id).await.map_err(|e| match e {
+    };
+    engine.connection(&parsed).await.map_err(|e| match e {
         crate::Error::ConnectionNotFound(_) => ApiError::not_found(format!(
             "no connection has id '{id}'; GET /connections lists them"
         )),
@@ -108,7 +112,7 @@ pub async fn create(
         .await?;
     let discovery = discovery_result(discovery);
     // Discovery may have recorded tables; read the connection back as it now is.
-    let connection = by_id(engine, created.id.as_str()).await?;
+    let connection = engine.connection(&created.id).await?;
     let body = Created {
         connection: details(engine, &connection).await?,
         discovery,
@@ -122,18 +126,14 @@ pub async fn create(
 
 fn discovery_result(outcome: crate::Result<crate::DiscoveryOutcome>) -> DiscoveryResult {
     match outcome {
-        Ok(o) => DiscoveryResult {
+        Ok(outcome) => DiscoveryResult {
             ok: true,
-            tables_added: o.tables_added as i64,
-            tables_removed: o.tables_removed as i64,
-            tables_changed: o.tables_changed as i64,
+            outcome,
             error: None,
         },
         Err(e) => DiscoveryResult {
             ok: false,
-            tables_added: 0,
-            tables_removed: 0,
-            tables_changed: 0,
+            outcome: DiscoveryOutcome::default(),
             error: Some(ApiError::from(e).detail()),
         },
     }
@@ -195,13 +195,13 @@ pub async fn update(
     }
     if let Some(patch) = request.config {
         engine
-            .update_connection(&id, serde_json::Value::Object(patch))
+            .update_connection(&connection.id, serde_json::Value::Object(patch))
             .await?;
     }
     if let Some(name) = &request.name {
-        engine.rename_connection(&id, name).await?;
+        engine.rename_connection(&connection.id, name).await?;
     }
-    let connection = by_id(engine, &id).await?;
+    let connection = engine.connection(&connection.id).await?;
     Ok(Json(details(engine, &connection).await?))
 }
 
@@ -218,7 +218,7 @@ pub async fn delete(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let connection = by_id(&app.engine, &id).await?;
-    app.engine.drop_connection(connection.id.as_str()).await?;
+    app.engine.drop_connection(&connection).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -227,30 +227,17 @@ pub async fn delete(
     params(("id" = String, Path, description = "The connection's id")),
     responses(
         (status = 200, description = "The outcome; a source that cannot be reached is ok: false",
-            body = TestResult),
+            body = TestReport),
         (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 404, description = "No connection has this id", body = ErrorBody),
     ))]
 pub async fn test(
     State(app): State<AppState>,
     PathParams(id): PathParams<String>,
-) -> ApiResult<Json<TestResult>> {
+) -> ApiResult<Json<TestReport>> {
     let connection = by_id(&app.engine, &id).await?;
-    let result = match app.engine.test_connection(connection.id.as_str()).await {
-        Ok(outcome) => TestResult {
-            ok: true,
-            latency_ms: Some(outcome.latency_ms()),
-            server_version: Some(outcome.server_version),
-            error: None,
-        },
-        Err(e) => TestResult {
-            ok: false,
-            server_version: None,
-            latency_ms: None,
-            error: Some(e.to_string()),
-        },
-    };
-    Ok(Json(result))
+    let outcome = app.engine.test_connection(&connection).await;
+    Ok(Json(TestReport::of(&outcome)))
 }
 
 /// Read the source's tables and columns again.
@@ -267,10 +254,7 @@ pub async fn discover(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<DiscoveryResult>> {
     let connection = by_id(&app.engine, &id).await?;
-    let outcome = app
-        .engine
-        .discover_connection(connection.id.as_str())
-        .await?;
+    let outcome = app.engine.discover_connection(&connection).await?;
     Ok(Json(discovery_result(Ok(outcome))))
 }
 
@@ -278,7 +262,7 @@ pub async fn discover(
 #[utoipa::path(post, path = "/connections/{id}/refresh", tag = "connections",
     params(("id" = String, Path, description = "The connection's id")),
     responses(
-        (status = 200, description = "What was fetched", body = RefreshResult),
+        (status = 200, description = "What was fetched", body = RefreshOutcome),
         (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 404, description = "No connection has this id", body = ErrorBody),
         (status = 502, description = "The source could not be read", body = ErrorBody),
@@ -286,19 +270,9 @@ pub async fn discover(
 pub async fn refresh(
     State(app): State<AppState>,
     PathParams(id): PathParams<String>,
-) -> ApiResult<Json<RefreshResult>> {
+) -> ApiResult<Json<RefreshOutcome>> {
     let connection = by_id(&app.engine, &id).await?;
-    let start = std::time::Instant::now();
-    let outcome = app
-        .engine
-        .refresh_connection(connection.id.as_str())
-        .await?;
-    Ok(Json(RefreshResult {
-        tables: outcome.tables,
-        rows: outcome.rows,
-        bytes: outcome.bytes,
-        seconds: start.elapsed().as_secs_f64(),
-    }))
+    Ok(Json(app.engine.refresh_connection(&connection).await?))
 }
 
 /// Fetch one table again into the cache.
@@ -306,7 +280,7 @@ pub async fn refresh(
     tag = "connections",
     params(TablePath),
     responses(
-        (status = 200, description = "What was fetched", body = RefreshResult),
+        (status = 200, description = "What was fetched", body = RefreshOutcome),
         (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 404, description = "No such connection or table", body = ErrorBody),
         (status = 502, description = "The source could not be read", body = ErrorBody),
@@ -314,20 +288,18 @@ pub async fn refresh(
 pub async fn refresh_table(
     State(app): State<AppState>,
     PathParams(TablePath { id, schema, table }): PathParams<TablePath>,
-) -> ApiResult<Json<RefreshResult>> {
+) -> ApiResult<Json<RefreshOutcome>> {
     let connection = by_id(&app.engine, &id).await?;
     known_table(&app.engine, &connection, &schema, &table).await?;
     let start = std::time::Instant::now();
     let entry = app
         .engine
-        .refresh_table(connection.id.as_str(), &schema, &table)
+        .refresh_table(&connection, &schema, &table)
         .await?;
-    Ok(Json(RefreshResult {
-        tables: 1,
-        rows: entry.row_count,
-        bytes: entry.byte_size,
-        seconds: start.elapsed().as_secs_f64(),
-    }))
+    let mut outcome = RefreshOutcome::default();
+    outcome.add(&entry);
+    outcome.seconds = start.elapsed().as_secs_f64();
+    Ok(Json(outcome))
 }
 
 /// A 404 unless discovery found `schema.table` in `connection`.
@@ -337,7 +309,10 @@ async fn known_table(
     schema: &str,
     table: &str,
 ) -> ApiResult<()> {
-    match engine.table(connection, schema, table).await? {
+    match engine
+        .table(&TableRef::new(&connection.id, schema, table))
+        .await?
+    {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(format!(
             "connection {} has no table {schema}.{table}; GET /connections/{}/tables lists its \
@@ -351,14 +326,14 @@ async fn known_table(
 #[utoipa::path(delete, path = "/connections/{id}/cache", tag = "connections",
     params(("id" = String, Path, description = "The connection's id")),
     responses(
-        (status = 200, description = "What was dropped", body = PurgeResult),
+        (status = 200, description = "What was dropped", body = PurgeOutcome),
         (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 404, description = "No connection has this id", body = ErrorBody),
     ))]
 pub async fn purge(
     State(app): State<AppState>,
     PathParams(id): PathParams<String>,
-) -> ApiResult<Json<PurgeResult>> {
+) -> ApiResult<Json<PurgeOutcome>> {
     let connection = by_id(&app.engine, &id).await?;
     purged(&app.engine, &connection, None).await
 }
@@ -368,14 +343,14 @@ pub async fn purge(
     tag = "connections",
     params(TablePath),
     responses(
-        (status = 200, description = "What was dropped", body = PurgeResult),
+        (status = 200, description = "What was dropped", body = PurgeOutcome),
         (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 404, description = "No such connection or table", body = ErrorBody),
     ))]
 pub async fn purge_table(
     State(app): State<AppState>,
     PathParams(TablePath { id, schema, table }): PathParams<TablePath>,
-) -> ApiResult<Json<PurgeResult>> {
+) -> ApiResult<Json<PurgeOutcome>> {
     let connection = by_id(&app.engine, &id).await?;
     known_table(&app.engine, &connection, &schema, &table).await?;
     purged(&app.engine, &connection, Some((&schema, &table))).await
@@ -385,18 +360,12 @@ async fn purged(
     engine: &Engine,
     connection: &Connection,
     table: Option<(&str, &str)>,
-) -> ApiResult<Json<PurgeResult>> {
-    let outcome = engine
-        .purge_cache(
-            connection.id.as_str(),
-            table.map(|t| t.0),
-            table.map(|t| t.1),
-        )
-        .await?;
-    Ok(Json(PurgeResult {
-        entries_removed: outcome.entries_removed as i64,
-        bytes_freed: outcome.bytes_freed as i64,
-    }))
+) -> ApiResult<Json<PurgeOutcome>> {
+    Ok(Json(
+        engine
+            .purge_cache(connection, table.map(|t| t.0), table.map(|t| t.1))
+            .await?,
+    ))
 }
 
 /// The connection's discovered tables with their cache state.

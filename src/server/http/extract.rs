@@ -98,7 +98,7 @@ fn strip_position(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::model::CreateConnection;
+    use crate::server::http::model::CreateConnection;
 
     fn message(body: &str) -> String {
         parse::<CreateConnection>(&Bytes::from(body.to_owned()))

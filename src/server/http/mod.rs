@@ -23,10 +23,10 @@ use axum::routing::{get, post};
 
 use self::error::ApiError;
 use self::model::{ErrorBody, Health, Token};
-use crate::auth::Authenticator;
-use crate::client_sessions::ClientSessions;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::server::auth::Authenticator;
+use crate::server::client_sessions::ClientSessions;
 use crate::server::{self, RunningServer};
 
 /// What every handler reaches: the engine and who may call.

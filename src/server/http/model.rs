@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::connection::Connection;
+pub use crate::connections::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
 use crate::table::{CacheEntry, TableRecord};
 
 /// The body of every error response.
@@ -105,12 +106,9 @@ pub struct ConnectionDetails {
 pub struct DiscoveryResult {
     /// Whether discovery reached the source.
     pub ok: bool,
-    /// Tables found that were not known before.
-    pub tables_added: i64,
-    /// Known tables that are gone (their cache is dropped).
-    pub tables_removed: i64,
-    /// Known tables whose columns changed (their cache is dropped).
-    pub tables_changed: i64,
+    /// What changed (all zero when discovery failed).
+    #[serde(flatten)]
+    pub outcome: DiscoveryOutcome,
     /// Why discovery failed.
     pub error: Option<ErrorDetail>,
 }
@@ -123,42 +121,6 @@ pub struct Created {
     pub connection: ConnectionDetails,
     /// Discovery's outcome.
     pub discovery: DiscoveryResult,
-}
-
-/// `POST /connections/{id}/test` answer. A source that cannot be reached is a result
-/// (`ok: false`), not an error.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TestResult {
-    /// Whether the source answered.
-    pub ok: bool,
-    /// The source's version string.
-    pub server_version: Option<String>,
-    /// Round trip in milliseconds.
-    pub latency_ms: Option<f64>,
-    /// Why it failed.
-    pub error: Option<String>,
-}
-
-/// `POST /connections/{id}/refresh` answer: every table fetched again.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RefreshResult {
-    /// Tables fetched.
-    pub tables: i64,
-    /// Rows fetched.
-    pub rows: i64,
-    /// Bytes of cache written.
-    pub bytes: i64,
-    /// Time taken.
-    pub seconds: f64,
-}
-
-/// Cache purge answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PurgeResult {
-    /// Cache entries dropped.
-    pub entries_removed: i64,
-    /// Bytes freed.
-    pub bytes_freed: i64,
 }
 
 /// The cached copy of a table.
@@ -300,15 +262,12 @@ impl ConnectionDetails {
 impl TableInfo {
     /// `table` with its current cache entry, if any.
     pub fn of(table: &TableRecord, cached: &[CacheEntry]) -> Self {
-        let cache = cached
-            .iter()
-            .find(|e| e.is_current && e.table_schema == table.schema && e.table_name == table.name)
-            .map(|e| CacheState {
-                rows: e.row_count,
-                bytes: e.byte_size,
-                fetched_at: e.fetched_at.to_rfc3339(),
-                version: e.version,
-            });
+        let cache = table.current_entry(cached).map(|e| CacheState {
+            rows: e.row_count,
+            bytes: e.byte_size,
+            fetched_at: e.fetched_at.to_rfc3339(),
+            version: e.version,
+        });
         TableInfo {
             schema: table.schema.clone(),
             name: table.name.clone(),

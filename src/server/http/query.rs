@@ -21,8 +21,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::model::{ColumnInfo, ErrorBody, QueryRequest, QueryResult};
-use crate::auth::Caller;
 use crate::error::Error;
+use crate::server::auth::Caller;
 
 /// The media type of an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
