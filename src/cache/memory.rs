@@ -20,7 +20,6 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
-use datafusion::error::DataFusionError;
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::Accumulator;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -283,13 +282,16 @@ impl MemoryTier {
         let load: LoadFuture = async move {
             let start = Instant::now();
             let budget = tier.budget;
-            let decoded = tokio::task::spawn_blocking(move || decode(file, &schema, budget))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(Error::Sql(DataFusionError::Internal(format!(
-                        "the memory load stopped unexpectedly: {e}"
-                    ))))
-                });
+            let decoding = key.clone();
+            let decoded =
+                tokio::task::spawn_blocking(move || decode(file, &decoding, &schema, budget))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::CacheFile {
+                            path: key.clone(),
+                            message: format!("the memory load stopped unexpectedly: {e}"),
+                        })
+                    });
             let batches = match decoded {
                 Ok(batches) => batches,
                 Err(e) => {
@@ -362,13 +364,22 @@ impl MemoryTier {
 
 /// Reads a whole cache file as batches of `schema`, its row groups spread over the cores;
 /// `None` once the batches exceed `budget` bytes (decoding stops there).
-fn decode(mut file: File, schema: &SchemaRef, budget: u64) -> Result<Option<ResidentFile>> {
+fn decode(
+    mut file: File,
+    path: &Path,
+    schema: &SchemaRef,
+    budget: u64,
+) -> Result<Option<ResidentFile>> {
     let mut data = Vec::new();
     file.read_to_end(&mut data)
-        .map_err(|e| Error::Sql(DataFusionError::IoError(e)))?;
+        .map_err(Error::io("cannot read the cache file", path))?;
     let data = Bytes::from(data);
-    let parquet = |e: ParquetError| Error::Sql(e.into());
-    let arrow = |e: ArrowError| Error::Sql(e.into());
+    let damaged = |message: String| Error::CacheFile {
+        path: path.to_owned(),
+        message,
+    };
+    let parquet = |e: ParquetError| damaged(e.to_string());
+    let arrow = |e: ArrowError| damaged(e.to_string());
     let groups = ParquetRecordBatchReaderBuilder::try_new(data.clone())
         .map_err(parquet)?
         .metadata()
@@ -415,11 +426,8 @@ fn decode(mut file: File, schema: &SchemaRef, budget: u64) -> Result<Option<Resi
         workers
             .into_iter()
             .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    Err(Error::Sql(DataFusionError::Internal(
-                        "a thread decoding the cache file panicked".into(),
-                    )))
-                })
+                w.join()
+                    .unwrap_or_else(|_| Err(damaged("a thread decoding it panicked".into())))
             })
             .collect()
     });
@@ -440,6 +448,7 @@ mod tests {
     use super::*;
     use crate::cache::CacheState;
     use crate::id::ConnectionId;
+    use crate::table::TableRef;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::parquet::arrow::ArrowWriter;
@@ -483,10 +492,8 @@ mod tests {
 
     fn table(name: &str) -> TableName {
         TableName {
-            connection_id: ConnectionId::generate(),
+            table: TableRef::new(&ConnectionId::generate(), "s", name),
             connection_name: "c".into(),
-            schema: "s".into(),
-            table: name.into(),
         }
     }
 
@@ -527,7 +534,7 @@ mod tests {
             Event::TableInMemory {
                 table, bytes: b, ..
             } => {
-                assert_eq!((table.table.as_str(), b), ("a", bytes));
+                assert_eq!((table.table.table.as_str(), b), ("a", bytes));
             }
             other => panic!("unexpected event {other:?}"),
         }

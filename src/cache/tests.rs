@@ -144,7 +144,11 @@ async fn fixture() -> Fixture {
 impl Fixture {
     async fn current(&self) -> Option<CacheEntry> {
         self.store
-            .current_cache_entry(&self.connection.id, "main", "t")
+            .current_cache_entry(&crate::table::TableRef::new(
+                &self.connection.id,
+                "main",
+                "t",
+            ))
             .await
             .unwrap()
     }
