@@ -8,6 +8,11 @@
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::execution::runtime_env::RuntimeEnv;
 
 use datafusion::catalog::CatalogProviderList;
 use datafusion::common::TableReference;
@@ -20,6 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 use super::default_schema::DefaultSchema;
 use super::names::parts;
 use super::system_catalog::{SYSTEM_CATALOG, USER_VIEWS_SCHEMA};
+use crate::connections::Connections;
 use crate::connections::snapshot::Snapshot;
 use crate::error::{Error, Result};
 
@@ -338,5 +344,61 @@ pub fn query_of(statement: Statement) -> Option<ast::Query> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// `quarry.views`: the views made with `CREATE VIEW`, from the snapshot. Each is planned
+/// when a statement names it, in a session of its own with the default schema it was made
+/// in.
+#[derive(Debug)]
+pub(crate) struct StoredViews {
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) runtime: Arc<RuntimeEnv>,
+}
+
+#[async_trait]
+impl SchemaProvider for StoredViews {
+    fn table_names(&self) -> Vec<String> {
+        self.connections.snapshot().views.keys().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        let Some(view) = self.connections.snapshot().views.get(name).cloned() else {
+            return Ok(None);
+        };
+        // Stored definitions name views and session-free tables explicitly (see
+        // `sql::views`); the rest resolves in the default schema the view was made in.
+        let context = super::context::new(&self.connections, &self.runtime);
+        crate::sql::default_schema::DefaultSchema {
+            catalog: view.default_catalog.clone(),
+            schema: view.default_schema.clone(),
+        }
+        .apply(&mut context.state_ref().write());
+        let no_longer_plans = |e: datafusion::error::DataFusionError| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "view {SYSTEM_CATALOG}.{USER_VIEWS_SCHEMA}.{name} no longer plans: {e}. \
+                 Recreate it with CREATE OR REPLACE VIEW, or DROP VIEW it"
+            ))
+        };
+        let mut statement = datafusion::sql::parser::DFParser::parse_sql(&view.definition)
+            .map_err(no_longer_plans)?
+            .pop_front()
+            .ok_or_else(|| {
+                no_longer_plans(datafusion::error::DataFusionError::Plan("empty".into()))
+            })?;
+        super::system_catalog::route_views(&mut statement);
+        let plan = context
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(no_longer_plans)?;
+        Ok(Some(Arc::new(datafusion::datasource::ViewTable::new(
+            plan,
+            Some(view.definition.clone()),
+        ))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.connections.snapshot().views.contains_key(name)
     }
 }

@@ -1,0 +1,38 @@
+//! `quarry.information_schema.connections`: each connection and its last test.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+
+use super::{field, ints, strings, times, utc};
+use crate::connections::Connections;
+
+pub(super) fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field("id", DataType::Utf8),
+        field("name", DataType::Utf8),
+        field("source_type", DataType::Utf8),
+        field("created_at", utc()),
+        field("updated_at", utc()),
+        field("last_tested_at", utc()),
+        field("test_status", DataType::Utf8),
+        field("test_latency_ms", DataType::Int64),
+        field("test_error", DataType::Utf8),
+    ]))
+}
+
+pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRef>> {
+    let all = connections.connections().await?;
+    Ok(vec![
+        strings(all.iter().map(|c| Some(c.id.to_string()))),
+        strings(all.iter().map(|c| Some(c.name.to_string()))),
+        strings(all.iter().map(|c| Some(c.source_type.to_string()))),
+        times(all.iter().map(|c| Some(c.created_at))),
+        times(all.iter().map(|c| Some(c.updated_at))),
+        times(all.iter().map(|c| c.status.last_tested_at)),
+        strings(all.iter().map(|c| c.status.test_status.clone())),
+        ints(all.iter().map(|c| c.status.test_latency_ms)),
+        strings(all.iter().map(|c| c.status.test_error.clone())),
+    ])
+}
