@@ -17,17 +17,35 @@ use futures::StreamExt;
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306";
 
+/// A cold fetch of TPC-H lineitem from each source, in a child process so that its peak
+/// memory is its own, against the source's own fastest export (the floor).
+#[derive(clap::Parser)]
+struct Args {
+    /// TPC-H scale factor.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// The sources to fetch from, comma-separated.
+    #[arg(long, default_value = "postgres,mysql")]
+    sources: String,
+    /// Internal: fetch from this source in this process.
+    #[arg(long, hide = true, requires = "database")]
+    child: Option<String>,
+    /// Internal: the database the child fetches from.
+    #[arg(long, hide = true)]
+    database: Option<String>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let args = <Args as clap::Parser>::parse();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    if let Some(source) = tpch::arg(&args, "--child") {
-        let database = tpch::arg(&args, "--database").unwrap();
-        runtime.block_on(child_fetch(&source, &database));
+    if let (Some(source), Some(database)) = (&args.child, &args.database) {
+        runtime.block_on(child_fetch(source, database));
         return;
     }
-    let scale: f64 =
-        tpch::arg(&args, "--scale").map_or(1.0, |s| s.parse().expect("--scale takes a number"));
-    let sources = tpch::arg(&args, "--sources").unwrap_or_else(|| "postgres,mysql".into());
+    let (scale, sources) = (args.scale, args.sources);
     println!("cold fetch of TPC-H lineitem at scale {scale}");
     println!(
         "{:<9} {:>9} {:>10} {:>12} {:>11} {:>9} {:>9} {:>12}",

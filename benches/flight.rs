@@ -79,10 +79,20 @@ async fn local_rows(engine: &quarry::Engine, sql: &str) -> usize {
     rows
 }
 
+/// Flight SQL from a `quarry serve` child against the same statements in-process.
+#[derive(clap::Parser)]
+struct Args {
+    /// TPC-H scale factor.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let scale: f64 = tpch::arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
+    let scale = <Args as clap::Parser>::parse().scale;
     tpch::ensure_postgres(PG_ADMIN, scale).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = tpch::quarry_engine(dir.path(), scale).await;

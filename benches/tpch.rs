@@ -23,11 +23,34 @@ fn geomean(values: &[f64]) -> f64 {
     (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
 }
 
+/// TPC-H through Quarry: every table cached, then the 22 queries on the memory tier and on
+/// the cache files, against PostgreSQL itself.
+#[derive(clap::Parser)]
+struct Args {
+    /// TPC-H scale factor.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Seconds a query may take on PostgreSQL before it is given up.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// A DataFusion setting `key=value` to try without a rebuild (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// Prints query N's EXPLAIN ANALYZE on memory and on files, then stops.
+    #[arg(long, value_name = "N")]
+    explain: Option<usize>,
+    /// Also runs the queries on decoded Arrow in memory (the ceiling of a memory tier).
+    #[arg(long)]
+    layouts: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let scale: f64 = tpch::arg(&args, "--scale").map_or(1.0, |s| s.parse().unwrap());
-    let timeout: u64 = tpch::arg(&args, "--timeout").map_or(60, |s| s.parse().unwrap());
+    let args = <Args as clap::Parser>::parse();
+    let (scale, timeout) = (args.scale, args.timeout);
     let url = tpch::ensure_postgres(PG_ADMIN, scale).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = tpch::quarry_engine(dir.path(), scale).await;
@@ -62,19 +85,13 @@ async fn main() {
         .unwrap();
     for engine in [&engine, &files] {
         run(engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
-        // `--set key=value` (repeatable) tries DataFusion settings without a rebuild.
-        for (i, a) in args.iter().enumerate() {
-            if a == "--set"
-                && let Some((key, value)) = args.get(i + 1).and_then(|kv| kv.split_once('='))
-            {
-                run(engine, &format!("SET {key} = {value}")).await;
-            }
+        for (key, value) in args.settings.iter().filter_map(|kv| kv.split_once('=')) {
+            run(engine, &format!("SET {key} = {value}")).await;
         }
     }
 
-    // `--explain N` prints query N's EXPLAIN ANALYZE on memory and on files, then stops.
-    if let Some(n) = tpch::arg(&args, "--explain") {
-        let sql = tpch_queries::QUERIES[n.parse::<usize>().unwrap() - 1];
+    if let Some(n) = args.explain {
+        let sql = tpch_queries::QUERIES[n - 1];
         for (label, engine) in [("memory", &engine), ("files", &files)] {
             let batches = engine
                 .sql(&format!("EXPLAIN ANALYZE {sql}"))
@@ -208,7 +225,7 @@ async fn main() {
         (quarry_plan.as_secs_f64() - memory_plan.as_secs_f64()) * 1e3
     );
 
-    if args.iter().any(|a| a == "--layouts") {
+    if args.layouts {
         compare_layouts(&engine, dir.path()).await;
     }
 }

@@ -288,11 +288,3 @@ pub async fn quarry_engine(dir: &std::path::Path, scale: f64) -> quarry::Engine 
     engine.discover_connection("tpch").await.unwrap();
     engine
 }
-
-/// The value after `--name` on a bench's command line.
-pub fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
