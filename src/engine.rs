@@ -206,8 +206,8 @@ impl Engine {
 
     /// Plans one parsed statement in the engine's session; run the returned frame to
     /// execute it.
-    pub async fn execute(&self, statement: Statement) -> Result<DataFrame> {
-        self.inner.session.execute(statement).await
+    pub async fn plan(&self, statement: Statement) -> Result<DataFrame> {
+        self.inner.session.plan(statement).await
     }
 }
 

@@ -132,6 +132,10 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// A cache file could not be decoded (it is damaged, or not what its entry says).
+    #[error("cannot decode the cache file '{}': {message}", path.display())]
+    CacheFile { path: PathBuf, message: String },
+
     /// A file-system operation failed.
     #[error("{context} '{}': {source}", path.display())]
     Io {
@@ -258,6 +262,7 @@ impl Error {
             | Error::StoreTooNew { .. }
             | Error::StoreMigrationChanged { .. }
             | Error::Store { .. }
+            | Error::CacheFile { .. }
             | Error::Io { .. } => Kind::Internal,
         }
     }

@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 
 use crate::connection::Connection;
 use crate::id::ConnectionId;
-use crate::table::TableRecord;
+use crate::table::{TableRecord, TableRef};
 
 /// Something that happened in the engine.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,34 +65,33 @@ pub enum Event {
     },
 }
 
-/// A table of a connection, as events name it.
+/// A table as an event shows it: which table, and its connection's name when the event
+/// was sent (a rename later does not change what was shown).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TableName {
-    /// The connection's id.
-    pub connection_id: ConnectionId,
+    /// Which table.
+    pub table: TableRef,
     /// The connection's name when the event was sent.
     pub connection_name: String,
-    /// Source schema.
-    pub schema: String,
-    /// Source table.
-    pub table: String,
 }
 
 impl TableName {
     /// The name of `table` of `connection`.
     pub fn of(connection: &Connection, table: &TableRecord) -> Self {
         TableName {
-            connection_id: connection.id.clone(),
+            table: table.table_ref(&connection.id),
             connection_name: connection.name.to_string(),
-            schema: table.schema.clone(),
-            table: table.name.clone(),
         }
     }
 }
 
 impl std::fmt::Display for TableName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.connection_name, self.schema, self.table)
+        write!(
+            f,
+            "{}.{}.{}",
+            self.connection_name, self.table.schema, self.table.table
+        )
     }
 }
 

@@ -51,7 +51,7 @@ impl Session {
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         let mut statements = self.parse(sql)?;
         match (statements.pop(), statements.is_empty()) {
-            (Some(statement), true) => self.execute(statement).await,
+            (Some(statement), true) => self.plan(statement).await,
             (None, _) => Err(Error::Sql(datafusion::error::DataFusionError::Plan(
                 "no SQL statement was given".into(),
             ))),
@@ -71,7 +71,7 @@ impl Session {
 
     /// Plans one parsed statement; run the returned frame to execute it. Nothing takes
     /// effect before that, DDL and `SET` included.
-    pub async fn execute(&self, mut statement: Statement) -> Result<DataFrame> {
+    pub async fn plan(&self, mut statement: Statement) -> Result<DataFrame> {
         if let Some(request) = default_schema::request(&statement)? {
             return self.default_schema_statement(request).await;
         }
@@ -140,7 +140,7 @@ impl Session {
             return Err(Error::ViewExists { name: create.name });
         }
         // The query must plan now, so a broken view is refused when made.
-        Box::pin(self.execute(query.clone())).await?;
+        Box::pin(self.plan(query.clone())).await?;
         let definition = views::query_of(query)
             .map(|q| q.to_string())
             .unwrap_or_default();

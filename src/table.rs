@@ -1,12 +1,43 @@
 //! The records Quarry keeps about a source table, shared by the store, the sources, the
-//! cache and events: a discovered table with its columns, a cache entry, and the one JSON
-//! codec of the Arrow schemas they carry.
+//! cache and events: the one name of a table ([`TableRef`]), a discovered table with its
+//! columns, a cache entry, and the one JSON codec of the Arrow schemas they carry.
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::Schema;
 
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
+
+/// A table of a connection: how the store, the cache, events and fetches name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableRef {
+    /// The owning connection.
+    pub connection_id: ConnectionId,
+    /// Source schema (`main` for SQLite).
+    pub schema: String,
+    /// Source table.
+    pub table: String,
+}
+
+impl TableRef {
+    /// `schema.table` of `connection_id`.
+    pub fn new(
+        connection_id: &ConnectionId,
+        schema: impl Into<String>,
+        table: impl Into<String>,
+    ) -> Self {
+        TableRef {
+            connection_id: connection_id.clone(),
+            schema: schema.into(),
+            table: table.into(),
+        }
+    }
+
+    /// Whether this is `record`, the discovered table.
+    pub fn is(&self, record: &TableRecord) -> bool {
+        self.schema == record.schema && self.table == record.name
+    }
+}
 
 /// A discovered source table and its columns.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +58,21 @@ pub struct TableRecord {
     pub fetch_count: i64,
     /// Its columns in ordinal order.
     pub columns: Vec<ColumnRecord>,
+}
+
+impl TableRecord {
+    /// This table of `connection_id`.
+    pub fn table_ref(&self, connection_id: &ConnectionId) -> TableRef {
+        TableRef::new(connection_id, &self.schema, &self.name)
+    }
+
+    /// This table's current entry among its connection's `entries`.
+    pub fn current_entry<'a>(&self, entries: &'a [CacheEntry]) -> Option<&'a CacheEntry> {
+        entries
+            .iter()
+            .rev()
+            .find(|e| e.is_current && e.table.is(self))
+    }
 }
 
 /// A discovered column.
@@ -51,12 +97,8 @@ pub struct ColumnRecord {
 /// One immutable, versioned Parquet file holding a full copy of a source table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheEntry {
-    /// Owning connection.
-    pub connection_id: ConnectionId,
-    /// Source schema.
-    pub table_schema: String,
-    /// Source table.
-    pub table_name: String,
+    /// The table it copies.
+    pub table: TableRef,
     /// Version, increasing per table.
     pub version: i64,
     /// File path relative to the data dir.

@@ -131,7 +131,7 @@ struct ServeArgs {
     token_ttl: std::time::Duration,
 
     /// Sessions one user may hold at once (each login token is a session)
-    #[arg(long, default_value_t = quarry::client_sessions::DEFAULT_SESSIONS_PER_USER, value_name = "N")]
+    #[arg(long, default_value_t = quarry::server::client_sessions::DEFAULT_SESSIONS_PER_USER, value_name = "N")]
     max_sessions_per_user: usize,
 }
 
@@ -259,15 +259,15 @@ fn hash_password() -> quarry::Result<()> {
             "no password on standard input; try: echo 's3cret' | quarry hash-password".into(),
         ));
     }
-    println!("{}", quarry::auth::hash_password(&password)?);
+    println!("{}", quarry::server::auth::hash_password(&password)?);
     Ok(())
 }
 
 /// Runs the Flight SQL server (and the HTTP API when asked) until Ctrl-C.
 async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
-    use quarry::auth::{Authenticator, Users};
-    use quarry::client_sessions::ClientSessions;
-    use quarry::flight::{self, ServeOptions, TlsFiles};
+    use quarry::server::auth::{Authenticator, Users};
+    use quarry::server::client_sessions::ClientSessions;
+    use quarry::server::flight::{self, ServeOptions, TlsFiles};
     let users = match (&args.users_file, std::env::var("QUARRY_SERVER_PASSWORD")) {
         (Some(path), _) => Users::from_file(path)?,
         (None, Ok(password)) => Users::with_password(&secrecy::SecretString::from(password))?,
@@ -305,9 +305,10 @@ async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
         args.token_ttl,
     ));
     let http = match args.http_addr {
-        Some(addr) => {
-            Some(quarry::http::start(engine.clone(), auth.clone(), sessions.clone(), addr).await?)
-        }
+        Some(addr) => Some(
+            quarry::server::http::start(engine.clone(), auth.clone(), sessions.clone(), addr)
+                .await?,
+        ),
         None => None,
     };
     let server = flight::start(ServeOptions {

@@ -3,8 +3,12 @@
 //! purges their tables through the cache. The engine, the SQL layer and the servers all
 //! manage connections through it.
 
+mod reports;
 pub mod snapshot;
 
+pub use reports::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +16,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use self::snapshot::{Snapshot, SnapshotCell};
-use crate::cache::{Cache, PurgeOutcome};
+use crate::cache::{Cache, FetchMode};
 use crate::connection::{Connection, ConnectionName, ConnectionStatus, SourceType};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
@@ -20,7 +24,43 @@ use crate::id::ConnectionId;
 use crate::secrets::SecretCipher;
 use crate::source::{self, Source, SourceConfig, TestOutcome, merge_patch};
 use crate::store::{ConfigUpdate, MetadataStore, NewConnection};
-use crate::table::{CacheEntry, TableRecord};
+use crate::table::{CacheEntry, TableRecord, TableRef};
+
+/// Which connection a call is about: one the caller already read (no store read), its id,
+/// or what a user typed (a name, or an id).
+#[derive(Clone, Copy, Debug)]
+pub enum ConnectionRef<'a> {
+    /// A connection the caller holds.
+    Connection(&'a Connection),
+    /// A connection's id.
+    Id(&'a ConnectionId),
+    /// A name or an id, as typed.
+    NameOrId(&'a str),
+}
+
+impl<'a> From<&'a Connection> for ConnectionRef<'a> {
+    fn from(connection: &'a Connection) -> Self {
+        ConnectionRef::Connection(connection)
+    }
+}
+
+impl<'a> From<&'a ConnectionId> for ConnectionRef<'a> {
+    fn from(id: &'a ConnectionId) -> Self {
+        ConnectionRef::Id(id)
+    }
+}
+
+impl<'a> From<&'a str> for ConnectionRef<'a> {
+    fn from(name_or_id: &'a str) -> Self {
+        ConnectionRef::NameOrId(name_or_id)
+    }
+}
+
+impl<'a> From<&'a String> for ConnectionRef<'a> {
+    fn from(name_or_id: &'a String) -> Self {
+        ConnectionRef::NameOrId(name_or_id)
+    }
+}
 
 /// Connections, their secrets, open sources and cached tables.
 pub struct Connections {
@@ -51,17 +91,6 @@ pub struct Created {
     pub discovery: Result<DiscoveryOutcome>,
 }
 
-/// What a discovery changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DiscoveryOutcome {
-    /// Tables seen for the first time.
-    pub tables_added: u64,
-    /// Tables no longer at the source (their cache is removed).
-    pub tables_removed: u64,
-    /// Tables whose columns changed (their cache is invalidated).
-    pub tables_changed: u64,
-}
-
 impl Connections {
     /// The service over `store`, sealing secrets with `cipher`; `snapshot` is loaded.
     pub(crate) fn new(
@@ -86,14 +115,9 @@ impl Connections {
         self.store.tables(&connection.id).await
     }
 
-    /// One discovered table of `connection`, if discovery found it.
-    pub async fn table(
-        &self,
-        connection: &Connection,
-        schema: &str,
-        table: &str,
-    ) -> Result<Option<TableRecord>> {
-        self.store.table(&connection.id, schema, table).await
+    /// One discovered table, if discovery found it.
+    pub async fn table(&self, table: &TableRef) -> Result<Option<TableRecord>> {
+        self.store.table(table).await
     }
 
     /// The cache entries of `connection`'s tables.
@@ -131,7 +155,7 @@ impl Connections {
         config: Value,
     ) -> Result<Created> {
         let connection = self.register_connection(name, source_type, config).await?;
-        let discovery = self.discover_connection(connection.id.as_str()).await;
+        let discovery = self.discover_connection(&connection).await;
         Ok(Created {
             connection,
             discovery,
@@ -170,8 +194,28 @@ impl Connections {
         Ok(created)
     }
 
+    /// The connection `which` refers to, read from the store unless the caller holds it.
+    pub async fn connection<'a>(&self, which: impl Into<ConnectionRef<'a>>) -> Result<Connection> {
+        Ok(self.resolve(which.into()).await?.into_owned())
+    }
+
+    async fn resolve<'a>(&self, which: ConnectionRef<'a>) -> Result<Cow<'a, Connection>> {
+        match which {
+            ConnectionRef::Connection(connection) => Ok(Cow::Borrowed(connection)),
+            ConnectionRef::Id(id) => self
+                .store
+                .connection(id)
+                .await?
+                .map(Cow::Owned)
+                .ok_or_else(|| Error::ConnectionNotFound(id.to_string())),
+            ConnectionRef::NameOrId(name_or_id) => {
+                self.by_name_or_id(name_or_id).await.map(Cow::Owned)
+            }
+        }
+    }
+
     /// The connection named `name_or_id`, or with that id.
-    pub async fn connection(&self, name_or_id: &str) -> Result<Connection> {
+    async fn by_name_or_id(&self, name_or_id: &str) -> Result<Connection> {
         let store = &self.store;
         let found = if ConnectionId::looks_valid(name_or_id) {
             store.connection(&ConnectionId::parse(name_or_id)?).await?
@@ -198,9 +242,13 @@ impl Connections {
     }
 
     /// Renames a connection; its id, tables and cache stay as they are.
-    pub async fn rename_connection(&self, name_or_id: &str, new_name: &str) -> Result<Connection> {
+    pub async fn rename_connection<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+        new_name: &str,
+    ) -> Result<Connection> {
         let new_name = ConnectionName::parse(new_name)?;
-        let connection = self.connection(name_or_id).await?;
+        let connection = self.resolve(which.into()).await?;
         let renamed = self
             .store
             .rename_connection(&connection.id, &new_name)
@@ -213,8 +261,12 @@ impl Connections {
     /// values, keys set to `null` are removed, others are kept (including the password).
     /// When the patch moves the connection to other data (host, port, database or path),
     /// its cache is dropped: the files hold the old location's rows.
-    pub async fn update_connection(&self, name_or_id: &str, patch: Value) -> Result<Connection> {
-        let connection = self.connection(name_or_id).await?;
+    pub async fn update_connection<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+        patch: Value,
+    ) -> Result<Connection> {
+        let connection = self.resolve(which.into()).await?;
         let source_type = connection.source_type;
         let patch = source::expand_url(source_type, &patch)?;
         let merged = merge_patch(&connection.config, &patch, source_type)?;
@@ -253,11 +305,14 @@ impl Connections {
     }
 
     /// Deletes a connection with its secrets, tables, columns and cache; returns it.
-    pub async fn drop_connection(&self, name_or_id: &str) -> Result<Connection> {
-        let connection = self.connection(name_or_id).await?;
+    pub async fn drop_connection<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+    ) -> Result<Connection> {
+        let connection = self.resolve(which.into()).await?.into_owned();
         let entries = self.store.cache_entries(&connection.id).await?;
         if !self.store.delete_connection(&connection.id).await? {
-            return Err(Error::ConnectionNotFound(name_or_id.to_owned()));
+            return Err(Error::ConnectionNotFound(connection.name.to_string()));
         }
         self.forget_source(&connection.id);
         self.cache.retire_files(&entries);
@@ -267,8 +322,11 @@ impl Connections {
 
     /// The connection's full config with its credentials decrypted (their `Debug` is
     /// redacted). Sources use it to connect.
-    pub async fn source_config(&self, name_or_id: &str) -> Result<SourceConfig> {
-        let connection = self.connection(name_or_id).await?;
+    pub async fn source_config<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+    ) -> Result<SourceConfig> {
+        let connection = self.resolve(which.into()).await?;
         let mut full = connection.config.clone();
         for sealed in self.store.secrets(&connection.id).await? {
             let value = self
@@ -306,7 +364,7 @@ impl Connections {
         {
             return Ok(Arc::clone(source));
         }
-        let config = self.source_config(connection.id.as_str()).await?;
+        let config = self.source_config(connection).await?;
         let opened = source::open(connection.name.as_str(), &config)?;
         Ok(Arc::clone(
             self.sources
@@ -319,8 +377,11 @@ impl Connections {
 
     /// Connects to the source afresh, records the outcome on the connection, and returns it
     /// (a failure is returned as the classified error, after being recorded).
-    pub async fn test_connection(&self, name_or_id: &str) -> Result<TestOutcome> {
-        let connection = self.connection(name_or_id).await?;
+    pub async fn test_connection<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+    ) -> Result<TestOutcome> {
+        let connection = self.resolve(which.into()).await?;
         let outcome = match self.source(&connection).await {
             Ok(source) => source.test().await,
             Err(e) => Err(e),
@@ -352,8 +413,11 @@ impl Connections {
 
     /// Reads the source's tables and columns into the store: adds new tables, removes
     /// vanished ones with their cache, and invalidates the cache of changed ones.
-    pub async fn discover_connection(&self, name_or_id: &str) -> Result<DiscoveryOutcome> {
-        let connection = self.connection(name_or_id).await?;
+    pub async fn discover_connection<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+    ) -> Result<DiscoveryOutcome> {
+        let connection = self.resolve(which.into()).await?;
         let source = self.source(&connection).await?;
         let found = source.discover().await?;
         let store = &self.store;
@@ -386,11 +450,7 @@ impl Connections {
             .cache_entries(&connection.id)
             .await?
             .into_iter()
-            .filter(|e| {
-                !found
-                    .iter()
-                    .any(|t| t.schema == e.table_schema && t.name == e.table_name)
-            })
+            .filter(|e| !found.iter().any(|t| e.table.is(t)))
             .collect();
         store.replace_tables(&connection.id, &found).await?;
         self.cache.retire_files(&removed_entries);
@@ -405,7 +465,7 @@ impl Connections {
         table: &str,
     ) -> Result<TableRecord> {
         self.store
-            .table(&connection.id, schema, table)
+            .table(&TableRef::new(&connection.id, schema, table))
             .await?
             .ok_or_else(|| self.no_such_table(connection, schema, Some(table)))
     }
@@ -448,27 +508,42 @@ impl Connections {
     }
 
     /// The current cache entry of a table, fetching it from the source if it has none.
-    pub async fn cached_table(
+    pub async fn cached_table<'a>(
         &self,
-        name_or_id: &str,
+        which: impl Into<ConnectionRef<'a>>,
         schema: &str,
         table: &str,
     ) -> Result<CacheEntry> {
-        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
-        self.cache.ensure(&connection, source, &record).await
+        let (connection, record) = self.fetchable(which.into(), schema, table).await?;
+        self.fetch_table(&connection, &record, FetchMode::Ensure)
+            .await
+    }
+
+    /// Fetches `record` of `connection` in `mode`, through the connection's open source:
+    /// the call of a statement that planned with both in hand reads nothing else first.
+    pub async fn fetch_table(
+        &self,
+        connection: &Connection,
+        record: &TableRecord,
+        mode: FetchMode,
+    ) -> Result<CacheEntry> {
+        let source = self.source(connection).await?;
+        self.cache.run(connection, source, record, mode).await
     }
 
     /// Decodes a table's cache file into the memory tier (fetching the table first if it is
     /// not cached), as a statement reading it would in the background. Returns the bytes it
     /// holds there, or `None` when the tier is off or the table does not fit.
-    pub async fn load_into_memory(
+    pub async fn load_into_memory<'a>(
         &self,
-        name_or_id: &str,
+        which: impl Into<ConnectionRef<'a>>,
         schema: &str,
         table: &str,
     ) -> Result<Option<u64>> {
-        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
-        let entry = self.cache.ensure(&connection, source, &record).await?;
+        let (connection, record) = self.fetchable(which.into(), schema, table).await?;
+        let entry = self
+            .fetch_table(&connection, &record, FetchMode::Ensure)
+            .await?;
         let name = TableName::of(&connection, &record);
         let arrow = Arc::new(crate::table::schema_from_json(
             &entry.arrow_schema,
@@ -479,42 +554,51 @@ impl Connections {
     }
 
     /// Fetches a new version of a table; queries already running keep reading the old one.
-    pub async fn refresh_table(
+    pub async fn refresh_table<'a>(
         &self,
-        name_or_id: &str,
+        which: impl Into<ConnectionRef<'a>>,
         schema: &str,
         table: &str,
     ) -> Result<CacheEntry> {
-        let (connection, record, source) = self.fetchable(name_or_id, schema, table).await?;
-        self.cache.fetch(&connection, source, &record).await
+        let (connection, record) = self.fetchable(which.into(), schema, table).await?;
+        self.fetch_table(&connection, &record, FetchMode::Refresh)
+            .await
     }
 
     /// Fetches a new version of every discovered table of a connection, one by one.
-    pub async fn refresh_connection(&self, name_or_id: &str) -> Result<RefreshOutcome> {
-        let connection = self.connection(name_or_id).await?;
+    pub async fn refresh_connection<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+    ) -> Result<RefreshOutcome> {
+        let start = std::time::Instant::now();
+        let connection = self.resolve(which.into()).await?;
         let mut outcome = RefreshOutcome::default();
         for table in self.store.tables(&connection.id).await? {
             let entry = self
-                .refresh_table(connection.id.as_str(), &table.schema, &table.name)
+                .fetch_table(&connection, &table, FetchMode::Refresh)
                 .await?;
-            outcome.tables += 1;
-            outcome.rows += entry.row_count;
-            outcome.bytes += entry.byte_size;
+            outcome.add(&entry);
         }
+        outcome.seconds = start.elapsed().as_secs_f64();
         Ok(outcome)
     }
 
-    /// What a fetch of one table needs: its connection, discovered record and source.
-    async fn fetchable(
+    /// What a fetch of one table needs: its connection and discovered record.
+    async fn fetchable<'a>(
         &self,
-        name_or_id: &str,
+        which: ConnectionRef<'a>,
         schema: &str,
         table: &str,
-    ) -> Result<(Connection, TableRecord, Arc<dyn Source>)> {
-        let connection = match self.connection(name_or_id).await {
+    ) -> Result<(Cow<'a, Connection>, TableRecord)> {
+        let connection = match self.resolve(which).await {
             Ok(connection) => connection,
             Err(e) if e.kind() == crate::error::Kind::NotFound => {
-                let parts = [name_or_id.to_owned(), schema.to_owned(), table.to_owned()];
+                let typed = match which {
+                    ConnectionRef::NameOrId(typed) => typed.to_owned(),
+                    ConnectionRef::Id(id) => id.to_string(),
+                    ConnectionRef::Connection(c) => c.name.to_string(),
+                };
+                let parts = [typed, schema.to_owned(), table.to_owned()];
                 let near = self.snapshot().nearest_tables(&parts);
                 if near.is_empty() {
                     return Err(e);
@@ -528,19 +612,18 @@ impl Connections {
             Err(e) => return Err(e),
         };
         let record = self.table_record(&connection, schema, table).await?;
-        let source = self.source(&connection).await?;
-        Ok((connection, record, source))
+        Ok((connection, record))
     }
 
     /// Drops cache entries of a connection (optionally of one schema or table); the tables
     /// stay, and the next query fetches them again.
-    pub async fn purge_cache(
+    pub async fn purge_cache<'a>(
         &self,
-        name_or_id: &str,
+        which: impl Into<ConnectionRef<'a>>,
         schema: Option<&str>,
         table: Option<&str>,
     ) -> Result<PurgeOutcome> {
-        let connection = self.connection(name_or_id).await?;
+        let connection = self.resolve(which.into()).await?;
         if let Some(schema) = schema {
             let tables = self.store.tables(&connection.id).await?;
             let known = tables
@@ -557,17 +640,6 @@ impl Connections {
         }
         self.cache.purge(&connection.id, schema, table).await
     }
-}
-
-/// What refreshing a connection fetched.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RefreshOutcome {
-    /// Tables fetched.
-    pub tables: i64,
-    /// Rows fetched.
-    pub rows: i64,
-    /// Bytes of cache written.
-    pub bytes: i64,
 }
 
 /// Whether two discoveries of a table have the same columns and types.

@@ -160,7 +160,7 @@ impl Shell {
         for statement in self.engine.parse(sql)? {
             let start = Instant::now();
             let session_table = session_table_made(&statement);
-            let frame = self.engine.execute(statement).await?;
+            let frame = self.engine.plan(statement).await?;
             let stream = crate::sql::results::execute(frame).await?;
             let options = RenderOptions {
                 mode: self.settings.mode,

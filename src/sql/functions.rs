@@ -20,89 +20,296 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::future::BoxFuture;
 
+use serde_json::Value;
+
 use super::deferred::{DeferredExec, StreamFactory, external};
-use crate::connections::{Connections, Created, RefreshOutcome};
+use crate::connections::{Connections, Created, RefreshOutcome, TestReport};
 
 type Effect =
     Arc<dyn Fn(Arc<Connections>) -> BoxFuture<'static, crate::Result<Vec<ArrayRef>>> + Send + Sync>;
 
-/// The management functions, as (name, signature, output columns).
-const FUNCTIONS: &[(&str, &str)] = &[
-    (
-        "create_connection",
-        "create_connection(name, source_type, config_json_or_url)",
-    ),
-    ("test_connection", "test_connection(name_or_id)"),
-    ("discover_connection", "discover_connection(name_or_id)"),
-    ("refresh_table", "refresh_table('connection.schema.table')"),
-    ("refresh_connection", "refresh_connection(name_or_id)"),
-    (
-        "purge_cache",
-        "purge_cache(name_or_id [, schema [, table]])",
-    ),
-    (
-        "rename_connection",
-        "rename_connection(name_or_id, new_name)",
-    ),
-    ("drop_connection", "drop_connection(name_or_id)"),
-];
+/// The management functions. Each variant carries its signature, its output columns and
+/// its effect; the effect's report is the type the REST API encodes, made a row here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Function {
+    CreateConnection,
+    TestConnection,
+    DiscoverConnection,
+    RefreshTable,
+    RefreshConnection,
+    PurgeCache,
+    RenameConnection,
+    DropConnection,
+}
+
+impl Function {
+    const ALL: [Function; 8] = [
+        Function::CreateConnection,
+        Function::TestConnection,
+        Function::DiscoverConnection,
+        Function::RefreshTable,
+        Function::RefreshConnection,
+        Function::PurgeCache,
+        Function::RenameConnection,
+        Function::DropConnection,
+    ];
+
+    /// The SQL name.
+    fn name(self) -> &'static str {
+        match self {
+            Function::CreateConnection => "create_connection",
+            Function::TestConnection => "test_connection",
+            Function::DiscoverConnection => "discover_connection",
+            Function::RefreshTable => "refresh_table",
+            Function::RefreshConnection => "refresh_connection",
+            Function::PurgeCache => "purge_cache",
+            Function::RenameConnection => "rename_connection",
+            Function::DropConnection => "drop_connection",
+        }
+    }
+
+    /// How it is called, for usage messages.
+    fn signature(self) -> &'static str {
+        match self {
+            Function::CreateConnection => {
+                "create_connection(name, source_type, config_json_or_url)"
+            }
+            Function::TestConnection => "test_connection(name_or_id)",
+            Function::DiscoverConnection => "discover_connection(name_or_id)",
+            Function::RefreshTable => "refresh_table('connection.schema.table')",
+            Function::RefreshConnection => "refresh_connection(name_or_id)",
+            Function::PurgeCache => "purge_cache(name_or_id [, schema [, table]])",
+            Function::RenameConnection => "rename_connection(name_or_id, new_name)",
+            Function::DropConnection => "drop_connection(name_or_id)",
+        }
+    }
+
+    /// The fewest and most arguments it takes.
+    fn arity(self) -> (usize, usize) {
+        match self {
+            Function::CreateConnection => (3, 3),
+            Function::PurgeCache => (1, 3),
+            Function::RenameConnection => (2, 2),
+            _ => (1, 1),
+        }
+    }
+
+    /// The columns of its one-row result, named as the report's fields.
+    fn fields(self) -> Vec<Field> {
+        use DataType::{Boolean, Float64, Int64, Utf8};
+        let columns: &[(&str, DataType)] = match self {
+            Function::CreateConnection => &[
+                ("id", Utf8),
+                ("name", Utf8),
+                ("source_type", Utf8),
+                ("tables_discovered", Int64),
+                ("discovery_status", Utf8),
+                ("discovery_error", Utf8),
+            ],
+            Function::TestConnection => &[
+                ("ok", Boolean),
+                ("server_version", Utf8),
+                ("latency_ms", Float64),
+                ("error", Utf8),
+            ],
+            Function::DiscoverConnection => &[
+                ("tables_added", Int64),
+                ("tables_removed", Int64),
+                ("tables_changed", Int64),
+            ],
+            Function::RefreshTable | Function::RefreshConnection => &[
+                ("tables", Int64),
+                ("rows", Int64),
+                ("bytes", Int64),
+                ("seconds", Float64),
+            ],
+            Function::PurgeCache => &[("entries_removed", Int64), ("bytes_freed", Int64)],
+            Function::RenameConnection | Function::DropConnection => {
+                &[("id", Utf8), ("name", Utf8)]
+            }
+        };
+        columns
+            .iter()
+            .map(|(name, data_type)| Field::new(*name, data_type.clone(), true))
+            .collect()
+    }
+
+    /// Checks the arguments at planning, so a wrong call fails before anything runs.
+    fn check(self, args: &[String]) -> Result<()> {
+        match self {
+            Function::CreateConnection => config_of(&args[2]).map(|_| ()).map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "config_json is neither JSON nor a URL ({e}); usage: SELECT * FROM {}",
+                    self.signature()
+                ))
+            }),
+            Function::RefreshTable if args[0].splitn(3, '.').count() != 3 => {
+                Err(DataFusionError::Plan(format!(
+                    "refresh_table takes 'connection.schema.table', got '{}'; usage: SELECT * \
+                     FROM {}",
+                    args[0],
+                    self.signature()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the function and returns its report, serialized.
+    async fn run(self, connections: &Connections, a: &[String]) -> crate::Result<Value> {
+        let report = match self {
+            Function::CreateConnection => {
+                // Checked at planning (`check`).
+                let config =
+                    config_of(&a[2]).map_err(|e| crate::Error::Sql(DataFusionError::Plan(e)))?;
+                let Created {
+                    connection,
+                    discovery,
+                } = connections.create_connection(&a[0], &a[1], config).await?;
+                let (count, status, error) = match discovery {
+                    Ok(outcome) => (outcome.tables_added, "ok", None),
+                    Err(e) => (0, "failed", Some(e.to_string())),
+                };
+                serde_json::json!({
+                    "id": connection.id.as_str(),
+                    "name": connection.name.as_str(),
+                    "source_type": connection.source_type.as_str(),
+                    "tables_discovered": count,
+                    "discovery_status": status,
+                    "discovery_error": error,
+                })
+            }
+            Function::TestConnection => {
+                // A failed test is a report, not an error; an unknown connection is.
+                let connection = connections.connection(&a[0]).await?;
+                let outcome = connections.test_connection(&connection).await;
+                to_value(TestReport::of(&outcome))
+            }
+            Function::DiscoverConnection => to_value(connections.discover_connection(&a[0]).await?),
+            Function::RefreshTable => {
+                let start = Instant::now();
+                let mut parts = a[0].splitn(3, '.');
+                let (c, s, t) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                let mut outcome = RefreshOutcome::default();
+                outcome.add(&connections.refresh_table(c, s, t).await?);
+                outcome.seconds = start.elapsed().as_secs_f64();
+                to_value(outcome)
+            }
+            Function::RefreshConnection => to_value(connections.refresh_connection(&a[0]).await?),
+            Function::PurgeCache => to_value(
+                connections
+                    .purge_cache(
+                        &a[0],
+                        a.get(1).map(String::as_str),
+                        a.get(2).map(String::as_str),
+                    )
+                    .await?,
+            ),
+            Function::RenameConnection | Function::DropConnection => {
+                let c = if self == Function::RenameConnection {
+                    connections.rename_connection(&a[0], &a[1]).await?
+                } else {
+                    connections.drop_connection(&a[0]).await?
+                };
+                serde_json::json!({ "id": c.id.as_str(), "name": c.name.as_str() })
+            }
+        };
+        Ok(report)
+    }
+}
+
+/// The config argument: a JSON object, or a URL such as postgres://user@host/db.
+fn config_of(text: &str) -> std::result::Result<Value, String> {
+    match serde_json::from_str(text) {
+        Ok(config) => Ok(config),
+        Err(_) if text.contains("://") => Ok(serde_json::json!({ "url": text })),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn to_value(report: impl serde::Serialize) -> Value {
+    serde_json::to_value(report).expect("a report always serializes")
+}
+
+/// The one row of `fields` holding `report`'s fields of the same names.
+fn one_row(fields: &[Field], report: &Value) -> crate::Result<Vec<ArrayRef>> {
+    fields
+        .iter()
+        .map(|field| {
+            let value = report.get(field.name()).filter(|v| !v.is_null());
+            let wrong = || {
+                crate::Error::Sql(DataFusionError::Internal(format!(
+                    "the report's field {} is not {}",
+                    field.name(),
+                    field.data_type()
+                )))
+            };
+            Ok(match field.data_type() {
+                DataType::Utf8 => Arc::new(StringArray::from(vec![
+                    value
+                        .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
+                        .transpose()?,
+                ])) as ArrayRef,
+                DataType::Int64 => Arc::new(Int64Array::from(vec![
+                    value.map(|v| v.as_i64().ok_or_else(wrong)).transpose()?,
+                ])),
+                DataType::Float64 => Arc::new(Float64Array::from(vec![
+                    value.map(|v| v.as_f64().ok_or_else(wrong)).transpose()?,
+                ])),
+                DataType::Boolean => Arc::new(BooleanArray::from(vec![
+                    value.map(|v| v.as_bool().ok_or_else(wrong)).transpose()?,
+                ])),
+                _ => return Err(wrong()),
+            })
+        })
+        .collect()
+}
 
 /// Registers every management function in `session`.
 pub(crate) fn register(
     session: &datafusion::prelude::SessionContext,
     connections: &Arc<Connections>,
 ) {
-    for (name, signature) in FUNCTIONS {
+    for function in Function::ALL {
         session.register_udtf(
-            name,
+            function.name(),
             Arc::new(ManagementFunction {
-                name,
-                signature,
+                function,
                 connections: Arc::clone(connections),
             }),
         );
     }
 }
 
-/// One management function.
+/// One management function, registered in a session.
 struct ManagementFunction {
-    name: &'static str,
-    signature: &'static str,
+    function: Function,
     connections: Arc<Connections>,
 }
 
 impl fmt::Debug for ManagementFunction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.signature)
+        f.write_str(self.function.signature())
     }
-}
-
-fn field(name: &str, data_type: DataType) -> Field {
-    Field::new(name, data_type, true)
-}
-
-fn text(value: impl Into<String>) -> ArrayRef {
-    Arc::new(StringArray::from(vec![Some(value.into())]))
-}
-
-fn optional_text(value: Option<String>) -> ArrayRef {
-    Arc::new(StringArray::from(vec![value]))
-}
-
-fn int(value: i64) -> ArrayRef {
-    Arc::new(Int64Array::from(vec![value]))
 }
 
 impl ManagementFunction {
     /// The arguments as text, checked against the signature.
-    fn args(&self, exprs: &[Expr], min: usize, max: usize) -> Result<Vec<String>> {
+    fn args(&self, exprs: &[Expr]) -> Result<Vec<String>> {
+        let (name, (min, max)) = (self.function.name(), self.function.arity());
         let wrong = |why: String| {
-            DataFusionError::Plan(format!("{why}; usage: SELECT * FROM {}", self.signature))
+            DataFusionError::Plan(format!(
+                "{why}; usage: SELECT * FROM {}",
+                self.function.signature()
+            ))
         };
         if exprs.len() < min || exprs.len() > max {
             return Err(wrong(format!(
-                "{} takes {} argument{}, got {}",
-                self.name,
+                "{name} takes {} argument{}, got {}",
                 if min == max {
                     min.to_string()
                 } else {
@@ -123,217 +330,35 @@ impl ManagementFunction {
                     _,
                 ) => Ok(s.clone()),
                 other => Err(wrong(format!(
-                    "argument {} of {} must be a text literal, got {other}",
-                    i + 1,
-                    self.name
+                    "argument {} of {name} must be a text literal, got {other}",
+                    i + 1
                 ))),
             })
             .collect()
     }
 
     fn plan(&self, exprs: &[Expr]) -> Result<(Vec<Field>, Effect)> {
-        let name = self.name;
-        Ok(match name {
-            "create_connection" => {
-                let a = self.args(exprs, 3, 3)?;
-                // The config is a JSON object, or a URL such as postgres://user@host/db.
-                let config: serde_json::Value = match serde_json::from_str(&a[2]) {
-                    Ok(config) => config,
-                    Err(_) if a[2].contains("://") => serde_json::json!({ "url": a[2] }),
-                    Err(e) => {
-                        return Err(DataFusionError::Plan(format!(
-                            "config_json is neither JSON nor a URL ({e}); usage: SELECT * FROM {}",
-                            self.signature
-                        )));
-                    }
-                };
-                let fields = vec![
-                    field("id", DataType::Utf8),
-                    field("name", DataType::Utf8),
-                    field("source_type", DataType::Utf8),
-                    field("tables_discovered", DataType::Int64),
-                    field("discovery_status", DataType::Utf8),
-                    field("discovery_error", DataType::Utf8),
-                ];
-                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
-                    let (n, t, config) = (a[0].clone(), a[1].clone(), config.clone());
-                    Box::pin(async move {
-                        let Created {
-                            connection: created,
-                            discovery,
-                        } = engine.create_connection(&n, &t, config).await?;
-                        let (count, status, error) = match discovery {
-                            Ok(outcome) => (outcome.tables_added as i64, "ok", None),
-                            Err(e) => (0, "failed", Some(e.to_string())),
-                        };
-                        Ok(vec![
-                            text(created.id.to_string()),
-                            text(created.name.to_string()),
-                            text(created.source_type.as_str()),
-                            int(count),
-                            text(status),
-                            optional_text(error),
-                        ])
-                    })
-                });
-                (fields, effect)
-            }
-            "test_connection" => {
-                let a = self.args(exprs, 1, 1)?;
-                let fields = vec![
-                    field("ok", DataType::Boolean),
-                    field("server_version", DataType::Utf8),
-                    field("latency_ms", DataType::Float64),
-                    field("error", DataType::Utf8),
-                ];
-                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
-                    let target = a[0].clone();
-                    Box::pin(async move {
-                        // A failed test is a result, not an error; an unknown connection is.
-                        engine.connection(&target).await?;
-                        let outcome = engine.test_connection(&target).await;
-                        let (ok, latency, version, error) = match outcome {
-                            Ok(o) => (true, Some(o.latency_ms()), Some(o.server_version), None),
-                            Err(e) => (false, None, None, Some(e.to_string())),
-                        };
-                        Ok(vec![
-                            Arc::new(BooleanArray::from(vec![ok])) as ArrayRef,
-                            optional_text(version),
-                            Arc::new(Float64Array::from(vec![latency])),
-                            optional_text(error),
-                        ])
-                    })
-                });
-                (fields, effect)
-            }
-            "discover_connection" => {
-                let a = self.args(exprs, 1, 1)?;
-                let fields = vec![
-                    field("tables_added", DataType::Int64),
-                    field("tables_removed", DataType::Int64),
-                    field("tables_changed", DataType::Int64),
-                ];
-                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
-                    let target = a[0].clone();
-                    Box::pin(async move {
-                        let o = engine.discover_connection(&target).await?;
-                        Ok(vec![
-                            int(o.tables_added as i64),
-                            int(o.tables_removed as i64),
-                            int(o.tables_changed as i64),
-                        ])
-                    })
-                });
-                (fields, effect)
-            }
-            "refresh_table" | "refresh_connection" => {
-                let a = self.args(exprs, 1, 1)?;
-                let target = a[0].clone();
-                if name == "refresh_table" && target.splitn(3, '.').count() != 3 {
-                    return Err(DataFusionError::Plan(format!(
-                        "refresh_table takes 'connection.schema.table', got '{target}'; usage: \
-                         SELECT * FROM {}",
-                        self.signature
-                    )));
-                }
-                let fields = refresh_fields();
-                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
-                    let target = target.clone();
-                    Box::pin(async move {
-                        let start = Instant::now();
-                        let outcome = if name == "refresh_table" {
-                            let mut parts = target.splitn(3, '.');
-                            let (c, s, t) = (
-                                parts.next().unwrap_or_default(),
-                                parts.next().unwrap_or_default(),
-                                parts.next().unwrap_or_default(),
-                            );
-                            let entry = engine.refresh_table(c, s, t).await?;
-                            RefreshOutcome {
-                                tables: 1,
-                                rows: entry.row_count,
-                                bytes: entry.byte_size,
-                            }
-                        } else {
-                            engine.refresh_connection(&target).await?
-                        };
-                        Ok(vec![
-                            int(outcome.tables),
-                            int(outcome.rows),
-                            int(outcome.bytes),
-                            Arc::new(Float64Array::from(vec![start.elapsed().as_secs_f64()])),
-                        ])
-                    })
-                });
-                (fields, effect)
-            }
-            "purge_cache" => {
-                let a = self.args(exprs, 1, 3)?;
-                let fields = vec![
-                    field("entries_removed", DataType::Int64),
-                    field("bytes_freed", DataType::Int64),
-                ];
-                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
-                    let a = a.clone();
-                    Box::pin(async move {
-                        let o = engine
-                            .purge_cache(
-                                &a[0],
-                                a.get(1).map(String::as_str),
-                                a.get(2).map(String::as_str),
-                            )
-                            .await?;
-                        Ok(vec![
-                            int(o.entries_removed as i64),
-                            int(o.bytes_freed as i64),
-                        ])
-                    })
-                });
-                (fields, effect)
-            }
-            "rename_connection" | "drop_connection" => {
-                let a = self.args(
-                    exprs,
-                    if name == "rename_connection" { 2 } else { 1 },
-                    if name == "rename_connection" { 2 } else { 1 },
-                )?;
-                let fields = vec![field("id", DataType::Utf8), field("name", DataType::Utf8)];
-                let effect: Effect = Arc::new(move |engine: Arc<Connections>| {
-                    let a = a.clone();
-                    Box::pin(async move {
-                        let c = if name == "rename_connection" {
-                            engine.rename_connection(&a[0], &a[1]).await?
-                        } else {
-                            engine.drop_connection(&a[0]).await?
-                        };
-                        Ok(vec![text(c.id.to_string()), text(c.name.to_string())])
-                    })
-                });
-                (fields, effect)
-            }
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "unknown function {other}"
-                )));
-            }
-        })
+        let function = self.function;
+        let args = Arc::new(self.args(exprs)?);
+        function.check(&args)?;
+        let fields = function.fields();
+        let row_fields = fields.clone();
+        let effect: Effect = Arc::new(move |connections: Arc<Connections>| {
+            let (args, fields) = (Arc::clone(&args), row_fields.clone());
+            Box::pin(async move {
+                let report = function.run(&connections, &args).await?;
+                one_row(&fields, &report)
+            })
+        });
+        Ok((fields, effect))
     }
-}
-
-fn refresh_fields() -> Vec<Field> {
-    vec![
-        field("tables", DataType::Int64),
-        field("rows", DataType::Int64),
-        field("bytes", DataType::Int64),
-        field("seconds", DataType::Float64),
-    ]
 }
 
 impl TableFunctionImpl for ManagementFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (fields, effect) = self.plan(args.exprs())?;
         Ok(Arc::new(EffectTable {
-            name: self.name,
+            name: self.function.name(),
             schema: Arc::new(Schema::new(fields)),
             effect,
             connections: Arc::clone(&self.connections),

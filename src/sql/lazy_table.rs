@@ -39,6 +39,7 @@ use futures::StreamExt;
 use super::deferred::{DeferredExec, StreamFactory, external};
 use super::memory_scan;
 use crate::cache::CacheLease;
+use crate::cache::FetchMode;
 use crate::cache::Freshness;
 use crate::connection::Connection;
 use crate::connections::Connections;
@@ -180,14 +181,16 @@ impl TableProvider for LazyTable {
             let (schema, projection, filters) =
                 (schema.clone(), projection.clone(), filters.clone());
             Box::pin(async move {
-                let (id, schema_name, table) =
-                    (connection.id.as_str(), &record.schema, &record.name);
-                let entry = if stale {
-                    engine.refresh_table(id, schema_name, table).await
+                // Planning saw no fresh entry: fetch without reading the store again.
+                let mode = if stale {
+                    FetchMode::Refresh
                 } else {
-                    engine.cached_table(id, schema_name, table).await
-                }
-                .map_err(external)?;
+                    FetchMode::Fill
+                };
+                let entry = engine
+                    .fetch_table(&connection, &record, mode)
+                    .await
+                    .map_err(external)?;
                 let lease = Arc::new(engine.cache().lease(&entry));
                 let plan =
                     parquet_scan(&state, &lease, schema, projection.as_ref(), &filters, limit)

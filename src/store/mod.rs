@@ -22,7 +22,7 @@ use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::Result;
 use crate::id::ConnectionId;
 use crate::secrets::SealedSecret;
-pub use crate::table::{CacheEntry, ColumnRecord, TableRecord};
+pub use crate::table::{CacheEntry, ColumnRecord, TableRecord, TableRef};
 
 /// A connection about to be stored. Its secrets are already sealed.
 #[derive(Clone, Debug)]
@@ -102,28 +102,17 @@ pub trait MetadataStore: Send + Sync + Debug {
     /// A connection's discovered tables with their columns, ordered by schema and name.
     async fn tables(&self, id: &ConnectionId) -> Result<Vec<TableRecord>>;
     /// One discovered table with its columns.
-    async fn table(
-        &self,
-        id: &ConnectionId,
-        schema: &str,
-        name: &str,
-    ) -> Result<Option<TableRecord>>;
+    async fn table(&self, table: &TableRef) -> Result<Option<TableRecord>>;
     /// Records the outcome of a connection test.
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()>;
 
     /// The version number the next fetch of a table gets.
-    async fn next_cache_version(&self, id: &ConnectionId, schema: &str, table: &str)
-    -> Result<i64>;
+    async fn next_cache_version(&self, table: &TableRef) -> Result<i64>;
     /// Makes `entry` the table's current version and counts the fetch, atomically.
     /// Returns the entries it superseded.
     async fn publish_cache_entry(&self, entry: &CacheEntry) -> Result<Vec<CacheEntry>>;
     /// The current cache entry of a table.
-    async fn current_cache_entry(
-        &self,
-        id: &ConnectionId,
-        schema: &str,
-        table: &str,
-    ) -> Result<Option<CacheEntry>>;
+    async fn current_cache_entry(&self, table: &TableRef) -> Result<Option<CacheEntry>>;
     /// Removes one cache entry.
     async fn delete_cache_entry(&self, entry: &CacheEntry) -> Result<()>;
     /// A connection's cache entries.

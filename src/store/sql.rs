@@ -22,6 +22,7 @@ use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 use crate::secrets::SealedSecret;
+use crate::table::TableRef;
 
 /// A metadata store in a SQLite file or a PostgreSQL database.
 #[derive(Debug)]
@@ -71,10 +72,12 @@ const CACHE_COLUMNS: &str = "connection_id, table_schema, table_name, version, p
 fn cache_entry_from_row(row: &AnyRow) -> Result<CacheEntry, sqlx::Error> {
     let id: String = row.try_get("connection_id")?;
     Ok(CacheEntry {
-        connection_id: ConnectionId::parse(&id)
-            .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
-        table_schema: row.try_get("table_schema")?,
-        table_name: row.try_get("table_name")?,
+        table: TableRef {
+            connection_id: ConnectionId::parse(&id)
+                .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+            schema: row.try_get("table_schema")?,
+            table: row.try_get("table_name")?,
+        },
         version: row.try_get("version")?,
         path: row.try_get("path")?,
         row_count: row.try_get("row_count")?,
@@ -89,6 +92,86 @@ const CONNECTION_COLUMNS: &str = "id, name, source_type, config, created_at, upd
      last_tested_at, test_status, test_latency_ms, test_error, server_version";
 
 impl SqlStore {
+    /// The tables of connection `id`, or only `only`, with their columns.
+    async fn load_tables(
+        &self,
+        id: &ConnectionId,
+        only: Option<&TableRef>,
+    ) -> Result<Vec<TableRecord>> {
+        let context = match only {
+            Some(t) => format!("reading the table {}.{} of {id}", t.schema, t.table),
+            None => format!("reading the tables of {id}"),
+        };
+        // One table is read by its key; the filter is written once for both queries.
+        let filter = if only.is_some() {
+            "connection_id = $1 AND table_schema = $2 AND table_name = $3"
+        } else {
+            "connection_id = $1"
+        };
+        let (schema, table) = only.map_or(("", ""), |t| (t.schema.as_str(), t.table.as_str()));
+        let load = async {
+            let mut query = sqlx::query(AssertSqlSafe(format!(
+                "SELECT table_schema, table_name, column_name, ordinal_position, source_type,
+                        numeric_precision, numeric_scale, is_nullable, arrow_type
+                 FROM source_columns WHERE {filter}
+                 ORDER BY table_schema, table_name, ordinal_position"
+            )))
+            .bind(id.as_str());
+            if only.is_some() {
+                query = query.bind(schema).bind(table);
+            }
+            let column_rows = query.fetch_all(&self.pool).await?;
+            let mut columns: HashMap<(String, String), Vec<ColumnRecord>> = HashMap::new();
+            for row in &column_rows {
+                columns
+                    .entry((row.try_get("table_schema")?, row.try_get("table_name")?))
+                    .or_default()
+                    .push(ColumnRecord {
+                        name: row.try_get("column_name")?,
+                        ordinal_position: row.try_get("ordinal_position")?,
+                        source_type: row.try_get("source_type")?,
+                        numeric_precision: row.try_get("numeric_precision")?,
+                        numeric_scale: row.try_get("numeric_scale")?,
+                        is_nullable: row.try_get::<i64, _>("is_nullable")? != 0,
+                        arrow_type: row.try_get("arrow_type")?,
+                    });
+            }
+            let mut query = sqlx::query(AssertSqlSafe(format!(
+                "SELECT table_schema, table_name, table_type, row_estimate, arrow_schema,
+                        discovered_at, fetch_count
+                 FROM source_tables WHERE {filter}
+                 ORDER BY table_schema, table_name"
+            )))
+            .bind(id.as_str());
+            if only.is_some() {
+                query = query.bind(schema).bind(table);
+            }
+            let table_rows = query.fetch_all(&self.pool).await?;
+            table_rows
+                .iter()
+                .map(|row| {
+                    let schema: String = row.try_get("table_schema")?;
+                    let name: String = row.try_get("table_name")?;
+                    Ok(TableRecord {
+                        columns: columns
+                            .remove(&(schema.clone(), name.clone()))
+                            .unwrap_or_default(),
+                        schema,
+                        name,
+                        table_type: row.try_get("table_type")?,
+                        row_estimate: row.try_get("row_estimate")?,
+                        arrow_schema: row.try_get("arrow_schema")?,
+                        discovered_at: parse_timestamp(
+                            &row.try_get::<String, _>("discovered_at")?,
+                        )?,
+                        fetch_count: row.try_get("fetch_count")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        };
+        load.await.map_err(Error::store(context))
+    }
+
     /// Opens the store at `url`, creating it if needed, and applies pending migrations.
     pub async fn open(url: &StoreUrl) -> Result<Self> {
         sqlx::any::install_default_drivers();
@@ -538,77 +621,14 @@ impl MetadataStore for SqlStore {
     }
 
     async fn tables(&self, id: &ConnectionId) -> Result<Vec<TableRecord>> {
-        let context = format!("reading the tables of {id}");
-        let load = async {
-            let column_rows = sqlx::query(
-                "SELECT table_schema, table_name, column_name, ordinal_position, source_type,
-                        numeric_precision, numeric_scale, is_nullable, arrow_type
-                 FROM source_columns WHERE connection_id = $1
-                 ORDER BY table_schema, table_name, ordinal_position",
-            )
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-            let mut columns: HashMap<(String, String), Vec<ColumnRecord>> = HashMap::new();
-            for row in &column_rows {
-                columns
-                    .entry((row.try_get("table_schema")?, row.try_get("table_name")?))
-                    .or_default()
-                    .push(ColumnRecord {
-                        name: row.try_get("column_name")?,
-                        ordinal_position: row.try_get("ordinal_position")?,
-                        source_type: row.try_get("source_type")?,
-                        numeric_precision: row.try_get("numeric_precision")?,
-                        numeric_scale: row.try_get("numeric_scale")?,
-                        is_nullable: row.try_get::<i64, _>("is_nullable")? != 0,
-                        arrow_type: row.try_get("arrow_type")?,
-                    });
-            }
-            let table_rows = sqlx::query(
-                "SELECT table_schema, table_name, table_type, row_estimate, arrow_schema,
-                        discovered_at, fetch_count
-                 FROM source_tables WHERE connection_id = $1
-                 ORDER BY table_schema, table_name",
-            )
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-            table_rows
-                .iter()
-                .map(|row| {
-                    let schema: String = row.try_get("table_schema")?;
-                    let name: String = row.try_get("table_name")?;
-                    Ok(TableRecord {
-                        columns: columns
-                            .remove(&(schema.clone(), name.clone()))
-                            .unwrap_or_default(),
-                        schema,
-                        name,
-                        table_type: row.try_get("table_type")?,
-                        row_estimate: row.try_get("row_estimate")?,
-                        arrow_schema: row.try_get("arrow_schema")?,
-                        discovered_at: parse_timestamp(
-                            &row.try_get::<String, _>("discovered_at")?,
-                        )?,
-                        fetch_count: row.try_get("fetch_count")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-        };
-        load.await.map_err(Error::store(context))
+        self.load_tables(id, None).await
     }
 
-    async fn table(
-        &self,
-        id: &ConnectionId,
-        schema: &str,
-        name: &str,
-    ) -> Result<Option<TableRecord>> {
+    async fn table(&self, table: &TableRef) -> Result<Option<TableRecord>> {
         Ok(self
-            .tables(id)
+            .load_tables(&table.connection_id, Some(table))
             .await?
-            .into_iter()
-            .find(|t| t.schema == schema && t.name == name))
+            .pop())
     }
 
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()> {
@@ -629,12 +649,8 @@ impl MetadataStore for SqlStore {
         Ok(())
     }
 
-    async fn next_cache_version(
-        &self,
-        id: &ConnectionId,
-        schema: &str,
-        table: &str,
-    ) -> Result<i64> {
+    async fn next_cache_version(&self, table: &TableRef) -> Result<i64> {
+        let (id, schema, table) = (&table.connection_id, &table.schema, &table.table);
         let row = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM cache_entries
              WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
@@ -675,9 +691,9 @@ impl MetadataStore for SqlStore {
                 "SELECT {CACHE_COLUMNS} FROM cache_entries
                  WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3 AND is_current = 1"
             )))
-            .bind(entry.connection_id.as_str())
-            .bind(&entry.table_schema)
-            .bind(&entry.table_name)
+            .bind(entry.table.connection_id.as_str())
+            .bind(&entry.table.schema)
+            .bind(&entry.table.table)
             .fetch_all(&mut *tx)
             .await?
             .iter()
@@ -687,9 +703,9 @@ impl MetadataStore for SqlStore {
                 "UPDATE cache_entries SET is_current = 0
                  WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
             )
-            .bind(entry.connection_id.as_str())
-            .bind(&entry.table_schema)
-            .bind(&entry.table_name)
+            .bind(entry.table.connection_id.as_str())
+            .bind(&entry.table.schema)
+            .bind(&entry.table.table)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -697,9 +713,9 @@ impl MetadataStore for SqlStore {
                      row_count, byte_size, arrow_schema, fetched_at, is_current)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
             )
-            .bind(entry.connection_id.as_str())
-            .bind(&entry.table_schema)
-            .bind(&entry.table_name)
+            .bind(entry.table.connection_id.as_str())
+            .bind(&entry.table.schema)
+            .bind(&entry.table.table)
             .bind(entry.version)
             .bind(&entry.path)
             .bind(entry.row_count)
@@ -712,9 +728,9 @@ impl MetadataStore for SqlStore {
                 "UPDATE source_tables SET fetch_count = fetch_count + 1
                  WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
             )
-            .bind(entry.connection_id.as_str())
-            .bind(&entry.table_schema)
-            .bind(&entry.table_name)
+            .bind(entry.table.connection_id.as_str())
+            .bind(&entry.table.schema)
+            .bind(&entry.table.table)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -722,16 +738,12 @@ impl MetadataStore for SqlStore {
         };
         publish.await.map_err(Error::store(format!(
             "publishing the cache entry of {}.{}",
-            entry.table_schema, entry.table_name
+            entry.table.schema, entry.table.table
         )))
     }
 
-    async fn current_cache_entry(
-        &self,
-        id: &ConnectionId,
-        schema: &str,
-        table: &str,
-    ) -> Result<Option<CacheEntry>> {
+    async fn current_cache_entry(&self, table: &TableRef) -> Result<Option<CacheEntry>> {
+        let (id, schema, table) = (&table.connection_id, &table.schema, &table.table);
         sqlx::query(AssertSqlSafe(format!(
             "SELECT {CACHE_COLUMNS} FROM cache_entries
              WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3 AND is_current = 1
@@ -753,9 +765,9 @@ impl MetadataStore for SqlStore {
             "DELETE FROM cache_entries
              WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3 AND version = $4",
         )
-        .bind(entry.connection_id.as_str())
-        .bind(&entry.table_schema)
-        .bind(&entry.table_name)
+        .bind(entry.table.connection_id.as_str())
+        .bind(&entry.table.schema)
+        .bind(&entry.table.table)
         .bind(entry.version)
         .execute(&self.pool)
         .await

@@ -416,8 +416,8 @@ async fn ddl_takes_effect_when_executed_not_when_planned() {
 
 #[tokio::test]
 async fn client_sessions_follow_their_token_and_are_capped_per_user() {
-    use quarry::auth::Caller;
-    use quarry::client_sessions::ClientSessions;
+    use quarry::server::auth::Caller;
+    use quarry::server::client_sessions::ClientSessions;
     use std::sync::Arc;
     let fx = PgSourceFixture::new().await;
     let sessions = ClientSessions::new(fx.engine.clone(), 2, Duration::from_secs(60));

@@ -10,10 +10,10 @@ use datafusion::arrow::array::{AsArray, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Int64Type, Schema};
 use futures::TryStreamExt;
 use prost::Message;
-use quarry::auth::{Authenticator, Users};
-use quarry::client_sessions::{ClientSessions, DEFAULT_SESSIONS_PER_USER};
-use quarry::flight::ServeOptions;
 use quarry::server::RunningServer;
+use quarry::server::auth::{Authenticator, Users};
+use quarry::server::client_sessions::{ClientSessions, DEFAULT_SESSIONS_PER_USER};
+use quarry::server::flight::ServeOptions;
 use secrecy::SecretString;
 use tonic::transport::Channel;
 
@@ -38,7 +38,7 @@ impl Served {
             )
             .await;
         fixture.engine.discover_connection("pg").await.unwrap();
-        let server = quarry::flight::start(ServeOptions {
+        let server = quarry::server::flight::start(ServeOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: None,
             auth: Arc::new(Authenticator::new(

@@ -10,8 +10,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use datafusion::arrow::ipc::reader::StreamReader;
-use quarry::auth::{Authenticator, Users};
-use quarry::client_sessions::{ClientSessions, DEFAULT_SESSIONS_PER_USER};
+use quarry::server::auth::{Authenticator, Users};
+use quarry::server::client_sessions::{ClientSessions, DEFAULT_SESSIONS_PER_USER};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -60,7 +60,7 @@ impl Api {
             DEFAULT_SESSIONS_PER_USER,
             Duration::from_secs(600),
         ));
-        let router = quarry::http::router(
+        let router = quarry::server::http::router(
             fixture.engine.clone(),
             Arc::clone(&auth),
             Arc::clone(&sessions),
@@ -693,7 +693,7 @@ async fn query_results_come_as_json_or_arrow() {
             "/query",
             Some(Body::from(sql.clone())),
             As::Token(&api.token),
-            Some(quarry::http::query::ARROW_STREAM),
+            Some(quarry::server::http::query::ARROW_STREAM),
         )
         .await;
     assert_eq!(
@@ -704,7 +704,7 @@ async fn query_results_come_as_json_or_arrow() {
     );
     assert_eq!(
         headers[header::CONTENT_TYPE],
-        quarry::http::query::ARROW_STREAM
+        quarry::server::http::query::ARROW_STREAM
     );
     let reader = StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
     let schema = reader.schema();

@@ -9,7 +9,7 @@ use crate::support::{ensure_python_packages, python};
 async fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
     ensure_python_packages("import schemathesis", &["schemathesis"]).await;
     let api = Api::new().await;
-    let server = quarry::http::start(
+    let server = quarry::server::http::start(
         api.fixture.engine.clone(),
         api.auth.clone(),
         api.sessions.clone(),

@@ -87,7 +87,7 @@ async fn a_table_read_once_is_decoded_into_memory_and_read_from_there() {
     let loaded = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             if let Ok(Event::TableInMemory { table, bytes, .. }) = events.recv().await
-                && table.table == "orders"
+                && table.table.table == "orders"
             {
                 return bytes;
             }

@@ -136,7 +136,7 @@ async fn every_common_type_round_trips_exactly() {
     let table = fx
         .engine
         .store()
-        .table(&id, &fx.name, "types")
+        .table(&quarry::table::TableRef::new(&id, &fx.name, "types"))
         .await
         .unwrap()
         .unwrap();

@@ -226,11 +226,11 @@ async fn every_common_type_round_trips_exactly() {
     let table = fx
         .engine
         .store()
-        .table(
+        .table(&quarry::table::TableRef::new(
             &fx.engine.connection("pg").await.unwrap().id,
             "public",
             "types",
-        )
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -339,7 +339,7 @@ async fn fetch_count(fx: &PgSourceFixture, table: &str) -> i64 {
     let id = fx.engine.connection("pg").await.unwrap().id;
     fx.engine
         .store()
-        .table(&id, "public", table)
+        .table(&quarry::table::TableRef::new(&id, "public", table))
         .await
         .unwrap()
         .unwrap()
@@ -473,7 +473,7 @@ async fn purge_frees_the_files_and_the_next_request_fetches_again() {
     assert!(
         fx.engine
             .store()
-            .table(&id, "public", "orders")
+            .table(&quarry::table::TableRef::new(&id, "public", "orders"))
             .await
             .unwrap()
             .is_some(),
@@ -739,7 +739,7 @@ async fn unconstrained_numeric_can_be_read_as_float64() {
     let table = fx
         .engine
         .store()
-        .table(&id, "public", "m")
+        .table(&quarry::table::TableRef::new(&id, "public", "m"))
         .await
         .unwrap()
         .unwrap();

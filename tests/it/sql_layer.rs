@@ -25,7 +25,7 @@ async fn fetch_count(engine: &quarry::Engine, connection: &str, schema: &str, ta
     let id = engine.connection(connection).await.unwrap().id;
     engine
         .store()
-        .table(&id, schema, table)
+        .table(&quarry::table::TableRef::new(&id, schema, table))
         .await
         .unwrap()
         .unwrap()

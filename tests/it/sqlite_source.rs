@@ -47,7 +47,7 @@ async fn mixed_storage_classes_follow_the_stated_rules_exactly() {
     let id = engine.connection("lite").await.unwrap().id;
     let table = engine
         .store()
-        .table(&id, "main", "mixed")
+        .table(&quarry::table::TableRef::new(&id, "main", "mixed"))
         .await
         .unwrap()
         .unwrap();

@@ -250,9 +250,7 @@ fn sample_tables() -> Vec<TableRecord> {
 
 fn cache_entry(id: &ConnectionId, table: &str) -> CacheEntry {
     CacheEntry {
-        connection_id: id.clone(),
-        table_schema: "public".to_owned(),
-        table_name: table.to_owned(),
+        table: quarry::table::TableRef::new(id, "public", table),
         version: 1,
         path: format!("cache/{id}/public/{table}/1.parquet"),
         row_count: 10,
@@ -369,7 +367,7 @@ async fn rediscovery_keeps_the_cache_of_remaining_tables(b: &Backend) {
     assert_eq!(stored[0].name, "orders");
     let entries = store.cache_entries(&conn.id).await.unwrap();
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].table_name, "orders");
+    assert_eq!(entries[0].table.table, "orders");
     assert_eq!(entries[0].path, orders.path);
     assert_eq!(entries[0].row_count, 10);
 }
