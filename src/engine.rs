@@ -11,8 +11,11 @@ use datafusion::sql::parser::Statement;
 use crate::cache::Cache;
 use crate::config::{self, StoreUrl};
 use crate::connections::Connections;
+pub use crate::connections::snapshot::Snapshot;
 use crate::connections::snapshot::SnapshotCell;
-pub use crate::connections::{Created, DiscoveryOutcome, RefreshOutcome};
+pub use crate::connections::{
+    ConnectionRef, Created, DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport,
+};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};

@@ -37,12 +37,15 @@ pub use datafusion::arrow;
 pub use config::StoreUrl;
 pub use connection::{Connection, ConnectionName, ConnectionStatus};
 pub use engine::{Config, Engine, EngineBuilder};
-pub use engine::{Created, DiscoveryOutcome, RefreshOutcome};
+pub use engine::{
+    ConnectionRef, Created, DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport,
+};
 pub use error::{Error, Result};
 pub use events::{Event, TableName};
 pub use id::ConnectionId;
 pub use session::Session;
 pub use source::{SourceConfig, SourceType, TestOutcome};
+pub use table::TableRef;
 
 /// Compiles the README's code examples as doctests, so they stay true.
 #[doc = include_str!("../README.md")]

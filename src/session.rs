@@ -11,8 +11,11 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::connections::snapshot::SnapshotCell;
 use crate::error::{Error, Result};
-use crate::sql::default_schema::{self, DefaultSchema, Request};
+pub use crate::sql::default_schema::DefaultSchema;
+use crate::sql::default_schema::{self, Request};
 use crate::sql::deferred_statement::Run;
+pub use crate::sql::deferred_statement::is_deferred;
+pub use crate::sql::results::{Runnable, execute};
 use crate::sql::views;
 use crate::store::{MetadataStore, ViewRecord};
 

@@ -650,6 +650,3 @@ fn same_shape(old: &TableRecord, new: &TableRecord) -> bool {
             a.name == b.name && a.source_type == b.source_type && a.is_nullable == b.is_nullable
         })
 }
-
-#[cfg(test)]
-mod tests;

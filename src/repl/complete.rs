@@ -12,9 +12,9 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 
 use super::commands::COMMANDS;
-use crate::connections::snapshot::Snapshot;
 use crate::engine::Engine;
-use crate::sql::default_schema::DefaultSchema;
+use crate::engine::Snapshot;
+use crate::session::DefaultSchema;
 
 /// Completion and validation for the REPL's editor.
 pub struct QuarryHelper {

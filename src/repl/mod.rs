@@ -24,7 +24,7 @@ use self::render::{Mode, RenderOptions};
 use self::statements::{Input, Located, Splitter};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::sql::default_schema::DefaultSchema;
+use crate::session::DefaultSchema;
 
 /// Rows a table shows at most in the interactive shell unless `.maxrows` says otherwise.
 pub const INTERACTIVE_MAX_ROWS: usize = 40;
@@ -161,7 +161,7 @@ impl Shell {
             let start = Instant::now();
             let session_table = session_table_made(&statement);
             let frame = self.engine.plan(statement).await?;
-            let stream = crate::sql::results::execute(frame).await?;
+            let stream = crate::session::execute(frame).await?;
             let options = RenderOptions {
                 mode: self.settings.mode,
                 max_rows: self.settings.max_rows,

@@ -19,3 +19,6 @@ pub mod show_tables;
 pub mod suggest;
 pub mod system_catalog;
 pub mod views;
+
+#[cfg(test)]
+mod store_reads;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use datafusion::scalar::ScalarValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::sql::results::Runnable;
+use crate::session::Runnable;
 
 /// A planned statement never fetched is dropped after this long.
 const UNCLAIMED_FOR: Duration = Duration::from_secs(3600);

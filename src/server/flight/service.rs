@@ -38,8 +38,8 @@ use crate::error::Error;
 use crate::server::auth::Caller;
 use crate::server::client_sessions::queries::Planned;
 use crate::server::client_sessions::{ClientSession, ClientSessions};
+use crate::session::Runnable;
 use crate::session::Session;
-use crate::sql::results::Runnable;
 
 type DataStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
 
@@ -85,7 +85,7 @@ async fn plan(
             ))
             .map_err(|e| status(&Error::Sql(e)))?;
     }
-    let acts = crate::sql::deferred_statement::is_deferred(&frame);
+    let acts = crate::session::is_deferred(&frame);
     let runnable = Runnable::plan(frame)
         .await
         .map_err(|e| status(&Error::Sql(e)))?;

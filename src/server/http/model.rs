@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::connection::Connection;
-pub use crate::connections::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
+pub use crate::engine::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
 use crate::table::{CacheEntry, TableRecord};
 
 /// The body of every error response.

@@ -60,9 +60,7 @@ pub async fn query(
     }
     let session = app.sessions.get(&caller)?;
     let frame = session.sql.sql(&request.sql).await?;
-    let mut batches = crate::sql::results::execute(frame)
-        .await
-        .map_err(Error::from)?;
+    let mut batches = crate::session::execute(frame).await.map_err(Error::from)?;
     let schema: SchemaRef = batches.schema();
     // Wait for the first batch before answering: a fetch that fails (the common failure)
     // then gets its own status instead of a cut-off 200.

@@ -1,16 +1,23 @@
-//! What connection management reads from the store: a statement's first query of an
-//! uncached table reads each store row it needs once. The store is a real SQLite file
+//! What a statement reads from the store: its first query of an uncached table reads each
+//! store row it needs once. The store is a real SQLite file
 //! behind a wrapper that records every call; the source is a real SQLite database.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::execution::runtime_env::RuntimeEnv;
 
-use super::*;
+use crate::cache::Cache;
 use crate::config::StoreUrl;
-use crate::secrets::{KeySource, SealedSecret};
-use crate::store::ViewRecord;
+use crate::connection::{Connection, ConnectionName, ConnectionStatus};
+use crate::connections::Connections;
+use crate::connections::snapshot::SnapshotCell;
+use crate::error::Result;
+use crate::events::Events;
+use crate::id::ConnectionId;
+use crate::secrets::{KeySource, SealedSecret, SecretCipher};
+use crate::store::{ConfigUpdate, MetadataStore, NewConnection, ViewRecord};
+use crate::table::{CacheEntry, TableRecord, TableRef};
 
 /// A store that records each call with the row it is about.
 #[derive(Debug)]
@@ -174,7 +181,7 @@ async fn a_first_query_reads_each_store_row_it_needs_once() {
     created.discovery.unwrap();
     recording.take();
 
-    let context = crate::sql::context::new(&connections, &Arc::new(RuntimeEnv::default()));
+    let context = super::context::new(&connections, &Arc::new(RuntimeEnv::default()));
     let batches = context
         .sql("SELECT count(*) AS n FROM lite.main.t")
         .await
