@@ -570,17 +570,16 @@ impl Connections {
         &self,
         which: impl Into<ConnectionRef<'a>>,
     ) -> Result<RefreshOutcome> {
-        let start = std::time::Instant::now();
+        let started = std::time::Instant::now();
         let connection = self.resolve(which.into()).await?;
-        let mut outcome = RefreshOutcome::default();
+        let mut entries = Vec::new();
         for table in self.store.tables(&connection.id).await? {
-            let entry = self
-                .fetch_table(&connection, &table, FetchMode::Refresh)
-                .await?;
-            outcome.add(&entry);
+            entries.push(
+                self.fetch_table(&connection, &table, FetchMode::Refresh)
+                    .await?,
+            );
         }
-        outcome.seconds = start.elapsed().as_secs_f64();
-        Ok(outcome)
+        Ok(RefreshOutcome::of(&entries, started))
     }
 
     /// What a fetch of one table needs: its connection and discovered record.

@@ -2,6 +2,8 @@
 //! The SQL functions turn them into their one-row results and the REST API encodes them as
 //! its answers, so both faces show the same fields.
 
+use std::time::Instant;
+
 use serde::Serialize;
 
 use crate::error::Result;
@@ -72,10 +74,15 @@ pub struct RefreshOutcome {
 }
 
 impl RefreshOutcome {
-    /// Adds the fetch that published `entry`.
-    pub fn add(&mut self, entry: &CacheEntry) {
-        self.tables += 1;
-        self.rows += entry.row_count;
-        self.bytes += entry.byte_size;
+    /// The fetches that published `entries`, begun at `started`.
+    pub fn of<'a>(entries: impl IntoIterator<Item = &'a CacheEntry>, started: Instant) -> Self {
+        let mut outcome = RefreshOutcome::default();
+        for entry in entries {
+            outcome.tables += 1;
+            outcome.rows += entry.row_count;
+            outcome.bytes += entry.byte_size;
+        }
+        outcome.seconds = started.elapsed().as_secs_f64();
+        outcome
     }
 }

@@ -56,6 +56,26 @@ impl Endpoint {
         Ok(())
     }
 
+    /// A pooled session for a fetch (`what`, for logs), retried within `budget`. A result
+    /// left unread would have to be drained by the session's next user, so it is closed
+    /// rather than returned to the pool.
+    pub async fn acquire_for_fetch<C: sqlx::Connection>(
+        &self,
+        what: &str,
+        pool: &sqlx::Pool<C::Database>,
+        options: &<C as sqlx::Connection>::Options,
+        timeout: Duration,
+        budget: Duration,
+    ) -> crate::Result<sqlx::pool::PoolConnection<C::Database>> {
+        let mut conn = super::retry::with_backoff(what, budget, || async {
+            self.probe_if_idle::<C>(pool, options, timeout).await?;
+            pool.acquire().await.map_err(|e| self.classify(&e))
+        })
+        .await?;
+        conn.close_on_drop();
+        Ok(conn)
+    }
+
     /// The connect timeout passed.
     pub fn timed_out(&self, timeout: Duration) -> Error {
         self.error(

@@ -194,10 +194,8 @@ impl Function {
                     parts.next().unwrap_or_default(),
                     parts.next().unwrap_or_default(),
                 );
-                let mut outcome = RefreshOutcome::default();
-                outcome.add(&connections.refresh_table(c, s, t).await?);
-                outcome.seconds = start.elapsed().as_secs_f64();
-                to_value(outcome)
+                let entry = connections.refresh_table(c, s, t).await?;
+                to_value(RefreshOutcome::of([&entry], start))
             }
             Function::RefreshConnection => to_value(connections.refresh_connection(&a[0]).await?),
             Function::PurgeCache => to_value(

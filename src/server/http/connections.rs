@@ -296,10 +296,7 @@ pub async fn refresh_table(
         .engine
         .refresh_table(&connection, &schema, &table)
         .await?;
-    let mut outcome = RefreshOutcome::default();
-    outcome.add(&entry);
-    outcome.seconds = start.elapsed().as_secs_f64();
-    Ok(Json(outcome))
+    Ok(Json(RefreshOutcome::of([&entry], start)))
 }
 
 /// A 404 unless discovery found `schema.table` in `connection`.

@@ -324,19 +324,17 @@ const PARTITION_MIN_BYTES: i64 = 64 << 20;
 const MAX_PARTITIONS: usize = 4;
 
 impl MySqlSource {
-    /// A pooled session for a fetch. An abandoned result set would have to be drained by
-    /// the session's next user, so fetch sessions are closed rather than returned.
+    /// A pooled session for a fetch, closed after it (an abandoned result set stays behind).
     async fn acquire(&self) -> Result<Session> {
-        let mut conn = with_backoff("connecting to MySQL", self.retry_budget, || async {
-            self.probe_if_idle().await?;
-            self.pool
-                .acquire()
-                .await
-                .map_err(|e| self.endpoint.classify(&e))
-        })
-        .await?;
-        conn.close_on_drop();
-        Ok(conn)
+        self.endpoint
+            .acquire_for_fetch::<MySqlConnection>(
+                "connecting to MySQL",
+                &self.pool,
+                &self.options,
+                self.connect_timeout,
+                self.retry_budget,
+            )
+            .await
     }
 
     /// For a large base table with an integer primary key: the quoted key column and one

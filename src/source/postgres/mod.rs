@@ -302,19 +302,17 @@ impl Source for PgSource {
 }
 
 impl PgSource {
-    /// A pooled session for a fetch. A COPY left unread would have to be drained by the
-    /// session's next user, so fetch sessions are closed rather than returned.
+    /// A pooled session for a fetch, closed after it (a COPY left unread stays behind).
     async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        let mut conn = with_backoff("connecting to PostgreSQL", self.retry_budget, || async {
-            self.probe_if_idle().await?;
-            self.pool
-                .acquire()
-                .await
-                .map_err(|e| self.endpoint.classify(&e))
-        })
-        .await?;
-        conn.close_on_drop();
-        Ok(conn)
+        self.endpoint
+            .acquire_for_fetch::<PgConnection>(
+                "connecting to PostgreSQL",
+                &self.pool,
+                &self.options,
+                self.connect_timeout,
+                self.retry_budget,
+            )
+            .await
     }
 
     /// Page ranges (`[from, to)`, the last open-ended) to read in parallel: one per core (at
