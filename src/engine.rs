@@ -9,7 +9,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::sql::parser::Statement;
 
 use crate::cache::Cache;
-use crate::config::{self, StoreUrl};
+use crate::config;
 use crate::connections::Connections;
 pub use crate::connections::snapshot::Snapshot;
 use crate::connections::snapshot::SnapshotCell;
@@ -21,6 +21,7 @@ use crate::events::Events;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
 use crate::session::Session;
 use crate::store;
+use crate::store::StoreUrl;
 
 /// The resolved configuration an engine runs with.
 #[derive(Clone, Debug)]

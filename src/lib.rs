@@ -34,7 +34,6 @@ pub mod table;
 pub use datafusion;
 pub use datafusion::arrow;
 
-pub use config::StoreUrl;
 pub use connection::{Connection, ConnectionName, ConnectionStatus};
 pub use engine::{Config, Engine, EngineBuilder};
 pub use engine::{
@@ -45,6 +44,7 @@ pub use events::{Event, TableName};
 pub use id::ConnectionId;
 pub use session::Session;
 pub use source::{SourceConfig, SourceType, TestOutcome};
+pub use store::StoreUrl;
 pub use table::TableRef;
 
 /// Compiles the README's code examples as doctests, so they stay true.

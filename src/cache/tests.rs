@@ -12,10 +12,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::*;
-use crate::config::StoreUrl;
 use crate::connection::{ConnectionName, SourceType};
 use crate::source::{FetchRequest, TestOutcome};
 use crate::store::NewConnection;
+use crate::store::StoreUrl;
 use crate::table::{ColumnRecord, schema_to_json};
 
 /// A source of one int column: a batch of `1..=3`, sent once the gate gives a permit;

@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use datafusion::execution::runtime_env::RuntimeEnv;
 
 use crate::cache::Cache;
-use crate::config::StoreUrl;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::connections::Connections;
 use crate::connections::snapshot::SnapshotCell;
@@ -16,6 +15,7 @@ use crate::error::Result;
 use crate::events::Events;
 use crate::id::ConnectionId;
 use crate::secrets::{KeySource, SealedSecret, SecretCipher};
+use crate::store::StoreUrl;
 use crate::store::{ConfigUpdate, MetadataStore, NewConnection, ViewRecord};
 use crate::table::{CacheEntry, TableRecord, TableRef};
 

@@ -5,10 +5,12 @@
 mod dialect;
 mod migrations;
 mod sql;
+mod url;
 
 pub use dialect::Dialect;
 pub use migrations::{MIGRATIONS_TABLE, Migration, migrations};
 pub use sql::SqlStore;
+pub use url::{STORE_FILE, StoreUrl};
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -16,7 +18,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::config::StoreUrl;
 use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::Result;

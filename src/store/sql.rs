@@ -16,12 +16,12 @@ use super::{
     CacheEntry, ColumnRecord, ConfigUpdate, Dialect, MetadataStore, NewConnection, TableRecord,
     ViewRecord, migrations,
 };
-use crate::config::StoreUrl;
 use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 use crate::secrets::SealedSecret;
+use crate::store::StoreUrl;
 use crate::table::TableRef;
 
 /// A metadata store in a SQLite file or a PostgreSQL database.
