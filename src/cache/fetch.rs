@@ -173,6 +173,7 @@ impl FetchJob {
                 return Err(e);
             }
         };
+        self.state.published(&entry);
         for old in superseded {
             self.store.delete_cache_entry(&old).await?;
             self.state.retire(self.data_dir.join(&old.path));

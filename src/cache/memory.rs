@@ -485,6 +485,7 @@ mod tests {
             readers: Mutex::default(),
             retired: Mutex::default(),
             memory: Arc::new(MemoryTier::new(0, Events::default())),
+            published: Mutex::default(),
         });
         cache.acquire(&path);
         CacheLease { path, cache }

@@ -13,6 +13,7 @@ pub use writer::properties;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
@@ -44,9 +45,13 @@ pub enum Freshness {
 pub enum FetchMode {
     /// Return the current entry if there is one, else fetch.
     Ensure,
-    /// The caller just saw no current entry: fetch without reading the store again, or join
-    /// a fetch of the table already running.
-    Fill,
+    /// The caller saw no current entry when it looked at `missing_since`: fetch without
+    /// reading the store again, or join a fetch of the table already running, or take the
+    /// entry one published since (a self-join's second scan runs after the first finished).
+    Fill {
+        /// Taken before the caller read the store.
+        missing_since: Instant,
+    },
     /// Fetch a new version, or join a refresh already running.
     Refresh,
 }
@@ -80,9 +85,35 @@ struct CacheState {
     readers: Mutex<HashMap<PathBuf, usize>>,
     retired: Mutex<Vec<PathBuf>>,
     memory: Arc<MemoryTier>,
+    /// The entry this process's last fetch of each table published, and when; dropped when
+    /// that entry is purged or replaced.
+    published: Mutex<HashMap<TableRef, (CacheEntry, Instant)>>,
 }
 
 impl CacheState {
+    fn lock_published(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<TableRef, (CacheEntry, Instant)>> {
+        self.published.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `entry` as just published.
+    fn published(&self, entry: &CacheEntry) {
+        self.lock_published()
+            .insert(entry.table.clone(), (entry.clone(), Instant::now()));
+    }
+
+    /// Forgets `entry` as published, once it is purged or replaced.
+    fn unpublished(&self, entry: &CacheEntry) {
+        let mut published = self.lock_published();
+        if published
+            .get(&entry.table)
+            .is_some_and(|(e, _)| e.version == entry.version)
+        {
+            published.remove(&entry.table);
+        }
+    }
+
     fn acquire(&self, path: &Path) {
         *self.lock_readers().entry(path.to_owned()).or_default() += 1;
     }
@@ -200,6 +231,7 @@ impl Cache {
                 readers: Mutex::default(),
                 retired: Mutex::default(),
                 memory,
+                published: Mutex::default(),
             }),
             inflight: Mutex::default(),
         }
@@ -293,6 +325,13 @@ impl Cache {
         let key = (table.table_ref(&connection.id), mode != FetchMode::Refresh);
         let shared = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            // Under the lock: a job records its entry before its requesters remove it here.
+            if let FetchMode::Fill { missing_since } = mode
+                && let Some((entry, at)) = self.state.lock_published().get(&key.0)
+                && *at > missing_since
+            {
+                return Ok(entry.clone());
+            }
             match inflight.get(&key).and_then(WeakShared::upgrade) {
                 Some(running) => running,
                 None => {
@@ -344,6 +383,7 @@ impl Cache {
                 continue;
             }
             self.store.delete_cache_entry(&entry).await?;
+            self.state.unpublished(&entry);
             self.state.retire(self.absolute(&entry));
             outcome.entries_removed += 1;
             outcome.bytes_freed += entry.byte_size.max(0) as u64;
@@ -354,6 +394,7 @@ impl Cache {
     /// Deletes the files of entries the store already dropped (e.g. with their connection).
     pub fn retire_files(&self, entries: &[CacheEntry]) {
         for entry in entries {
+            self.state.unpublished(entry);
             self.state.retire(self.absolute(entry));
         }
     }

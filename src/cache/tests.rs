@@ -244,6 +244,37 @@ async fn a_refresh_during_a_scan_keeps_the_old_file_for_the_scan() {
 }
 
 #[tokio::test]
+async fn a_fill_takes_an_entry_published_after_it_looked_and_fetches_after_a_purge() {
+    let fx = fixture().await;
+    let source = FakeSource::new(false);
+    source.gate.add_permits(3);
+    let fill = |missing_since| {
+        fx.cache.run(
+            &fx.connection,
+            source.clone(),
+            &fx.table,
+            FetchMode::Fill { missing_since },
+        )
+    };
+    // Two scans of one statement saw no entry; the second runs after the first finished.
+    let looked = std::time::Instant::now();
+    let first = fill(looked).await.unwrap();
+    let second = fill(looked).await.unwrap();
+    assert_eq!(second.version, first.version);
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+    // A purge forgets the entry: a later fill fetches again.
+    fx.cache.purge(&fx.connection.id, None, None).await.unwrap();
+    let third = fill(std::time::Instant::now()).await.unwrap();
+    assert!(third.version > first.version);
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+    // A fill that looked after the entry was published does not trust it: its store read
+    // found none, so someone removed it (another process's purge); it fetches.
+    let fourth = fill(std::time::Instant::now()).await.unwrap();
+    assert!(fourth.version > third.version);
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
 async fn a_fetch_failing_half_way_leaves_no_entry_and_no_file() {
     let fx = fixture().await;
     let source = FakeSource::new(true);

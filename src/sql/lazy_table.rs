@@ -124,6 +124,8 @@ impl TableProvider for LazyTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let engine = &self.connections;
         let record = &self.table.record;
+        // Before the store is read: an entry published after this is one the read missed.
+        let missing_since = std::time::Instant::now();
         let freshness = engine
             .cache()
             .fresh_entry(&self.connection, record)
@@ -185,7 +187,7 @@ impl TableProvider for LazyTable {
                 let mode = if stale {
                     FetchMode::Refresh
                 } else {
-                    FetchMode::Fill
+                    FetchMode::Fill { missing_since }
                 };
                 let entry = engine
                     .fetch_table(&connection, &record, mode)

@@ -139,8 +139,14 @@ impl MetadataStore for Recording {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_query_reads_each_store_row_it_needs_once() {
+/// A connection `lite` over a SQLite table `t` of three rows, discovered, with the calls
+/// so far forgotten.
+async fn setup() -> (
+    tempfile::TempDir,
+    Arc<Recording>,
+    Arc<Connections>,
+    ConnectionId,
+) {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("source.db");
     {
@@ -180,34 +186,57 @@ async fn a_first_query_reads_each_store_row_it_needs_once() {
         .unwrap();
     created.discovery.unwrap();
     recording.take();
+    (dir, recording, connections, created.connection.id)
+}
 
-    let context = super::context::new(&connections, &Arc::new(RuntimeEnv::default()));
-    let batches = context
-        .sql("SELECT count(*) AS n FROM lite.main.t")
-        .await
+async fn run(connections: &Arc<Connections>, sql: &str) -> String {
+    let context = super::context::new(connections, &Arc::new(RuntimeEnv::default()));
+    let batches = context.sql(sql).await.unwrap().collect().await.unwrap();
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
         .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(
-        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-            .unwrap()
-            .to_string()
-            .lines()
-            .nth(3),
-        Some("| 3 |")
-    );
+        .to_string()
+}
 
-    let calls = recording.take();
-    let table = key(&TableRef::new(&created.connection.id, "main", "t"));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_query_reads_each_store_row_it_needs_once() {
+    let (_dir, recording, connections, id) = setup().await;
+    let shown = run(&connections, "SELECT count(*) AS n FROM lite.main.t").await;
+    assert_eq!(shown.lines().nth(3), Some("| 3 |"));
+    let table = key(&TableRef::new(&id, "main", "t"));
     // Planning reads the entry (none), the fetch numbers and publishes its version; the
     // connection and its tables come from the snapshot, the open source from the pool.
     assert_eq!(
-        calls,
+        recording.take(),
         [
             format!("current_cache_entry {table}"),
             format!("next_cache_version {table}"),
             format!("publish_cache_entry {table}"),
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_join_of_an_uncached_table_fetches_it_once() {
+    let (_dir, recording, connections, id) = setup().await;
+    let shown = run(
+        &connections,
+        "SELECT count(*) AS n FROM lite.main.t a JOIN lite.main.t b ON a.x = b.x",
+    )
+    .await;
+    assert_eq!(shown.lines().nth(3), Some("| 3 |"));
+    let table = key(&TableRef::new(&id, "main", "t"));
+    let calls = recording.take();
+    // Each scan read the entry at planning; one fetch numbered and published a version.
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("publish_cache_entry"))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&format!("next_cache_version {table}")),
+        "{calls:?}"
     );
 }
