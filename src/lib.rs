@@ -35,6 +35,7 @@ pub use datafusion;
 pub use datafusion::arrow;
 
 pub use connection::{Connection, ConnectionName, ConnectionStatus};
+pub use engine::Snapshot;
 pub use engine::{Config, Engine, EngineBuilder};
 pub use engine::{
     ConnectionRef, Created, DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport,

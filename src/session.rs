@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 pub use crate::sql::default_schema::DefaultSchema;
 use crate::sql::default_schema::{self, Request};
 use crate::sql::deferred_statement::Run;
+#[cfg(feature = "server")]
 pub use crate::sql::deferred_statement::is_deferred;
 pub use crate::sql::results::{Runnable, execute};
 use crate::sql::views;
