@@ -120,6 +120,14 @@ pub enum Error {
         message: String,
     },
 
+    /// A statement pushed down to a source failed or returned what the query did not plan.
+    #[error("connection '{connection}': the statement pushed down to the source failed: {message} (statement: {sql})")]
+    Remote {
+        connection: String,
+        message: String,
+        sql: String,
+    },
+
     /// A table could not be fetched exactly; nothing was cached.
     #[error("cannot fetch {table}: {message}")]
     Fetch { table: String, message: String },
@@ -252,7 +260,9 @@ impl Error {
             Error::ConnectionExists { .. } | Error::ViewExists { .. } => Kind::AlreadyExists,
             Error::Unauthenticated(_) => Kind::Unauthenticated,
             Error::TooManySessions { .. } => Kind::ResourceExhausted,
-            Error::Source { .. } | Error::Fetch { .. } => Kind::Unavailable,
+            Error::Source { .. } | Error::Fetch { .. } | Error::Remote { .. } => {
+                Kind::Unavailable
+            }
             Error::Shared(inner) => inner.kind(),
             Error::Sql(e) => sql_kind(e),
             Error::SecretKey(_)

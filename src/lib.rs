@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod connection;

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::Schema;
 
+use crate::access::TableOptions;
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 
@@ -50,6 +51,10 @@ pub struct TableRecord {
     pub table_type: String,
     /// The source's row estimate.
     pub row_estimate: Option<i64>,
+    /// The source's estimate of the table's size on disk, in bytes.
+    pub byte_estimate: Option<i64>,
+    /// Options set on this table (`set_table_options`); kept across discoveries.
+    pub options: TableOptions,
     /// The Arrow schema a fetch must produce, serialized.
     pub arrow_schema: Option<String>,
     /// When it was discovered.

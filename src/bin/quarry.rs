@@ -198,21 +198,31 @@ fn main() -> ExitCode {
 }
 
 /// Runs what the command line asks for; returns how many statements failed.
-fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> quarry::Result<usize> {
+fn run(runtime: &tokio::runtime::Runtime, mut cli: Cli) -> quarry::Result<usize> {
     if let Some(Action::HashPassword) = cli.action {
         return hash_password().map(|()| 0);
     }
     let mut builder = Engine::builder();
-    if let Some(dir) = cli.data_dir {
+    if let Some(dir) = cli.data_dir.take() {
         builder = builder.data_dir(dir);
     }
-    if let Some(url) = cli.store_url {
+    if let Some(url) = cli.store_url.take() {
         builder = builder.store_url(url);
     }
     if let Some(bytes) = cli.memory_cache {
         builder = builder.memory_cache(bytes);
     }
     let engine = runtime.block_on(builder.build())?;
+    let handle = engine.clone();
+    let result = run_with(runtime, engine, cli);
+    // Background copies still in flight stop cleanly (no temp file, no entry); the next run
+    // starts them again.
+    runtime.block_on(handle.shutdown());
+    result
+}
+
+/// Runs the shell, a script or the server on `engine`.
+fn run_with(runtime: &tokio::runtime::Runtime, engine: Engine, cli: Cli) -> quarry::Result<usize> {
     if let Some(Action::Serve(args)) = cli.action {
         return runtime.block_on(serve(engine, args)).map(|()| 0);
     }

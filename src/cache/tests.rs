@@ -58,6 +58,14 @@ impl Source for FakeSource {
         unreachable!("the cache never discovers")
     }
 
+    async fn query(
+        &self,
+        _request: &crate::source::QueryRequest,
+        _sink: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        unreachable!("the cache never runs a query")
+    }
+
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let _ended = Ended(Arc::clone(&self.ended));
@@ -113,6 +121,8 @@ async fn fixture() -> Fixture {
         name: "t".into(),
         table_type: "table".into(),
         row_estimate: Some(3),
+        byte_estimate: None,
+        options: Default::default(),
         arrow_schema: Some(schema_to_json(&schema)),
         discovered_at: chrono::Utc::now(),
         fetch_count: 0,

@@ -9,11 +9,14 @@ pub mod snapshot;
 pub use reports::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use secrecy::ExposeSecret;
 use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::snapshot::{Snapshot, SnapshotCell};
 use crate::cache::{Cache, FetchMode};
@@ -22,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
 use crate::id::ConnectionId;
 use crate::secrets::SecretCipher;
-use crate::source::{self, Source, SourceConfig, TestOutcome, merge_patch};
+use crate::source::{self, QueryRequest, Source, SourceConfig, TestOutcome, merge_patch};
 use crate::store::{ConfigUpdate, MetadataStore, NewConnection};
 use crate::table::{CacheEntry, TableRecord, TableRef};
 
@@ -72,6 +75,19 @@ pub struct Connections {
     sources: Mutex<HashMap<ConnectionId, Arc<dyn Source>>>,
     /// Connections and tables as planning sees them.
     snapshot: Arc<SnapshotCell>,
+    /// The copies `auto` runs in the background, cancelled by `shutdown`.
+    background: BackgroundCopies,
+}
+
+/// Copies of tables into the cache that no statement waits for.
+#[derive(Default)]
+struct BackgroundCopies {
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    /// The tables being copied, so a copy is started once.
+    running: Mutex<HashSet<TableRef>>,
+    /// Woken whenever a copy ends.
+    ended: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Connections {
@@ -107,6 +123,7 @@ impl Connections {
             events,
             sources: Mutex::default(),
             snapshot,
+            background: BackgroundCopies::default(),
         }
     }
 
@@ -531,6 +548,85 @@ impl Connections {
         self.cache.run(connection, source, record, mode).await
     }
 
+    /// Runs a statement pushed down to `connection`'s source, streaming its rows into `sink`.
+    pub(crate) async fn query(
+        &self,
+        connection: &Connection,
+        request: &QueryRequest,
+        sink: mpsc::Sender<datafusion::arrow::record_batch::RecordBatch>,
+    ) -> Result<()> {
+        let source = self.source(connection).await?;
+        source.query(request, sink).await
+    }
+
+    /// Starts copying `record` into the cache without anyone waiting for it, unless a copy
+    /// of it is already running here. A failure is logged; the next query starts again.
+    pub(crate) fn cache_in_background(
+        self: &Arc<Self>,
+        connection: &Connection,
+        record: &TableRecord,
+    ) {
+        let table = record.table_ref(&connection.id);
+        {
+            let mut running = self
+                .background
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if self.background.cancel.is_cancelled() || !running.insert(table.clone()) {
+                return;
+            }
+        }
+        let (this, connection, record) = (Arc::clone(self), connection.clone(), record.clone());
+        let cancel = self.background.cancel.clone();
+        self.background.tasks.spawn(async move {
+            let label = TableName::of(&connection, &record).to_string();
+            tokio::select! {
+                result = this.fetch_table(&connection, &record, FetchMode::Ensure) => {
+                    if let Err(e) = result {
+                        tracing::warn!(table = %label, error = %e, "background copy failed");
+                    }
+                }
+                () = cancel.cancelled() => {
+                    tracing::info!(table = %label, "background copy cancelled");
+                }
+            }
+            this.background
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&table);
+            this.background.ended.notify_waiters();
+        });
+    }
+
+    /// Cancels the background copies still running and waits until each has cleaned up
+    /// (its temp file removed, no entry published). A one-shot run calls this before it
+    /// exits; the next run starts the copies again.
+    pub async fn shutdown(&self) {
+        self.background.cancel.cancel();
+        self.background.tasks.close();
+        self.background.tasks.wait().await;
+    }
+
+    /// Waits until the background copies running now have finished (for tests and
+    /// benchmarks that read the copy next).
+    pub async fn background_copies_done(&self) {
+        loop {
+            let ended = self.background.ended.notified();
+            let idle = self
+                .background
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
+            if idle {
+                return;
+            }
+            ended.await;
+        }
+    }
+
     /// Decodes a table's cache file into the memory tier (fetching the table first if it is
     /// not cached), as a statement reading it would in the background. Returns the bytes it
     /// holds there, or `None` when the tier is off or the table does not fit.
@@ -612,6 +708,26 @@ impl Connections {
         };
         let record = self.table_record(&connection, schema, table).await?;
         Ok((connection, record))
+    }
+
+    /// Merges `patch` (a JSON object such as `{"mode": "live"}`) into one table's options,
+    /// which outlive rediscovery, and returns the table with its new options.
+    pub async fn set_table_options<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+        schema: &str,
+        table: &str,
+        patch: &Value,
+    ) -> Result<(Connection, TableRecord)> {
+        let (connection, mut record) = self.fetchable(which.into(), schema, table).await?;
+        record.options = record.options.patched(patch)?;
+        let table_ref = TableRef::new(&connection.id, schema, table);
+        if !self.store.set_table_options(&table_ref, &record.options).await? {
+            // Dropped or rediscovered away between the read and the write.
+            return Err(self.no_such_table(&connection, schema, Some(table)));
+        }
+        self.reload_snapshot().await?;
+        Ok((connection.into_owned(), record))
     }
 
     /// Drops cache entries of a connection (optionally of one schema or table); the tables

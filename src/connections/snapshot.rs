@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 
+use crate::access::AccessOptions;
 use crate::connection::Connection;
+use crate::source::CommonOptions;
 use crate::error::Result;
 use crate::store::{MetadataStore, ViewRecord};
 use crate::table::{TableRecord, schema_from_json};
@@ -26,6 +28,8 @@ pub struct SnapshotTable {
 pub struct SnapshotConnection {
     /// The connection.
     pub connection: Connection,
+    /// How its tables are read, from its config.
+    pub access: AccessOptions,
     /// schema → table → table.
     pub schemas: BTreeMap<String, BTreeMap<String, Arc<SnapshotTable>>>,
 }
@@ -102,6 +106,7 @@ impl Snapshot {
             connections.insert(
                 connection.name.to_string(),
                 Arc::new(SnapshotConnection {
+                    access: CommonOptions::access_of(connection.source_type, &connection.config),
                     connection,
                     schemas,
                 }),

@@ -105,6 +105,11 @@ fn int_of(cell: Cell<'_>) -> Result<i128, String> {
     match cell {
         Cell::Int(v) => Ok(i128::from(v)),
         Cell::UInt(v) => Ok(i128::from(v)),
+        // A whole number sent as a decimal (MySQL's SUM of integers), converted exactly.
+        Cell::Text(text) => text
+            .trim()
+            .parse::<i128>()
+            .map_err(|_| "which is not an integer".to_owned()),
         _ => Err("which is not an integer".into()),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use crate::access::AccessOptions;
 use crate::connection::SourceType;
 use crate::error::{Error, Result};
 
@@ -22,6 +23,9 @@ const SERVER_KEYS: &[&str] = &[
     "statement_timeout",
     "retry_budget",
     "max_age",
+    "mode",
+    "inline_fetch_max",
+    "cache_max_bytes",
 ];
 /// PostgreSQL takes the server keys plus its own.
 static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> =
@@ -29,7 +33,15 @@ static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> =
 /// MySQL takes the server keys plus its own.
 static MYSQL_KEYS: std::sync::LazyLock<Vec<&'static str>> =
     std::sync::LazyLock::new(|| [SERVER_KEYS, &["schemas"]].concat());
-const SQLITE_KEYS: &[&str] = &["path", "connect_timeout", "statement_timeout", "max_age"];
+const SQLITE_KEYS: &[&str] = &[
+    "path",
+    "connect_timeout",
+    "statement_timeout",
+    "max_age",
+    "mode",
+    "inline_fetch_max",
+    "cache_max_bytes",
+];
 const SERVER_SECRETS: &[&str] = &["password"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time spent retrying a refused or dropped connection, past the first try: enough for a
@@ -129,6 +141,8 @@ pub struct CommonOptions {
     /// A cache entry older than this is fetched again before a statement reads it
     /// (default: never stale).
     pub max_age: Option<Duration>,
+    /// How its tables are read: the default mode and `auto`'s size limits.
+    pub access: AccessOptions,
 }
 
 impl CommonOptions {
@@ -139,6 +153,13 @@ impl CommonOptions {
             .duration("max_age")
             .ok()
             .flatten()
+    }
+
+    /// The access options of a stored, validated config (the defaults if unreadable).
+    pub fn access_of(source_type: SourceType, config: &Value) -> AccessOptions {
+        Fields::new(source_type, config)
+            .and_then(|fields| fields.access())
+            .unwrap_or_default()
     }
 }
 
@@ -196,6 +217,7 @@ impl SourceConfig {
                 .duration_or_zero("retry_budget")?
                 .unwrap_or(DEFAULT_RETRY_BUDGET),
             max_age: fields.duration("max_age")?,
+            access: fields.access()?,
         };
         Ok(match source_type {
             SourceType::Postgres => SourceConfig::Postgres(fields.server(options)?),
@@ -493,6 +515,25 @@ impl<'a> Fields<'a> {
             Some(other) => return Err(bad(other)),
         };
         Ok(Some(duration))
+    }
+
+    fn access(&self) -> Result<AccessOptions> {
+        let defaults = AccessOptions::default();
+        let present = |key: &str| self.map.get(key).filter(|v| !v.is_null());
+        let mode = match present("mode") {
+            Some(value) => crate::access::parse_mode(value, "mode").map_err(|m| self.error(m))?,
+            None => defaults.mode,
+        };
+        let size = |key: &str| {
+            present(key)
+                .map(|value| crate::access::parse_bytes(value, key).map_err(|m| self.error(m)))
+                .transpose()
+        };
+        Ok(AccessOptions {
+            mode,
+            inline_fetch_max: size("inline_fetch_max")?.unwrap_or(defaults.inline_fetch_max),
+            cache_max_bytes: size("cache_max_bytes")?,
+        })
     }
 
     fn existing_file(&self, key: &str, what: &str) -> Result<PathBuf> {

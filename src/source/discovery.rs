@@ -17,6 +17,8 @@ pub struct TableColumnRow {
     pub table_type: String,
     /// The source's row estimate.
     pub row_estimate: Option<i64>,
+    /// The source's size estimate in bytes.
+    pub byte_estimate: Option<i64>,
     /// Column name.
     pub column: String,
     /// 1-based position.
@@ -36,6 +38,7 @@ impl TableColumnRow {
             table: row.try_get("table_name")?,
             table_type: row.try_get("table_type")?,
             row_estimate: row.try_get("row_estimate")?,
+            byte_estimate: row.try_get("byte_estimate")?,
             column: row.try_get("column_name")?,
             position: row.try_get("ordinal_position")?,
         })
@@ -76,14 +79,14 @@ impl Default for TableCollector {
 }
 
 impl TableCollector {
-    /// Adds a column of `schema.table`, starting a new table (of `table_type`, with
-    /// `row_estimate`) when the table changes.
+    /// Adds a column of `schema.table`, starting a new table (of `table_type`, with its
+    /// row and byte estimates) when the table changes.
     pub fn column(
         &mut self,
         schema: String,
         table: String,
         table_type: &str,
-        row_estimate: Option<i64>,
+        (row_estimate, byte_estimate): (Option<i64>, Option<i64>),
         column: DiscoveredColumn,
     ) {
         if self
@@ -96,6 +99,8 @@ impl TableCollector {
                 name: table,
                 table_type: table_type.to_owned(),
                 row_estimate,
+                byte_estimate,
+                options: Default::default(),
                 arrow_schema: None,
                 discovered_at: self.now,
                 fetch_count: 0,

@@ -61,6 +61,56 @@ pub struct FetchRequest {
     pub source_types: Vec<String>,
 }
 
+/// A statement in a source's own dialect whose rows are read into `arrow_schema`, column by
+/// column: the sub-plan of a query pushed down to the source.
+#[derive(Clone, Debug)]
+pub struct QueryRequest {
+    /// The connection's name, for messages.
+    pub connection: String,
+    /// A `SELECT` in the source's dialect.
+    pub sql: String,
+    /// The schema the query planned; the rows must convert to it exactly.
+    pub arrow_schema: SchemaRef,
+}
+
+/// What a decoder reads into: the schema, and how to word an error about a column.
+pub(crate) trait ReadTarget: Send + Sync + 'static {
+    /// The schema every batch must have.
+    fn schema(&self) -> &SchemaRef;
+    /// An error about column `column` (or the whole read).
+    fn error(&self, column: Option<usize>, message: impl fmt::Display) -> Error;
+}
+
+impl ReadTarget for FetchRequest {
+    fn schema(&self) -> &SchemaRef {
+        &self.arrow_schema
+    }
+    fn error(&self, column: Option<usize>, message: impl fmt::Display) -> Error {
+        FetchRequest::error(self, column, message)
+    }
+}
+
+impl ReadTarget for QueryRequest {
+    fn schema(&self) -> &SchemaRef {
+        &self.arrow_schema
+    }
+    fn error(&self, column: Option<usize>, message: impl fmt::Display) -> Error {
+        let message = match column {
+            Some(i) => format!(
+                "result column {} ({}) holds {message}",
+                i + 1,
+                self.arrow_schema.field(i).data_type()
+            ),
+            None => message.to_string(),
+        };
+        Error::Remote {
+            connection: self.connection.clone(),
+            message,
+            sql: self.sql.clone(),
+        }
+    }
+}
+
 impl FetchRequest {
     /// A fetch error about column `index` (or the whole table).
     pub fn error(&self, column: Option<usize>, message: impl std::fmt::Display) -> Error {
@@ -90,12 +140,38 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// Streams the whole table as batches of `request.arrow_schema` into `sink`. Stops early,
     /// without error, when the sink is closed.
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()>;
+    /// Runs `request.sql` on one pooled, read-only session and streams its rows, converted
+    /// exactly to `request.arrow_schema`, into `sink`. Stops early, without error, when the
+    /// sink is closed.
+    async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()>;
+}
+
+/// The SQL dialects of the sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlDialect {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+    /// SQLite.
+    Sqlite,
+}
+
+impl SqlDialect {
+    /// The dialect sources of `source_type` speak.
+    pub fn of(source_type: SourceType) -> Self {
+        match source_type {
+            SourceType::Postgres => SqlDialect::Postgres,
+            SourceType::Mysql => SqlDialect::Mysql,
+            SourceType::Sqlite => SqlDialect::Sqlite,
+        }
+    }
 }
 
 /// Waits for every partition reader of one fetch; the first failure is the fetch's error.
 pub(crate) async fn join_partitions(
     readers: Vec<tokio::task::JoinHandle<Result<()>>>,
-    request: &FetchRequest,
+    request: &impl ReadTarget,
 ) -> Result<()> {
     let mut result = Ok(());
     for reader in readers {
@@ -114,7 +190,7 @@ pub(crate) async fn join_partitions(
 pub(crate) async fn forward_batch(
     builder: &mut cells::BatchBuilder,
     sink: &mpsc::Sender<RecordBatch>,
-    request: &FetchRequest,
+    request: &impl ReadTarget,
     last: bool,
 ) -> Result<bool> {
     if !last && builder.rows() < BATCH_ROWS {

@@ -26,7 +26,10 @@ use tokio::sync::mpsc;
 use super::builders::DecodeError;
 use super::cells::{BatchBuilder, Cell};
 use super::discovery::{DiscoveredColumn, TableCollector};
-use super::{Endpoint, FetchRequest, Source, SqliteConfig, TestOutcome, forward_batch};
+use super::{
+    Endpoint, FetchRequest, QueryRequest, ReadTarget, Source, SqliteConfig, TestOutcome,
+    forward_batch,
+};
 use crate::error::Result;
 use crate::table::TableRecord;
 
@@ -164,6 +167,17 @@ impl Source for SqliteSource {
             .await
             .map_err(classify)?;
             let row_estimate = Some(stats.try_get::<i64, _>("row_count").map_err(classify)?);
+            // The pages the table holds, where SQLite was built with the dbstat table.
+            let byte_estimate: Option<i64> = if kind == "table" {
+                sqlx::query_scalar("SELECT sum(pgsize) FROM dbstat WHERE name = $1")
+                    .bind(&name)
+                    .fetch_one(&self.pool)
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
             for (i, column) in columns.iter().enumerate() {
                 let declared: String = column.try_get("type").map_err(classify)?;
                 let not_null: i64 = column.try_get("not_null").map_err(classify)?;
@@ -172,7 +186,7 @@ impl Source for SqliteSource {
                     "main".into(),
                     name.clone(),
                     &kind,
-                    row_estimate,
+                    (row_estimate, byte_estimate),
                     DiscoveredColumn {
                         name: column.try_get("name").map_err(classify)?,
                         position: i as i64 + 1,
@@ -203,6 +217,24 @@ impl Source for SqliteSource {
             columns.join(", "),
             quote_ident(&request.table.table)
         );
+        self.stream(statement, request, sink).await
+    }
+
+
+    async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
+        self.stream(request.sql.clone(), request, sink).await
+    }
+}
+
+impl SqliteSource {
+    /// Streams the rows of `statement` into `sink`, each value decoded by its storage class.
+    async fn stream(
+        &self,
+        statement: String,
+        request: &impl ReadTarget,
+        sink: mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        let schema = Arc::clone(request.schema());
         let mut builder =
             BatchBuilder::new(Arc::clone(&schema)).map_err(|e| request.error(None, e))?;
         let mut rows = sqlx::query(AssertSqlSafe(statement)).fetch(&self.pool);

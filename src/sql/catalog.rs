@@ -12,6 +12,9 @@ use datafusion::catalog::{
 use datafusion::error::{DataFusionError, Result};
 
 use super::lazy_table::LazyTable;
+use super::pushdown;
+use crate::access::{AccessMode, AutoChoice};
+use crate::cache::Freshness;
 use datafusion::execution::runtime_env::RuntimeEnv;
 
 use super::system_catalog::{SYSTEM_CATALOG, SystemCatalog};
@@ -135,11 +138,38 @@ impl SchemaProvider for ConnectionSchema {
                 self.connection.connection.name, self.schema, name
             )));
         }
-        Ok(Some(Arc::new(LazyTable::new(
-            self.connection.connection.clone(),
-            table.clone(),
-            Arc::clone(&self.connections),
-        ))))
+        let connection = &self.connection.connection;
+        let lazy = || -> Arc<dyn TableProvider> {
+            Arc::new(LazyTable::new(
+                connection.clone(),
+                table.clone(),
+                Arc::clone(&self.connections),
+            ))
+        };
+        let access = &self.connection.access;
+        let live = |copy_in_background| {
+            pushdown::live_table(connection, table, &self.connections, copy_in_background)
+        };
+        Ok(Some(match table.record.options.mode(access) {
+            AccessMode::Cache => lazy(),
+            AccessMode::Live => live(false),
+            AccessMode::Auto => match access.auto_choice(table.record.byte_estimate) {
+                AutoChoice::FetchInline => lazy(),
+                choice => {
+                    // A fresh copy is read, however large the table.
+                    let freshness = self
+                        .connections
+                        .cache()
+                        .fresh_entry(connection, &table.record)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    match freshness {
+                        Freshness::Fresh(_) => lazy(),
+                        _ => live(choice == AutoChoice::LiveAndCache),
+                    }
+                }
+            },
+        }))
     }
 
     fn table_exist(&self, name: &str) -> bool {

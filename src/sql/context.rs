@@ -1,10 +1,13 @@
 //! The DataFusion session every Quarry session starts from: connections as catalogs, the
-//! management functions, exact decimal literals, the lossy-cast guard, and without one
-//! optimizer rule that changes a decimal sum's type.
+//! management functions, exact decimal literals, the lossy-cast guard, pushdown of live
+//! tables' work to their sources, and without one optimizer rule that changes a decimal
+//! sum's type.
 
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::catalog::QuarryCatalogList;
@@ -18,7 +21,18 @@ pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> 
     // `o_totalprice = 190720.34` must compare with the exact decimal, as PostgreSQL and
     // MySQL do, not with the nearest double (190720.339999999983616).
     config.options_mut().sql_parser.parse_float_as_decimal = true;
-    let context = SessionContext::new_with_config_rt(config, Arc::clone(runtime));
+    // The pushdown rule sits among DataFusion's own, and federated sub-plans are planned
+    // as statements sent to their sources.
+    let rules = super::pushdown::optimizer_rules(Optimizer::new().rules);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(Arc::clone(runtime))
+        .with_default_features()
+        .with_optimizer_rules(rules)
+        .with_query_planner(Arc::new(super::pushdown::PushDownPlanner))
+        .with_physical_optimizer_rule(Arc::new(super::pushdown::AdoptRemoteScans))
+        .build();
+    let context = SessionContext::new_with_state(state);
     context.register_catalog_list(Arc::new(QuarryCatalogList::new(
         Arc::clone(connections),
         Arc::clone(runtime),

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::deferred::{DeferredExec, StreamFactory, external};
 use crate::connections::{Connections, Created, RefreshOutcome, TestReport};
+use crate::source::CommonOptions;
 
 type Effect =
     Arc<dyn Fn(Arc<Connections>) -> BoxFuture<'static, crate::Result<Vec<ArrayRef>>> + Send + Sync>;
@@ -36,6 +37,7 @@ enum Function {
     TestConnection,
     DiscoverConnection,
     RefreshTable,
+    SetTableOptions,
     RefreshConnection,
     PurgeCache,
     RenameConnection,
@@ -43,11 +45,12 @@ enum Function {
 }
 
 impl Function {
-    const ALL: [Function; 8] = [
+    const ALL: [Function; 9] = [
         Function::CreateConnection,
         Function::TestConnection,
         Function::DiscoverConnection,
         Function::RefreshTable,
+        Function::SetTableOptions,
         Function::RefreshConnection,
         Function::PurgeCache,
         Function::RenameConnection,
@@ -61,6 +64,7 @@ impl Function {
             Function::TestConnection => "test_connection",
             Function::DiscoverConnection => "discover_connection",
             Function::RefreshTable => "refresh_table",
+            Function::SetTableOptions => "set_table_options",
             Function::RefreshConnection => "refresh_connection",
             Function::PurgeCache => "purge_cache",
             Function::RenameConnection => "rename_connection",
@@ -77,6 +81,9 @@ impl Function {
             Function::TestConnection => "test_connection(name_or_id)",
             Function::DiscoverConnection => "discover_connection(name_or_id)",
             Function::RefreshTable => "refresh_table('connection.schema.table')",
+            Function::SetTableOptions => {
+                "set_table_options('connection.schema.table', '{\"mode\": \"live\"}')"
+            }
             Function::RefreshConnection => "refresh_connection(name_or_id)",
             Function::PurgeCache => "purge_cache(name_or_id [, schema [, table]])",
             Function::RenameConnection => "rename_connection(name_or_id, new_name)",
@@ -89,7 +96,7 @@ impl Function {
         match self {
             Function::CreateConnection => (3, 3),
             Function::PurgeCache => (1, 3),
-            Function::RenameConnection => (2, 2),
+            Function::RenameConnection | Function::SetTableOptions => (2, 2),
             _ => (1, 1),
         }
     }
@@ -123,6 +130,11 @@ impl Function {
                 ("bytes", Int64),
                 ("seconds", Float64),
             ],
+            Function::SetTableOptions => &[
+                ("table", Utf8),
+                ("access_mode", Utf8),
+                ("options", Utf8),
+            ],
             Function::PurgeCache => &[("entries_removed", Int64), ("bytes_freed", Int64)],
             Function::RenameConnection | Function::DropConnection => {
                 &[("id", Utf8), ("name", Utf8)]
@@ -143,14 +155,24 @@ impl Function {
                     self.signature()
                 ))
             }),
-            Function::RefreshTable if args[0].splitn(3, '.').count() != 3 => {
+            Function::RefreshTable | Function::SetTableOptions
+                if args[0].splitn(3, '.').count() != 3 =>
+            {
                 Err(DataFusionError::Plan(format!(
-                    "refresh_table takes 'connection.schema.table', got '{}'; usage: SELECT * \
-                     FROM {}",
+                    "{} takes 'connection.schema.table', got '{}'; usage: SELECT * FROM {}",
+                    self.name(),
                     args[0],
                     self.signature()
                 )))
             }
+            Function::SetTableOptions => serde_json::from_str::<Value>(&args[1])
+                .map(|_| ())
+                .map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "the options are not JSON ({e}); usage: SELECT * FROM {}",
+                        self.signature()
+                    ))
+                }),
             _ => Ok(()),
         }
     }
@@ -188,14 +210,22 @@ impl Function {
             Function::DiscoverConnection => to_value(connections.discover_connection(&a[0]).await?),
             Function::RefreshTable => {
                 let start = Instant::now();
-                let mut parts = a[0].splitn(3, '.');
-                let (c, s, t) = (
-                    parts.next().unwrap_or_default(),
-                    parts.next().unwrap_or_default(),
-                    parts.next().unwrap_or_default(),
-                );
+                let (c, s, t) = table_parts(&a[0]);
                 let entry = connections.refresh_table(c, s, t).await?;
                 to_value(RefreshOutcome::of([&entry], start))
+            }
+            Function::SetTableOptions => {
+                let (c, s, t) = table_parts(&a[0]);
+                // Checked at planning (`check`).
+                let patch: Value = serde_json::from_str(&a[1])
+                    .map_err(|e| crate::Error::Usage(format!("the options are not JSON: {e}")))?;
+                let (connection, record) = connections.set_table_options(c, s, t, &patch).await?;
+                let access = CommonOptions::access_of(connection.source_type, &connection.config);
+                serde_json::json!({
+                    "table": format!("{}.{}.{}", connection.name, record.schema, record.name),
+                    "access_mode": record.options.mode(&access).as_str(),
+                    "options": record.options.to_json().unwrap_or_else(|| "{}".into()),
+                })
             }
             Function::RefreshConnection => to_value(connections.refresh_connection(&a[0]).await?),
             Function::PurgeCache => to_value(
@@ -227,6 +257,16 @@ fn config_of(text: &str) -> std::result::Result<Value, String> {
         Err(_) if text.contains("://") => Ok(serde_json::json!({ "url": text })),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The connection, schema and table of a checked 'connection.schema.table' argument.
+fn table_parts(text: &str) -> (&str, &str, &str) {
+    let mut parts = text.splitn(3, '.');
+    (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
 }
 
 fn to_value(report: impl serde::Serialize) -> Value {

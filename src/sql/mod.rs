@@ -1,5 +1,6 @@
-//! DataFusion glue: connections as catalogs over an in-memory snapshot, and lazy tables
-//! that fetch into the cache when a query first reads them.
+//! DataFusion glue: connections as catalogs over an in-memory snapshot, lazy tables that
+//! fetch into the cache when a query first reads them, and live tables whose work is pushed
+//! down to their source.
 
 pub mod catalog;
 pub(crate) mod context;
@@ -13,6 +14,7 @@ pub(crate) mod lossy_cast;
 pub(crate) mod memory_scan;
 pub mod names;
 pub mod placeholders;
+pub(crate) mod pushdown;
 pub mod results;
 pub mod show_tables;
 

@@ -97,6 +97,14 @@ impl MetadataStore for Recording {
         self.record(format!("table {}", key(table)));
         self.inner.table(table).await
     }
+    async fn set_table_options(
+        &self,
+        table: &TableRef,
+        options: &crate::access::TableOptions,
+    ) -> Result<bool> {
+        self.record(format!("set_table_options {}", key(table)));
+        self.inner.set_table_options(table, options).await
+    }
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()> {
         self.record(format!("record_test {id}"));
         self.inner.record_test(id, status).await

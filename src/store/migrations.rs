@@ -44,12 +44,14 @@ static SQLITE: LazyLock<Vec<Migration>> = LazyLock::new(|| {
     embedded(&[
         include_str!("../../migrations/sqlite/v1.sql"),
         include_str!("../../migrations/sqlite/v2.sql"),
+        include_str!("../../migrations/sqlite/v3.sql"),
     ])
 });
 static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
     embedded(&[
         include_str!("../../migrations/postgres/v1.sql"),
         include_str!("../../migrations/postgres/v2.sql"),
+        include_str!("../../migrations/postgres/v3.sql"),
     ])
 });
 

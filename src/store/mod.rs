@@ -18,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::access::TableOptions;
 use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::Result;
@@ -104,6 +105,8 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn tables(&self, id: &ConnectionId) -> Result<Vec<TableRecord>>;
     /// One discovered table with its columns.
     async fn table(&self, table: &TableRef) -> Result<Option<TableRecord>>;
+    /// Stores the options of a discovered table; false if discovery did not find it.
+    async fn set_table_options(&self, table: &TableRef, options: &TableOptions) -> Result<bool>;
     /// Records the outcome of a connection test.
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()>;
 

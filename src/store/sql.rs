@@ -16,6 +16,7 @@ use super::{
     CacheEntry, ColumnRecord, ConfigUpdate, Dialect, MetadataStore, NewConnection, TableRecord,
     ViewRecord, migrations,
 };
+use crate::access::TableOptions;
 use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
@@ -137,8 +138,8 @@ impl SqlStore {
                     });
             }
             let mut query = sqlx::query(AssertSqlSafe(format!(
-                "SELECT table_schema, table_name, table_type, row_estimate, arrow_schema,
-                        discovered_at, fetch_count
+                "SELECT table_schema, table_name, table_type, row_estimate, byte_estimate,
+                        options, arrow_schema, discovered_at, fetch_count
                  FROM source_tables WHERE {filter}
                  ORDER BY table_schema, table_name"
             )))
@@ -160,6 +161,10 @@ impl SqlStore {
                         name,
                         table_type: row.try_get("table_type")?,
                         row_estimate: row.try_get("row_estimate")?,
+                        byte_estimate: row.try_get("byte_estimate")?,
+                        options: TableOptions::from_json(
+                            row.try_get::<Option<String>, _>("options")?.as_deref(),
+                        ),
                         arrow_schema: row.try_get("arrow_schema")?,
                         discovered_at: parse_timestamp(
                             &row.try_get::<String, _>("discovered_at")?,
@@ -567,10 +572,11 @@ impl MetadataStore for SqlStore {
             for table in tables {
                 sqlx::query(
                     "INSERT INTO source_tables (connection_id, table_schema, table_name, table_type,
-                         row_estimate, arrow_schema, discovered_at, fetch_count)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         row_estimate, byte_estimate, arrow_schema, discovered_at, fetch_count)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (connection_id, table_schema, table_name) DO UPDATE
                      SET table_type = excluded.table_type, row_estimate = excluded.row_estimate,
+                         byte_estimate = excluded.byte_estimate,
                          arrow_schema = excluded.arrow_schema, discovered_at = excluded.discovered_at",
                 )
                 .bind(id.as_str())
@@ -578,6 +584,7 @@ impl MetadataStore for SqlStore {
                 .bind(&table.name)
                 .bind(&table.table_type)
                 .bind(table.row_estimate)
+                .bind(table.byte_estimate)
                 .bind(&table.arrow_schema)
                 .bind(timestamp(table.discovered_at))
                 .bind(table.fetch_count)
@@ -629,6 +636,24 @@ impl MetadataStore for SqlStore {
             .load_tables(&table.connection_id, Some(table))
             .await?
             .pop())
+    }
+
+    async fn set_table_options(&self, table: &TableRef, options: &TableOptions) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE source_tables SET options = $1
+             WHERE connection_id = $2 AND table_schema = $3 AND table_name = $4",
+        )
+        .bind(options.to_json())
+        .bind(table.connection_id.as_str())
+        .bind(&table.schema)
+        .bind(&table.table)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::store(format!(
+            "setting the options of {}.{}",
+            table.schema, table.table
+        )))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Differential tests: seeded generated queries over one small dataset loaded into
-//! PostgreSQL and MariaDB, each run on the source directly and through Quarry (cached), the
-//! answers compared. A failure prints the query and both answers.
+//! PostgreSQL and MariaDB, each run on the source directly and through Quarry twice: from the
+//! cache and live (pushed down to the source), the answers compared. A failure prints the
+//! query, the SQL Quarry pushed down and both answers.
 //!
 //! `QUARRY_DIFF_QUERIES` (default 300 per source) and `QUARRY_DIFF_SEED` run more or other
 //! queries: `QUARRY_DIFF_QUERIES=3000 cargo test differential`.
@@ -202,7 +203,14 @@ impl Render<'_> {
 /// A scalar expression over t1 (qualified by `q`), with its kind.
 fn expression(rng: &mut Rng, r: &Render, q: &str) -> (String, Kind) {
     let k = rng.int(-10, 10);
-    match rng.int(0, 13) {
+    match rng.int(0, 17) {
+        14 => (format!("COALESCE({q}s, 'none')"), Kind::Text),
+        15 => (
+            format!("CASE WHEN {q}b IS NULL THEN 'no b' WHEN {q}b > {k} THEN 'big' ELSE {q}s END"),
+            Kind::Text,
+        ),
+        16 => (format!("CAST({q}b AS DECIMAL(12,2)) * 2"), Kind::Dec),
+        17 => (format!("{q}a % 4"), Kind::Int),
         0 => (format!("{q}a + {q}b"), Kind::Int),
         1 => (format!("{q}a * 3 - {q}b"), Kind::Int),
         2 => (format!("{q}d * 2"), Kind::Dec),
@@ -227,7 +235,21 @@ fn expression(rng: &mut Rng, r: &Render, q: &str) -> (String, Kind) {
 fn predicate(rng: &mut Rng, r: &Render, q: &str) -> String {
     let k = rng.int(-15, 15);
     let dec = format!("{:.2}", rng.int(-5000, 5000) as f64 / 100.0);
-    match rng.int(0, 13) {
+    match rng.int(0, 21) {
+        14 => format!("{q}s LIKE '{}'", rng.pick(&["_eta", "%ta", "e_s", "%a%", "g_mm%"])),
+        15 => format!("{q}s NOT LIKE '%{}'", rng.pick(&["a", "s", "ta"])),
+        16 => format!("{q}s {} '{}'", rng.pick(&["<", ">=", "<>"]), rng.pick(&["beta", "delta", "eps"])),
+        17 => format!("{q}s IN ('beta', '{}')", rng.pick(&["eps", "zeta", "nope"])),
+        18 => format!("{q}b IS NULL OR {q}b > {}", k + 20),
+        19 => format!("{q}d BETWEEN -{} AND {dec}", rng.int(0, 40)),
+        20 => format!(
+            "CASE WHEN {q}s = 'beta' THEN {q}a ELSE {q}g END > {}",
+            k.rem_euclid(6)
+        ),
+        21 => match r.dialect {
+            Dialect::Postgres => format!("CAST({q}a AS DOUBLE PRECISION) < {q}f"),
+            _ => format!("CAST({q}a AS DOUBLE) < {q}f"),
+        },
         0 => format!("{q}a > {k}"),
         1 => format!("{q}b IS NULL"),
         2 => format!("{q}b IS NOT NULL AND {q}b < {}", k + 25),
@@ -561,8 +583,21 @@ async fn sources() -> (PgSourceFixture, MySqlSourceFixture) {
         .register_connection("my", "mysql", crate::support::mysql_source_config(&my.name))
         .await
         .unwrap();
-    pg.engine.discover_connection("pg").await.unwrap();
-    pg.engine.discover_connection("my").await.unwrap();
+    let mut live_pg = crate::support::pg_source_config(&pg.db.name);
+    live_pg["mode"] = "live".into();
+    pg.engine
+        .register_connection("pg_live", "postgres", live_pg)
+        .await
+        .unwrap();
+    let mut live_my = crate::support::mysql_source_config(&my.name);
+    live_my["mode"] = "live".into();
+    pg.engine
+        .register_connection("my_live", "mysql", live_my)
+        .await
+        .unwrap();
+    for name in ["pg", "my", "pg_live", "my_live"] {
+        pg.engine.discover_connection(name).await.unwrap();
+    }
     (pg, my)
 }
 
@@ -608,56 +643,94 @@ async fn source_rows(
 async fn compare(source: Dialect) {
     let (queries, seed) = settings();
     let (mut pg, mut my) = sources().await;
-    let target = match source {
-        Dialect::Postgres => Target {
-            source,
-            own: ["pg.public.t1".into(), "pg.public.t2".into()],
-            other_t2: format!("my.{}.t2", my.name),
-        },
-        _ => Target {
-            source,
-            own: [format!("my.{}.t1", my.name), format!("my.{}.t2", my.name)],
-            other_t2: "pg.public.t2".into(),
-        },
+    let target = |live: bool| {
+        let (pg_name, my_name) = if live { ("pg_live", "my_live") } else { ("pg", "my") };
+        match source {
+            Dialect::Postgres => Target {
+                source,
+                own: [format!("{pg_name}.public.t1"), format!("{pg_name}.public.t2")],
+                other_t2: format!("{my_name}.{}.t2", my.name),
+            },
+            _ => Target {
+                source,
+                own: [
+                    format!("{my_name}.{}.t1", my.name),
+                    format!("{my_name}.{}.t2", my.name),
+                ],
+                other_t2: format!("{pg_name}.public.t2"),
+            },
+        }
     };
+    let (cached, live) = (target(false), target(true));
     let mut failures = Vec::new();
+    let mut pushed = 0;
     for n in 0..queries as u64 {
-        let query = generate(seed.wrapping_add(n), &target);
+        let query = generate(seed.wrapping_add(n), &cached);
+        let live_sql = generate(seed.wrapping_add(n), &live).quarry;
         let theirs = source_rows(&mut pg, &mut my, source, &query.source, &query.kinds)
             .await
             .unwrap_or_else(|e| panic!("the source refused\n  {}\n: {e}", query.source));
-        let ours = match pg.engine.sql(&query.quarry).await {
-            Ok(frame) => match frame.collect().await {
-                Ok(batches) => Ok(quarry_rows(&batches, &query.kinds)),
+        let remote = remote_sql(&pg.engine, &live_sql).await;
+        pushed += usize::from(remote.iter().any(|l| l.contains("VirtualExecutionPlan")));
+        for (mode, sql) in [("cached", &query.quarry), ("live", &live_sql)] {
+            let ours = match pg.engine.sql(sql).await {
+                Ok(frame) => match frame.collect().await {
+                    Ok(batches) => Ok(quarry_rows(&batches, &query.kinds)),
+                    Err(e) => Err(e.to_string()),
+                },
                 Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
-        };
-        match ours {
-            Ok(ours) if same_rows(&ours, &theirs, &query.kinds, query.ordered) => {}
-            Ok(ours) => failures.push(format!(
-                "query {n} (seed {}):\n  quarry: {}\n  source: {}\n  quarry answered ({} rows):\n    {}\n  source answered ({} rows):\n    {}",
-                seed.wrapping_add(n),
-                query.quarry,
-                query.source,
-                ours.len(),
-                show(&ours),
-                theirs.len(),
-                show(&theirs)
-            )),
-            Err(e) => failures.push(format!(
-                "query {n} (seed {}):\n  quarry: {}\n  failed: {e}",
-                seed.wrapping_add(n),
-                query.quarry
-            )),
+            };
+            let pushed_down = if mode == "live" {
+                format!("\n  pushed down:\n    {}", remote.join("\n    "))
+            } else {
+                String::new()
+            };
+            match ours {
+                Ok(ours) if same_rows(&ours, &theirs, &query.kinds, query.ordered) => {}
+                Ok(ours) => failures.push(format!(
+                    "query {n} {mode} (seed {}):\n  quarry: {sql}\n  source: {}{pushed_down}\n  quarry answered ({} rows):\n    {}\n  source answered ({} rows):\n    {}",
+                    seed.wrapping_add(n),
+                    query.source,
+                    ours.len(),
+                    show(&ours),
+                    theirs.len(),
+                    show(&theirs)
+                )),
+                Err(e) => failures.push(format!(
+                    "query {n} {mode} (seed {}):\n  quarry: {sql}{pushed_down}\n  failed: {e}",
+                    seed.wrapping_add(n),
+                )),
+            }
         }
     }
+    // Most queries touch only one connection's tables: most of their work must go down.
+    assert!(
+        pushed * 2 > queries,
+        "only {pushed} of {queries} live queries pushed anything down"
+    );
     assert!(
         failures.is_empty(),
         "{} of {queries} queries differ:\n{}",
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+/// The statements a query sends to its sources, from its `EXPLAIN`.
+async fn remote_sql(engine: &quarry::Engine, sql: &str) -> Vec<String> {
+    let Ok(frame) = engine.sql(&format!("EXPLAIN {sql}")).await else {
+        return Vec::new();
+    };
+    let Ok(batches) = frame.collect().await else {
+        return Vec::new();
+    };
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("VirtualExecutionPlan") || l.contains("LiveScanExec"))
+        .map(|l| l.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -695,6 +768,11 @@ fn the_generator_is_seeded_and_covers_every_family() {
         "COALESCE",
         "CAST(",
         " IN (SELECT",
+        "LIKE '_",
+        "NOT LIKE",
+        " IN ('beta'",
+        "s < '",
+        "IS NULL OR",
     ] {
         assert!(
             texts.iter().any(|t| t.contains(needle)),

@@ -1,6 +1,7 @@
 //! Integration tests, in one binary so DataFusion is linked once. Tests that need a server
 //! talk to the real PostgreSQL/MariaDB given by QUARRY_TEST_PG_URL / QUARRY_TEST_MYSQL_URL.
 
+mod access_modes;
 mod cli;
 mod config_rules;
 mod correctness;

@@ -40,6 +40,7 @@ store_suite!(
     invalid_update_changes_nothing,
     delete_cascades_to_everything_the_connection_owns,
     rediscovery_keeps_the_cache_of_remaining_tables,
+    table_options_survive_rediscovery,
     missing_connections_are_reported_by_name,
     bad_names_are_refused_with_the_rule,
     fresh_store_records_its_migrations,
@@ -240,6 +241,8 @@ fn sample_tables() -> Vec<TableRecord> {
             name: name.to_string(),
             table_type: "table".to_owned(),
             row_estimate: Some(1000),
+            byte_estimate: Some(64_000),
+            options: Default::default(),
             arrow_schema: Some("{}".to_owned()),
             discovered_at: Utc::now(),
             fetch_count: 0,
@@ -370,6 +373,35 @@ async fn rediscovery_keeps_the_cache_of_remaining_tables(b: &Backend) {
     assert_eq!(entries[0].table.table, "orders");
     assert_eq!(entries[0].path, orders.path);
     assert_eq!(entries[0].row_count, 10);
+}
+
+async fn table_options_survive_rediscovery(b: &Backend) {
+    let engine = b.engine().await;
+    let conn = engine
+        .register_connection("sales", "postgres", pg_config("pw"))
+        .await
+        .unwrap();
+    let store = engine.store();
+    let tables = sample_tables();
+    store.replace_tables(&conn.id, &tables).await.unwrap();
+    let orders = quarry::TableRef::new(&conn.id, "public", "orders");
+    let live = quarry::access::TableOptions {
+        mode: Some(quarry::access::AccessMode::Live),
+    };
+    assert!(store.set_table_options(&orders, &live).await.unwrap());
+    let missing = quarry::TableRef::new(&conn.id, "public", "nope");
+    assert!(!store.set_table_options(&missing, &live).await.unwrap());
+
+    // Discovery runs again, with a new size estimate: the option stays, the estimate moves.
+    let mut again = sample_tables();
+    again[0].byte_estimate = Some(128_000);
+    store.replace_tables(&conn.id, &again).await.unwrap();
+    let stored = store.table(&orders).await.unwrap().unwrap();
+    assert_eq!(stored.options, live);
+    assert_eq!(stored.byte_estimate, Some(128_000));
+    let customers = quarry::TableRef::new(&conn.id, "public", "customers");
+    let other = store.table(&customers).await.unwrap().unwrap();
+    assert_eq!(other.options, quarry::access::TableOptions::default());
 }
 
 async fn missing_connections_are_reported_by_name(b: &Backend) {

@@ -16,6 +16,7 @@ use super::model::{
 use crate::connection::{Connection, ConnectionName};
 use crate::engine::Engine;
 use crate::id::ConnectionId;
+use crate::source::CommonOptions;
 use crate::table::{CacheEntry, TableRecord, TableRef};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -379,7 +380,40 @@ pub async fn tables(
 ) -> ApiResult<Json<Vec<TableInfo>>> {
     let connection = by_id(&app.engine, &id).await?;
     let (tables, cached) = tables_and_cache(&app.engine, &connection).await?;
+    let access = CommonOptions::access_of(connection.source_type, &connection.config);
     Ok(Json(
-        tables.iter().map(|t| TableInfo::of(t, &cached)).collect(),
+        tables
+            .iter()
+            .map(|t| TableInfo::of(t, &cached, &access))
+            .collect(),
     ))
+}
+
+/// Change one table's options with a JSON merge patch, such as `{"mode": "live"}` (a key set
+/// to null goes back to the connection's). They outlive rediscovery.
+#[utoipa::path(patch, path = "/connections/{id}/tables/{schema}/{table}/options",
+    tag = "connections",
+    params(TablePath),
+    request_body(content = Object, description = "A JSON merge patch of the table's options"),
+    responses(
+        (status = 200, description = "The table with its new options", body = TableInfo),
+        (status = 400, description = "Not a JSON object, or an unknown option or mode",
+            body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No such connection or table", body = ErrorBody),
+    ))]
+pub async fn set_table_options(
+    State(app): State<AppState>,
+    PathParams(TablePath { id, schema, table }): PathParams<TablePath>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> ApiResult<Json<TableInfo>> {
+    let connection = by_id(&app.engine, &id).await?;
+    known_table(&app.engine, &connection, &schema, &table).await?;
+    let (connection, record) = app
+        .engine
+        .set_table_options(&connection, &schema, &table, &patch)
+        .await?;
+    let cached = app.engine.cache_entries(&connection).await?;
+    let access = CommonOptions::access_of(connection.source_type, &connection.config);
+    Ok(Json(TableInfo::of(&record, &cached, &access)))
 }

@@ -69,6 +69,10 @@ pub fn router(engine: Engine, auth: Arc<Authenticator>, sessions: Arc<ClientSess
         )
         .route("/connections/{id}/tables", get(connections::tables))
         .route(
+            "/connections/{id}/tables/{schema}/{table}/options",
+            axum::routing::patch(connections::set_table_options),
+        )
+        .route(
             "/connections/{id}/tables/{schema}/{table}/refresh",
             post(connections::refresh_table),
         )

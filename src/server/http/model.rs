@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use crate::access::AccessOptions;
 use crate::connection::Connection;
 pub use crate::engine::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
 use crate::table::{CacheEntry, TableRecord};
@@ -147,6 +148,13 @@ pub struct TableInfo {
     pub table_type: String,
     /// The source's row estimate, where it gives one.
     pub row_estimate: Option<i64>,
+    /// The source's size estimate in bytes, where it gives one.
+    pub byte_estimate: Option<i64>,
+    /// How its queries read it: cache, live or auto (its own option, else its connection's).
+    pub access_mode: String,
+    /// Its own options, such as `{"mode": "live"}`.
+    #[schema(value_type = Object)]
+    pub options: Value,
     /// How many columns it has.
     pub columns: i64,
     /// Whether a cached copy exists.
@@ -260,8 +268,8 @@ impl ConnectionDetails {
 }
 
 impl TableInfo {
-    /// `table` with its current cache entry, if any.
-    pub fn of(table: &TableRecord, cached: &[CacheEntry]) -> Self {
+    /// `table` with its current cache entry, if any, read with `access` (its connection's).
+    pub fn of(table: &TableRecord, cached: &[CacheEntry], access: &AccessOptions) -> Self {
         let cache = table.current_entry(cached).map(|e| CacheState {
             rows: e.row_count,
             bytes: e.byte_size,
@@ -273,6 +281,9 @@ impl TableInfo {
             name: table.name.clone(),
             table_type: table.table_type.clone(),
             row_estimate: table.row_estimate,
+            byte_estimate: table.byte_estimate,
+            access_mode: table.options.mode(access).to_string(),
+            options: serde_json::to_value(&table.options).expect("table options always serialize"),
             columns: table.columns.len() as i64,
             cached: cache.is_some(),
             cache,

@@ -27,6 +27,7 @@ use super::{connections, query};
         connections::purge_table,
         connections::refresh_table,
         connections::tables,
+        connections::set_table_options,
         query::query,
     ),
     modifiers(&Security),

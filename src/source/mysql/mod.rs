@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlSslMode};
-use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
+use sqlx::{AssertSqlSafe, Column, Connection, Executor, MySqlConnection, Row, TypeInfo};
 use tokio::sync::mpsc;
 
 use crate::error::Result;
@@ -21,7 +21,8 @@ use crate::source::cells::{BatchBuilder, Cell};
 use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
 use crate::source::retry::with_backoff;
 use crate::source::{
-    Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome, forward_batch,
+    Endpoint, FetchRequest, QueryRequest, ReadTarget, ServerConfig, Source, SslMode,
+    TestOutcome, forward_batch,
 };
 use crate::table::TableRecord;
 use types::{MySqlColumnType, arrow_type, quote_ident, select_expression};
@@ -154,6 +155,7 @@ SELECT CAST(c.TABLE_SCHEMA AS CHAR) AS table_schema,
        CAST(c.TABLE_NAME AS CHAR) AS table_name,
        CAST(t.TABLE_TYPE AS CHAR) AS table_type,
        CAST(t.TABLE_ROWS AS SIGNED) AS row_estimate,
+       CAST(t.DATA_LENGTH AS SIGNED) AS byte_estimate,
        CAST(c.COLUMN_NAME AS CHAR) AS column_name,
        CAST(c.ORDINAL_POSITION AS SIGNED) AS ordinal_position,
        CAST(c.IS_NULLABLE AS CHAR) AS is_nullable,
@@ -234,7 +236,11 @@ impl Source for MySqlSource {
                 common.schema,
                 common.table,
                 if is_view { "view" } else { "table" },
-                if is_view { None } else { common.row_estimate },
+                if is_view {
+                    (None, None)
+                } else {
+                    (common.row_estimate, common.byte_estimate)
+                },
                 DiscoveredColumn {
                     name: common.column,
                     position: common.position,
@@ -312,7 +318,29 @@ impl Source for MySqlSource {
             })
             .collect();
         drop(sink);
-        crate::source::join_partitions(tasks, &request).await
+        crate::source::join_partitions(tasks, request.as_ref()).await
+    }
+
+
+    async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
+        let mut conn = self.acquire().await?;
+        let schema = Arc::clone(&request.arrow_schema);
+        let mut builder =
+            BatchBuilder::new(Arc::clone(&schema)).map_err(|e| request.error(None, e))?;
+        let mut rows = sqlx::query(AssertSqlSafe(request.sql.clone())).fetch(&mut *conn);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| self.endpoint.classify(&e))?
+        {
+            append_result_row(&row, &schema, &mut builder)
+                .map_err(|(i, e)| request.error(Some(i), e))?;
+            if !forward_batch(&mut builder, &sink, request, false).await? {
+                return Ok(());
+            }
+        }
+        forward_batch(&mut builder, &sink, request, true).await?;
+        Ok(())
     }
 }
 
@@ -434,11 +462,11 @@ async fn stream_rows(
     let mut rows = sqlx::query(AssertSqlSafe(statement)).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await.map_err(|e| endpoint.classify(&e))? {
         append_row(&row, &types, &mut builder).map_err(|(i, e)| request.error(Some(i), e))?;
-        if !forward_batch(&mut builder, &sink, &request, false).await? {
+        if !forward_batch(&mut builder, &sink, request.as_ref(), false).await? {
             return Ok(());
         }
     }
-    forward_batch(&mut builder, &sink, &request, true).await?;
+    forward_batch(&mut builder, &sink, request.as_ref(), true).await?;
     Ok(())
 }
 
@@ -486,6 +514,79 @@ fn append_row(
                 .try_get_unchecked::<Option<&str>, _>(i)
                 .map_err(decode_error)?
                 .map_or(Cell::Null, Cell::Text),
+        };
+        builder.append(i, cell).map_err(|e| (i, e))?;
+    }
+    builder.end_row();
+    Ok(())
+}
+
+/// Appends one row of a pushed-down statement: each value is read by the type the server
+/// reports for its column (a `SUM` of integers is a DECIMAL, a comparison an integer), and
+/// the builder converts it to the planned type exactly or says why it cannot.
+fn append_result_row(
+    row: &MySqlRow,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    builder: &mut BatchBuilder,
+) -> std::result::Result<(), (usize, DecodeError)> {
+    for (i, column) in row.columns().iter().enumerate().take(schema.fields().len()) {
+        let decode_error =
+            |e: sqlx::Error| (i, format!("a value that cannot be decoded ({e})").into());
+        let type_name = column.type_info().name();
+        let integer = [
+            "TINYINT",
+            "SMALLINT",
+            "MEDIUMINT",
+            "INT",
+            "BIGINT",
+            "YEAR",
+            "BOOLEAN",
+        ]
+        .iter()
+        .any(|t| type_name.split(' ').next() == Some(t));
+        let cell = if type_name == "NULL" {
+            Cell::Null
+        } else if integer && type_name.ends_with("UNSIGNED") {
+            row.try_get_unchecked::<Option<u64>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::UInt)
+        } else if integer {
+            row.try_get_unchecked::<Option<i64>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Int)
+        } else if type_name == "DOUBLE" {
+            row.try_get_unchecked::<Option<f64>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Float)
+        } else if type_name == "FLOAT" {
+            row.try_get_unchecked::<Option<f32>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Float32)
+        } else if ["DATE", "DATETIME", "TIMESTAMP"].contains(&type_name) {
+            match row
+                .try_get_unchecked::<Option<&[u8]>, _>(i)
+                .map_err(decode_error)?
+            {
+                None => Cell::Null,
+                Some(raw) => binary_temporal(raw).map_err(|e| (i, e.into()))?,
+            }
+        } else if schema.field(i).data_type() == &DataType::Binary {
+            row.try_get_unchecked::<Option<&[u8]>, _>(i)
+                .map_err(decode_error)?
+                .map_or(Cell::Null, Cell::Bytes)
+        } else {
+            match row
+                .try_get_unchecked::<Option<&[u8]>, _>(i)
+                .map_err(decode_error)?
+            {
+                None => Cell::Null,
+                Some(raw) => Cell::Text(std::str::from_utf8(raw).map_err(|_| {
+                    (
+                        i,
+                        format!("{type_name} bytes that are not UTF-8 text").into(),
+                    )
+                })?),
+            }
         };
         builder.append(i, cell).map_err(|e| (i, e))?;
     }

@@ -19,7 +19,8 @@ use crate::error::Result;
 use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
 use crate::source::retry::with_backoff;
 use crate::source::{
-    BATCH_ROWS, Endpoint, FetchRequest, ServerConfig, Source, SslMode, TestOutcome,
+    BATCH_ROWS, Endpoint, FetchRequest, QueryRequest, ReadTarget, ServerConfig, Source,
+    SslMode, TestOutcome,
 };
 use crate::table::TableRecord;
 use copy::CopyDecoder;
@@ -112,6 +113,10 @@ SELECT n.nspname::text AS table_schema,
                       WHEN 'f' THEN 'foreign table' ELSE 'table' END AS table_type,
        CASE WHEN c.relkind IN ('r', 'p', 'm') AND c.reltuples >= 0
             THEN c.reltuples::int8 END AS row_estimate,
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT sum(pg_table_size(i.inhrelid))::int8 FROM pg_inherits i
+                  WHERE i.inhparent = c.oid)
+            WHEN c.relkind IN ('r', 'm') THEN pg_table_size(c.oid) END AS byte_estimate,
        a.attname::text AS column_name,
        a.attnum::int8 AS ordinal_position,
        NOT a.attnotnull AS is_nullable,
@@ -197,7 +202,7 @@ impl Source for PgSource {
                 common.schema,
                 common.table,
                 &common.table_type,
-                common.row_estimate,
+                (common.row_estimate, common.byte_estimate),
                 DiscoveredColumn {
                     name: common.column,
                     position: common.position,
@@ -297,7 +302,44 @@ impl Source for PgSource {
             })
             .collect();
         drop(sink);
-        crate::source::join_partitions(tasks, &request).await
+        crate::source::join_partitions(tasks, request.as_ref()).await
+    }
+
+
+    async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
+        // The statement's columns are renamed by position (its own names may repeat) and
+        // cast to the wire types the decoder reads for the planned Arrow types.
+        let fields = request.arrow_schema.fields();
+        let casts = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                wire_cast(f.data_type())
+                    .map(|cast| format!("q.c{i}::{cast}"))
+                    .ok_or_else(|| {
+                        request.error(
+                            Some(i),
+                            format!("an Arrow type ({}) Quarry cannot read", f.data_type()),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<String> = (0..fields.len()).map(|i| format!("c{i}")).collect();
+        let statement = format!(
+            "COPY (SELECT {} FROM ({}) AS q({})) TO STDOUT (FORMAT binary)",
+            casts.join(", "),
+            request.sql,
+            names.join(", ")
+        );
+        let conn = self.acquire().await?;
+        copy_into(
+            conn,
+            statement,
+            Arc::new(request.clone()),
+            self.endpoint.clone(),
+            sink,
+        )
+        .await
     }
 }
 
@@ -363,14 +405,14 @@ const PARTITION_MIN_PAGES: i64 = 8192;
 const MAX_PARTITIONS: usize = 4;
 
 /// Runs one binary COPY on `conn` and sends its rows to `sink` as batches.
-async fn copy_into(
+async fn copy_into<R: ReadTarget>(
     mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     statement: String,
-    request: Arc<FetchRequest>,
+    request: Arc<R>,
     endpoint: Endpoint,
     sink: mpsc::Sender<RecordBatch>,
 ) -> Result<()> {
-    let mut decoder = CopyDecoder::new(Arc::clone(&request.arrow_schema), BATCH_ROWS)
+    let mut decoder = CopyDecoder::new(Arc::clone(request.schema()), BATCH_ROWS)
         .map_err(|e| request.error(None, e))?;
     let mut stream = conn
         .copy_out_raw(&statement)

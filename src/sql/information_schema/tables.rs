@@ -1,5 +1,6 @@
 //! `quarry.information_schema.tables`: each discovered table with its cache entry and the
-//! bytes it holds in the memory tier.
+//! bytes it holds in the memory tier, its size estimate and the access mode its queries use
+//! (the table's own or its connection's).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 
 use super::{field, ints, strings, times, utc};
 use crate::connections::Connections;
+use crate::source::CommonOptions;
 
 pub(super) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -17,6 +19,8 @@ pub(super) fn schema() -> SchemaRef {
         field("table_name", DataType::Utf8),
         field("table_type", DataType::Utf8),
         field("row_estimate", DataType::Int64),
+        field("byte_estimate", DataType::Int64),
+        field("access_mode", DataType::Utf8),
         field("cached", DataType::Boolean),
         field("cache_rows", DataType::Int64),
         field("cache_bytes", DataType::Int64),
@@ -33,9 +37,11 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
     let (mut estimate, mut cached, mut rows, mut bytes, mut fetched) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut version, mut count, mut memory) = (vec![], vec![], vec![]);
+    let (mut byte_estimate, mut mode) = (vec![], vec![]);
     let cache = connections.cache();
     for c in connections.connections().await? {
         let entries = connections.cache_entries(&c).await?;
+        let access = CommonOptions::access_of(c.source_type, &c.config);
         for t in connections.tables(&c).await? {
             let entry = t.current_entry(&entries);
             ids.push(Some(c.id.to_string()));
@@ -44,6 +50,8 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
             tables.push(Some(t.name.clone()));
             kinds.push(Some(t.table_type.clone()));
             estimate.push(t.row_estimate);
+            byte_estimate.push(t.byte_estimate);
+            mode.push(Some(t.options.mode(&access).to_string()));
             cached.push(Some(entry.is_some()));
             rows.push(entry.map(|e| e.row_count));
             bytes.push(entry.map(|e| e.byte_size));
@@ -63,6 +71,8 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
         strings(tables),
         strings(kinds),
         ints(estimate),
+        ints(byte_estimate),
+        strings(mode),
         Arc::new(BooleanArray::from(cached)),
         ints(rows),
         ints(bytes),

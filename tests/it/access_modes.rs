@@ -1,0 +1,453 @@
+//! Access modes end to end on PostgreSQL, MariaDB and SQLite: `live` reads the source on
+//! every query and writes no cache file, `cache` copies once, `auto` copies a small table
+//! inline and pushes the first query of a large one down while it copies it in the
+//! background. Also the bad input of `set_table_options`, and a one-shot run that ends with
+//! a background copy in flight.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use quarry::Engine;
+use serde_json::{Value, json};
+use sqlx::{Connection, SqliteConnection};
+
+use crate::support::{Backend, Kind, MySqlSourceFixture, PgSourceFixture};
+
+/// One source database with a table `events` of `ROWS` rows, and an engine to reach it.
+enum Source {
+    Postgres(PgSourceFixture),
+    Mysql(MySqlSourceFixture),
+    Sqlite {
+        backend: Backend,
+        engine: Engine,
+        admin: SqliteConnection,
+        path: String,
+    },
+}
+
+const ROWS: i64 = 300;
+
+impl Source {
+    async fn new(kind: &str) -> Self {
+        let table = format!(
+            "CREATE TABLE events (id integer NOT NULL PRIMARY KEY, v integer NOT NULL, \
+             s varchar(20));"
+        );
+        let rows: Vec<String> = (1..=ROWS)
+            .map(|i| format!("({i}, {}, 'event {i}')", i % 7))
+            .collect();
+        let setup = format!("{table}\nINSERT INTO events VALUES {};", rows.join(", "));
+        let mut source = match kind {
+            "postgres" => Source::Postgres(PgSourceFixture::new().await),
+            "mysql" => Source::Mysql(MySqlSourceFixture::new().await),
+            _ => {
+                let backend = Backend::new(Kind::Sqlite).await;
+                let path = backend.data_dir().join("source.db").display().to_string();
+                let admin = SqliteConnection::connect(&format!("sqlite://{path}?mode=rwc"))
+                    .await
+                    .unwrap();
+                let engine = backend.engine().await;
+                Source::Sqlite {
+                    backend,
+                    engine,
+                    admin,
+                    path,
+                }
+            }
+        };
+        source.exec(&setup).await;
+        if let Source::Postgres(fx) = &mut source {
+            fx.exec("ANALYZE events").await;
+        }
+        source
+    }
+
+    fn engine(&self) -> &Engine {
+        match self {
+            Source::Postgres(fx) => &fx.engine,
+            Source::Mysql(fx) => &fx.engine,
+            Source::Sqlite { engine, .. } => engine,
+        }
+    }
+
+    fn data_dir(&self) -> &Path {
+        match self {
+            Source::Postgres(fx) => fx.backend.data_dir(),
+            Source::Mysql(fx) => fx._backend.data_dir(),
+            Source::Sqlite { backend, .. } => backend.data_dir(),
+        }
+    }
+
+    async fn exec(&mut self, sql: &str) {
+        match self {
+            Source::Postgres(fx) => fx.exec(sql).await,
+            Source::Mysql(fx) => fx.exec(sql).await,
+            Source::Sqlite { admin, .. } => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(admin)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// The source type and config of a connection to this database, with `options` added.
+    fn config(&self, options: Value) -> (&'static str, Value) {
+        let (kind, mut config) = match self {
+            Source::Postgres(fx) => ("postgres", crate::support::pg_source_config(&fx.db.name)),
+            Source::Mysql(fx) => ("mysql", crate::support::mysql_source_config(&fx.name)),
+            Source::Sqlite { path, .. } => ("sqlite", json!({ "path": path })),
+        };
+        for (key, value) in options.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        (kind, config)
+    }
+
+    /// The schema `events` is in.
+    fn schema(&self) -> &str {
+        match self {
+            Source::Postgres(_) => "public",
+            Source::Mysql(fx) => &fx.name,
+            Source::Sqlite { .. } => "main",
+        }
+    }
+
+    /// Adds connection `name` to this database with `options`, discovered.
+    async fn connect(&self, name: &str, options: Value) {
+        let (kind, config) = self.config(options);
+        self.engine()
+            .register_connection(name, kind, config)
+            .await
+            .unwrap();
+        self.engine().discover_connection(name).await.unwrap();
+    }
+
+    fn events(&self, connection: &str) -> String {
+        format!("{connection}.{}.events", self.schema())
+    }
+
+    async fn fetch_count(&self, connection: &str) -> i64 {
+        let id = self.engine().connection(connection).await.unwrap().id;
+        self.engine()
+            .table(&quarry::table::TableRef::new(&id, self.schema(), "events"))
+            .await
+            .unwrap()
+            .unwrap()
+            .fetch_count
+    }
+
+    /// `count(*)` of the events with `v >= 0` through `connection`.
+    async fn count(&self, connection: &str) -> i64 {
+        let sql = format!(
+            "SELECT count(*) AS n FROM {} WHERE v >= 0",
+            self.events(connection)
+        );
+        let batches = self.engine().sql(&sql).await.unwrap().collect().await.unwrap();
+        batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    }
+
+    async fn explain(&self, sql: &str) -> String {
+        let batches = self
+            .engine()
+            .sql(&format!("EXPLAIN {sql}"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        pretty_format_batches(&batches).unwrap().to_string()
+    }
+
+    /// Every file under the cache directory.
+    fn cache_files(&self) -> Vec<PathBuf> {
+        walk(&self.data_dir().join("cache"))
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() { walk(&path) } else { vec![path] }
+        })
+        .collect()
+}
+
+async fn each_mode_end_to_end(kind: &str) {
+    let mut source = Source::new(kind).await;
+    source.connect("live", json!({"mode": "live"})).await;
+    source.connect("cached", json!({"mode": "cache"})).await;
+    // The table is a few KiB: over a 1 KiB inline limit, under the default one.
+    source.connect("big", json!({"inline_fetch_max": 1024})).await;
+    source.connect("small", json!({})).await;
+
+    // live: the answer comes from the source, changes with it, and nothing is cached.
+    let live_sql = format!("SELECT count(*) FROM {} WHERE v >= 0", source.events("live"));
+    let plan = source.explain(&live_sql).await;
+    assert!(plan.contains("RemoteScanExec"), "{plan}");
+    assert!(plan.contains("events") && plan.contains("count("), "the remote SQL: {plan}");
+    assert_eq!(source.count("live").await, ROWS);
+    source
+        .exec("INSERT INTO events VALUES (1001, 1, 'late')")
+        .await;
+    assert_eq!(source.count("live").await, ROWS + 1, "live sees the new row");
+    assert_eq!(source.fetch_count("live").await, 0);
+    assert_eq!(source.cache_files(), Vec::<PathBuf>::new(), "live wrote no cache file");
+
+    // cache: the first query copies the table; later ones read the copy.
+    assert_eq!(source.count("cached").await, ROWS + 1);
+    source
+        .exec("INSERT INTO events VALUES (1002, 1, 'later')")
+        .await;
+    assert_eq!(source.count("cached").await, ROWS + 1, "cache reads its copy");
+    assert_eq!(source.fetch_count("cached").await, 1);
+    assert_eq!(source.count("live").await, ROWS + 2);
+
+    // auto, small table: fetched inline, as cache does.
+    let small_sql = format!("SELECT count(*) FROM {} WHERE v >= 0", source.events("small"));
+    assert!(!source.explain(&small_sql).await.contains("RemoteScanExec"));
+    assert_eq!(source.count("small").await, ROWS + 2);
+    assert_eq!(source.fetch_count("small").await, 1);
+
+    // auto, large table: the first query goes to the source and copies in the background;
+    // once the copy is published the next query reads it.
+    let big_sql = format!("SELECT count(*) FROM {} WHERE v >= 0", source.events("big"));
+    let plan = source.explain(&big_sql).await;
+    assert!(
+        plan.contains("RemoteScanExec") && plan.contains("caching"),
+        "{plan}"
+    );
+    assert_eq!(source.count("big").await, ROWS + 2);
+    source.engine().background_copies_done().await;
+    assert_eq!(source.fetch_count("big").await, 1, "one background copy");
+    let plan = source.explain(&big_sql).await;
+    assert!(!plan.contains("RemoteScanExec"), "reads the cache: {plan}");
+    source
+        .exec("INSERT INTO events VALUES (1003, 1, 'latest')")
+        .await;
+    assert_eq!(source.count("big").await, ROWS + 2, "from the copy");
+    assert_eq!(source.fetch_count("big").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mode_end_to_end_on_postgresql() {
+    each_mode_end_to_end("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mode_end_to_end_on_mariadb() {
+    each_mode_end_to_end("mysql").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mode_end_to_end_on_sqlite() {
+    each_mode_end_to_end("sqlite").await;
+}
+
+async fn error_of(engine: &Engine, sql: &str) -> String {
+    match engine.sql(sql).await {
+        Ok(frame) => match frame.collect().await {
+            Ok(_) => panic!("{sql} succeeded"),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_table_option_overrides_the_connection_and_bad_ones_are_refused() {
+    let source = Source::new("sqlite").await;
+    source.connect("lite", json!({"mode": "cache"})).await;
+    let engine = source.engine();
+
+    let set = |options: &str| {
+        format!("SELECT * FROM set_table_options('lite.main.events', '{options}')")
+    };
+    let batches = engine
+        .sql(&set(r#"{"mode": "live"}"#))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = pretty_format_batches(&batches).unwrap().to_string();
+    assert!(text.contains("lite.main.events") && text.contains("live"), "{text}");
+
+    let batches = engine
+        .sql(
+            "SELECT access_mode, byte_estimate FROM quarry.information_schema.tables \
+             WHERE connection_name = 'lite' AND table_name = 'events'",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(batches[0].column(0).as_string::<i32>().value(0), "live");
+    let bytes = batches[0].column(1).as_primitive::<Int64Type>();
+    assert!(!bytes.is_null(0) && bytes.value(0) > 0, "SQLite's dbstat size");
+
+    // The override holds: the table is read live and never copied.
+    assert_eq!(source.count("lite").await, ROWS);
+    assert_eq!(source.fetch_count("lite").await, 0);
+    assert!(source.cache_files().is_empty());
+
+    // Rediscovery keeps it.
+    engine.discover_connection("lite").await.unwrap();
+    assert_eq!(source.count("lite").await, ROWS);
+    assert_eq!(source.fetch_count("lite").await, 0);
+
+    // null goes back to the connection's mode.
+    engine
+        .sql(&set(r#"{"mode": null}"#))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(source.count("lite").await, ROWS);
+    assert_eq!(source.fetch_count("lite").await, 1);
+
+    let e = error_of(
+        engine,
+        r#"SELECT * FROM set_table_options('lite.main.nope', '{"mode": "live"}')"#,
+    )
+    .await;
+    assert!(e.contains("no table lite.main.nope"), "{e}");
+    let e = error_of(engine, &set(r#"{"mode": "fast"}"#)).await;
+    assert!(
+        e.contains("'mode' must be one of") && e.contains("fast"),
+        "{e}"
+    );
+    let e = error_of(engine, &set(r#"{"mdoe": "live"}"#)).await;
+    assert!(e.contains("did you mean 'mode'"), "{e}");
+    let e = error_of(engine, &set("live")).await;
+    assert!(e.contains("not JSON"), "{e}");
+    let e = error_of(
+        engine,
+        r#"SELECT * FROM set_table_options('events', '{"mode": "live"}')"#,
+    )
+    .await;
+    assert!(e.contains("'connection.schema.table'"), "{e}");
+
+    // A connection with an unknown mode is refused when created.
+    let (kind, config) = source.config(json!({"mode": "fast"}));
+    let e = engine
+        .register_connection("bad", kind, config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'mode' must be one of") && e.contains("fast"), "{e}");
+}
+
+/// A one-shot `quarry -c` whose first query of a large table went to the source ends
+/// while the background copy is still waiting on the source: the copy is cancelled and
+/// leaves neither a temp file nor a cache entry.
+///
+/// The gate: `big` is partitioned; the query reads only the first partition (pruned at
+/// planning, so PostgreSQL does not lock the second), while the copy reads both and waits
+/// on the lock this test holds on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_run_cancels_its_background_copy_cleanly() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE big (id integer NOT NULL, v integer NOT NULL) PARTITION BY RANGE (id);
+         CREATE TABLE big_a PARTITION OF big FOR VALUES FROM (0) TO (100);
+         CREATE TABLE big_b PARTITION OF big FOR VALUES FROM (100) TO (100000);
+         INSERT INTO big SELECT g, g * 2 FROM generate_series(1, 5000) g;
+         ANALYZE big;",
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let mut config = crate::support::pg_source_config(&fx.db.name);
+    config["inline_fetch_max"] = json!(1024);
+    let created = crate::support::quarry(
+        home.path(),
+        &[
+            "-c",
+            &format!("SELECT * FROM create_connection('pg', 'postgres', '{config}')"),
+        ],
+    );
+    assert!(created.status.success(), "{}", crate::support::text(&created.stderr));
+
+    let plan = crate::support::quarry(
+        home.path(),
+        &["-c", "EXPLAIN SELECT v FROM pg.public.big WHERE id = 7"],
+    );
+    let plan = crate::support::text(&plan.stdout);
+    assert!(plan.contains("caching pg.public.big in the background"), "{plan}");
+
+    let mut gate = sqlx::PgConnection::connect(&fx.db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE big_b IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut gate)
+        .await
+        .unwrap();
+    let out = crate::support::quarry(
+        home.path(),
+        &["-c", "SELECT v FROM pg.public.big WHERE id = 7"],
+    );
+    let stdout = crate::support::text(&out.stdout);
+    assert!(out.status.success(), "{}", crate::support::text(&out.stderr));
+    assert!(crate::support::has_row(&stdout, &["14"]), "{stdout}");
+    let leftovers = walk(&home.path().join("cache"));
+    assert!(leftovers.is_empty(), "the cancelled copy left {leftovers:?}");
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut gate).await.unwrap();
+    let out = crate::support::quarry(
+        home.path(),
+        &[
+            "-c",
+            "SELECT cached, fetch_count FROM quarry.information_schema.tables \
+             WHERE table_name = 'big'",
+        ],
+    );
+    let stdout = crate::support::text(&out.stdout);
+    assert!(crate::support::has_row(&stdout, &["false", "0"]), "{stdout}");
+}
+
+/// A pushed-down statement runs under the connection's `statement_timeout`.
+async fn a_live_statement_times_out(kind: &str, slow_view: &str) {
+    let mut source = Source::new(kind).await;
+    source.exec(slow_view).await;
+    source
+        .connect(
+            "live",
+            json!({"mode": "live", "statement_timeout": "300ms"}),
+        )
+        .await;
+    let sql = format!(
+        "SELECT count(*) FROM live.{}.slow WHERE id > 0",
+        source.schema()
+    );
+    let plan = source.explain(&sql).await;
+    assert!(plan.contains("RemoteScanExec"), "{plan}");
+    let e = error_of(source.engine(), &sql).await;
+    assert!(e.contains("timed out"), "{e}");
+    // The pool's sessions are still good for the next statement.
+    assert_eq!(source.count("live").await, ROWS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_statement_times_out_on_postgresql() {
+    a_live_statement_times_out(
+        "postgres",
+        "CREATE VIEW slow AS SELECT id FROM events WHERE id < 3 AND pg_sleep(5) IS NOT NULL",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_statement_times_out_on_mariadb() {
+    a_live_statement_times_out(
+        "mysql",
+        "CREATE VIEW slow AS SELECT id FROM events WHERE id < 3 AND SLEEP(5) = 0",
+    )
+    .await;
+}
