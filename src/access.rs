@@ -107,12 +107,8 @@ impl AccessOptions {
 /// Parses a mode given in a config or options object under `key`.
 pub fn parse_mode(value: &Value, key: &str) -> std::result::Result<AccessMode, String> {
     match value {
-        Value::String(text) => AccessMode::parse(text.trim()).ok_or_else(|| {
-            format!(
-                "'{key}' must be one of {}, got '{text}'",
-                AccessMode::NAMES
-            )
-        }),
+        Value::String(text) => AccessMode::parse(text.trim())
+            .ok_or_else(|| format!("'{key}' must be one of {}, got '{text}'", AccessMode::NAMES)),
         other => Err(format!(
             "'{key}' must be one of {}, got {other}",
             AccessMode::NAMES
@@ -152,7 +148,8 @@ impl TableOptions {
 
     /// `self` changed by `patch`, a JSON object: a key set to `null` is removed.
     pub fn patched(&self, patch: &Value) -> Result<Self> {
-        let bad = |message: String| Error::Usage(format!("invalid table options {patch}: {message}"));
+        let bad =
+            |message: String| Error::Usage(format!("invalid table options {patch}: {message}"));
         let Some(changes) = patch.as_object() else {
             return Err(bad(
                 "a JSON object such as {\"mode\": \"live\"} (modes: cache, live, auto)".into(),
@@ -214,7 +211,10 @@ mod tests {
             access.auto_choice(Some((256 << 20) + 1)),
             AutoChoice::LiveAndCache
         );
-        assert_eq!(access.auto_choice(Some((1 << 30) + 1)), AutoChoice::LiveOnly);
+        assert_eq!(
+            access.auto_choice(Some((1 << 30) + 1)),
+            AutoChoice::LiveOnly
+        );
     }
 
     #[test]

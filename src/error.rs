@@ -121,7 +121,9 @@ pub enum Error {
     },
 
     /// A statement pushed down to a source failed or returned what the query did not plan.
-    #[error("connection '{connection}': the statement pushed down to the source failed: {message} (statement: {sql})")]
+    #[error(
+        "connection '{connection}': the statement pushed down to the source failed: {message} (statement: {sql})"
+    )]
     Remote {
         connection: String,
         message: String,
@@ -260,9 +262,7 @@ impl Error {
             Error::ConnectionExists { .. } | Error::ViewExists { .. } => Kind::AlreadyExists,
             Error::Unauthenticated(_) => Kind::Unauthenticated,
             Error::TooManySessions { .. } => Kind::ResourceExhausted,
-            Error::Source { .. } | Error::Fetch { .. } | Error::Remote { .. } => {
-                Kind::Unavailable
-            }
+            Error::Source { .. } | Error::Fetch { .. } | Error::Remote { .. } => Kind::Unavailable,
             Error::Shared(inner) => inner.kind(),
             Error::Sql(e) => sql_kind(e),
             Error::SecretKey(_)

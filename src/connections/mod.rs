@@ -722,7 +722,11 @@ impl Connections {
         let (connection, mut record) = self.fetchable(which.into(), schema, table).await?;
         record.options = record.options.patched(patch)?;
         let table_ref = TableRef::new(&connection.id, schema, table);
-        if !self.store.set_table_options(&table_ref, &record.options).await? {
+        if !self
+            .store
+            .set_table_options(&table_ref, &record.options)
+            .await?
+        {
             // Dropped or rediscovered away between the read and the write.
             return Err(self.no_such_table(&connection, schema, Some(table)));
         }

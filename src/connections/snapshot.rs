@@ -9,8 +9,8 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 
 use crate::access::AccessOptions;
 use crate::connection::Connection;
-use crate::source::CommonOptions;
 use crate::error::Result;
+use crate::source::CommonOptions;
 use crate::store::{MetadataStore, ViewRecord};
 use crate::table::{TableRecord, schema_from_json};
 

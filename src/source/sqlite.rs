@@ -220,7 +220,6 @@ impl Source for SqliteSource {
         self.stream(statement, request, sink).await
     }
 
-
     async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
         self.stream(request.sql.clone(), request, sink).await
     }

@@ -130,11 +130,9 @@ impl Function {
                 ("bytes", Int64),
                 ("seconds", Float64),
             ],
-            Function::SetTableOptions => &[
-                ("table", Utf8),
-                ("access_mode", Utf8),
-                ("options", Utf8),
-            ],
+            Function::SetTableOptions => {
+                &[("table", Utf8), ("access_mode", Utf8), ("options", Utf8)]
+            }
             Function::PurgeCache => &[("entries_removed", Int64), ("bytes_freed", Int64)],
             Function::RenameConnection | Function::DropConnection => {
                 &[("id", Utf8), ("name", Utf8)]

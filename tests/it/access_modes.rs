@@ -31,10 +31,8 @@ const ROWS: i64 = 300;
 
 impl Source {
     async fn new(kind: &str) -> Self {
-        let table = format!(
-            "CREATE TABLE events (id integer NOT NULL PRIMARY KEY, v integer NOT NULL, \
-             s varchar(20));"
-        );
+        let table = "CREATE TABLE events (id integer NOT NULL PRIMARY KEY, v integer NOT NULL, \
+                     s varchar(20));";
         let rows: Vec<String> = (1..=ROWS)
             .map(|i| format!("({i}, {}, 'event {i}')", i % 7))
             .collect();
@@ -145,7 +143,14 @@ impl Source {
             "SELECT count(*) AS n FROM {} WHERE v >= 0",
             self.events(connection)
         );
-        let batches = self.engine().sql(&sql).await.unwrap().collect().await.unwrap();
+        let batches = self
+            .engine()
+            .sql(&sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         batches[0].column(0).as_primitive::<Int64Type>().value(0)
     }
 
@@ -175,7 +180,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flat_map(|e| {
             let path = e.path();
-            if path.is_dir() { walk(&path) } else { vec![path] }
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
         })
         .collect()
 }
@@ -185,33 +194,56 @@ async fn each_mode_end_to_end(kind: &str) {
     source.connect("live", json!({"mode": "live"})).await;
     source.connect("cached", json!({"mode": "cache"})).await;
     // The table is a few KiB: over a 1 KiB inline limit, under the default one.
-    source.connect("big", json!({"inline_fetch_max": 1024})).await;
+    source
+        .connect("big", json!({"inline_fetch_max": 1024}))
+        .await;
     source.connect("small", json!({})).await;
 
     // live: the answer comes from the source, changes with it, and nothing is cached.
-    let live_sql = format!("SELECT count(*) FROM {} WHERE v >= 0", source.events("live"));
+    let live_sql = format!(
+        "SELECT count(*) FROM {} WHERE v >= 0",
+        source.events("live")
+    );
     let plan = source.explain(&live_sql).await;
     assert!(plan.contains("RemoteScanExec"), "{plan}");
-    assert!(plan.contains("events") && plan.contains("count("), "the remote SQL: {plan}");
+    assert!(
+        plan.contains("events") && plan.contains("count("),
+        "the remote SQL: {plan}"
+    );
     assert_eq!(source.count("live").await, ROWS);
     source
         .exec("INSERT INTO events VALUES (1001, 1, 'late')")
         .await;
-    assert_eq!(source.count("live").await, ROWS + 1, "live sees the new row");
+    assert_eq!(
+        source.count("live").await,
+        ROWS + 1,
+        "live sees the new row"
+    );
     assert_eq!(source.fetch_count("live").await, 0);
-    assert_eq!(source.cache_files(), Vec::<PathBuf>::new(), "live wrote no cache file");
+    assert_eq!(
+        source.cache_files(),
+        Vec::<PathBuf>::new(),
+        "live wrote no cache file"
+    );
 
     // cache: the first query copies the table; later ones read the copy.
     assert_eq!(source.count("cached").await, ROWS + 1);
     source
         .exec("INSERT INTO events VALUES (1002, 1, 'later')")
         .await;
-    assert_eq!(source.count("cached").await, ROWS + 1, "cache reads its copy");
+    assert_eq!(
+        source.count("cached").await,
+        ROWS + 1,
+        "cache reads its copy"
+    );
     assert_eq!(source.fetch_count("cached").await, 1);
     assert_eq!(source.count("live").await, ROWS + 2);
 
     // auto, small table: fetched inline, as cache does.
-    let small_sql = format!("SELECT count(*) FROM {} WHERE v >= 0", source.events("small"));
+    let small_sql = format!(
+        "SELECT count(*) FROM {} WHERE v >= 0",
+        source.events("small")
+    );
     assert!(!source.explain(&small_sql).await.contains("RemoteScanExec"));
     assert_eq!(source.count("small").await, ROWS + 2);
     assert_eq!(source.fetch_count("small").await, 1);
@@ -267,9 +299,8 @@ async fn a_table_option_overrides_the_connection_and_bad_ones_are_refused() {
     source.connect("lite", json!({"mode": "cache"})).await;
     let engine = source.engine();
 
-    let set = |options: &str| {
-        format!("SELECT * FROM set_table_options('lite.main.events', '{options}')")
-    };
+    let set =
+        |options: &str| format!("SELECT * FROM set_table_options('lite.main.events', '{options}')");
     let batches = engine
         .sql(&set(r#"{"mode": "live"}"#))
         .await
@@ -278,7 +309,10 @@ async fn a_table_option_overrides_the_connection_and_bad_ones_are_refused() {
         .await
         .unwrap();
     let text = pretty_format_batches(&batches).unwrap().to_string();
-    assert!(text.contains("lite.main.events") && text.contains("live"), "{text}");
+    assert!(
+        text.contains("lite.main.events") && text.contains("live"),
+        "{text}"
+    );
 
     let batches = engine
         .sql(
@@ -292,7 +326,10 @@ async fn a_table_option_overrides_the_connection_and_bad_ones_are_refused() {
         .unwrap();
     assert_eq!(batches[0].column(0).as_string::<i32>().value(0), "live");
     let bytes = batches[0].column(1).as_primitive::<Int64Type>();
-    assert!(!bytes.is_null(0) && bytes.value(0) > 0, "SQLite's dbstat size");
+    assert!(
+        !bytes.is_null(0) && bytes.value(0) > 0,
+        "SQLite's dbstat size"
+    );
 
     // The override holds: the table is read live and never copied.
     assert_eq!(source.count("lite").await, ROWS);
@@ -344,7 +381,10 @@ async fn a_table_option_overrides_the_connection_and_bad_ones_are_refused() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("'mode' must be one of") && e.contains("fast"), "{e}");
+    assert!(
+        e.contains("'mode' must be one of") && e.contains("fast"),
+        "{e}"
+    );
 }
 
 /// A one-shot `quarry -c` whose first query of a large table went to the source ends
@@ -375,14 +415,21 @@ async fn a_one_shot_run_cancels_its_background_copy_cleanly() {
             &format!("SELECT * FROM create_connection('pg', 'postgres', '{config}')"),
         ],
     );
-    assert!(created.status.success(), "{}", crate::support::text(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        crate::support::text(&created.stderr)
+    );
 
     let plan = crate::support::quarry(
         home.path(),
         &["-c", "EXPLAIN SELECT v FROM pg.public.big WHERE id = 7"],
     );
     let plan = crate::support::text(&plan.stdout);
-    assert!(plan.contains("caching pg.public.big in the background"), "{plan}");
+    assert!(
+        plan.contains("caching pg.public.big in the background"),
+        "{plan}"
+    );
 
     let mut gate = sqlx::PgConnection::connect(&fx.db.url).await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE big_b IN ACCESS EXCLUSIVE MODE")
@@ -394,10 +441,17 @@ async fn a_one_shot_run_cancels_its_background_copy_cleanly() {
         &["-c", "SELECT v FROM pg.public.big WHERE id = 7"],
     );
     let stdout = crate::support::text(&out.stdout);
-    assert!(out.status.success(), "{}", crate::support::text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::text(&out.stderr)
+    );
     assert!(crate::support::has_row(&stdout, &["14"]), "{stdout}");
     let leftovers = walk(&home.path().join("cache"));
-    assert!(leftovers.is_empty(), "the cancelled copy left {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "the cancelled copy left {leftovers:?}"
+    );
 
     sqlx::raw_sql("ROLLBACK").execute(&mut gate).await.unwrap();
     let out = crate::support::quarry(
@@ -409,7 +463,10 @@ async fn a_one_shot_run_cancels_its_background_copy_cleanly() {
         ],
     );
     let stdout = crate::support::text(&out.stdout);
-    assert!(crate::support::has_row(&stdout, &["false", "0"]), "{stdout}");
+    assert!(
+        crate::support::has_row(&stdout, &["false", "0"]),
+        "{stdout}"
+    );
 }
 
 /// A pushed-down statement runs under the connection's `statement_timeout`.

@@ -68,12 +68,14 @@ fn unknown_keys_list_the_valid_keys() {
         error("postgres", server(json!({"hots": "x"}))),
         "invalid postgres connection config: unknown key 'hots' (did you mean 'host'?); valid \
          keys: host, port, database, user, password, ssl_mode, ssl_root_cert, connect_timeout, \
-         statement_timeout, retry_budget, max_age, numeric_as_float64"
+         statement_timeout, retry_budget, max_age, mode, inline_fetch_max, cache_max_bytes, \
+         numeric_as_float64"
     );
     assert_eq!(
         error("sqlite", json!({"file": "/x"})),
         "invalid sqlite connection config: unknown key 'file' (did you mean 'path'?); valid \
-         keys: path, connect_timeout, statement_timeout, max_age"
+         keys: path, connect_timeout, statement_timeout, max_age, mode, inline_fetch_max, \
+         cache_max_bytes"
     );
 }
 

@@ -236,9 +236,16 @@ fn predicate(rng: &mut Rng, r: &Render, q: &str) -> String {
     let k = rng.int(-15, 15);
     let dec = format!("{:.2}", rng.int(-5000, 5000) as f64 / 100.0);
     match rng.int(0, 21) {
-        14 => format!("{q}s LIKE '{}'", rng.pick(&["_eta", "%ta", "e_s", "%a%", "g_mm%"])),
+        14 => format!(
+            "{q}s LIKE '{}'",
+            rng.pick(&["_eta", "%ta", "e_s", "%a%", "g_mm%"])
+        ),
         15 => format!("{q}s NOT LIKE '%{}'", rng.pick(&["a", "s", "ta"])),
-        16 => format!("{q}s {} '{}'", rng.pick(&["<", ">=", "<>"]), rng.pick(&["beta", "delta", "eps"])),
+        16 => format!(
+            "{q}s {} '{}'",
+            rng.pick(&["<", ">=", "<>"]),
+            rng.pick(&["beta", "delta", "eps"])
+        ),
         17 => format!("{q}s IN ('beta', '{}')", rng.pick(&["eps", "zeta", "nope"])),
         18 => format!("{q}b IS NULL OR {q}b > {}", k + 20),
         19 => format!("{q}d BETWEEN -{} AND {dec}", rng.int(0, 40)),
@@ -644,11 +651,18 @@ async fn compare(source: Dialect) {
     let (queries, seed) = settings();
     let (mut pg, mut my) = sources().await;
     let target = |live: bool| {
-        let (pg_name, my_name) = if live { ("pg_live", "my_live") } else { ("pg", "my") };
+        let (pg_name, my_name) = if live {
+            ("pg_live", "my_live")
+        } else {
+            ("pg", "my")
+        };
         match source {
             Dialect::Postgres => Target {
                 source,
-                own: [format!("{pg_name}.public.t1"), format!("{pg_name}.public.t2")],
+                own: [
+                    format!("{pg_name}.public.t1"),
+                    format!("{pg_name}.public.t2"),
+                ],
                 other_t2: format!("{my_name}.{}.t2", my.name),
             },
             _ => Target {
@@ -703,6 +717,7 @@ async fn compare(source: Dialect) {
             }
         }
     }
+    eprintln!("{pushed} of {queries} live queries sent a statement with their work to the source");
     // Most queries touch only one connection's tables: most of their work must go down.
     assert!(
         pushed * 2 > queries,
@@ -729,7 +744,10 @@ async fn remote_sql(engine: &quarry::Engine, sql: &str) -> Vec<String> {
         .unwrap_or_default();
     text.lines()
         .filter(|l| l.contains("VirtualExecutionPlan") || l.contains("LiveScanExec"))
-        .map(|l| l.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned())
+        .map(|l| {
+            l.trim_matches(|c: char| c == '|' || c.is_whitespace())
+                .to_owned()
+        })
         .collect()
 }
 

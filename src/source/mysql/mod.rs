@@ -21,8 +21,8 @@ use crate::source::cells::{BatchBuilder, Cell};
 use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
 use crate::source::retry::with_backoff;
 use crate::source::{
-    Endpoint, FetchRequest, QueryRequest, ReadTarget, ServerConfig, Source, SslMode,
-    TestOutcome, forward_batch,
+    Endpoint, FetchRequest, QueryRequest, ReadTarget, ServerConfig, Source, SslMode, TestOutcome,
+    forward_batch,
 };
 use crate::table::TableRecord;
 use types::{MySqlColumnType, arrow_type, quote_ident, select_expression};
@@ -320,7 +320,6 @@ impl Source for MySqlSource {
         drop(sink);
         crate::source::join_partitions(tasks, request.as_ref()).await
     }
-
 
     async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
         let mut conn = self.acquire().await?;

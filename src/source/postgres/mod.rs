@@ -19,8 +19,8 @@ use crate::error::Result;
 use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
 use crate::source::retry::with_backoff;
 use crate::source::{
-    BATCH_ROWS, Endpoint, FetchRequest, QueryRequest, ReadTarget, ServerConfig, Source,
-    SslMode, TestOutcome,
+    BATCH_ROWS, Endpoint, FetchRequest, QueryRequest, ReadTarget, ServerConfig, Source, SslMode,
+    TestOutcome,
 };
 use crate::table::TableRecord;
 use copy::CopyDecoder;
@@ -304,7 +304,6 @@ impl Source for PgSource {
         drop(sink);
         crate::source::join_partitions(tasks, request.as_ref()).await
     }
-
 
     async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
         // The statement's columns are renamed by position (its own names may repeat) and

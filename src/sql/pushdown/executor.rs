@@ -15,9 +15,7 @@ use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
-use datafusion::sql::unparser::dialect::{
-    Dialect, MySqlDialect, PostgreSqlDialect, SqliteDialect,
-};
+use datafusion::sql::unparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SqliteDialect};
 use datafusion_federation::schema_cast::SchemaCastScanExec;
 use datafusion_federation::sql::{LogicalOptimizer, SQLExecutor, VirtualExecutionPlan};
 

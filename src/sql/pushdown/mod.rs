@@ -14,10 +14,13 @@ use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::logical_expr::{Extension, LogicalPlan, Projection, TableScan};
+use datafusion::logical_expr::{
+    Aggregate, Expr, Extension, LogicalPlan, Projection, SubqueryAlias, TableScan,
+};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
@@ -117,7 +120,9 @@ impl QueryPlanner for PushDownPlanner {
         session_state: &dyn datafusion::catalog::Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let planner =
-            DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(FederatedPlanner::new())]);
+            DefaultPhysicalPlanner::with_extension_planners(vec![
+                Arc::new(FederatedPlanner::new()),
+            ]);
         planner
             .create_physical_plan(logical_plan, session_state)
             .await
@@ -162,7 +167,7 @@ fn place(
                     .schema()
                     .columns()
                     .into_iter()
-                    .map(datafusion::logical_expr::Expr::Column)
+                    .map(Expr::Column)
                     .collect();
                 LogicalPlan::Projection(Projection::try_new(columns, Arc::new(other))?)
             }
@@ -193,7 +198,165 @@ pub(super) fn split(plan: LogicalPlan, rules: Rules) -> Result<LogicalPlan> {
         return Ok(plan);
     };
     let planner = Arc::clone(&federated.planner);
-    place(federated.plan().clone(), &rules, &planner)
+    let plan = normalize(federated.plan().clone())?;
+    place(plan, &rules, &planner)
+}
+
+/// Rewrites what unparses into SQL that means something else: a constant grouping key
+/// (decorrelated subqueries group by `true`) would be positional at the source, so it is
+/// computed above the aggregate; an unnamed computed column gets its name as an alias, so an
+/// enclosing statement can refer to it.
+fn normalize(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up(|node| {
+        let node = match node {
+            LogicalPlan::Projection(p) => match lift_constant_keys(&p)? {
+                Some(lifted) => lifted,
+                None => p,
+            },
+            LogicalPlan::Join(join) => return fence_preserved_sides(join),
+            other => return Ok(Transformed::no(other)),
+        };
+        if node
+            .expr
+            .iter()
+            .all(|e| matches!(e, Expr::Column(_) | Expr::Alias(_)))
+        {
+            return Ok(Transformed::no(LogicalPlan::Projection(node)));
+        }
+        let exprs = node
+            .expr
+            .iter()
+            .zip(node.schema.iter())
+            .map(|(e, (qualifier, field))| match e {
+                Expr::Column(_) | Expr::Alias(_) => e.clone(),
+                other => other
+                    .clone()
+                    .alias_qualified(qualifier.cloned(), field.name()),
+            })
+            .collect();
+        let projection = Projection::try_new_with_schema(exprs, node.input, node.schema)?;
+        Ok(Transformed::yes(LogicalPlan::Projection(projection)))
+    })
+    .map(|t| t.data)
+}
+
+/// The unparser moves the filters of a join input that is a plain scan into the join's `ON`
+/// clause, which for the preserved side of an outer join keeps the rows they should remove.
+/// A projection over such an input stops that: it becomes a derived table with its `WHERE`,
+/// aliased as the table.
+fn fence_preserved_sides(
+    mut join: datafusion::logical_expr::Join,
+) -> Result<Transformed<LogicalPlan>> {
+    use datafusion::logical_expr::JoinType;
+    let (left, right) = match join.join_type {
+        JoinType::Left => (true, false),
+        JoinType::Right => (false, true),
+        JoinType::Full => (true, true),
+        _ => (false, false),
+    };
+    let mut changed = false;
+    for (fence, input) in [(left, &mut join.left), (right, &mut join.right)] {
+        if fence && filtered_scan(input) {
+            // Under the name its columns already carry, so references above still resolve.
+            let Some(name) = input.schema().iter().next().and_then(|(q, _)| q.cloned()) else {
+                continue;
+            };
+            let columns = input
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            let projection =
+                LogicalPlan::Projection(Projection::try_new(columns, Arc::clone(input))?);
+            *input = Arc::new(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                Arc::new(projection),
+                name,
+            )?));
+            changed = true;
+        }
+    }
+    let plan = LogicalPlan::Join(join);
+    Ok(if changed {
+        Transformed::yes(plan)
+    } else {
+        Transformed::no(plan)
+    })
+}
+
+/// Whether `plan` is aliases and filters over a scan, with a filter somewhere.
+fn filtered_scan(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(alias) => filtered_scan(&alias.input),
+        LogicalPlan::Filter(filter) => {
+            let mut node = filter.input.as_ref();
+            while let LogicalPlan::SubqueryAlias(_) | LogicalPlan::Filter(_) = node {
+                node = node.inputs()[0];
+            }
+            matches!(node, LogicalPlan::TableScan(_))
+        }
+        LogicalPlan::TableScan(scan) => !scan.filters.is_empty(),
+        _ => false,
+    }
+}
+
+/// `p` over an aggregate grouped by some constants: the same projection, with the
+/// constants in it, over the aggregate without them. `None` if there is nothing to lift (or
+/// every key is constant: without keys the aggregate would answer one row on no input).
+fn lift_constant_keys(p: &Projection) -> Result<Option<Projection>> {
+    let LogicalPlan::Aggregate(agg) = p.input.as_ref() else {
+        return Ok(None);
+    };
+    if !agg.group_expr.iter().any(rules::is_literal) || agg.group_expr.iter().all(rules::is_literal)
+    {
+        return Ok(None);
+    }
+    let constants: Vec<(Column, Expr)> = agg
+        .group_expr
+        .iter()
+        .enumerate()
+        .filter(|(_, key)| rules::is_literal(key))
+        .map(|(i, key)| {
+            let (qualifier, field) = agg.schema.qualified_field(i);
+            (
+                Column::new(qualifier.cloned(), field.name()),
+                key.clone().unalias(),
+            )
+        })
+        .collect();
+    let keys = agg
+        .group_expr
+        .iter()
+        .filter(|e| !rules::is_literal(e))
+        .cloned()
+        .collect();
+    let lifted = Aggregate::try_new(Arc::clone(&agg.input), keys, agg.aggr_expr.clone())?;
+    let exprs = p
+        .expr
+        .iter()
+        .zip(p.schema.iter())
+        .map(|(e, (qualifier, field))| {
+            let replaced = e.clone().transform(|e| match &e {
+                Expr::Column(c) => match constants.iter().find(|(k, _)| k == c) {
+                    Some((_, constant)) => Ok(Transformed::yes(constant.clone())),
+                    None => Ok(Transformed::no(e)),
+                },
+                _ => Ok(Transformed::no(e)),
+            })?;
+            Ok(if replaced.transformed && !matches!(e, Expr::Alias(_)) {
+                replaced
+                    .data
+                    .alias_qualified(qualifier.cloned(), field.name())
+            } else {
+                replaced.data
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Projection::try_new_with_schema(
+        exprs,
+        Arc::new(LogicalPlan::Aggregate(lifted)),
+        Arc::clone(&p.schema),
+    )?))
 }
 
 /// The live tables a federated plan reads.

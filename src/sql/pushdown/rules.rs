@@ -37,6 +37,15 @@ pub(crate) struct Rules {
     pub dialect: SqlDialect,
 }
 
+/// A constant, possibly under aliases.
+pub(crate) fn is_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Alias(Alias { expr, .. }) => is_literal(expr),
+        Expr::Literal(..) => true,
+        _ => false,
+    }
+}
+
 fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
@@ -78,7 +87,10 @@ impl Rules {
                     Ok(datafusion::logical_expr::FetchType::Literal(_))
                 )
             }
-            LogicalPlan::Sort(sort) => sort.expr.iter().all(|k| self.sort_key(k, sort.input.schema())),
+            LogicalPlan::Sort(sort) => sort
+                .expr
+                .iter()
+                .all(|k| self.sort_key(k, sort.input.schema())),
             LogicalPlan::Aggregate(agg) => {
                 let input = agg.input.schema();
                 agg.group_expr.iter().all(|e| self.group_key(e, input))
@@ -92,7 +104,8 @@ impl Rules {
                 ) && join.null_equality == NullEquality::NullEqualsNothing
                     && !join.null_aware
                     && join.on.iter().all(|(l, r)| {
-                        self.group_key(l, join.left.schema()) && self.group_key(r, join.right.schema())
+                        self.group_key(l, join.left.schema())
+                            && self.group_key(r, join.right.schema())
                     })
                     && join.filter.as_ref().is_none_or(|f| self.expr(f, schema))
             }
@@ -130,9 +143,7 @@ impl Rules {
                 self.dialect == SqlDialect::Mysql
             }
             DataType::Decimal128(..) => self.dialect != SqlDialect::Sqlite,
-            DataType::Timestamp(TimeUnit::Microsecond, None) => {
-                self.dialect != SqlDialect::Sqlite
-            }
+            DataType::Timestamp(TimeUnit::Microsecond, None) => self.dialect != SqlDialect::Sqlite,
             DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
                 self.dialect == SqlDialect::Postgres
             }
@@ -145,8 +156,12 @@ impl Rules {
         !(is_string(t) && self.dialect == SqlDialect::Mysql)
     }
 
+    /// A literal key is positional in SQL (`GROUP BY 1` is the first column), so it never
+    /// goes; `normalize` lifts constant keys out of aggregates first.
     fn group_key(&self, e: &Expr, schema: &DFSchema) -> bool {
-        self.expr(e, schema) && e.get_type(schema).is_ok_and(|t| self.groupable(&t))
+        !is_literal(e)
+            && self.expr(e, schema)
+            && e.get_type(schema).is_ok_and(|t| self.groupable(&t))
     }
 
     fn sort_key(&self, key: &Sort, schema: &DFSchema) -> bool {
@@ -157,7 +172,7 @@ impl Rules {
         let nulls = self.dialect != SqlDialect::Mysql
             || key.asc == key.nulls_first
             || !key.expr.nullable(schema).unwrap_or(true);
-        text_order && nulls && self.expr(&key.expr, schema)
+        !is_literal(&key.expr) && text_order && nulls && self.expr(&key.expr, schema)
     }
 
     fn aggregate(&self, e: &Expr, schema: &DFSchema) -> bool {
@@ -215,17 +230,13 @@ impl Rules {
                 }) && self.expr(x, schema)
             }
             Expr::Between(b) => {
-                b.expr
-                    .get_type(schema)
-                    .is_ok_and(|t| self.orderable(&t))
+                b.expr.get_type(schema).is_ok_and(|t| self.orderable(&t))
                     && self.expr(&b.expr, schema)
                     && self.expr(&b.low, schema)
                     && self.expr(&b.high, schema)
             }
             Expr::InList(list) => {
-                list.expr
-                    .get_type(schema)
-                    .is_ok_and(|t| self.groupable(&t))
+                list.expr.get_type(schema).is_ok_and(|t| self.groupable(&t))
                     && self.expr(&list.expr, schema)
                     && list.list.iter().all(|item| self.expr(item, schema))
             }
