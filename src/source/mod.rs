@@ -8,6 +8,7 @@ mod discovery;
 mod failure;
 mod mysql;
 mod postgres;
+mod remote_cancel;
 mod retry;
 mod sqlite;
 

@@ -5,6 +5,7 @@
 //! a background copy in flight.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
@@ -168,25 +169,8 @@ impl Source {
 
     /// Every file under the cache directory.
     fn cache_files(&self) -> Vec<PathBuf> {
-        walk(&self.data_dir().join("cache"))
+        crate::support::walk(&self.data_dir().join("cache"))
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .flat_map(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path)
-            } else {
-                vec![path]
-            }
-        })
-        .collect()
 }
 
 async fn each_mode_end_to_end(kind: &str) {
@@ -447,7 +431,7 @@ async fn a_one_shot_run_cancels_its_background_copy_cleanly() {
         crate::support::text(&out.stderr)
     );
     assert!(crate::support::has_row(&stdout, &["14"]), "{stdout}");
-    let leftovers = walk(&home.path().join("cache"));
+    let leftovers = crate::support::walk(&home.path().join("cache"));
     assert!(
         leftovers.is_empty(),
         "the cancelled copy left {leftovers:?}"
@@ -505,6 +489,72 @@ async fn a_live_statement_times_out_on_mariadb() {
     a_live_statement_times_out(
         "mysql",
         "CREATE VIEW slow AS SELECT id FROM events WHERE id < 3 AND SLEEP(5) = 0",
+    )
+    .await;
+}
+
+/// How many statements on `fx`'s server are still running a read of `slow`.
+async fn running_on_server(source: &mut Source) -> i64 {
+    match source {
+        Source::Postgres(fx) => sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state = 'active' AND query LIKE 'COPY (%slow%'",
+        )
+        .fetch_one(&mut fx.admin)
+        .await
+        .unwrap(),
+        Source::Mysql(fx) => sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() \
+             AND COMMAND IN ('Query', 'Execute') AND INFO LIKE '%`slow`%' AND INFO NOT LIKE '%PROCESSLIST%'",
+        )
+        .fetch_one(&mut fx.admin)
+        .await
+        .unwrap(),
+        Source::Sqlite { .. } => unreachable!("SQLite runs in the process"),
+    }
+}
+
+/// Waits (up to 20 s, far less than the statement's 60 s) until `running` statements run.
+async fn until_running(source: &mut Source, running: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running_on_server(source).await != running {
+        assert!(Instant::now() < deadline, "still not {running} running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Dropping a live query (what Ctrl-C, a Flight SQL cancel or a gone client do) stops its
+/// statement on the server, not only the local stream.
+async fn a_dropped_live_query_stops_on_the_server(kind: &str, slow_view: &str) {
+    let mut source = Source::new(kind).await;
+    source.exec(slow_view).await;
+    source.connect("live", json!({"mode": "live"})).await;
+    let sql = format!(
+        "SELECT count(*) FROM live.{}.slow WHERE id > 0",
+        source.schema()
+    );
+    let engine = source.engine().clone();
+    let query = tokio::spawn(async move { engine.sql(&sql).await.unwrap().collect().await });
+    until_running(&mut source, 1).await;
+    query.abort();
+    assert!(query.await.unwrap_err().is_cancelled());
+    until_running(&mut source, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_live_query_stops_on_postgresql() {
+    a_dropped_live_query_stops_on_the_server(
+        "postgres",
+        "CREATE VIEW slow AS SELECT id FROM events WHERE id < 3 AND pg_sleep(60) IS NOT NULL",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_live_query_stops_on_mariadb() {
+    a_dropped_live_query_stops_on_the_server(
+        "mysql",
+        "CREATE VIEW slow AS SELECT id FROM events WHERE id < 3 AND SLEEP(60) = 0",
     )
     .await;
 }

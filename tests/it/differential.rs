@@ -414,7 +414,16 @@ fn generate(seed: u64, target: &Target) -> Query {
                 (sql, items.iter().map(|i| i.1).collect(), false)
             }
             // Subqueries.
-            _ => match rng.int(0, 4) {
+            _ => match rng.int(0, 5) {
+                5 => {
+                    // A correlated scalar subquery in WHERE (TPC-H Q2 and Q17's shape).
+                    let items = vec![("id".to_owned(), Kind::Int), ("g".to_owned(), Kind::Int)];
+                    let sql = format!(
+                        "SELECT {} FROM {t1} WHERE a = (SELECT max(x.a) FROM {t1} x WHERE x.g = {t1}.g)",
+                        r.select(&items)
+                    );
+                    (sql, items.iter().map(|i| i.1).collect(), false)
+                }
                 0 => {
                     let items = vec![("id".to_owned(), Kind::Int), ("a".to_owned(), Kind::Int)];
                     let sql = format!(

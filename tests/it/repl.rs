@@ -219,29 +219,12 @@ async fn ctrl_c_cancels_a_slow_fetch_and_the_shell_goes_on() {
     .unwrap();
     // Nothing half-written was published in the cache.
     let cache = home.join("cache");
-    let leftovers: Vec<_> = walk(&cache)
+    let leftovers: Vec<_> = crate::support::walk(&cache)
         .into_iter()
         // Neither a published file nor a temp file of the cancelled fetch.
         .filter(|p| p.extension().is_some_and(|e| e == "parquet" || e == "tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .flat_map(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path)
-            } else {
-                vec![path]
-            }
-        })
-        .collect()
 }
 
 #[test]

@@ -416,3 +416,21 @@ pub fn int32_column(batches: &[datafusion::arrow::record_batch::RecordBatch]) ->
         })
         .collect()
 }
+
+/// Every file under `dir` (none if it does not exist).
+pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}

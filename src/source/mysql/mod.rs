@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::source::builders::DecodeError;
 use crate::source::cells::{BatchBuilder, Cell};
 use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
+use crate::source::remote_cancel::{CancelVia, RemoteCancel};
 use crate::source::retry::with_backoff;
 use crate::source::{
     Endpoint, FetchRequest, QueryRequest, ReadTarget, ServerConfig, Source, SslMode, TestOutcome,
@@ -323,23 +324,39 @@ impl Source for MySqlSource {
 
     async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
         let mut conn = self.acquire().await?;
+        let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.endpoint.classify(&e))?;
+        // Dropped with this future if the query is cancelled or its client goes away.
+        let cancel = RemoteCancel::new(
+            CancelVia::Mysql(self.pool.clone()),
+            format!("KILL QUERY {id}"),
+        );
         let schema = Arc::clone(&request.arrow_schema);
         let mut builder =
             BatchBuilder::new(Arc::clone(&schema)).map_err(|e| request.error(None, e))?;
         let mut rows = sqlx::query(AssertSqlSafe(request.sql.clone())).fetch(&mut *conn);
-        while let Some(row) = rows
-            .try_next()
-            .await
-            .map_err(|e| self.endpoint.classify(&e))?
-        {
-            append_result_row(&row, &schema, &mut builder)
-                .map_err(|(i, e)| request.error(Some(i), e))?;
-            if !forward_batch(&mut builder, &sink, request, false).await? {
-                return Ok(());
+        let result = async {
+            while let Some(row) = rows
+                .try_next()
+                .await
+                .map_err(|e| self.endpoint.classify(&e))?
+            {
+                append_result_row(&row, &schema, &mut builder)
+                    .map_err(|(i, e)| request.error(Some(i), e))?;
+                if !forward_batch(&mut builder, &sink, request, false).await? {
+                    return Ok(());
+                }
             }
+            forward_batch(&mut builder, &sink, request, true).await?;
+            Ok(())
         }
-        forward_batch(&mut builder, &sink, request, true).await?;
-        Ok(())
+        .await;
+        if !sink.is_closed() {
+            cancel.finished();
+        }
+        result
     }
 }
 

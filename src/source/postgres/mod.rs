@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Result;
 use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
+use crate::source::remote_cancel::{CancelVia, RemoteCancel};
 use crate::source::retry::with_backoff;
 use crate::source::{
     BATCH_ROWS, Endpoint, FetchRequest, QueryRequest, ReadTarget, ServerConfig, Source, SslMode,
@@ -330,15 +331,28 @@ impl Source for PgSource {
             request.sql,
             names.join(", ")
         );
-        let conn = self.acquire().await?;
-        copy_into(
+        let mut conn = self.acquire().await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.endpoint.classify(&e))?;
+        // Dropped with this future if the query is cancelled or its client goes away.
+        let cancel = RemoteCancel::new(
+            CancelVia::Postgres(self.pool.clone()),
+            format!("SELECT pg_cancel_backend({pid})"),
+        );
+        let result = copy_into(
             conn,
             statement,
             Arc::new(request.clone()),
             self.endpoint.clone(),
-            sink,
+            sink.clone(),
         )
-        .await
+        .await;
+        if !sink.is_closed() {
+            cancel.finished();
+        }
+        result
     }
 }
 

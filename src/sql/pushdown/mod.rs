@@ -211,33 +211,76 @@ fn normalize(plan: LogicalPlan) -> Result<LogicalPlan> {
         let node = match node {
             LogicalPlan::Projection(p) => match lift_constant_keys(&p)? {
                 Some(lifted) => lifted,
-                None => p,
+                None => skip_passthrough(p),
             },
             LogicalPlan::Join(join) => return fence_preserved_sides(join),
+            LogicalPlan::SubqueryAlias(alias)
+                if matches!(alias.input.as_ref(), LogicalPlan::Aggregate(_)) =>
+            {
+                // Give the aggregate a projection that the next step names.
+                let columns = alias.input.schema().columns().into_iter().map(Expr::Column);
+                let projection = Projection::try_new(columns.collect(), Arc::clone(&alias.input))?;
+                let named = name_columns(projection)?;
+                let plan = SubqueryAlias::try_new(
+                    Arc::new(LogicalPlan::Projection(named)),
+                    alias.alias.clone(),
+                )?;
+                return Ok(Transformed::yes(LogicalPlan::SubqueryAlias(plan)));
+            }
             other => return Ok(Transformed::no(other)),
         };
-        if node
-            .expr
-            .iter()
-            .all(|e| matches!(e, Expr::Column(_) | Expr::Alias(_)))
-        {
+        let over_aggregate = matches!(node.input.as_ref(), LogicalPlan::Aggregate(_));
+        if node.expr.iter().all(|e| match e {
+            Expr::Alias(_) => true,
+            Expr::Column(_) => !over_aggregate,
+            _ => false,
+        }) {
             return Ok(Transformed::no(LogicalPlan::Projection(node)));
         }
-        let exprs = node
-            .expr
-            .iter()
-            .zip(node.schema.iter())
-            .map(|(e, (qualifier, field))| match e {
-                Expr::Column(_) | Expr::Alias(_) => e.clone(),
-                other => other
-                    .clone()
-                    .alias_qualified(qualifier.cloned(), field.name()),
-            })
-            .collect();
-        let projection = Projection::try_new_with_schema(exprs, node.input, node.schema)?;
-        Ok(Transformed::yes(LogicalPlan::Projection(projection)))
+        Ok(Transformed::yes(LogicalPlan::Projection(name_columns(
+            node,
+        )?)))
     })
     .map(|t| t.data)
+}
+
+/// `p` reading its input's input where the input only picks columns: the unparser makes
+/// such an inner projection a derived table, under a name `p`'s columns do not carry.
+fn skip_passthrough(p: Projection) -> Projection {
+    let LogicalPlan::Projection(inner) = p.input.as_ref() else {
+        return p;
+    };
+    if !inner.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
+        return p;
+    }
+    match Projection::try_new_with_schema(
+        p.expr.clone(),
+        Arc::clone(&inner.input),
+        Arc::clone(&p.schema),
+    ) {
+        Ok(skipped) => skipped,
+        Err(_) => p,
+    }
+}
+
+/// `p` with every output named by an alias: computed columns, and the columns of an
+/// aggregate below (the source would name `min(x)` its own way, which an enclosing
+/// statement could not refer to).
+fn name_columns(p: Projection) -> Result<Projection> {
+    let over_aggregate = matches!(p.input.as_ref(), LogicalPlan::Aggregate(_));
+    let exprs = p
+        .expr
+        .iter()
+        .zip(p.schema.iter())
+        .map(|(e, (qualifier, field))| match e {
+            Expr::Alias(_) => e.clone(),
+            Expr::Column(_) if !over_aggregate => e.clone(),
+            other => other
+                .clone()
+                .alias_qualified(qualifier.cloned(), field.name()),
+        })
+        .collect();
+    Projection::try_new_with_schema(exprs, p.input, p.schema)
 }
 
 /// The unparser moves the filters of a join input that is a plain scan into the join's `ON`
