@@ -123,10 +123,53 @@ impl QueryPlanner for PushDownPlanner {
             DefaultPhysicalPlanner::with_extension_planners(vec![
                 Arc::new(FederatedPlanner::new()),
             ]);
-        planner
+        match planner
             .create_physical_plan(logical_plan, session_state)
             .await
+        {
+            Ok(plan) => Ok(plan),
+            // A sub-plan the federation crate could not rewrite for its source: the query
+            // runs locally over whole-table reads of its live tables instead of failing.
+            Err(e) if has_federated_node(logical_plan) => {
+                tracing::debug!(error = %e, "pushdown failed to plan; running locally");
+                let local = logical_plan
+                    .clone()
+                    .transform_up(|node| {
+                        let inner = match &node {
+                            LogicalPlan::Extension(Extension { node: inner }) => inner
+                                .as_any()
+                                .downcast_ref::<FederatedPlanNode>()
+                                .map(|f| f.plan().clone()),
+                            _ => None,
+                        };
+                        Ok(match inner {
+                            Some(plan) => Transformed::yes(plan),
+                            None => Transformed::no(node),
+                        })
+                    })?
+                    .data;
+                DefaultPhysicalPlanner::default()
+                    .create_physical_plan(&local, session_state)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
     }
+}
+
+/// Whether `plan` holds a sub-plan placed on a source.
+fn has_federated_node(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Extension(Extension { node }) = node
+            && node.as_any().is::<FederatedPlanNode>()
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// The last physical optimizer rule: each pushed-down statement becomes a
@@ -208,6 +251,20 @@ pub(super) fn split(plan: LogicalPlan, rules: Rules) -> Result<LogicalPlan> {
 /// enclosing statement can refer to it.
 fn normalize(plan: LogicalPlan) -> Result<LogicalPlan> {
     plan.transform_up(|node| {
+        // A rewrite that cannot be built leaves its node as it was (it is then unparsed as
+        // the federation crate would have).
+        let original = node.clone();
+        Ok(normalize_node(node).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "a pushdown rewrite did not apply");
+            Transformed::no(original)
+        }))
+    })
+    .map(|t| t.data)
+}
+
+/// One step of [`normalize`].
+fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    {
         let node = match node {
             LogicalPlan::Projection(p) => match lift_constant_keys(&p)? {
                 Some(lifted) => lifted,
@@ -240,8 +297,7 @@ fn normalize(plan: LogicalPlan) -> Result<LogicalPlan> {
         Ok(Transformed::yes(LogicalPlan::Projection(name_columns(
             node,
         )?)))
-    })
-    .map(|t| t.data)
+    }
 }
 
 /// `p` reading its input's input where the input only picks columns: the unparser makes
