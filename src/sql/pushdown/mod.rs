@@ -202,7 +202,7 @@ fn place(
     rules: &Rules,
     planner: &Arc<dyn FederationPlanner>,
 ) -> Result<LogicalPlan> {
-    if rules.pushable(&plan) {
+    if rules.pushable(&plan) && !has_bare_cross_join(&plan, false) {
         let plan = match plan {
             LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) => plan,
             other => {
@@ -230,6 +230,21 @@ fn place(
         .map(|input| place(input, rules, planner))
         .collect::<Result<Vec<_>>>()?;
     plan.with_new_exprs(plan.expressions(), inputs)
+}
+
+/// Whether `plan` joins without a condition where no filter above gives it one (the filter
+/// over a comma join stayed local): pushed, the source would compute the cross product.
+fn has_bare_cross_join(plan: &LogicalPlan, under_filter: bool) -> bool {
+    let bare =
+        matches!(plan, LogicalPlan::Join(join) if join.on.is_empty() && join.filter.is_none());
+    if bare && !under_filter {
+        return true;
+    }
+    let filter = matches!(plan, LogicalPlan::Filter(_))
+        || (under_filter && matches!(plan, LogicalPlan::Join(_)));
+    plan.inputs()
+        .into_iter()
+        .any(|input| has_bare_cross_join(input, filter))
 }
 
 /// The federation crate's hook: re-places the sub-plan it chose for one connection.
