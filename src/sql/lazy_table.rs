@@ -100,11 +100,7 @@ impl TableProvider for LazyTable {
     }
 
     fn table_type(&self) -> TableType {
-        if self.table.record.table_type == "view" {
-            TableType::View
-        } else {
-            TableType::Base
-        }
+        table_type(&self.table)
     }
 
     fn supports_filters_pushdown(
@@ -340,5 +336,14 @@ impl ExecutionPlan for LeaseExec {
                 batch
             }),
         )))
+    }
+}
+
+/// How DataFusion sees a discovered table: a source view is a view, anything else a table.
+pub(in crate::sql) fn table_type(table: &SnapshotTable) -> TableType {
+    if table.record.table_type == "view" {
+        TableType::View
+    } else {
+        TableType::Base
     }
 }

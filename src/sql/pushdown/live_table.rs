@@ -154,11 +154,7 @@ impl TableProvider for LiveScan {
     }
 
     fn table_type(&self) -> TableType {
-        if self.live.table.record.table_type == "view" {
-            TableType::View
-        } else {
-            TableType::Base
-        }
+        crate::sql::lazy_table::table_type(&self.live.table)
     }
 
     fn supports_filters_pushdown(
