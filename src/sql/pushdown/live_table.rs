@@ -120,6 +120,12 @@ impl SQLTable for LiveTable {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.table.schema)
     }
+
+    /// Normalizes again just before unparsing: DataFusion's rules that ran after the split
+    /// (limit and projection pushdown) may have made shapes the unparser mistranslates.
+    fn logical_optimizer(&self) -> Option<datafusion_federation::sql::LogicalOptimizer> {
+        Some(Box::new(super::normalize))
+    }
 }
 
 impl SqlDialect {

@@ -5,6 +5,7 @@
 //! readers ([`executor::SourceExecutor`]). `EXPLAIN` shows each statement.
 
 mod executor;
+pub(crate) use executor::remote_rows;
 mod live_table;
 mod rules;
 
@@ -19,7 +20,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Extension, LogicalPlan, Projection, SubqueryAlias, TableScan,
+    Aggregate, Expr, Extension, Limit, LogicalPlan, Projection, SubqueryAlias, TableScan,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -264,7 +265,7 @@ pub(super) fn split(plan: LogicalPlan, rules: Rules) -> Result<LogicalPlan> {
 /// (decorrelated subqueries group by `true`) would be positional at the source, so it is
 /// computed above the aggregate; an unnamed computed column gets its name as an alias, so an
 /// enclosing statement can refer to it.
-fn normalize(plan: LogicalPlan) -> Result<LogicalPlan> {
+pub(super) fn normalize(plan: LogicalPlan) -> Result<LogicalPlan> {
     plan.transform_up(|node| {
         // A rewrite that cannot be built leaves its node as it was (it is then unparsed as
         // the federation crate would have).
@@ -281,6 +282,12 @@ fn normalize(plan: LogicalPlan) -> Result<LogicalPlan> {
 fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     {
         let node = match node {
+            LogicalPlan::Projection(p)
+                if matches!(p.input.as_ref(), LogicalPlan::Limit(_))
+                    && p.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
+            {
+                return Ok(Transformed::yes(pick_under_limit(p)?));
+            }
             LogicalPlan::Projection(p) => match lift_constant_keys(&p)? {
                 Some(lifted) => lifted,
                 None => skip_passthrough(p),
@@ -313,6 +320,20 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
             node,
         )?)))
     }
+}
+
+/// `p`, which only picks columns of a `LIMIT`, moved under it: the unparser makes the
+/// limited input a derived table but keeps the table's name on `p`'s columns.
+fn pick_under_limit(p: Projection) -> Result<LogicalPlan> {
+    let LogicalPlan::Limit(limit) = p.input.as_ref() else {
+        return Ok(LogicalPlan::Projection(p));
+    };
+    let picked = skip_passthrough(Projection::try_new(p.expr, Arc::clone(&limit.input))?);
+    Ok(LogicalPlan::Limit(Limit {
+        skip: limit.skip.clone(),
+        fetch: limit.fetch.clone(),
+        input: Arc::new(LogicalPlan::Projection(picked)),
+    }))
 }
 
 /// `p` reading its input's input where the input only picks columns: the unparser makes
