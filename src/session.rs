@@ -103,6 +103,7 @@ impl Session {
         );
         crate::sql::system_catalog::route_views(&mut statement);
         crate::sql::placeholders::number_placeholders(&mut statement)?;
+        crate::sql::source_query::describe_calls(&state, &statement).await?;
         let plan = match state.statement_to_plan(statement.clone()).await {
             Ok(plan) => plan,
             Err(e) => {

@@ -66,6 +66,10 @@ impl Source for FakeSource {
         unreachable!("the cache never runs a query")
     }
 
+    async fn describe(&self, _sql: &str) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+        unreachable!("the cache never describes a query")
+    }
+
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let _ended = Ended(Arc::clone(&self.ended));

@@ -559,6 +559,17 @@ impl Connections {
         source.query(request, sink).await
     }
 
+    /// The schema of the rows of `sql`, a statement in `connection`'s own dialect, learnt
+    /// without running it (`source_query`).
+    pub(crate) async fn describe_query(
+        &self,
+        connection: &Connection,
+        sql: &str,
+    ) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+        let source = self.source(connection).await?;
+        source.describe(sql).await
+    }
+
     /// Starts copying `record` into the cache without anyone waiting for it, unless a copy
     /// of it is already running here. A failure is logged; the next query starts again.
     pub(crate) fn cache_in_background(

@@ -178,6 +178,16 @@ impl Endpoint {
                         FailureClass::Timeout,
                         format!("the statement timed out: {message}; raise statement_timeout"),
                     ),
+                    // PostgreSQL read_only_sql_transaction; MySQL ER_CANT_EXECUTE_IN_READ_ONLY_
+                    // TRANSACTION; SQLITE_READONLY.
+                    "25006" | "1792" | "8" => self.error(
+                        FailureClass::Query,
+                        format!(
+                            "the statement tried to write, and Quarry's sessions are read-only: \
+                             {message}. Quarry never writes to a source; run writes with the \
+                             source's own client"
+                        ),
+                    ),
                     _ => self.error(
                         FailureClass::Query,
                         format!("the server at {address} refused a statement: {message}"),

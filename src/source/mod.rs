@@ -4,6 +4,7 @@
 mod builders;
 mod cells;
 mod config;
+mod describe;
 mod discovery;
 mod failure;
 mod mysql;
@@ -145,6 +146,10 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// exactly to `request.arrow_schema`, into `sink`. Stops early, without error, when the
     /// sink is closed.
     async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()>;
+    /// The Arrow schema of the rows of `sql`, a statement in the source's own dialect, learnt
+    /// by preparing it on a read-only session, not by running it. A statement that returns no
+    /// rows or has parameter placeholders is refused.
+    async fn describe(&self, sql: &str) -> Result<SchemaRef>;
 }
 
 /// The SQL dialects of the sources.

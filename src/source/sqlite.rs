@@ -16,15 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Decode, Row, Sqlite, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef,
+};
 use tokio::sync::mpsc;
 
 use super::builders::DecodeError;
 use super::cells::{BatchBuilder, Cell};
+use super::describe::{Described, unique_names};
 use super::discovery::{DiscoveredColumn, TableCollector};
 use super::{
     Endpoint, FetchRequest, QueryRequest, ReadTarget, Source, SqliteConfig, TestOutcome,
@@ -222,6 +225,42 @@ impl Source for SqliteSource {
 
     async fn query(&self, request: &QueryRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
         self.stream(request.sql.clone(), request, sink).await
+    }
+
+    async fn describe(&self, sql: &str) -> Result<SchemaRef> {
+        let statement = (&self.pool)
+            .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
+            .await
+            .map_err(|e| self.endpoint.classify(&e))?;
+        let columns = statement.columns();
+        let names = unique_names(columns.iter().map(|c| c.name().to_owned()));
+        let fields = columns
+            .iter()
+            .zip(names)
+            .map(|(column, name)| Field::new(name, declared_type(column.type_info().name()), true))
+            .collect::<Vec<_>>();
+        let parameters = match statement.parameters() {
+            Some(sqlx::Either::Left(types)) => types.len(),
+            Some(sqlx::Either::Right(n)) => n,
+            None => 0,
+        };
+        Described {
+            schema: Arc::new(Schema::new(fields)),
+            parameters,
+        }
+        .into_schema(&self.endpoint)
+    }
+}
+
+/// The Arrow type of a result column of a statement, from its declared type (a table's
+/// column) or `NULL` (an expression, whose values' classes are known only once it runs).
+/// Text takes any class, rendered as SQLite renders it.
+fn declared_type(declared: &str) -> DataType {
+    match declared {
+        "INTEGER" | "BOOLEAN" => DataType::Int64,
+        "REAL" => DataType::Float64,
+        "BLOB" => DataType::Binary,
+        _ => DataType::Utf8,
     }
 }
 

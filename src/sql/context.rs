@@ -12,6 +12,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::catalog::QuarryCatalogList;
 use super::lossy_cast::KeepLossyCasts;
+use super::source_query::{SourceQueries, SourceQueryFunction};
 use crate::connections::Connections;
 
 /// A new session context over the shared `runtime` (memory pool, disk and file caches);
@@ -21,6 +22,9 @@ pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> 
     // `o_totalprice = 190720.34` must compare with the exact decimal, as PostgreSQL and
     // MySQL do, not with the nearest double (190720.339999999983616).
     config.options_mut().sql_parser.parse_float_as_decimal = true;
+    // `source_query` statements are described before planning (see `sql::source_query`).
+    let source_queries = Arc::new(SourceQueries::new(Arc::clone(connections)));
+    let config = config.with_extension(Arc::clone(&source_queries));
     // The pushdown rule sits among DataFusion's own, and federated sub-plans are planned
     // as statements sent to their sources.
     let rules = super::pushdown::optimizer_rules(Optimizer::new().rules);
@@ -38,6 +42,12 @@ pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> 
         Arc::clone(runtime),
     )));
     super::functions::register(&context, connections);
+    context.register_udtf(
+        super::source_query::NAME,
+        Arc::new(SourceQueryFunction {
+            queries: source_queries,
+        }),
+    );
     context.add_analyzer_rule(Arc::new(KeepLossyCasts));
     context.register_udf(version());
     // This rule rewrites `SUM(x)` beside a single `COUNT(DISTINCT y)` as a SUM of partial

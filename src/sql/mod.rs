@@ -17,6 +17,7 @@ pub mod placeholders;
 pub(crate) mod pushdown;
 pub mod results;
 pub mod show_tables;
+pub(crate) mod source_query;
 
 pub mod suggest;
 pub mod system_catalog;

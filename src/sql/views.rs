@@ -387,8 +387,11 @@ impl SchemaProvider for StoredViews {
                 no_longer_plans(datafusion::error::DataFusionError::Plan("empty".into()))
             })?;
         super::system_catalog::route_views(&mut statement);
-        let plan = context
-            .state()
+        let state = context.state();
+        super::source_query::describe_calls(&state, &statement)
+            .await
+            .map_err(|e| no_longer_plans(super::deferred::external(e)))?;
+        let plan = state
             .statement_to_plan(statement)
             .await
             .map_err(no_longer_plans)?;

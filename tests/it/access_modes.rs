@@ -17,7 +17,7 @@ use sqlx::{Connection, SqliteConnection};
 use crate::support::{Backend, Kind, MySqlSourceFixture, PgSourceFixture};
 
 /// One source database with a table `events` of `ROWS` rows, and an engine to reach it.
-enum Source {
+pub(crate) enum Source {
     Postgres(PgSourceFixture),
     Mysql(MySqlSourceFixture),
     Sqlite {
@@ -28,10 +28,10 @@ enum Source {
     },
 }
 
-const ROWS: i64 = 300;
+pub(crate) const ROWS: i64 = 300;
 
 impl Source {
-    async fn new(kind: &str) -> Self {
+    pub(crate) async fn new(kind: &str) -> Self {
         let table = "CREATE TABLE events (id integer NOT NULL PRIMARY KEY, v integer NOT NULL, \
                      s varchar(20));";
         let rows: Vec<String> = (1..=ROWS)
@@ -63,7 +63,7 @@ impl Source {
         source
     }
 
-    fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         match self {
             Source::Postgres(fx) => &fx.engine,
             Source::Mysql(fx) => &fx.engine,
@@ -71,7 +71,7 @@ impl Source {
         }
     }
 
-    fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         match self {
             Source::Postgres(fx) => fx.backend.data_dir(),
             Source::Mysql(fx) => fx._backend.data_dir(),
@@ -79,7 +79,7 @@ impl Source {
         }
     }
 
-    async fn exec(&mut self, sql: &str) {
+    pub(crate) async fn exec(&mut self, sql: &str) {
         match self {
             Source::Postgres(fx) => fx.exec(sql).await,
             Source::Mysql(fx) => fx.exec(sql).await,
@@ -93,7 +93,7 @@ impl Source {
     }
 
     /// The source type and config of a connection to this database, with `options` added.
-    fn config(&self, options: Value) -> (&'static str, Value) {
+    pub(crate) fn config(&self, options: Value) -> (&'static str, Value) {
         let (kind, mut config) = match self {
             Source::Postgres(fx) => ("postgres", crate::support::pg_source_config(&fx.db.name)),
             Source::Mysql(fx) => ("mysql", crate::support::mysql_source_config(&fx.name)),
@@ -106,7 +106,7 @@ impl Source {
     }
 
     /// The schema `events` is in.
-    fn schema(&self) -> &str {
+    pub(crate) fn schema(&self) -> &str {
         match self {
             Source::Postgres(_) => "public",
             Source::Mysql(fx) => &fx.name,
@@ -115,7 +115,7 @@ impl Source {
     }
 
     /// Adds connection `name` to this database with `options`, discovered.
-    async fn connect(&self, name: &str, options: Value) {
+    pub(crate) async fn connect(&self, name: &str, options: Value) {
         let (kind, config) = self.config(options);
         self.engine()
             .register_connection(name, kind, config)
@@ -124,7 +124,7 @@ impl Source {
         self.engine().discover_connection(name).await.unwrap();
     }
 
-    fn events(&self, connection: &str) -> String {
+    pub(crate) fn events(&self, connection: &str) -> String {
         format!("{connection}.{}.events", self.schema())
     }
 
@@ -139,7 +139,7 @@ impl Source {
     }
 
     /// `count(*)` of the events with `v >= 0` through `connection`.
-    async fn count(&self, connection: &str) -> i64 {
+    pub(crate) async fn count(&self, connection: &str) -> i64 {
         let sql = format!(
             "SELECT count(*) AS n FROM {} WHERE v >= 0",
             self.events(connection)
@@ -155,7 +155,7 @@ impl Source {
         batches[0].column(0).as_primitive::<Int64Type>().value(0)
     }
 
-    async fn explain(&self, sql: &str) -> String {
+    pub(crate) async fn explain(&self, sql: &str) -> String {
         let batches = self
             .engine()
             .sql(&format!("EXPLAIN {sql}"))
@@ -168,7 +168,7 @@ impl Source {
     }
 
     /// Every file under the cache directory.
-    fn cache_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn cache_files(&self) -> Vec<PathBuf> {
         crate::support::walk(&self.data_dir().join("cache"))
     }
 }
@@ -267,7 +267,7 @@ async fn each_mode_end_to_end_on_sqlite() {
     each_mode_end_to_end("sqlite").await;
 }
 
-async fn error_of(engine: &Engine, sql: &str) -> String {
+pub(crate) async fn error_of(engine: &Engine, sql: &str) -> String {
     match engine.sql(sql).await {
         Ok(frame) => match frame.collect().await {
             Ok(_) => panic!("{sql} succeeded"),

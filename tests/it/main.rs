@@ -18,6 +18,7 @@ mod postgres_source;
 mod render;
 mod repl;
 mod secrets;
+mod source_query;
 mod sql_layer;
 mod sqlite_source;
 mod store_suite;

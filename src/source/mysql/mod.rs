@@ -1,6 +1,7 @@
 //! MySQL/MariaDB source: pooled read-only sessions in UTC, discovery from
 //! `information_schema`, and a streamed `SELECT` decoded row by row into Arrow.
 
+mod describe;
 mod types;
 
 use std::sync::Arc;
@@ -357,6 +358,13 @@ impl Source for MySqlSource {
             cancel.finished();
         }
         result
+    }
+
+    async fn describe(&self, sql: &str) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+        let mut conn = self.acquire().await?;
+        describe::describe(&mut conn, &self.endpoint, sql)
+            .await?
+            .into_schema(&self.endpoint)
     }
 }
 

@@ -2,6 +2,7 @@
 //! fetch through binary `COPY ... TO STDOUT` decoded straight into Arrow.
 
 mod copy;
+mod describe;
 mod types;
 
 use std::sync::Arc;
@@ -353,6 +354,13 @@ impl Source for PgSource {
             cancel.finished();
         }
         result
+    }
+
+    async fn describe(&self, sql: &str) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+        let mut conn = self.acquire().await?;
+        describe::describe(&mut conn, &self.endpoint, sql, self.numeric_as_float64)
+            .await?
+            .into_schema(&self.endpoint)
     }
 }
 

@@ -46,30 +46,41 @@ impl SourceExecutor {
 
     /// Streams the rows of `sql`, which must have `schema`, from one pooled session.
     pub fn stream(&self, sql: String, schema: SchemaRef) -> SendableRecordBatchStream {
-        let request = QueryRequest {
-            connection: self.connection.name.to_string(),
-            sql,
-            arrow_schema: Arc::clone(&schema),
-        };
-        let (connection, connections) = (self.connection.clone(), Arc::clone(&self.connections));
-        let mut builder = RecordBatchReceiverStreamBuilder::new(schema, 2);
-        let tx = builder.tx();
-        // Dropping the stream aborts the task, which drops the source's session mid-query.
-        builder.spawn(async move {
-            let (sink, mut batches) = tokio::sync::mpsc::channel(2);
-            let run = connections.query(&connection, &request, sink);
-            let forward = async {
-                while let Some(batch) = batches.recv().await {
-                    if tx.send(Ok(batch)).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            let (result, ()) = tokio::join!(run, forward);
-            result.map_err(external)
-        });
-        builder.build()
+        remote_rows(&self.connections, &self.connection, sql, schema)
     }
+}
+
+/// Streams the rows of `sql`, a statement in `connection`'s dialect that must have `schema`,
+/// from one pooled session of its source.
+pub(crate) fn remote_rows(
+    connections: &Arc<Connections>,
+    connection: &Connection,
+    sql: String,
+    schema: SchemaRef,
+) -> SendableRecordBatchStream {
+    let request = QueryRequest {
+        connection: connection.name.to_string(),
+        sql,
+        arrow_schema: Arc::clone(&schema),
+    };
+    let (connection, connections) = (connection.clone(), Arc::clone(connections));
+    let mut builder = RecordBatchReceiverStreamBuilder::new(schema, 2);
+    let tx = builder.tx();
+    // Dropping the stream aborts the task, which drops the source's session mid-query.
+    builder.spawn(async move {
+        let (sink, mut batches) = tokio::sync::mpsc::channel(2);
+        let run = connections.query(&connection, &request, sink);
+        let forward = async {
+            while let Some(batch) = batches.recv().await {
+                if tx.send(Ok(batch)).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(run, forward);
+        result.map_err(external)
+    });
+    builder.build()
 }
 
 impl SqlDialect {
