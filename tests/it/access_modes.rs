@@ -558,3 +558,48 @@ async fn a_dropped_live_query_stops_on_mariadb() {
     )
     .await;
 }
+
+/// Shapes whose pushed-down SQL once meant something else, or did not run: columns picked
+/// over a `LIMIT` (with and without a sort) and a sum of coerced arithmetic over a join,
+/// sorted and limited. Live answers must equal the cached ones.
+async fn live_limits_and_coerced_sums_answer_as_the_cache_does(kind: &str) {
+    let source = Source::new(kind).await;
+    source.connect("live", json!({"mode": "live"})).await;
+    source.connect("cached", json!({"mode": "cache"})).await;
+    let queries = [
+        "SELECT id, s FROM {c}.events ORDER BY id DESC LIMIT 3",
+        "SELECT count(*) FROM (SELECT id, v FROM {c}.events LIMIT 5) AS q",
+        "SELECT s FROM {c}.events ORDER BY v, id LIMIT 4 OFFSET 2",
+        "SELECT a.v, sum(a.id * (1 - b.v)) AS r, count(*) AS n FROM {c}.events a \
+         JOIN {c}.events b ON a.id = b.id + 1 WHERE a.v > 1 GROUP BY a.v ORDER BY r DESC, a.v LIMIT 3",
+    ];
+    for query in queries {
+        let answer = |connection: &str| {
+            let sql = query.replace("{c}", &format!("{connection}.{}", source.schema()));
+            let engine = source.engine().clone();
+            async move {
+                let batches = engine
+                    .sql(&sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                    .collect()
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                pretty_format_batches(&batches).unwrap().to_string()
+            }
+        };
+        let live = answer("live").await;
+        assert_eq!(live, answer("cached").await, "{query}");
+        assert!(live.lines().count() > 4, "{query} returned rows: {live}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_limits_and_coerced_sums_on_postgresql() {
+    live_limits_and_coerced_sums_answer_as_the_cache_does("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_limits_and_coerced_sums_on_mariadb() {
+    live_limits_and_coerced_sums_answer_as_the_cache_does("mysql").await;
+}

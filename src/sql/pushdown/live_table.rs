@@ -4,7 +4,8 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -23,6 +24,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
+use datafusion::sql::sqlparser::ast::{Ident, ObjectNamePart, visit_relations_mut};
 use datafusion_federation::FederatedTableProviderAdaptor;
 use datafusion_federation::sql::{SQLFederationProvider, SQLTable, SQLTableSource};
 use futures::StreamExt;
@@ -49,6 +51,7 @@ pub(crate) fn live_table(
         table: Arc::clone(table),
         connections: Arc::clone(connections),
         copy_in_background,
+        scan_name: Arc::default(),
     };
     let provider = Arc::new(SQLFederationProvider::new(
         Arc::clone(&executor) as Arc<dyn datafusion_federation::sql::SQLExecutor>
@@ -70,6 +73,8 @@ pub(super) struct LiveTable {
     table: Arc<SnapshotTable>,
     connections: Arc<Connections>,
     copy_in_background: bool,
+    /// The name the plan's scans give the table, once the split has seen them.
+    scan_name: Arc<Mutex<Option<TableReference>>>,
 }
 
 impl fmt::Debug for LiveTable {
@@ -100,6 +105,18 @@ impl LiveTable {
         }
     }
 
+    /// Records the name `scan` reads the table by (see `SQLTable::table_reference`).
+    pub fn named_by(&self, scan: &TableReference) {
+        *self.scan_name.lock().unwrap_or_else(|e| e.into_inner()) = Some(scan.clone());
+    }
+
+    fn scan_name(&self) -> Option<TableReference> {
+        self.scan_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn remote_name(&self) -> TableReference {
         TableReference::partial(
             self.table.record.schema.as_str(),
@@ -113,8 +130,44 @@ impl SQLTable for LiveTable {
         self
     }
 
+    /// The name the plan already uses, so the federation crate renames nothing: its renaming
+    /// misses the names DataFusion gives coerced expressions (`sum(x * (1 - y))` of TPC-H Q3),
+    /// which then no longer match the columns that refer to them. `ast_analyzer` puts the
+    /// source's own name in the statement instead.
     fn table_reference(&self) -> TableReference {
-        self.remote_name()
+        self.scan_name().unwrap_or_else(|| self.remote_name())
+    }
+
+    fn ast_analyzer(&self) -> Option<datafusion_federation::sql::AstAnalyzer> {
+        let scan = self.scan_name()?;
+        let remote = self.remote_name();
+        if scan == remote {
+            return None;
+        }
+        let quote = match SqlDialect::of(self.connection.source_type) {
+            SqlDialect::Mysql => '`',
+            SqlDialect::Postgres | SqlDialect::Sqlite => '"',
+        };
+        let scan: Vec<String> = scan.to_vec();
+        let remote: Vec<ObjectNamePart> = remote
+            .to_vec()
+            .into_iter()
+            .map(|part| ObjectNamePart::Identifier(Ident::with_quote(quote, part)))
+            .collect();
+        Some(Box::new(move |mut statement| {
+            let _ = visit_relations_mut(&mut statement, |name| {
+                let parts: Vec<String> = name
+                    .0
+                    .iter()
+                    .map(|part| part.as_ident().map_or(String::new(), |i| i.value.clone()))
+                    .collect();
+                if parts == scan {
+                    name.0 = remote.clone();
+                }
+                ControlFlow::<()>::Continue(())
+            });
+            Ok(statement)
+        }))
     }
 
     fn schema(&self) -> SchemaRef {

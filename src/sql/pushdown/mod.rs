@@ -12,6 +12,7 @@ mod rules;
 pub(crate) use live_table::live_table;
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Extension, Limit, LogicalPlan, Projection, SubqueryAlias, TableScan,
+    Aggregate, Expr, Extension, Limit, LogicalPlan, Projection, Sort, SubqueryAlias, TableScan,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -258,7 +259,21 @@ pub(super) fn split(plan: LogicalPlan, rules: Rules) -> Result<LogicalPlan> {
     };
     let planner = Arc::clone(&federated.planner);
     let plan = normalize(federated.plan().clone())?;
+    name_live_tables(&plan);
     place(plan, &rules, &planner)
+}
+
+/// Tells each live table the name its scans use (see `LiveTable::table_reference`).
+fn name_live_tables(plan: &LogicalPlan) {
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Some(source) = live_of(scan)
+            && let Some(live) = source.table.as_any().downcast_ref::<LiveTable>()
+        {
+            live.named_by(&scan.table_name);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
 }
 
 /// Rewrites what unparses into SQL that means something else: a constant grouping key
@@ -286,7 +301,7 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
                 if matches!(p.input.as_ref(), LogicalPlan::Limit(_))
                     && p.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
             {
-                return Ok(Transformed::yes(pick_under_limit(p)?));
+                return pick_under_limit(p);
             }
             LogicalPlan::Projection(p) => match lift_constant_keys(&p)? {
                 Some(lifted) => lifted,
@@ -322,18 +337,44 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     }
 }
 
-/// `p`, which only picks columns of a `LIMIT`, moved under it: the unparser makes the
-/// limited input a derived table but keeps the table's name on `p`'s columns.
-fn pick_under_limit(p: Projection) -> Result<LogicalPlan> {
+/// `p`, which only picks columns of a `LIMIT`, moved under it (and under the sort the limit
+/// reads, when the sort's keys are among the columns picked): the unparser makes the limited
+/// input a derived table but keeps the table's name on `p`'s columns. An `ORDER BY` is never
+/// left in a derived table, where MySQL would drop it.
+fn pick_under_limit(p: Projection) -> Result<Transformed<LogicalPlan>> {
     let LogicalPlan::Limit(limit) = p.input.as_ref() else {
-        return Ok(LogicalPlan::Projection(p));
+        return Ok(Transformed::no(LogicalPlan::Projection(p)));
     };
-    let picked = skip_passthrough(Projection::try_new(p.expr, Arc::clone(&limit.input))?);
-    Ok(LogicalPlan::Limit(Limit {
+    let limited = match limit.input.as_ref() {
+        LogicalPlan::Sort(sort) => {
+            let picked: HashSet<&Column> = p.expr.iter().filter_map(Expr::try_as_col).collect();
+            let keys_picked = sort
+                .expr
+                .iter()
+                .all(|key| key.expr.column_refs().iter().all(|c| picked.contains(c)));
+            if !keys_picked {
+                return Ok(Transformed::no(LogicalPlan::Projection(p)));
+            }
+            let projection = skip_passthrough(Projection::try_new(
+                p.expr.clone(),
+                Arc::clone(&sort.input),
+            )?);
+            LogicalPlan::Sort(Sort {
+                expr: sort.expr.clone(),
+                input: Arc::new(LogicalPlan::Projection(projection)),
+                fetch: sort.fetch,
+            })
+        }
+        other => LogicalPlan::Projection(skip_passthrough(Projection::try_new(
+            p.expr.clone(),
+            Arc::new(other.clone()),
+        )?)),
+    };
+    Ok(Transformed::yes(LogicalPlan::Limit(Limit {
         skip: limit.skip.clone(),
         fetch: limit.fetch.clone(),
-        input: Arc::new(LogicalPlan::Projection(picked)),
-    }))
+        input: Arc::new(limited),
+    })))
 }
 
 /// `p` reading its input's input where the input only picks columns: the unparser makes
@@ -343,7 +384,7 @@ fn skip_passthrough(p: Projection) -> Projection {
         return p;
     };
     if !inner.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
-        return p;
+        return pick_from_projection(p);
     }
     match Projection::try_new_with_schema(
         p.expr.clone(),
@@ -351,6 +392,31 @@ fn skip_passthrough(p: Projection) -> Projection {
         Arc::clone(&p.schema),
     ) {
         Ok(skipped) => skipped,
+        Err(_) => p,
+    }
+}
+
+/// `p`, which only picks columns of the projection below it, made of that projection's
+/// expressions: two projections in a row unparse into a derived table whose columns `p`
+/// would name by the table's name.
+fn pick_from_projection(p: Projection) -> Projection {
+    let LogicalPlan::Projection(inner) = p.input.as_ref() else {
+        return p;
+    };
+    let picked: Option<Vec<Expr>> = p
+        .expr
+        .iter()
+        .map(|e| {
+            let column = e.try_as_col()?;
+            let i = inner.schema.index_of_column(column).ok()?;
+            Some(inner.expr[i].clone())
+        })
+        .collect();
+    let Some(picked) = picked else {
+        return p;
+    };
+    match Projection::try_new_with_schema(picked, Arc::clone(&inner.input), Arc::clone(&p.schema)) {
+        Ok(composed) => composed,
         Err(_) => p,
     }
 }
