@@ -44,6 +44,15 @@ impl Described {
     }
 }
 
+/// How many parameter placeholders a prepared statement has.
+pub(crate) fn placeholders<S: sqlx::Statement>(statement: &S) -> usize {
+    match statement.parameters() {
+        Some(sqlx::Either::Left(types)) => types.len(),
+        Some(sqlx::Either::Right(n)) => n,
+        None => 0,
+    }
+}
+
 /// Result column names made unique, as a table's must be: a repeated name gets `_2`, `_3`, …
 pub(crate) fn unique_names(names: impl Iterator<Item = String>) -> Vec<String> {
     let mut seen: HashMap<String, usize> = HashMap::new();

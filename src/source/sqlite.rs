@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::builders::DecodeError;
 use super::cells::{BatchBuilder, Cell};
-use super::describe::{Described, unique_names};
+use super::describe::{Described, placeholders, unique_names};
 use super::discovery::{DiscoveredColumn, TableCollector};
 use super::{
     Endpoint, FetchRequest, QueryRequest, ReadTarget, Source, SqliteConfig, TestOutcome,
@@ -239,11 +239,7 @@ impl Source for SqliteSource {
             .zip(names)
             .map(|(column, name)| Field::new(name, declared_type(column.type_info().name()), true))
             .collect::<Vec<_>>();
-        let parameters = match statement.parameters() {
-            Some(sqlx::Either::Left(types)) => types.len(),
-            Some(sqlx::Either::Right(n)) => n,
-            None => 0,
-        };
+        let parameters = placeholders(&statement);
         Described {
             schema: Arc::new(Schema::new(fields)),
             parameters,

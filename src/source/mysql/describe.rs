@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Column, Executor, MySqlConnection, SqlSafeStr, Stateme
 use super::types::{MySqlColumnType, arrow_type};
 use crate::error::{FailureClass, Result};
 use crate::source::Endpoint;
-use crate::source::describe::{Described, unique_names};
+use crate::source::describe::{Described, placeholders, unique_names};
 
 /// Wire types the binary protocol sends in a form the row decoder does not read as text.
 const NEEDS_CAST: &[&str] = &["TIME", "BIT", "GEOMETRY"];
@@ -27,11 +27,7 @@ pub(super) async fn describe(
         .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
         .await
         .map_err(classify)?;
-    let parameters = match statement.parameters() {
-        Some(sqlx::Either::Left(types)) => types.len(),
-        Some(sqlx::Either::Right(n)) => n,
-        None => 0,
-    };
+    let parameters = placeholders(&statement);
     let columns = statement.columns();
     let names = unique_names(columns.iter().map(|c| c.name().to_owned()));
     let mut fields = Vec::with_capacity(columns.len());

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Column, Executor, PgConnection, Row, SqlSafeStr, State
 use super::types::{PgColumnType, arrow_type};
 use crate::error::Result;
 use crate::source::Endpoint;
-use crate::source::describe::{Described, unique_names};
+use crate::source::describe::{Described, placeholders, unique_names};
 
 /// Each result column's base type, array element and type modifier. The modifier (a
 /// numeric's precision and scale) is known for columns read from a table, as the
@@ -39,11 +39,7 @@ pub(super) async fn describe(
         .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
         .await
         .map_err(classify)?;
-    let parameters = match statement.parameters() {
-        Some(sqlx::Either::Left(types)) => types.len(),
-        Some(sqlx::Either::Right(n)) => n,
-        None => 0,
-    };
+    let parameters = placeholders(&statement);
     let columns = statement.columns();
     let (mut types, mut relations, mut attributes) = (vec![], vec![], vec![]);
     for column in columns {
