@@ -572,6 +572,13 @@ async fn live_limits_and_coerced_sums_answer_as_the_cache_does(kind: &str) {
         "SELECT s FROM {c}.events ORDER BY v, id LIMIT 4 OFFSET 2",
         "SELECT a.v, sum(a.id * (1 - b.v)) AS r, count(*) AS n FROM {c}.events a \
          JOIN {c}.events b ON a.id = b.id + 1 WHERE a.v > 1 GROUP BY a.v ORDER BY r DESC, a.v LIMIT 3",
+        // TPC-H Q13's shape: a grouped derived table grouped again and sorted on an alias.
+        "SELECT c, count(*) AS n FROM (SELECT a.id, count(b.id) AS c FROM {c}.events a \
+         LEFT JOIN {c}.events b ON a.id = b.id + 1 AND b.s NOT LIKE '%x%' GROUP BY a.id) AS q \
+         GROUP BY c ORDER BY n DESC, c DESC",
+        // TPC-H Q5's shape: a join grouped and sorted on an aggregate's alias, no limit.
+        "SELECT a.s, sum(a.v * b.v) AS r FROM {c}.events a, {c}.events b WHERE a.id = b.id \
+         GROUP BY a.s ORDER BY r DESC, a.s",
     ];
     for query in queries {
         let answer = |connection: &str| {

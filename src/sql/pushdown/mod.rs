@@ -297,6 +297,9 @@ pub(super) fn normalize(plan: LogicalPlan) -> Result<LogicalPlan> {
 fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     {
         let node = match node {
+            LogicalPlan::Projection(p) if is_identity(&p) => {
+                return Ok(Transformed::yes(Arc::unwrap_or_clone(p.input)));
+            }
             LogicalPlan::Projection(p)
                 if matches!(p.input.as_ref(), LogicalPlan::Limit(_))
                     && p.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
@@ -335,6 +338,28 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
             node,
         )?)))
     }
+}
+
+/// Whether `p` only passes its input's columns through, in order and under the same
+/// names: the unparser would make its input (a sort, say) a derived table while `p` still
+/// names the columns by the table inside it, which the source refuses ("missing
+/// FROM-clause entry", TPC-H Q5, Q13). Only over a sort that reads a projection: elsewhere the unparser needs `p` to write the
+/// select list (a join without it would unparse as `SELECT FROM`).
+fn is_identity(p: &Projection) -> bool {
+    let LogicalPlan::Sort(sort) = p.input.as_ref() else {
+        return false;
+    };
+    if !matches!(sort.input.as_ref(), LogicalPlan::Projection(_)) {
+        return false;
+    }
+    let input = p.input.schema();
+    p.expr.len() == input.fields().len()
+        && p.expr.iter().enumerate().all(|(i, e)| {
+            let (qualifier, field) = input.qualified_field(i);
+            e.try_as_col()
+                .is_some_and(|c| c.relation.as_ref() == qualifier && c.name == *field.name())
+        })
+        && p.schema.iter().eq(input.iter())
 }
 
 /// `p`, which only picks columns of a `LIMIT`, moved under it (and under the sort the limit
