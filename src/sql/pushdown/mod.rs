@@ -340,26 +340,19 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     }
 }
 
-/// Whether `p` only passes its input's columns through, in order and under the same
-/// names: the unparser would make its input (a sort, say) a derived table while `p` still
-/// names the columns by the table inside it, which the source refuses ("missing
-/// FROM-clause entry", TPC-H Q5, Q13). Only over a sort that reads a projection: elsewhere the unparser needs `p` to write the
-/// select list (a join without it would unparse as `SELECT FROM`).
+/// Whether `p` only passes the columns of a sort over a projection through, unchanged: the
+/// unparser would make the sort a derived table while `p` still names the columns by the
+/// table inside it, which the source refuses ("missing FROM-clause entry", TPC-H Q5, Q13).
+/// Elsewhere the unparser needs `p` to write the select list (a join without it would
+/// unparse as `SELECT FROM`).
 fn is_identity(p: &Projection) -> bool {
     let LogicalPlan::Sort(sort) = p.input.as_ref() else {
         return false;
     };
-    if !matches!(sort.input.as_ref(), LogicalPlan::Projection(_)) {
-        return false;
-    }
-    let input = p.input.schema();
-    p.expr.len() == input.fields().len()
-        && p.expr.iter().enumerate().all(|(i, e)| {
-            let (qualifier, field) = input.qualified_field(i);
-            e.try_as_col()
-                .is_some_and(|c| c.relation.as_ref() == qualifier && c.name == *field.name())
-        })
-        && p.schema.iter().eq(input.iter())
+    // Column-only expressions with the input's schema can only be its columns, in order.
+    matches!(sort.input.as_ref(), LogicalPlan::Projection(_))
+        && p.expr.iter().all(|e| matches!(e, Expr::Column(_)))
+        && p.schema.iter().eq(p.input.schema().iter())
 }
 
 /// `p`, which only picks columns of a `LIMIT`, moved under it (and under the sort the limit
