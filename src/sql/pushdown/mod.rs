@@ -4,6 +4,7 @@
 //! rest goes to the source as one statement in its dialect, run by the source's own
 //! readers ([`executor::SourceExecutor`]). `EXPLAIN` shows each statement.
 
+mod decimal_avg;
 mod executor;
 pub(crate) use executor::remote_rows;
 mod live_table;
@@ -205,8 +206,10 @@ fn place(
     planner: &Arc<dyn FederationPlanner>,
 ) -> Result<LogicalPlan> {
     if rules.pushable(&plan) && !has_bare_cross_join(&plan, false) {
+        // The statement's columns come in the plan's order only under a projection (the
+        // unparser writes an aggregate's keys after its aggregates).
         let plan = match plan {
-            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) => plan,
+            LogicalPlan::Projection(_) => plan,
             other => {
                 let columns = other
                     .schema()
@@ -310,7 +313,8 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
                 Some(lifted) => lifted,
                 None => skip_passthrough(p),
             },
-            LogicalPlan::Join(join) => return fence_preserved_sides(join),
+            LogicalPlan::Join(join) => return fence_filtered_sides(join),
+            LogicalPlan::Aggregate(agg) => return decimal_avg::split(agg),
             LogicalPlan::SubqueryAlias(alias)
                 if matches!(alias.input.as_ref(), LogicalPlan::Aggregate(_)) =>
             {
@@ -460,22 +464,32 @@ fn name_columns(p: Projection) -> Result<Projection> {
 }
 
 /// The unparser moves the filters of a join input that is a plain scan into the join's `ON`
-/// clause, which for the preserved side of an outer join keeps the rows they should remove.
-/// A projection over such an input stops that: it becomes a derived table with its `WHERE`,
-/// aliased as the table.
-fn fence_preserved_sides(
+/// clause, which for the preserved side of an outer join keeps the rows they should remove,
+/// and which a semi or anti join (unparsed as `EXISTS`) drops. A projection over such an
+/// input stops that: it becomes a derived table with its `WHERE`, aliased as the table.
+fn fence_filtered_sides(
     mut join: datafusion::logical_expr::Join,
 ) -> Result<Transformed<LogicalPlan>> {
     use datafusion::logical_expr::JoinType;
     let (left, right) = match join.join_type {
         JoinType::Left => (true, false),
         JoinType::Right => (false, true),
-        JoinType::Full => (true, true),
+        JoinType::Full | JoinType::LeftSemi | JoinType::LeftAnti => (true, true),
         _ => (false, false),
     };
     let mut changed = false;
     for (fence, input) in [(left, &mut join.left), (right, &mut join.right)] {
-        if fence && filtered_scan(input) {
+        if let LogicalPlan::Projection(projection) = input.as_ref()
+            && let Some(name) = sole_qualifier(&projection.schema)
+        {
+            // The unparser names a projected join input `derived_projection` while the join
+            // condition keeps naming its table (TPC-H Q11's subquery): alias it as the table.
+            *input = Arc::new(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                Arc::clone(input),
+                name,
+            )?));
+            changed = true;
+        } else if fence && filtered_scan(input) {
             // Under the name its columns already carry, so references above still resolve.
             let Some(name) = input.schema().iter().next().and_then(|(q, _)| q.cloned()) else {
                 continue;
@@ -501,6 +515,15 @@ fn fence_preserved_sides(
     } else {
         Transformed::no(plan)
     })
+}
+
+/// The one table that names every column of `schema`, if there is one.
+fn sole_qualifier(
+    schema: &datafusion::common::DFSchema,
+) -> Option<datafusion::common::TableReference> {
+    let mut qualifiers = schema.iter().map(|(q, _)| q);
+    let first = qualifiers.next()??;
+    qualifiers.all(|q| q == Some(first)).then(|| first.clone())
 }
 
 /// Whether `plan` is aliases and filters over a scan, with a filter somewhere.
@@ -591,4 +614,158 @@ fn live_tables(plan: &VirtualExecutionPlan) -> Vec<Arc<LiveTable>> {
         Ok(TreeNodeRecursion::Continue)
     });
     tables
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::logical_plan::builder::LogicalTableSource;
+    use datafusion::logical_expr::{JoinType, LogicalPlanBuilder, col, lit};
+    use datafusion::sql::unparser::plan_to_sql;
+
+    fn scan(name: &str) -> LogicalPlanBuilder {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("v", DataType::Int32, true),
+        ]);
+        let source = LogicalTableSource::new(Arc::new(schema));
+        LogicalPlanBuilder::scan(name, Arc::new(source), None).unwrap()
+    }
+
+    fn unparsed(plan: LogicalPlan) -> String {
+        plan_to_sql(&normalize(plan).unwrap()).unwrap().to_string()
+    }
+
+    #[test]
+    fn a_semi_or_anti_join_keeps_the_filters_of_its_sides() {
+        for join_type in [JoinType::LeftSemi, JoinType::LeftAnti] {
+            let right = scan("b").filter(col("b.v").gt(lit(5))).unwrap();
+            let plan = scan("a")
+                .filter(col("a.v").lt(lit(3)))
+                .unwrap()
+                .join(
+                    right.build().unwrap(),
+                    join_type,
+                    (vec!["a.id"], vec!["b.id"]),
+                    None,
+                )
+                .unwrap()
+                .project(vec![col("a.id")])
+                .unwrap()
+                .build()
+                .unwrap();
+            let sql = unparsed(plan);
+            assert!(sql.contains("a.v < 3") && sql.contains("b.v > 5"), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_projected_join_input_keeps_its_table_name() {
+        let right = scan("b")
+            .filter(col("b.v").gt(lit(5)))
+            .unwrap()
+            .project(vec![col("b.id")])
+            .unwrap();
+        let plan = scan("a")
+            .join(
+                right.build().unwrap(),
+                JoinType::Inner,
+                (vec!["a.id"], vec!["b.id"]),
+                None,
+            )
+            .unwrap()
+            .project(vec![col("a.v")])
+            .unwrap()
+            .build()
+            .unwrap();
+        let sql = unparsed(plan);
+        assert!(sql.contains("AS b ON a.id = b.id"), "{sql}");
+    }
+
+    #[test]
+    fn a_decimal_average_is_a_sum_and_a_count_divided_here() {
+        let schema = Schema::new(vec![
+            Field::new("g", DataType::Int32, false),
+            Field::new("d", DataType::Decimal128(15, 2), true),
+        ]);
+        let source = LogicalTableSource::new(Arc::new(schema));
+        let plan = LogicalPlanBuilder::scan("t", Arc::new(source), None)
+            .unwrap()
+            .aggregate(
+                vec![col("t.g")],
+                vec![datafusion::functions_aggregate::expr_fn::avg(col("t.d"))],
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+        let before = plan.schema().clone();
+        let split = normalize(plan).unwrap();
+        assert_eq!(split.schema(), &before);
+        let LogicalPlan::Projection(p) = &split else {
+            panic!("not split: {split}");
+        };
+        let LogicalPlan::Aggregate(agg) = p.input.as_ref() else {
+            panic!("not split: {split}");
+        };
+        let names: Vec<String> = agg.aggr_expr.iter().map(|e| e.to_string()).collect();
+        assert!(
+            names[0].starts_with("sum(t.d)") && names[1].starts_with("count(t.d)"),
+            "{names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_split_average_answers_as_datafusion_does() {
+        use datafusion::arrow::array::{Decimal128Array, Int32Array, RecordBatch};
+        use datafusion::arrow::util::pretty::pretty_format_batches;
+        use datafusion::prelude::SessionContext;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Int32, false),
+            Field::new("d", DataType::Decimal128(15, 2), true),
+        ]));
+        // Quotients that truncate and round differently, negative ones, and a group of NULLs.
+        let d = Decimal128Array::from(vec![
+            Some(100),
+            Some(101),
+            Some(101),
+            Some(-200),
+            Some(-1),
+            Some(-1),
+            None,
+            Some(7),
+        ])
+        .with_precision_and_scale(15, 2)
+        .unwrap();
+        let g = Int32Array::from(vec![1, 1, 1, 2, 2, 2, 3, 4]);
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(g), Arc::new(d)]).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_batch("t", batch).unwrap();
+        let frame = ctx
+            .sql("SELECT g, avg(d) AS a FROM t GROUP BY g ORDER BY g")
+            .await
+            .unwrap();
+        let plan = frame.logical_plan().clone();
+        let direct = ctx
+            .execute_logical_plan(plan.clone())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let split = ctx
+            .execute_logical_plan(normalize(plan).unwrap())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let (direct, split) = (
+            pretty_format_batches(&direct).unwrap().to_string(),
+            pretty_format_batches(&split).unwrap().to_string(),
+        );
+        assert!(split.contains("1.006666"), "{split}");
+        assert_eq!(direct, split);
+    }
 }

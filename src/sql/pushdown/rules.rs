@@ -20,7 +20,10 @@
 //!   and there only without an escape clause or backslashes in the pattern;
 //! - `AVG` except over floats (the sources average exactly and round once; DataFusion
 //!   divides its own sum), aggregates with `FILTER` or `ORDER BY`, and every other function
-//!   but `coalesce`.
+//!   but `coalesce`. An `AVG` over decimals is split first: its `SUM` and `COUNT` go, and the
+//!   division stays here ([`super::decimal_avg`]);
+//! - `NOT IN` (an anti join that NULLs change): `EXISTS`, `NOT EXISTS` and `IN` go, as
+//!   `[NOT] EXISTS` subqueries.
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{DFSchema, NullEquality, ScalarValue};
@@ -62,6 +65,27 @@ fn is_decimal(t: &DataType) -> bool {
     matches!(t, DataType::Decimal128(..))
 }
 
+/// Whether `plan` unparses as one relation of a `FROM` clause: a table without filters (the
+/// unparser would move them where a semi join drops them), or a derived table.
+fn exists_relation(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(scan) => scan.filters.is_empty(),
+        LogicalPlan::SubqueryAlias(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether `plan` unparses into the `FROM` and `WHERE` of the statement that reads it, so a
+/// semi join's `EXISTS` can join its `WHERE`: tables, aliases, joins and filters, but not
+/// an aggregate, a limit or a projection, whose rows the `EXISTS` would filter before them.
+fn filtering_input(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(_) | LogicalPlan::SubqueryAlias(_) | LogicalPlan::Join(_) => true,
+        LogicalPlan::Filter(filter) => filtering_input(&filter.input),
+        _ => false,
+    }
+}
+
 impl Rules {
     /// Whether the whole of `plan` can run on the source as one statement.
     pub fn pushable(&self, plan: &LogicalPlan) -> bool {
@@ -97,11 +121,36 @@ impl Rules {
                     && agg.aggr_expr.iter().all(|e| self.aggregate(e, input))
             }
             LogicalPlan::Join(join) => {
-                let schema = join.schema.as_ref();
-                matches!(
-                    join.join_type,
-                    JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-                ) && join.null_equality == NullEquality::NullEqualsNothing
+                // A semi or anti join is written as `[NOT] EXISTS (SELECT 1 FROM right ...)`
+                // in the left side's `WHERE`: its filter sees both sides, and the right side
+                // must be one relation (a table, or a derived table under its alias).
+                let semi = matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti);
+                let both;
+                let schema = if semi {
+                    both = join.left.schema().join(join.right.schema());
+                    match both {
+                        Ok(ref both) => both,
+                        Err(_) => return false,
+                    }
+                } else {
+                    join.schema.as_ref()
+                };
+                let sides = !semi
+                    || (exists_relation(&join.right)
+                        && filtering_input(&join.left)
+                        && !super::filtered_scan(&join.left)
+                        && !super::filtered_scan(&join.right));
+                sides
+                    && matches!(
+                        join.join_type,
+                        JoinType::Inner
+                            | JoinType::Left
+                            | JoinType::Right
+                            | JoinType::Full
+                            | JoinType::LeftSemi
+                            | JoinType::LeftAnti
+                    )
+                    && join.null_equality == NullEquality::NullEqualsNothing
                     && !join.null_aware
                     && join.on.iter().all(|(l, r)| {
                         self.group_key(l, join.left.schema())
