@@ -53,15 +53,38 @@ pub(super) fn split(agg: Aggregate) -> Result<Transformed<LogicalPlan>> {
             }
         }
     }
-    let keys = agg.group_expr.len();
-    let split = Aggregate::try_new(Arc::clone(&agg.input), agg.group_expr.clone(), aggr_expr)?;
+    // Constant keys (a decorrelated subquery groups by `true`) are computed above, where
+    // the source would read them as positions; unless every key is one, when the aggregate
+    // without keys would answer a row on no input.
+    let lift = !agg.group_expr.iter().all(super::rules::is_literal);
+    let kept: Vec<Expr> = agg
+        .group_expr
+        .iter()
+        .filter(|e| !(lift && super::rules::is_literal(e)))
+        .cloned()
+        .collect();
+    let keys = kept.len();
+    let split = Aggregate::try_new(Arc::clone(&agg.input), kept, aggr_expr)?;
     let column = |i: usize| {
         let (qualifier, field) = split.schema.qualified_field(i);
         Expr::Column(Column::new(qualifier.cloned(), field.name()))
     };
-    let mut exprs: Vec<Expr> = (0..keys).map(column).collect();
+    let mut exprs = Vec::new();
+    let mut next_key = 0;
+    for (i, key) in agg.group_expr.iter().enumerate() {
+        let (qualifier, field) = agg.schema.qualified_field(i);
+        exprs.push(if lift && super::rules::is_literal(key) {
+            key.clone()
+                .unalias()
+                .alias_qualified(qualifier.cloned(), field.name())
+        } else {
+            next_key += 1;
+            column(next_key - 1)
+        });
+    }
+    let original_keys = agg.group_expr.len();
     for (i, ((at, count_at), target)) in places.into_iter().zip(&targets).enumerate() {
-        let (qualifier, field) = agg.schema.qualified_field(keys + i);
+        let (qualifier, field) = agg.schema.qualified_field(original_keys + i);
         exprs.push(match (count_at, target) {
             (Some(count_at), Some((_, precision, scale))) => {
                 let divide = ScalarUDF::new_from_impl(AvgFromSumCount::new(*precision, *scale));

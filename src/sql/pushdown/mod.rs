@@ -228,6 +228,16 @@ fn place(
         // Not even the scan can go (a type the source's rows cannot carry): read it whole.
         return Ok(plan);
     }
+    if let LogicalPlan::Projection(p) = &plan
+        && let Some(narrowed) = narrow_input(p, rules)?
+    {
+        let placed = place(narrowed, rules, planner)?;
+        return Ok(LogicalPlan::Projection(Projection::try_new_with_schema(
+            p.expr.clone(),
+            Arc::new(placed),
+            Arc::clone(&p.schema),
+        )?));
+    }
     let inputs = plan
         .inputs()
         .into_iter()
@@ -235,6 +245,40 @@ fn place(
         .map(|input| place(input, rules, planner))
         .collect::<Result<Vec<_>>>()?;
     plan.with_new_exprs(plan.expressions(), inputs)
+}
+
+/// The input of `p` (a projection that stays local) cut to the columns `p` reads, where the
+/// input goes to the source whole: the statement then sends only those columns, not every
+/// column of every table it joins (TPC-H Q7 to Q9, whose `extract` stays local).
+fn narrow_input(p: &Projection, rules: &Rules) -> Result<Option<LogicalPlan>> {
+    let input = p.input.as_ref();
+    let joined = matches!(
+        input,
+        LogicalPlan::Join(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_)
+    );
+    if !joined || !rules.pushable(input) || has_bare_cross_join(input, false) {
+        return Ok(None);
+    }
+    let read: HashSet<Column> = p
+        .expr
+        .iter()
+        .flat_map(|e| e.column_refs())
+        .cloned()
+        .collect();
+    let columns: Vec<Expr> = input
+        .schema()
+        .columns()
+        .into_iter()
+        .filter(|c| read.contains(c))
+        .map(Expr::Column)
+        .collect();
+    if columns.is_empty() || columns.len() == input.schema().fields().len() {
+        return Ok(None);
+    }
+    Ok(Some(LogicalPlan::Projection(Projection::try_new(
+        columns,
+        Arc::clone(&p.input),
+    )?)))
 }
 
 /// Whether `plan` joins without a condition where no filter above gives it one (the filter
@@ -261,9 +305,34 @@ pub(super) fn split(plan: LogicalPlan, rules: Rules) -> Result<LogicalPlan> {
         return Ok(plan);
     };
     let planner = Arc::clone(&federated.planner);
-    let plan = normalize(federated.plan().clone())?;
+    let plan = push_filters_down(federated.plan().clone());
+    let plan = normalize(plan)?;
     name_live_tables(&plan);
     place(plan, &rules, &planner)
+}
+
+/// `plan` with its filters moved down to the joins and tables they read, as DataFusion's
+/// own rule moves them later: the pushdown rule runs before it, while the conditions of a
+/// comma join still sit in a filter above a join that cannot go (TPC-H Q17's, above its
+/// subquery's join), and the join under it would otherwise go as a cross product or not at
+/// all. Left as it was if the rule does not apply.
+fn push_filters_down(plan: LogicalPlan) -> LogicalPlan {
+    use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
+    use datafusion::optimizer::push_down_filter::PushDownFilter;
+    // Comma joins become joins on their conditions first, as in DataFusion's own order: a
+    // filter moved off a join tree would leave its inner cross joins bare.
+    let optimizer = datafusion::optimizer::Optimizer::with_rules(vec![
+        Arc::new(EliminateCrossJoin::new()),
+        Arc::new(PushDownFilter::new()),
+    ]);
+    let config = datafusion::optimizer::OptimizerContext::new();
+    match optimizer.optimize(plan.clone(), &config, |_, _| {}) {
+        Ok(pushed) => pushed,
+        Err(e) => {
+            tracing::debug!(error = %e, "filters stayed where they were");
+            plan
+        }
+    }
 }
 
 /// Tells each live table the name its scans use (see `LiveTable::table_reference`).
@@ -316,6 +385,11 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
             LogicalPlan::Join(join) => return fence_filtered_sides(join),
             LogicalPlan::Aggregate(agg) => return decimal_avg::split(agg),
             LogicalPlan::SubqueryAlias(alias)
+                if matches!(alias.input.as_ref(), LogicalPlan::Filter(_)) =>
+            {
+                return lift_filters_over_alias(alias);
+            }
+            LogicalPlan::SubqueryAlias(alias)
                 if matches!(alias.input.as_ref(), LogicalPlan::Aggregate(_)) =>
             {
                 // Give the aggregate a projection that the next step names.
@@ -342,6 +416,44 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
             node,
         )?)))
     }
+}
+
+/// Filters between an alias and the table it names, moved above the alias and renamed by
+/// it: the unparser writes them in the statement's `WHERE` under the table's own name,
+/// which the alias hides (filters moved down through the alias put them there).
+fn lift_filters_over_alias(alias: SubqueryAlias) -> Result<Transformed<LogicalPlan>> {
+    let mut predicates = Vec::new();
+    let mut node = Arc::clone(&alias.input);
+    while let LogicalPlan::Filter(filter) = node.as_ref() {
+        predicates.push(filter.predicate.clone());
+        node = Arc::clone(&filter.input);
+    }
+    let LogicalPlan::TableScan(scan) = node.as_ref() else {
+        return Ok(Transformed::no(LogicalPlan::SubqueryAlias(alias)));
+    };
+    let table = scan.table_name.clone();
+    let renamed = predicates
+        .into_iter()
+        .map(|p| {
+            p.transform(|e| match e {
+                Expr::Column(c) if c.relation.as_ref() == Some(&table) => Ok(Transformed::yes(
+                    Expr::Column(Column::new(Some(alias.alias.clone()), c.name)),
+                )),
+                other => Ok(Transformed::no(other)),
+            })
+            .map(|t| t.data)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some(predicate) = datafusion::logical_expr::utils::conjunction(renamed) else {
+        return Ok(Transformed::no(LogicalPlan::SubqueryAlias(alias)));
+    };
+    let aliased = SubqueryAlias::try_new(node, alias.alias.clone())?;
+    Ok(Transformed::yes(LogicalPlan::Filter(
+        datafusion::logical_expr::Filter::try_new(
+            predicate,
+            Arc::new(LogicalPlan::SubqueryAlias(aliased)),
+        )?,
+    )))
 }
 
 /// Whether `p` only passes the columns of a sort over a projection through, unchanged: the
@@ -658,6 +770,29 @@ mod tests {
             let sql = unparsed(plan);
             assert!(sql.contains("a.v < 3") && sql.contains("b.v > 5"), "{sql}");
         }
+    }
+
+    #[test]
+    fn a_filter_under_an_alias_is_named_by_the_alias() {
+        let right = scan("t").alias("y").unwrap();
+        let plan = scan("t")
+            .filter(col("t.v").gt(lit(5)))
+            .unwrap()
+            .alias("x")
+            .unwrap()
+            .join(
+                right.build().unwrap(),
+                JoinType::Inner,
+                (vec!["x.id"], vec!["y.id"]),
+                None,
+            )
+            .unwrap()
+            .project(vec![col("x.v"), col("y.v")])
+            .unwrap()
+            .build()
+            .unwrap();
+        let sql = unparsed(plan);
+        assert!(sql.contains("x.v > 5") && !sql.contains("t.v"), "{sql}");
     }
 
     #[test]

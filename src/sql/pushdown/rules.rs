@@ -57,6 +57,17 @@ fn is_integer(t: &DataType) -> bool {
     t.is_integer()
 }
 
+/// The decimal digits the largest value of integer type `t` has.
+fn integer_digits(t: &DataType) -> i16 {
+    match t {
+        DataType::Int8 | DataType::UInt8 => 3,
+        DataType::Int16 | DataType::UInt16 => 5,
+        DataType::Int32 | DataType::UInt32 => 10,
+        DataType::Int64 => 19,
+        _ => 20,
+    }
+}
+
 fn is_float(t: &DataType) -> bool {
     matches!(t, DataType::Float32 | DataType::Float64)
 }
@@ -388,7 +399,8 @@ impl Rules {
             }
             (f, DataType::Float64) if is_integer(f) || f == &DataType::Float32 => true,
             (f, DataType::Decimal128(p, s)) if is_integer(f) => {
-                self.dialect != SqlDialect::Sqlite && i16::from(*p) - i16::from(*s) >= 19
+                self.dialect != SqlDialect::Sqlite
+                    && i16::from(*p) - i16::from(*s) >= integer_digits(f)
             }
             (DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)) => {
                 self.dialect != SqlDialect::Sqlite
