@@ -203,7 +203,11 @@ impl Render<'_> {
 /// A scalar expression over t1 (qualified by `q`), with its kind.
 fn expression(rng: &mut Rng, r: &Render, q: &str) -> (String, Kind) {
     let k = rng.int(-10, 10);
-    match rng.int(0, 17) {
+    match rng.int(0, 18) {
+        18 => (
+            format!("substr({q}s, {}, {})", rng.int(1, 4), rng.int(0, 3)),
+            Kind::Text,
+        ),
         14 => (format!("COALESCE({q}s, 'none')"), Kind::Text),
         15 => (
             format!("CASE WHEN {q}b IS NULL THEN 'no b' WHEN {q}b > {k} THEN 'big' ELSE {q}s END"),
@@ -235,7 +239,13 @@ fn expression(rng: &mut Rng, r: &Render, q: &str) -> (String, Kind) {
 fn predicate(rng: &mut Rng, r: &Render, q: &str) -> String {
     let k = rng.int(-15, 15);
     let dec = format!("{:.2}", rng.int(-5000, 5000) as f64 / 100.0);
-    match rng.int(0, 21) {
+    match rng.int(0, 23) {
+        22 => format!(
+            "substr({q}s, 1, 2) IN ('be', '{}')",
+            rng.pick(&["ga", "ze", "ep"])
+        ),
+        // One condition the source does not get (abs stays local), one it does.
+        23 => format!("abs({q}a) > {} AND {q}b IS NOT NULL", rng.int(0, 12)),
         14 => format!(
             "{q}s LIKE '{}'",
             rng.pick(&["_eta", "%ta", "e_s", "%a%", "g_mm%"])
@@ -851,6 +861,8 @@ fn the_generator_is_seeded_and_covers_every_family() {
         "OVER (",
         "EXISTS",
         "NOT EXISTS",
+        "substr(",
+        "abs(",
         "HAVING count(*) > ",
         "CASE WHEN",
         "COALESCE",

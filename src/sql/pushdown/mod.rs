@@ -228,6 +228,14 @@ fn place(
         // Not even the scan can go (a type the source's rows cannot carry): read it whole.
         return Ok(plan);
     }
+    if let LogicalPlan::Filter(filter) = &plan
+        && let Some((local, pushed)) = split_filter(filter, rules)?
+    {
+        let placed = place(pushed, rules, planner)?;
+        return Ok(LogicalPlan::Filter(
+            datafusion::logical_expr::Filter::try_new(local, Arc::new(placed))?,
+        ));
+    }
     if let LogicalPlan::Projection(p) = &plan
         && let Some(narrowed) = narrow_input(p, rules)?
     {
@@ -238,6 +246,7 @@ fn place(
             Arc::clone(&p.schema),
         )?));
     }
+    let plan = narrow_exists_side(plan)?;
     let inputs = plan
         .inputs()
         .into_iter()
@@ -245,6 +254,71 @@ fn place(
         .map(|input| place(input, rules, planner))
         .collect::<Result<Vec<_>>>()?;
     plan.with_new_exprs(plan.expressions(), inputs)
+}
+
+/// A semi or anti join that stays local with its right side cut to the columns its
+/// condition reads: only they are fetched for it (`EXISTS (SELECT * ...)` asks for all,
+/// TPC-H Q22's whole `orders`). Its answer has the left side's columns only.
+fn narrow_exists_side(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::JoinType;
+    let LogicalPlan::Join(join) = &plan else {
+        return Ok(plan);
+    };
+    let LogicalPlan::SubqueryAlias(alias) = join.right.as_ref() else {
+        return Ok(plan);
+    };
+    if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) {
+        return Ok(plan);
+    }
+    let mut read: HashSet<&Column> = join.on.iter().flat_map(|(_, r)| r.column_refs()).collect();
+    if let Some(filter) = &join.filter {
+        read.extend(filter.column_refs());
+    }
+    // The inner plan's column for each of the alias's columns that the condition reads.
+    let columns: Vec<Expr> = alias
+        .schema
+        .columns()
+        .iter()
+        .zip(alias.input.schema().columns())
+        .filter(|(outer, _)| read.contains(outer))
+        .map(|(_, inner)| Expr::Column(inner))
+        .collect();
+    if columns.is_empty() || columns.len() == alias.schema.fields().len() {
+        return Ok(plan);
+    }
+    let projection = Projection::try_new(columns, Arc::clone(&alias.input))?;
+    let right = SubqueryAlias::try_new(
+        Arc::new(LogicalPlan::Projection(projection)),
+        alias.alias.clone(),
+    )?;
+    let mut join = join.clone();
+    join.right = Arc::new(LogicalPlan::SubqueryAlias(right));
+    Ok(LogicalPlan::Join(join))
+}
+
+/// A filter that cannot go whole, over an input that can, split: the conditions the source
+/// computes as DataFusion does go with the input, the rest (a scalar subquery, a function
+/// that stays local) stay above it. `None` if one side would be empty.
+fn split_filter(
+    filter: &datafusion::logical_expr::Filter,
+    rules: &Rules,
+) -> Result<Option<(Expr, LogicalPlan)>> {
+    use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+    let input = filter.input.as_ref();
+    if !rules.pushable(input) || has_bare_cross_join(input, false) {
+        return Ok(None);
+    }
+    let (down, up): (Vec<&Expr>, Vec<&Expr>) = split_conjunction(&filter.predicate)
+        .into_iter()
+        .partition(|c| rules.expr(c, input.schema()));
+    let (Some(down), Some(up)) = (
+        conjunction(down.into_iter().cloned()),
+        conjunction(up.into_iter().cloned()),
+    ) else {
+        return Ok(None);
+    };
+    let pushed = datafusion::logical_expr::Filter::try_new(down, Arc::clone(&filter.input))?;
+    Ok(Some((up, LogicalPlan::Filter(pushed))))
 }
 
 /// The input of `p` (a projection that stays local) cut to the columns `p` reads, where the
@@ -745,6 +819,27 @@ mod tests {
         LogicalPlanBuilder::scan(name, Arc::new(source), None).unwrap()
     }
 
+    /// `left` joined to `right` on `keys`, projected to `out`.
+    fn joined(
+        left: LogicalPlanBuilder,
+        right: LogicalPlanBuilder,
+        join_type: JoinType,
+        keys: (&str, &str),
+        out: Vec<Expr>,
+    ) -> LogicalPlan {
+        left.join(
+            right.build().unwrap(),
+            join_type,
+            (vec![keys.0], vec![keys.1]),
+            None,
+        )
+        .unwrap()
+        .project(out)
+        .unwrap()
+        .build()
+        .unwrap()
+    }
+
     fn unparsed(plan: LogicalPlan) -> String {
         plan_to_sql(&normalize(plan).unwrap()).unwrap().to_string()
     }
@@ -753,20 +848,8 @@ mod tests {
     fn a_semi_or_anti_join_keeps_the_filters_of_its_sides() {
         for join_type in [JoinType::LeftSemi, JoinType::LeftAnti] {
             let right = scan("b").filter(col("b.v").gt(lit(5))).unwrap();
-            let plan = scan("a")
-                .filter(col("a.v").lt(lit(3)))
-                .unwrap()
-                .join(
-                    right.build().unwrap(),
-                    join_type,
-                    (vec!["a.id"], vec!["b.id"]),
-                    None,
-                )
-                .unwrap()
-                .project(vec![col("a.id")])
-                .unwrap()
-                .build()
-                .unwrap();
+            let left = scan("a").filter(col("a.v").lt(lit(3))).unwrap();
+            let plan = joined(left, right, join_type, ("a.id", "b.id"), vec![col("a.id")]);
             let sql = unparsed(plan);
             assert!(sql.contains("a.v < 3") && sql.contains("b.v > 5"), "{sql}");
         }
@@ -775,22 +858,10 @@ mod tests {
     #[test]
     fn a_filter_under_an_alias_is_named_by_the_alias() {
         let right = scan("t").alias("y").unwrap();
-        let plan = scan("t")
-            .filter(col("t.v").gt(lit(5)))
-            .unwrap()
-            .alias("x")
-            .unwrap()
-            .join(
-                right.build().unwrap(),
-                JoinType::Inner,
-                (vec!["x.id"], vec!["y.id"]),
-                None,
-            )
-            .unwrap()
-            .project(vec![col("x.v"), col("y.v")])
-            .unwrap()
-            .build()
-            .unwrap();
+        let left = scan("t").filter(col("t.v").gt(lit(5))).unwrap();
+        let left = left.alias("x").unwrap();
+        let out = vec![col("x.v"), col("y.v")];
+        let plan = joined(left, right, JoinType::Inner, ("x.id", "y.id"), out);
         let sql = unparsed(plan);
         assert!(sql.contains("x.v > 5") && !sql.contains("t.v"), "{sql}");
     }
@@ -802,18 +873,13 @@ mod tests {
             .unwrap()
             .project(vec![col("b.id")])
             .unwrap();
-        let plan = scan("a")
-            .join(
-                right.build().unwrap(),
-                JoinType::Inner,
-                (vec!["a.id"], vec!["b.id"]),
-                None,
-            )
-            .unwrap()
-            .project(vec![col("a.v")])
-            .unwrap()
-            .build()
-            .unwrap();
+        let plan = joined(
+            scan("a"),
+            right,
+            JoinType::Inner,
+            ("a.id", "b.id"),
+            vec![col("a.v")],
+        );
         let sql = unparsed(plan);
         assert!(sql.contains("AS b ON a.id = b.id"), "{sql}");
     }

@@ -20,8 +20,9 @@
 //!   and there only without an escape clause or backslashes in the pattern;
 //! - `AVG` except over floats (the sources average exactly and round once; DataFusion
 //!   divides its own sum), aggregates with `FILTER` or `ORDER BY`, and every other function
-//!   but `coalesce`. An `AVG` over decimals is split first: its `SUM` and `COUNT` go, and the
-//!   division stays here ([`super::decimal_avg`]);
+//!   but `coalesce` and `substr` from a constant position (not on SQLite). An `AVG` over
+//!   decimals is split first: its `SUM` and `COUNT` go, and the division stays here
+//!   ([`super::decimal_avg`]);
 //! - `NOT IN` (an anti join that NULLs change): `EXISTS`, `NOT EXISTS` and `IN` go, as
 //!   `[NOT] EXISTS` subqueries.
 
@@ -326,10 +327,34 @@ impl Rules {
                     && self.expr(&cast.expr, schema)
             }
             Expr::ScalarFunction(f) => {
-                f.name() == "coalesce" && f.args.iter().all(|a| self.expr(a, schema))
+                let args = f.args.iter().all(|a| self.expr(a, schema));
+                match f.name() {
+                    "coalesce" => args,
+                    "substr" => args && self.substr(&f.args, schema),
+                    _ => false,
+                }
             }
             _ => false,
         }
+    }
+
+    /// `substr(text, start[, length])` from a constant position at least 1 and a constant
+    /// length at least 0, where the dialects count characters as DataFusion does (elsewhere
+    /// the rules differ: SQLite counts from the end for a negative start, PostgreSQL shortens
+    /// the length for a start below 1). `char(n)` values reach both sides without padding.
+    fn substr(&self, args: &[Expr], schema: &DFSchema) -> bool {
+        let constant = |e: &Expr, least: i64| match e {
+            Expr::Literal(ScalarValue::Int64(Some(v)), _) => *v >= least,
+            _ => false,
+        };
+        self.dialect != SqlDialect::Sqlite
+            && args.first().is_some_and(|text| {
+                text.get_type(schema)
+                    .is_ok_and(|t| matches!(t, DataType::Utf8))
+            })
+            && args.get(1).is_some_and(|start| constant(start, 1))
+            && args.get(2).is_none_or(|length| constant(length, 0))
+            && args.len() <= 3
     }
 
     fn literal(&self, value: &ScalarValue) -> bool {
