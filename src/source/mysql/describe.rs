@@ -1,6 +1,7 @@
 //! The Arrow schema of a native statement's rows, from the column definitions the server
 //! returns when it prepares the statement: the statement is never run.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -30,6 +31,16 @@ pub(super) async fn describe(
     let parameters = placeholders(&statement);
     let columns = statement.columns();
     let names = unique_names(columns.iter().map(|c| c.name().to_owned()));
+    // The catalog's columns of each table the result reads from, one query per table.
+    let mut tables: HashMap<String, HashMap<String, MySqlColumnType>> = HashMap::new();
+    for column in columns {
+        if let sqlx::ColumnOrigin::Table(origin) = column.origin()
+            && !tables.contains_key(origin.table.as_ref())
+        {
+            let listed = table_columns(conn, &origin.table, endpoint).await?;
+            tables.insert(origin.table.to_string(), listed);
+        }
+    }
     let mut fields = Vec::with_capacity(columns.len());
     for (i, (column, name)) in columns.iter().zip(names).enumerate() {
         let wire = column.type_info().name();
@@ -44,13 +55,13 @@ pub(super) async fn describe(
             ));
         }
         let discovered = match column.origin() {
-            sqlx::ColumnOrigin::Table(origin) => {
-                table_column_type(conn, &origin.table, &origin.name, endpoint).await?
-            }
+            sqlx::ColumnOrigin::Table(origin) => tables
+                .get(origin.table.as_ref())
+                .and_then(|listed| listed.get(origin.name.as_ref())),
             _ => None,
         };
         let arrow = match discovered {
-            Some(column) => arrow_type(&column),
+            Some(column) => arrow_type(column),
             None => wire_type(wire),
         };
         fields.push(Field::new(name, arrow, true));
@@ -61,38 +72,40 @@ pub(super) async fn describe(
     })
 }
 
-/// The discovered type of `table.column` (`table` may be `database.table`), if the
-/// catalog lists it.
-async fn table_column_type(
+/// The discovered types of the columns of `table` (which may be `database.table`), by
+/// name, as the catalog lists them.
+async fn table_columns(
     conn: &mut MySqlConnection,
     table: &str,
-    column: &str,
     endpoint: &Endpoint,
-) -> Result<Option<MySqlColumnType>> {
+) -> Result<HashMap<String, MySqlColumnType>> {
     let (schema, table) = match table.split_once('.') {
         Some((schema, table)) => (Some(schema), table),
         None => (None, table),
     };
-    let row: Option<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
-        "SELECT CAST(DATA_TYPE AS CHAR), CAST(COLUMN_TYPE AS CHAR),
+    let rows: Vec<(String, String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), CAST(COLUMN_TYPE AS CHAR),
                 CAST(NUMERIC_PRECISION AS SIGNED), CAST(NUMERIC_SCALE AS SIGNED)
          FROM information_schema.COLUMNS
-         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
     )
     .bind(schema)
     .bind(table)
-    .bind(column)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await
     .map_err(|e| endpoint.classify(&e))?;
-    Ok(row.map(
-        |(data_type, column_type, precision, scale)| MySqlColumnType {
-            data_type,
-            column_type,
-            precision,
-            scale,
-        },
-    ))
+    Ok(rows
+        .into_iter()
+        .map(|(name, data_type, column_type, precision, scale)| {
+            let column = MySqlColumnType {
+                data_type,
+                column_type,
+                precision,
+                scale,
+            };
+            (name, column)
+        })
+        .collect())
 }
 
 /// The Arrow type of a computed column of wire type `wire` (`BIGINT UNSIGNED`, `DOUBLE`, ...).
