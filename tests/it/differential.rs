@@ -424,7 +424,17 @@ fn generate(seed: u64, target: &Target) -> Query {
                 (sql, items.iter().map(|i| i.1).collect(), false)
             }
             // Subqueries.
-            _ => match rng.int(0, 8) {
+            _ => match rng.int(0, 9) {
+                9 => {
+                    // NOT EXISTS under a condition on a scalar subquery (TPC-H Q22's shape).
+                    let items = vec![("id".to_owned(), Kind::Int), ("s".to_owned(), Kind::Text)];
+                    let p = predicate(&mut rng, &r, &format!("{t1}."));
+                    let sql = format!(
+                        "SELECT {} FROM {t1} WHERE {p} AND a > (SELECT avg(x.d) FROM {t1} x WHERE x.d > 0) AND NOT EXISTS (SELECT * FROM {t2} WHERE {t2}.t1_id = {t1}.id)",
+                        r.select(&items)
+                    );
+                    (sql, items.iter().map(|i| i.1).collect(), false)
+                }
                 6 => {
                     // NOT EXISTS beside a filter on the outer table (TPC-H Q21, Q22's shape).
                     let items = vec![("id".to_owned(), Kind::Int), ("a".to_owned(), Kind::Int)];
@@ -861,6 +871,7 @@ fn the_generator_is_seeded_and_covers_every_family() {
         "OVER (",
         "EXISTS",
         "NOT EXISTS",
+        "AND NOT EXISTS (SELECT *",
         "substr(",
         "abs(",
         "HAVING count(*) > ",

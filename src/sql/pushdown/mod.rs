@@ -246,6 +246,12 @@ fn place(
             Arc::clone(&p.schema),
         )?));
     }
+    if let Some((local, join)) = lift_left_filter(&plan, rules)? {
+        let placed = place(join, rules, planner)?;
+        return Ok(LogicalPlan::Filter(
+            datafusion::logical_expr::Filter::try_new(local, Arc::new(placed))?,
+        ));
+    }
     let plan = narrow_exists_side(plan)?;
     let inputs = plan
         .inputs()
@@ -254,6 +260,72 @@ fn place(
         .map(|input| place(input, rules, planner))
         .collect::<Result<Vec<_>>>()?;
     plan.with_new_exprs(plan.expressions(), inputs)
+}
+
+/// A semi or anti join whose left side is filtered by conditions that stay local (a scalar
+/// subquery, TPC-H Q22's), with those conditions moved above it: the join keeps only left
+/// rows, so a condition on them means the same there, and the join can go to the source.
+fn lift_left_filter(plan: &LogicalPlan, rules: &Rules) -> Result<Option<(Expr, LogicalPlan)>> {
+    use datafusion::logical_expr::JoinType;
+    let LogicalPlan::Join(join) = plan else {
+        return Ok(None);
+    };
+    if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) {
+        return Ok(None);
+    }
+    // The filter, under the fence `normalize` may have put around it (an alias of a
+    // projection of its columns, named as they are).
+    let (fence, filter) = match join.left.as_ref() {
+        LogicalPlan::Filter(filter) => (None, filter),
+        LogicalPlan::SubqueryAlias(alias) => match alias.input.as_ref() {
+            LogicalPlan::Projection(p)
+                if p.expr.iter().all(|e| matches!(e, Expr::Column(_)))
+                    && p.schema.iter().eq(p.input.schema().iter()) =>
+            {
+                match p.input.as_ref() {
+                    LogicalPlan::Filter(filter)
+                        if sole_qualifier(filter.input.schema()).as_ref() == Some(&alias.alias) =>
+                    {
+                        (Some(alias.alias.clone()), filter)
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let left = match split_filter(filter, rules)? {
+        Some((local, pushed)) => Some((local, pushed)),
+        // No condition can go: the whole filter moves up, over the unfiltered input.
+        None if !rules.pushable(&LogicalPlan::Filter(filter.clone()))
+            && rules.pushable(&filter.input) =>
+        {
+            Some((filter.predicate.clone(), filter.input.as_ref().clone()))
+        }
+        None => None,
+    };
+    let Some((local, left)) = left else {
+        return Ok(None);
+    };
+    let left = match fence {
+        Some(name) => {
+            let columns = left.schema().columns().into_iter().map(Expr::Column);
+            let projection = Projection::try_new(columns.collect(), Arc::new(left))?;
+            LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                Arc::new(LogicalPlan::Projection(projection)),
+                name,
+            )?)
+        }
+        None => left,
+    };
+    let mut lifted = join.clone();
+    lifted.left = Arc::new(left);
+    let lifted = LogicalPlan::Join(lifted);
+    if !rules.pushable(&lifted) {
+        return Ok(None);
+    }
+    Ok(Some((local, lifted)))
 }
 
 /// A semi or anti join that stays local with its right side cut to the columns its
