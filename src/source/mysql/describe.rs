@@ -72,6 +72,9 @@ pub(super) async fn describe(
     })
 }
 
+/// A row of `information_schema.COLUMNS`: name, data type, column type, precision, scale.
+type CatalogColumn = (String, String, String, Option<i64>, Option<i64>);
+
 /// The discovered types of the columns of `table` (which may be `database.table`), by
 /// name, as the catalog lists them.
 async fn table_columns(
@@ -83,7 +86,7 @@ async fn table_columns(
         Some((schema, table)) => (Some(schema), table),
         None => (None, table),
     };
-    let rows: Vec<(String, String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<CatalogColumn> = sqlx::query_as(
         "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), CAST(COLUMN_TYPE AS CHAR),
                 CAST(NUMERIC_PRECISION AS SIGNED), CAST(NUMERIC_SCALE AS SIGNED)
          FROM information_schema.COLUMNS
