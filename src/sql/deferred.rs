@@ -5,6 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
@@ -16,8 +17,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 /// Makes the stream when the plan executes.
 pub(crate) type StreamFactory = Arc<
@@ -49,6 +51,35 @@ impl DeferredExec {
             )),
             factory,
         }
+    }
+}
+
+/// Makes, when the plan executes, the rows of a table's whole schema.
+pub(crate) type RowsFactory =
+    Arc<dyn Fn() -> BoxStream<'static, Result<RecordBatch>> + Send + Sync>;
+
+impl DeferredExec {
+    /// A plan of the columns `projection` picks from the rows `rows` makes (of schema
+    /// `full`), shown as `label`: a table that computes its whole rows either way.
+    pub(crate) fn projected(
+        label: String,
+        full: &SchemaRef,
+        projection: Option<&Vec<usize>>,
+        rows: RowsFactory,
+    ) -> Result<Self> {
+        let output = datafusion::physical_plan::project_schema(full, projection)?;
+        let (projection, schema) = (projection.cloned(), Arc::clone(&output));
+        let factory: StreamFactory = Arc::new(move |_context| {
+            let projection = projection.clone();
+            let stream = rows().map(move |batch| match &projection {
+                Some(p) => Ok(batch?.project(p)?),
+                None => batch,
+            });
+            let stream: SendableRecordBatchStream =
+                Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), stream));
+            Box::pin(async move { Ok(stream) })
+        });
+        Ok(DeferredExec::new(label, output, factory))
     }
 }
 

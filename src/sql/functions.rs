@@ -12,17 +12,16 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::ScalarValue;
-use datafusion::common::project_schema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use datafusion::physical_plan::ExecutionPlan;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use serde_json::Value;
 
-use super::deferred::{DeferredExec, StreamFactory, external};
+use super::deferred::{DeferredExec, RowsFactory, external};
 use crate::connections::{Connections, Created, RefreshOutcome, TestReport};
 use crate::source::CommonOptions;
 
@@ -433,38 +432,28 @@ impl TableProvider for EffectTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let projected = project_schema(&self.schema, projection)?;
         let (effect, full, connections) = (
             Arc::clone(&self.effect),
             Arc::clone(&self.schema),
             Arc::clone(&self.connections),
         );
-        let (projection, output) = (projection.cloned(), Arc::clone(&projected));
-        let factory: StreamFactory = Arc::new(move |_context| {
+        let rows: RowsFactory = Arc::new(move || {
             let (effect, full, connections) = (
                 Arc::clone(&effect),
                 Arc::clone(&full),
                 Arc::clone(&connections),
             );
-            let (projection, output) = (projection.clone(), Arc::clone(&output));
-            Box::pin(async move {
+            futures::stream::once(async move {
                 let columns = effect(connections).await.map_err(external)?;
-                let batch = RecordBatch::try_new(full, columns)?;
-                let batch = match projection {
-                    Some(p) => batch.project(&p)?,
-                    None => batch,
-                };
-                let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
-                    output,
-                    futures::stream::once(async move { Ok(batch) }),
-                ));
-                Ok(stream)
+                Ok(RecordBatch::try_new(full, columns)?)
             })
+            .boxed()
         });
-        Ok(Arc::new(DeferredExec::new(
+        Ok(Arc::new(DeferredExec::projected(
             format!("{}: runs when executed", self.name),
-            projected,
-            factory,
-        )))
+            &self.schema,
+            projection,
+            rows,
+        )?))
     }
 }

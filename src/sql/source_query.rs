@@ -12,19 +12,18 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
-use datafusion::common::{ScalarValue, project_schema};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::{CopyToSource, Statement};
 use datafusion::sql::sqlparser::ast::{
     self, FunctionArg, FunctionArgExpr, ObjectNamePart, TableFactor, Visit, Visitor,
 };
 use futures::StreamExt;
 
-use super::deferred::{DeferredExec, StreamFactory};
+use super::deferred::{DeferredExec, RowsFactory};
 use crate::connection::Connection;
 use crate::connections::Connections;
 
@@ -225,29 +224,22 @@ impl TableProvider for SourceQueryTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let output = project_schema(&self.schema, projection)?;
         let (connections, connection) = (Arc::clone(&self.connections), self.connection.clone());
         let (sql, full) = (self.sql.clone(), Arc::clone(&self.schema));
-        let (projection, projected) = (projection.cloned(), Arc::clone(&output));
-        let factory: StreamFactory = Arc::new(move |_context| {
-            // The statement runs as written; unread columns are dropped here.
-            let rows =
-                super::pushdown::remote_rows(&connections, &connection, sql.clone(), full.clone());
-            let projection = projection.clone();
-            let stream = rows.map(move |batch| match &projection {
-                Some(p) => Ok(batch?.project(p)?),
-                None => batch,
-            });
-            let stream = RecordBatchStreamAdapter::new(Arc::clone(&projected), stream);
-            Box::pin(async move { Ok(Box::pin(stream) as _) })
+        // The statement runs as written; unread columns are dropped here.
+        let rows: RowsFactory = Arc::new(move || {
+            super::pushdown::remote_rows(&connections, &connection, sql.clone(), full.clone())
+                .boxed()
         });
-        Ok(Arc::new(DeferredExec::new(
-            format!(
-                "SourceQueryExec: connection={} sql={}",
-                self.connection.name, self.sql
-            ),
-            output,
-            factory,
-        )))
+        let label = format!(
+            "SourceQueryExec: connection={} sql={}",
+            self.connection.name, self.sql
+        );
+        Ok(Arc::new(DeferredExec::projected(
+            label,
+            &self.schema,
+            projection,
+            rows,
+        )?))
     }
 }
