@@ -342,6 +342,7 @@ impl Rules {
     /// length at least 0, where the dialects count characters as DataFusion does (elsewhere
     /// the rules differ: SQLite counts from the end for a negative start, PostgreSQL shortens
     /// the length for a start below 1). `char(n)` values reach both sides without padding.
+    /// Not on SQLite: a text column there may hold a BLOB, which `substr` cuts by bytes.
     fn substr(&self, args: &[Expr], schema: &DFSchema) -> bool {
         let constant = |e: &Expr, least: i64| match e {
             Expr::Literal(ScalarValue::Int64(Some(v)), _) => *v >= least,
