@@ -22,78 +22,69 @@ const NAME: &str = "avg_from_sum_count";
 
 /// `agg` with each decimal `AVG` computed from a `SUM` and a `COUNT` of its argument, under
 /// a projection that divides them and keeps `agg`'s schema. Unchanged when it has none.
+/// (Constant keys stay in the aggregate: `normalize` lifts them out of the projection.)
 pub(super) fn split(agg: Aggregate) -> Result<Transformed<LogicalPlan>> {
-    let input = agg.input.schema();
-    let targets: Vec<Option<(Expr, u8, i8)>> = agg
-        .aggr_expr
+    /// Where an original aggregate's value is in the split aggregate.
+    enum Output {
+        Kept(usize),
+        Divided {
+            sum: usize,
+            precision: u8,
+            scale: i8,
+        },
+    }
+    if agg
+        .group_expr
         .iter()
-        .map(|e| decimal_avg(e, input))
-        .collect();
-    if targets.iter().all(Option::is_none)
-        || agg
-            .group_expr
-            .iter()
-            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
     {
         return Ok(Transformed::no(LogicalPlan::Aggregate(agg)));
     }
+    let input = agg.input.schema();
     let mut aggr_expr = Vec::new();
-    // Per original aggregate: the positions of its replacements in `aggr_expr`.
-    let mut places = Vec::new();
-    for (i, (e, target)) in agg.aggr_expr.iter().zip(&targets).enumerate() {
-        match target {
-            Some((arg, ..)) => {
-                places.push((aggr_expr.len(), Some(aggr_expr.len() + 1)));
+    let mut outputs = Vec::new();
+    for (i, e) in agg.aggr_expr.iter().enumerate() {
+        match decimal_avg(e, input) {
+            Some((arg, precision, scale)) => {
+                let sum_at = aggr_expr.len();
+                outputs.push(Output::Divided {
+                    sum: sum_at,
+                    precision,
+                    scale,
+                });
                 aggr_expr.push(sum(arg.clone()).alias(format!("__quarry_avg_sum_{i}")));
-                aggr_expr.push(count(arg.clone()).alias(format!("__quarry_avg_count_{i}")));
+                aggr_expr.push(count(arg).alias(format!("__quarry_avg_count_{i}")));
             }
             None => {
-                places.push((aggr_expr.len(), None));
+                outputs.push(Output::Kept(aggr_expr.len()));
                 aggr_expr.push(e.clone());
             }
         }
     }
-    // Constant keys (a decorrelated subquery groups by `true`) are computed above, where
-    // the source would read them as positions; unless every key is one, when the aggregate
-    // without keys would answer a row on no input.
-    let lift = !agg.group_expr.iter().all(super::rules::is_literal);
-    let kept: Vec<Expr> = agg
-        .group_expr
-        .iter()
-        .filter(|e| !(lift && super::rules::is_literal(e)))
-        .cloned()
-        .collect();
-    let keys = kept.len();
-    let split = Aggregate::try_new(Arc::clone(&agg.input), kept, aggr_expr)?;
+    if outputs.iter().all(|o| matches!(o, Output::Kept(_))) {
+        return Ok(Transformed::no(LogicalPlan::Aggregate(agg)));
+    }
+    let keys = agg.group_expr.len();
+    let split = Aggregate::try_new(Arc::clone(&agg.input), agg.group_expr.clone(), aggr_expr)?;
     let column = |i: usize| {
         let (qualifier, field) = split.schema.qualified_field(i);
         Expr::Column(Column::new(qualifier.cloned(), field.name()))
     };
-    let mut exprs = Vec::new();
-    let mut next_key = 0;
-    for (i, key) in agg.group_expr.iter().enumerate() {
-        let (qualifier, field) = agg.schema.qualified_field(i);
-        exprs.push(if lift && super::rules::is_literal(key) {
-            key.clone()
-                .unalias()
-                .alias_qualified(qualifier.cloned(), field.name())
-        } else {
-            next_key += 1;
-            column(next_key - 1)
-        });
-    }
-    let original_keys = agg.group_expr.len();
-    for (i, ((at, count_at), target)) in places.into_iter().zip(&targets).enumerate() {
-        let (qualifier, field) = agg.schema.qualified_field(original_keys + i);
-        exprs.push(match (count_at, target) {
-            (Some(count_at), Some((_, precision, scale))) => {
-                let divide = ScalarUDF::new_from_impl(AvgFromSumCount::new(*precision, *scale));
-                divide
-                    .call(vec![column(keys + at), column(keys + count_at)])
-                    .alias_qualified(qualifier.cloned(), field.name())
+    let mut exprs: Vec<Expr> = (0..keys).map(column).collect();
+    for (i, output) in outputs.into_iter().enumerate() {
+        let (qualifier, field) = agg.schema.qualified_field(keys + i);
+        let value = match output {
+            Output::Kept(at) => column(keys + at),
+            Output::Divided {
+                sum,
+                precision,
+                scale,
+            } => {
+                let divide = ScalarUDF::new_from_impl(AvgFromSumCount::new(precision, scale));
+                divide.call(vec![column(keys + sum), column(keys + sum + 1)])
             }
-            _ => column(keys + at).alias_qualified(qualifier.cloned(), field.name()),
-        });
+        };
+        exprs.push(value.alias_qualified(qualifier.cloned(), field.name()));
     }
     let projection = Projection::try_new_with_schema(
         exprs,

@@ -17,12 +17,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, TableReference};
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Extension, Limit, LogicalPlan, Projection, Sort, SubqueryAlias, TableScan,
+    Aggregate, Expr, Extension, Filter, Limit, LogicalPlan, Projection, Sort, SubqueryAlias,
+    TableScan,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -228,13 +229,18 @@ fn place(
         // Not even the scan can go (a type the source's rows cannot carry): read it whole.
         return Ok(plan);
     }
-    if let LogicalPlan::Filter(filter) = &plan
-        && let Some((local, pushed)) = split_filter(filter, rules)?
-    {
+    // Conditions that stay local, above a plan that can go once they are out of it.
+    let local_conditions = match &plan {
+        LogicalPlan::Filter(filter) => split_filter(filter, rules)?,
+        LogicalPlan::Join(_) => lift_left_filter(&plan, rules)?,
+        _ => None,
+    };
+    if let Some((local, pushed)) = local_conditions {
         let placed = place(pushed, rules, planner)?;
-        return Ok(LogicalPlan::Filter(
-            datafusion::logical_expr::Filter::try_new(local, Arc::new(placed))?,
-        ));
+        return Ok(LogicalPlan::Filter(Filter::try_new(
+            local,
+            Arc::new(placed),
+        )?));
     }
     if let LogicalPlan::Projection(p) = &plan
         && let Some(narrowed) = narrow_input(p, rules)?
@@ -245,12 +251,6 @@ fn place(
             Arc::new(placed),
             Arc::clone(&p.schema),
         )?));
-    }
-    if let Some((local, join)) = lift_left_filter(&plan, rules)? {
-        let placed = place(join, rules, planner)?;
-        return Ok(LogicalPlan::Filter(
-            datafusion::logical_expr::Filter::try_new(local, Arc::new(placed))?,
-        ));
     }
     let plan = narrow_exists_side(plan)?;
     let inputs = plan
@@ -309,14 +309,7 @@ fn lift_left_filter(plan: &LogicalPlan, rules: &Rules) -> Result<Option<(Expr, L
         return Ok(None);
     };
     let left = match fence {
-        Some(name) => {
-            let columns = left.schema().columns().into_iter().map(Expr::Column);
-            let projection = Projection::try_new(columns.collect(), Arc::new(left))?;
-            LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
-                Arc::new(LogicalPlan::Projection(projection)),
-                name,
-            )?)
-        }
+        Some(name) => fenced(Arc::new(left), name)?,
         None => left,
     };
     let mut lifted = join.clone();
@@ -371,10 +364,7 @@ fn narrow_exists_side(plan: LogicalPlan) -> Result<LogicalPlan> {
 /// A filter that cannot go whole, over an input that can, split: the conditions the source
 /// computes as DataFusion does go with the input, the rest (a scalar subquery, a function
 /// that stays local) stay above it. `None` if one side would be empty.
-fn split_filter(
-    filter: &datafusion::logical_expr::Filter,
-    rules: &Rules,
-) -> Result<Option<(Expr, LogicalPlan)>> {
+fn split_filter(filter: &Filter, rules: &Rules) -> Result<Option<(Expr, LogicalPlan)>> {
     use datafusion::logical_expr::utils::{conjunction, split_conjunction};
     let input = filter.input.as_ref();
     if !rules.pushable(input) || has_bare_cross_join(input, false) {
@@ -389,7 +379,7 @@ fn split_filter(
     ) else {
         return Ok(None);
     };
-    let pushed = datafusion::logical_expr::Filter::try_new(down, Arc::clone(&filter.input))?;
+    let pushed = Filter::try_new(down, Arc::clone(&filter.input))?;
     Ok(Some((up, LogicalPlan::Filter(pushed))))
 }
 
@@ -529,7 +519,17 @@ fn normalize_node(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
                 None => skip_passthrough(p),
             },
             LogicalPlan::Join(join) => return fence_filtered_sides(join),
-            LogicalPlan::Aggregate(agg) => return decimal_avg::split(agg),
+            LogicalPlan::Aggregate(agg) => {
+                // The split's projection is a projection over an aggregate like any other:
+                // constant keys come out of the aggregate the same way.
+                return decimal_avg::split(agg)?.transform_data(|plan| match plan {
+                    LogicalPlan::Projection(p) => Ok(match lift_constant_keys(&p)? {
+                        Some(lifted) => Transformed::yes(LogicalPlan::Projection(lifted)),
+                        None => Transformed::no(LogicalPlan::Projection(p)),
+                    }),
+                    other => Ok(Transformed::no(other)),
+                });
+            }
             LogicalPlan::SubqueryAlias(alias)
                 if matches!(alias.input.as_ref(), LogicalPlan::Filter(_)) =>
             {
@@ -594,12 +594,10 @@ fn lift_filters_over_alias(alias: SubqueryAlias) -> Result<Transformed<LogicalPl
         return Ok(Transformed::no(LogicalPlan::SubqueryAlias(alias)));
     };
     let aliased = SubqueryAlias::try_new(node, alias.alias.clone())?;
-    Ok(Transformed::yes(LogicalPlan::Filter(
-        datafusion::logical_expr::Filter::try_new(
-            predicate,
-            Arc::new(LogicalPlan::SubqueryAlias(aliased)),
-        )?,
-    )))
+    Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+        predicate,
+        Arc::new(LogicalPlan::SubqueryAlias(aliased)),
+    )?)))
 }
 
 /// Whether `p` only passes the columns of a sort over a projection through, unchanged: the
@@ -752,18 +750,7 @@ fn fence_filtered_sides(
             let Some(name) = input.schema().iter().next().and_then(|(q, _)| q.cloned()) else {
                 continue;
             };
-            let columns = input
-                .schema()
-                .columns()
-                .into_iter()
-                .map(Expr::Column)
-                .collect();
-            let projection =
-                LogicalPlan::Projection(Projection::try_new(columns, Arc::clone(input))?);
-            *input = Arc::new(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
-                Arc::new(projection),
-                name,
-            )?));
+            *input = Arc::new(fenced(Arc::clone(input), name)?);
             changed = true;
         }
     }
@@ -775,10 +762,19 @@ fn fence_filtered_sides(
     })
 }
 
+/// `input` as a derived table of all its columns, aliased `name`: the unparser keeps its
+/// filters inside, in its own `WHERE`.
+fn fenced(input: Arc<LogicalPlan>, name: TableReference) -> Result<LogicalPlan> {
+    let columns = input.schema().columns().into_iter().map(Expr::Column);
+    let projection = Projection::try_new(columns.collect(), input)?;
+    Ok(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+        Arc::new(LogicalPlan::Projection(projection)),
+        name,
+    )?))
+}
+
 /// The one table that names every column of `schema`, if there is one.
-fn sole_qualifier(
-    schema: &datafusion::common::DFSchema,
-) -> Option<datafusion::common::TableReference> {
+fn sole_qualifier(schema: &datafusion::common::DFSchema) -> Option<TableReference> {
     let mut qualifiers = schema.iter().map(|(q, _)| q);
     let first = qualifiers.next()??;
     qualifiers.all(|q| q == Some(first)).then(|| first.clone())
