@@ -2,6 +2,8 @@
 //! cache and events: the one name of a table ([`TableRef`]), a discovered table with its
 //! columns, a cache entry, and the one JSON codec of the Arrow schemas they carry.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::Schema;
 
@@ -63,12 +65,21 @@ pub struct TableRecord {
     pub fetch_count: i64,
     /// Its columns in ordinal order.
     pub columns: Vec<ColumnRecord>,
+    /// Its primary key, unique constraints, foreign keys and indexes, as discovered.
+    pub constraints: Vec<Constraint>,
 }
 
 impl TableRecord {
     /// This table of `connection_id`.
     pub fn table_ref(&self, connection_id: &ConnectionId) -> TableRef {
         TableRef::new(connection_id, &self.schema, &self.name)
+    }
+
+    /// The primary key, if the source declares one.
+    pub fn primary_key(&self) -> Option<&Constraint> {
+        self.constraints
+            .iter()
+            .find(|c| c.kind == ConstraintKind::PrimaryKey)
     }
 
     /// This table's current entry among its connection's `entries`.
@@ -97,6 +108,155 @@ pub struct ColumnRecord {
     pub is_nullable: bool,
     /// The Arrow type it maps to.
     pub arrow_type: String,
+}
+
+/// What a [`Constraint`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConstraintKind {
+    /// The primary key.
+    PrimaryKey,
+    /// A unique constraint, or a unique index over whole columns.
+    Unique,
+    /// A foreign key.
+    ForeignKey,
+    /// An index that enforces nothing.
+    Index,
+}
+
+impl ConstraintKind {
+    /// Every kind.
+    pub const ALL: [ConstraintKind; 4] = [
+        ConstraintKind::PrimaryKey,
+        ConstraintKind::Unique,
+        ConstraintKind::ForeignKey,
+        ConstraintKind::Index,
+    ];
+
+    /// The SQL name (`PRIMARY KEY`, `UNIQUE`, `FOREIGN KEY`, `INDEX`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConstraintKind::PrimaryKey => "PRIMARY KEY",
+            ConstraintKind::Unique => "UNIQUE",
+            ConstraintKind::ForeignKey => "FOREIGN KEY",
+            ConstraintKind::Index => "INDEX",
+        }
+    }
+
+    /// The kind named `name` by [`ConstraintKind::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        ConstraintKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// A key, constraint or index of a source table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Constraint {
+    /// Its name at the source (SQLite's unnamed primary key is `<table>_pkey`).
+    pub name: String,
+    /// What it is.
+    pub kind: ConstraintKind,
+    /// Its columns, in key order.
+    pub columns: Vec<String>,
+    /// For a foreign key, the table and columns it references, column for column.
+    pub references: Option<ConstraintTarget>,
+}
+
+/// The referenced side of a foreign key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstraintTarget {
+    /// Source schema of the referenced table.
+    pub schema: String,
+    /// The referenced table.
+    pub table: String,
+    /// The referenced columns, in the order of the key's columns.
+    pub columns: Vec<String>,
+}
+
+/// One column of a key, constraint or index: how sources report them and the store keeps
+/// them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstraintColumn {
+    /// Source schema of the constrained table.
+    pub schema: String,
+    /// The constrained table.
+    pub table: String,
+    /// The constraint's or index's name.
+    pub name: String,
+    /// What it is.
+    pub kind: ConstraintKind,
+    /// The column.
+    pub column: String,
+    /// 1-based position in the key.
+    pub position: i64,
+    /// For a foreign key: the referenced schema, table and column.
+    pub references: Option<(String, String, String)>,
+}
+
+/// Groups constraint columns into constraints, columns in key order, per (schema, table):
+/// the primary key first, then unique constraints, foreign keys and indexes, each by name.
+pub fn group_constraints(
+    rows: Vec<ConstraintColumn>,
+) -> BTreeMap<(String, String), Vec<Constraint>> {
+    type Key = (String, String, ConstraintKind, String);
+    let mut grouped: BTreeMap<Key, Vec<ConstraintColumn>> = BTreeMap::new();
+    for row in rows {
+        let key = (
+            row.schema.clone(),
+            row.table.clone(),
+            row.kind,
+            row.name.clone(),
+        );
+        grouped.entry(key).or_default().push(row);
+    }
+    let mut by_table: BTreeMap<(String, String), Vec<Constraint>> = BTreeMap::new();
+    for ((schema, table, kind, name), mut columns) in grouped {
+        columns.sort_by_key(|c| c.position);
+        let references = match columns.iter().find_map(|c| c.references.as_ref()) {
+            Some((schema, table, _)) if kind == ConstraintKind::ForeignKey => {
+                Some(ConstraintTarget {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    columns: columns
+                        .iter()
+                        .filter_map(|c| c.references.as_ref().map(|r| r.2.clone()))
+                        .collect(),
+                })
+            }
+            _ => None,
+        };
+        by_table
+            .entry((schema, table))
+            .or_default()
+            .push(Constraint {
+                name,
+                kind,
+                columns: columns.into_iter().map(|c| c.column).collect(),
+                references,
+            });
+    }
+    by_table
+}
+
+impl Constraint {
+    /// Its columns as rows of `schema.table`, as the store keeps them.
+    pub fn column_rows(&self, schema: &str, table: &str) -> Vec<ConstraintColumn> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| ConstraintColumn {
+                schema: schema.to_owned(),
+                table: table.to_owned(),
+                name: self.name.clone(),
+                kind: self.kind,
+                column: column.clone(),
+                position: i as i64 + 1,
+                references: self.references.as_ref().and_then(|r| {
+                    let to = r.columns.get(i)?;
+                    Some((r.schema.clone(), r.table.clone(), to.clone()))
+                }),
+            })
+            .collect()
+    }
 }
 
 /// One immutable, versioned Parquet file holding a full copy of a source table.

@@ -139,6 +139,7 @@ async fn fixture() -> Fixture {
             is_nullable: true,
             arrow_type: "Int32".into(),
         }],
+        constraints: Vec::new(),
     };
     store
         .replace_tables(&connection.id, std::slice::from_ref(&table))

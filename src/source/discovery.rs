@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use crate::table::{ColumnRecord, TableRecord, schema_to_json};
+use crate::table::{
+    ColumnRecord, ConstraintColumn, ConstraintKind, TableRecord, group_constraints, schema_to_json,
+};
 
 /// The columns every source's discovery query returns, whatever the database.
 pub struct TableColumnRow {
@@ -105,6 +107,7 @@ impl TableCollector {
                 discovered_at: self.now,
                 fetch_count: 0,
                 columns: Vec::new(),
+                constraints: Vec::new(),
             });
             self.fields.push(Vec::new());
         }
@@ -134,5 +137,134 @@ impl TableCollector {
             table.arrow_schema = Some(schema_to_json(&Schema::new(fields)));
         }
         self.tables
+    }
+}
+
+/// Reads one row of a constraint query (columns `table_schema`, `table_name`,
+/// `constraint_name`, `constraint_type`, `column_name`, `ordinal_position`,
+/// `referenced_schema`, `referenced_table`, `referenced_column`); `None` for a kind Quarry
+/// does not keep.
+fn read_constraint_row<R: sqlx::Row>(row: &R) -> Result<Option<ConstraintColumn>, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let referenced: (Option<String>, Option<String>, Option<String>) = (
+        row.try_get("referenced_schema")?,
+        row.try_get("referenced_table")?,
+        row.try_get("referenced_column")?,
+    );
+    let Some(kind) = ConstraintKind::parse(&row.try_get::<String, _>("constraint_type")?) else {
+        return Ok(None);
+    };
+    Ok(Some(ConstraintColumn {
+        schema: row.try_get("table_schema")?,
+        table: row.try_get("table_name")?,
+        name: row.try_get("constraint_name")?,
+        kind,
+        column: row.try_get("column_name")?,
+        position: row.try_get("ordinal_position")?,
+        references: match referenced {
+            (Some(schema), Some(table), Some(column)) => Some((schema, table, column)),
+            _ => None,
+        },
+    }))
+}
+
+/// Reads every row of a constraint query, keeping the kinds Quarry knows.
+pub fn read_constraint_rows<R: sqlx::Row>(rows: &[R]) -> Result<Vec<ConstraintColumn>, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut read = Vec::with_capacity(rows.len());
+    for row in rows {
+        read.extend(read_constraint_row(row)?);
+    }
+    Ok(read)
+}
+
+/// Gives each table its constraints; rows of tables discovery did not keep are dropped.
+pub fn attach_constraints(tables: &mut [TableRecord], rows: Vec<ConstraintColumn>) {
+    let mut by_table = group_constraints(rows);
+    for table in tables {
+        if let Some(constraints) = by_table.remove(&(table.schema.clone(), table.name.clone())) {
+            table.constraints = constraints;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        table: &str,
+        name: &str,
+        kind: ConstraintKind,
+        column: &str,
+        position: i64,
+    ) -> ConstraintColumn {
+        ConstraintColumn {
+            schema: "s".into(),
+            table: table.into(),
+            name: name.into(),
+            kind,
+            column: column.into(),
+            position,
+            references: (kind == ConstraintKind::ForeignKey)
+                .then(|| ("s".into(), "parent".into(), format!("p_{column}"))),
+        }
+    }
+
+    #[test]
+    fn constraint_rows_group_in_key_order_per_table() {
+        let mut collector = TableCollector::default();
+        for (table, column) in [("child", "a"), ("child", "b"), ("parent", "p_a")] {
+            collector.column(
+                "s".into(),
+                table.into(),
+                "table",
+                (None, None),
+                DiscoveredColumn {
+                    name: column.into(),
+                    position: 1,
+                    source_type: "int".into(),
+                    precision_scale: (None, None),
+                    nullable: false,
+                    arrow: DataType::Int32,
+                },
+            );
+        }
+        let mut tables = collector.finish();
+        attach_constraints(
+            &mut tables,
+            vec![
+                row("child", "idx", ConstraintKind::Index, "b", 1),
+                row("child", "fk", ConstraintKind::ForeignKey, "b", 2),
+                row("child", "fk", ConstraintKind::ForeignKey, "a", 1),
+                row("child", "pk", ConstraintKind::PrimaryKey, "a", 1),
+                row("gone", "pk", ConstraintKind::PrimaryKey, "x", 1),
+            ],
+        );
+        let child = &tables[0].constraints;
+        assert_eq!(
+            child.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            [
+                ConstraintKind::PrimaryKey,
+                ConstraintKind::ForeignKey,
+                ConstraintKind::Index
+            ]
+        );
+        assert_eq!(tables[0].primary_key().unwrap().columns, ["a"]);
+        assert_eq!(child[1].columns, ["a", "b"]);
+        let target = child[1].references.as_ref().unwrap();
+        assert_eq!(
+            (target.table.as_str(), &target.columns[..]),
+            ("parent", &["p_a".to_owned(), "p_b".to_owned()][..])
+        );
+        assert!(tables[1].constraints.is_empty());
     }
 }

@@ -45,6 +45,7 @@ static SQLITE: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/sqlite/v1.sql"),
         include_str!("../../migrations/sqlite/v2.sql"),
         include_str!("../../migrations/sqlite/v3.sql"),
+        include_str!("../../migrations/sqlite/v4.sql"),
     ])
 });
 static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
@@ -52,6 +53,7 @@ static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/postgres/v1.sql"),
         include_str!("../../migrations/postgres/v2.sql"),
         include_str!("../../migrations/postgres/v3.sql"),
+        include_str!("../../migrations/postgres/v4.sql"),
     ])
 });
 

@@ -24,7 +24,9 @@ use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::Result;
 use crate::id::ConnectionId;
 use crate::secrets::SealedSecret;
-pub use crate::table::{CacheEntry, ColumnRecord, TableRecord, TableRef};
+pub use crate::table::{
+    CacheEntry, ColumnRecord, Constraint, ConstraintKind, ConstraintTarget, TableRecord, TableRef,
+};
 
 /// A connection about to be stored. Its secrets are already sealed.
 #[derive(Clone, Debug)]

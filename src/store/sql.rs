@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 use crate::secrets::SealedSecret;
 use crate::store::StoreUrl;
-use crate::table::TableRef;
+use crate::table::{ConstraintColumn, ConstraintKind, TableRef, group_constraints};
 
 /// A metadata store in a SQLite file or a PostgreSQL database.
 #[derive(Debug)]
@@ -138,6 +138,41 @@ impl SqlStore {
                     });
             }
             let mut query = sqlx::query(AssertSqlSafe(format!(
+                "SELECT table_schema, table_name, constraint_type, constraint_name,
+                        ordinal_position, column_name, referenced_schema, referenced_table,
+                        referenced_column
+                 FROM source_constraints WHERE {filter}"
+            )))
+            .bind(id.as_str());
+            if only.is_some() {
+                query = query.bind(schema).bind(table);
+            }
+            let mut constraint_columns = Vec::new();
+            for row in query.fetch_all(&self.pool).await? {
+                let kind: String = row.try_get("constraint_type")?;
+                let kind = ConstraintKind::parse(&kind).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("unknown constraint type '{kind}'").into())
+                })?;
+                let referenced: (Option<String>, Option<String>, Option<String>) = (
+                    row.try_get("referenced_schema")?,
+                    row.try_get("referenced_table")?,
+                    row.try_get("referenced_column")?,
+                );
+                constraint_columns.push(ConstraintColumn {
+                    schema: row.try_get("table_schema")?,
+                    table: row.try_get("table_name")?,
+                    name: row.try_get("constraint_name")?,
+                    kind,
+                    column: row.try_get("column_name")?,
+                    position: row.try_get("ordinal_position")?,
+                    references: match referenced {
+                        (Some(schema), Some(table), Some(column)) => Some((schema, table, column)),
+                        _ => None,
+                    },
+                });
+            }
+            let mut constraints = group_constraints(constraint_columns);
+            let mut query = sqlx::query(AssertSqlSafe(format!(
                 "SELECT table_schema, table_name, table_type, row_estimate, byte_estimate,
                         options, arrow_schema, discovered_at, fetch_count
                  FROM source_tables WHERE {filter}
@@ -155,6 +190,9 @@ impl SqlStore {
                     let name: String = row.try_get("table_name")?;
                     Ok(TableRecord {
                         columns: columns
+                            .remove(&(schema.clone(), name.clone()))
+                            .unwrap_or_default(),
+                        constraints: constraints
                             .remove(&(schema.clone(), name.clone()))
                             .unwrap_or_default(),
                         schema,
@@ -618,6 +656,44 @@ impl MetadataStore for SqlStore {
                     .bind(&column.arrow_type)
                     .execute(&mut *tx)
                     .await?;
+                }
+                sqlx::query(
+                    "DELETE FROM source_constraints
+                     WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+                )
+                .bind(id.as_str())
+                .bind(&table.schema)
+                .bind(&table.name)
+                .execute(&mut *tx)
+                .await?;
+                for constraint in &table.constraints {
+                    for row in constraint.column_rows(&table.schema, &table.name) {
+                        let (ref_schema, ref_table, ref_column) = match row.references {
+                            Some((schema, table, column)) => {
+                                (Some(schema), Some(table), Some(column))
+                            }
+                            None => (None, None, None),
+                        };
+                        sqlx::query(
+                            "INSERT INTO source_constraints (connection_id, table_schema,
+                                 table_name, constraint_type, constraint_name, ordinal_position,
+                                 column_name, referenced_schema, referenced_table,
+                                 referenced_column)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        )
+                        .bind(id.as_str())
+                        .bind(&row.schema)
+                        .bind(&row.table)
+                        .bind(row.kind.as_str())
+                        .bind(&row.name)
+                        .bind(row.position)
+                        .bind(&row.column)
+                        .bind(ref_schema)
+                        .bind(ref_table)
+                        .bind(ref_column)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
             }
             tx.commit().await

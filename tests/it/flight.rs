@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetTables, SqlInfo,
+};
 use arrow_flight::{Action, CancelFlightInfoRequest, FlightInfo};
 use datafusion::arrow::array::{AsArray, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Int64Type, Schema};
@@ -34,6 +37,8 @@ impl Served {
             .exec(
                 "CREATE TABLE items (id integer PRIMARY KEY, name text, price numeric(10,2));
                  INSERT INTO items SELECT g, 'item ' || g, g * 1.25 FROM generate_series(1, 100) g;
+                 CREATE TABLE orders (id integer, line integer, item_id integer REFERENCES items,
+                     qty integer, PRIMARY KEY (id, line));
                  CREATE VIEW slow AS SELECT 1 AS x FROM (SELECT pg_sleep(60)) s;",
             )
             .await;
@@ -297,6 +302,87 @@ async fn catalogs_schemas_and_tables_are_listed_without_fetching() {
     assert_eq!(rows(&fetch(&mut client, info).await), 2);
     let info = client.get_table_types().await.unwrap();
     assert_eq!(rows(&fetch(&mut client, info).await), 3);
+}
+
+/// Each row of `batches` as its string and integer cells joined with `|` (NULL empty).
+fn key_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| crate::render::value_text(c.as_ref(), row).unwrap_or_default())
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn primary_imported_and_exported_keys_come_from_discovery() {
+    let served = Served::start().await;
+    let mut client = served.client().await;
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: Some("pg".into()),
+            db_schema: None,
+            table: "orders".into(),
+        })
+        .await
+        .unwrap();
+    let keys = fetch(&mut client, info).await;
+    assert_eq!(
+        key_rows(&keys),
+        [
+            "pg|public|orders|id|orders_pkey|1",
+            "pg|public|orders|line|orders_pkey|2"
+        ]
+    );
+    // Another catalog narrows to nothing.
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: Some("elsewhere".into()),
+            db_schema: None,
+            table: "orders".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&fetch(&mut client, info).await), 0);
+
+    // orders.item_id references items.id: orders imports it, items exports it.
+    let expected =
+        ["pg|public|items|id|pg|public|orders|item_id|1|orders_item_id_fkey|items_pkey|3|3"];
+    let info = client
+        .get_imported_keys(CommandGetImportedKeys {
+            catalog: Some("pg".into()),
+            db_schema: Some("public".into()),
+            table: "orders".into(),
+        })
+        .await
+        .unwrap();
+    let imported = fetch(&mut client, info).await;
+    assert_eq!(imported[0].schema().field(0).name(), "pk_catalog_name");
+    assert_eq!(key_rows(&imported), expected);
+    let info = client
+        .get_exported_keys(CommandGetExportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "items".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(key_rows(&fetch(&mut client, info).await), expected);
+    let info = client
+        .get_exported_keys(CommandGetExportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "orders".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&fetch(&mut client, info).await), 0);
 }
 
 #[tokio::test]

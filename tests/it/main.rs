@@ -11,6 +11,7 @@ mod flight;
 mod flight_python;
 mod http;
 mod http_schemathesis;
+mod keys;
 mod malformed;
 mod memory_tier;
 mod mysql_source;

@@ -2,7 +2,10 @@
 //! PostgreSQL database created per test.
 
 use chrono::Utc;
-use quarry::store::{CacheEntry, ColumnRecord, MIGRATIONS_TABLE, TableRecord, migrations};
+use quarry::store::{
+    CacheEntry, ColumnRecord, Constraint, ConstraintKind, ConstraintTarget, MIGRATIONS_TABLE,
+    TableRecord, migrations,
+};
 use quarry::{ConnectionId, Engine};
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Row};
@@ -247,6 +250,24 @@ fn sample_tables() -> Vec<TableRecord> {
             discovered_at: Utc::now(),
             fetch_count: 0,
             columns: vec![column("id", 1), column("amount", 2)],
+            constraints: vec![
+                Constraint {
+                    name: format!("{name}_pkey"),
+                    kind: ConstraintKind::PrimaryKey,
+                    columns: vec!["id".into()],
+                    references: None,
+                },
+                Constraint {
+                    name: format!("{name}_amount_id_fkey"),
+                    kind: ConstraintKind::ForeignKey,
+                    columns: vec!["amount".into(), "id".into()],
+                    references: Some(ConstraintTarget {
+                        schema: "ledger".into(),
+                        table: "totals".into(),
+                        columns: vec!["total".into(), "ref".into()],
+                    }),
+                },
+            ],
         })
         .collect()
 }
@@ -310,6 +331,7 @@ async fn delete_cascades_to_everything_the_connection_owns(b: &Backend) {
         "secrets",
         "source_tables",
         "source_columns",
+        "source_constraints",
         "cache_entries",
     ];
     for table in tables {
@@ -355,6 +377,8 @@ async fn rediscovery_keeps_the_cache_of_remaining_tables(b: &Backend) {
     let names: Vec<_> = stored.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["customers", "orders"]);
     assert_eq!(stored[1].columns, tables[0].columns);
+    // Keys come back whole: kinds, names, column order and the referenced columns.
+    assert_eq!(stored[1].constraints, tables[0].constraints);
     assert_eq!(stored[1].row_estimate, Some(1000));
     let orders = cache_entry(&conn.id, "orders");
     store.publish_cache_entry(&orders).await.unwrap();

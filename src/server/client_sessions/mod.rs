@@ -111,6 +111,11 @@ impl ClientSessions {
         Ok(session)
     }
 
+    /// The engine the sessions run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// How many sessions are open (expired ones are not counted).
     pub fn len(&self) -> usize {
         let now = Instant::now();

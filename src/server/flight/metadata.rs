@@ -91,18 +91,6 @@ pub fn table_types() -> RecordBatch {
     .expect("the table types batch matches its schema")
 }
 
-/// The schema of a GetPrimaryKeys answer, as the Flight SQL spec gives it.
-pub fn primary_keys_schema() -> Schema {
-    Schema::new(vec![
-        Field::new("catalog_name", DataType::Utf8, true),
-        Field::new("db_schema_name", DataType::Utf8, true),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("column_name", DataType::Utf8, false),
-        Field::new("key_name", DataType::Utf8, true),
-        Field::new("key_sequence", DataType::Int32, false),
-    ])
-}
-
 /// Facts about the server: name, version, SQL dialect, read-only, cancellation.
 pub fn sql_info() -> &'static SqlInfoData {
     static INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {

@@ -2,6 +2,7 @@
 //! and pyarrow clients can query every connection.
 
 pub mod guard;
+pub mod keys;
 pub mod metadata;
 pub mod service;
 pub mod status;

@@ -12,10 +12,10 @@ use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetSqlInfo,
-    CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
@@ -32,8 +32,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::metadata;
 use super::status::status;
+use super::{keys, metadata};
 use crate::error::Error;
 use crate::server::auth::Caller;
 use crate::server::client_sessions::queries::Planned;
@@ -531,22 +531,67 @@ impl FlightSqlService for QuarryFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        listing_info(
-            query,
-            &metadata::primary_keys_schema(),
-            request.into_inner(),
-        )
+        listing_info(query, &keys::primary_keys_schema(), request.into_inner())
     }
 
     async fn do_get_primary_keys(
         &self,
-        _query: CommandGetPrimaryKeys,
-        _request: Request<Ticket>,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        // Sources' keys are not tracked yet: an empty, well-typed answer.
-        one_batch(Ok::<_, Status>(RecordBatch::new_empty(Arc::new(
-            metadata::primary_keys_schema(),
-        ))))
+        self.client(&request)?;
+        let filter = keys::TableFilter {
+            catalog: query.catalog.as_deref(),
+            schema: query.db_schema.as_deref(),
+            table: &query.table,
+        };
+        one_batch(keys::primary_keys(self.sessions.engine(), &filter).await)
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        listing_info(query, &keys::foreign_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.client(&request)?;
+        let filter = keys::TableFilter {
+            catalog: query.catalog.as_deref(),
+            schema: query.db_schema.as_deref(),
+            table: &query.table,
+        };
+        one_batch(
+            keys::foreign_keys(self.sessions.engine(), &filter, keys::Side::Referencing).await,
+        )
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        listing_info(query, &keys::foreign_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.client(&request)?;
+        let filter = keys::TableFilter {
+            catalog: query.catalog.as_deref(),
+            schema: query.db_schema.as_deref(),
+            table: &query.table,
+        };
+        one_batch(keys::foreign_keys(self.sessions.engine(), &filter, keys::Side::Referenced).await)
     }
 
     async fn get_flight_info_xdbc_type_info(

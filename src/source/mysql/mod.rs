@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use crate::error::Result;
 use crate::source::builders::DecodeError;
 use crate::source::cells::{BatchBuilder, Cell};
-use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
+use crate::source::discovery::{
+    DiscoveredColumn, TableCollector, TableColumnRow, attach_constraints, read_constraint_rows,
+};
 use crate::source::remote_cancel::{CancelVia, RemoteCancel};
 use crate::source::retry::with_backoff;
 use crate::source::{
@@ -130,10 +132,11 @@ async fn prepare_session(
     Ok(())
 }
 
-/// The discovery query for `patterns` database names or patterns (`LIKE` patterns, bound).
-fn discover_query(patterns: usize) -> String {
+/// `query` (`DISCOVER` or `CONSTRAINTS`) for `patterns` database names or patterns
+/// (`LIKE` patterns, bound once per `{schemas}`).
+fn discover_query(query: &str, patterns: usize) -> String {
     let matches = vec!["c.TABLE_SCHEMA LIKE ? ESCAPE '!'"; patterns].join(" OR ");
-    DISCOVER.replace("{schemas}", &format!("({matches})"))
+    query.replace("{schemas}", &format!("({matches})"))
 }
 
 /// A database name or a pattern with `*` as a `LIKE` pattern that escapes with `!`.
@@ -172,6 +175,32 @@ WHERE c.TABLE_SCHEMA NOT IN ('information_schema', 'mysql', 'performance_schema'
   AND {schemas}
 ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION";
 
+/// Keys, constraints and indexes: one row per column. A foreign key's own index is listed
+/// too, as an index of the same name. A unique index on a column prefix still makes the
+/// whole column unique. Functional indexes name no column and are left out.
+const CONSTRAINTS: &str = r"
+SELECT CAST(c.TABLE_SCHEMA AS CHAR) AS table_schema, CAST(c.TABLE_NAME AS CHAR) AS table_name,
+       CAST(c.INDEX_NAME AS CHAR) AS constraint_name,
+       CAST(CASE WHEN c.INDEX_NAME = 'PRIMARY' THEN 'PRIMARY KEY'
+                 WHEN c.NON_UNIQUE = 0 THEN 'UNIQUE' ELSE 'INDEX' END AS CHAR) AS constraint_type,
+       CAST(c.COLUMN_NAME AS CHAR) AS column_name,
+       CAST(c.SEQ_IN_INDEX AS SIGNED) AS ordinal_position,
+       CAST(NULL AS CHAR) AS referenced_schema, CAST(NULL AS CHAR) AS referenced_table,
+       CAST(NULL AS CHAR) AS referenced_column
+FROM information_schema.STATISTICS c
+WHERE c.COLUMN_NAME IS NOT NULL
+  AND c.TABLE_SCHEMA NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys')
+  AND {schemas}
+UNION ALL
+SELECT CAST(c.TABLE_SCHEMA AS CHAR), CAST(c.TABLE_NAME AS CHAR), CAST(c.CONSTRAINT_NAME AS CHAR),
+       CAST('FOREIGN KEY' AS CHAR), CAST(c.COLUMN_NAME AS CHAR), CAST(c.ORDINAL_POSITION AS SIGNED),
+       CAST(c.REFERENCED_TABLE_SCHEMA AS CHAR), CAST(c.REFERENCED_TABLE_NAME AS CHAR),
+       CAST(c.REFERENCED_COLUMN_NAME AS CHAR)
+FROM information_schema.KEY_COLUMN_USAGE c
+WHERE c.REFERENCED_TABLE_NAME IS NOT NULL
+  AND c.TABLE_SCHEMA NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys')
+  AND {schemas}";
+
 #[async_trait]
 impl Source for MySqlSource {
     async fn test(&self) -> Result<TestOutcome> {
@@ -198,19 +227,27 @@ impl Source for MySqlSource {
     }
 
     async fn discover(&self) -> Result<Vec<TableRecord>> {
-        let rows = with_backoff("discovering MySQL tables", self.retry_budget, || async {
-            self.probe_if_idle().await?;
-            // Only placeholders are spliced in; the patterns are bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(discover_query(self.schemas.len())));
-            for schema in &self.schemas {
-                query = query.bind(like_pattern(schema));
-            }
-            query
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.endpoint.classify(&e))
-        })
-        .await?;
+        let (rows, constraint_rows) =
+            with_backoff("discovering MySQL tables", self.retry_budget, || async {
+                self.probe_if_idle().await?;
+                let classify = |e: sqlx::Error| self.endpoint.classify(&e);
+                let mut conn = self.pool.acquire().await.map_err(classify)?;
+                let mut results = Vec::new();
+                for (text, uses) in [(DISCOVER, 1), (CONSTRAINTS, 2)] {
+                    // Only placeholders are spliced in; the patterns are bound.
+                    let sql = discover_query(text, self.schemas.len());
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for _ in 0..uses {
+                        for schema in &self.schemas {
+                            query = query.bind(like_pattern(schema));
+                        }
+                    }
+                    results.push(query.fetch_all(&mut *conn).await.map_err(classify)?);
+                }
+                let constraints = results.pop().unwrap_or_default();
+                Ok((results.pop().unwrap_or_default(), constraints))
+            })
+            .await?;
         let mut tables = TableCollector::default();
         for row in &rows {
             let read = || -> std::result::Result<_, sqlx::Error> {
@@ -253,7 +290,11 @@ impl Source for MySqlSource {
                 },
             );
         }
-        Ok(tables.finish())
+        let mut tables = tables.finish();
+        let constraints =
+            read_constraint_rows(&constraint_rows).map_err(|e| self.endpoint.classify(&e))?;
+        attach_constraints(&mut tables, constraints);
+        Ok(tables)
     }
 
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {

@@ -17,7 +17,9 @@ use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::mpsc;
 
 use crate::error::Result;
-use crate::source::discovery::{DiscoveredColumn, TableCollector, TableColumnRow};
+use crate::source::discovery::{
+    DiscoveredColumn, TableCollector, TableColumnRow, attach_constraints, read_constraint_rows,
+};
 use crate::source::remote_cancel::{CancelVia, RemoteCancel};
 use crate::source::retry::with_backoff;
 use crate::source::{
@@ -139,6 +141,44 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
 ORDER BY 1, 2, a.attnum";
 
+/// Keys, constraints and indexes: one row per column. An index that backs a constraint is
+/// the constraint; an expression index is left out (it names no column), and a partial
+/// unique index is a plain index (it makes only some rows unique).
+const CONSTRAINTS: &str = r"
+SELECT n.nspname::text AS table_schema, c.relname::text AS table_name,
+       con.conname::text AS constraint_name,
+       CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' WHEN 'u' THEN 'UNIQUE'
+                        ELSE 'FOREIGN KEY' END AS constraint_type,
+       a.attname::text AS column_name, k.ord AS ordinal_position,
+       rn.nspname::text AS referenced_schema, rc.relname::text AS referenced_table,
+       ra.attname::text AS referenced_column
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+LEFT JOIN pg_attribute ra ON ra.attrelid = con.confrelid AND ra.attnum = con.confkey[k.ord]
+WHERE con.contype IN ('p', 'u', 'f') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+UNION ALL
+SELECT n.nspname::text, c.relname::text, ic.relname::text,
+       CASE WHEN i.indisunique AND i.indpred IS NULL THEN 'UNIQUE' ELSE 'INDEX' END,
+       a.attname::text, k.ord, NULL, NULL, NULL
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE k.ord <= i.indnkeyatts AND i.indexprs IS NULL AND NOT c.relispartition
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint con
+                  WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'";
+
 #[async_trait]
 impl Source for PgSource {
     async fn test(&self) -> Result<TestOutcome> {
@@ -164,15 +204,22 @@ impl Source for PgSource {
     }
 
     async fn discover(&self) -> Result<Vec<TableRecord>> {
-        let rows = with_backoff(
+        let (rows, constraint_rows) = with_backoff(
             "discovering PostgreSQL tables",
             self.retry_budget,
             || async {
                 self.probe_if_idle().await?;
-                sqlx::query(DISCOVER)
-                    .fetch_all(&self.pool)
+                let classify = |e: sqlx::Error| self.endpoint.classify(&e);
+                let mut conn = self.pool.acquire().await.map_err(classify)?;
+                let tables = sqlx::query(DISCOVER)
+                    .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| self.endpoint.classify(&e))
+                    .map_err(classify)?;
+                let constraints = sqlx::query(CONSTRAINTS)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(classify)?;
+                Ok((tables, constraints))
             },
         )
         .await?;
@@ -215,7 +262,11 @@ impl Source for PgSource {
                 },
             );
         }
-        Ok(tables.finish())
+        let mut tables = tables.finish();
+        let constraints =
+            read_constraint_rows(&constraint_rows).map_err(|e| self.endpoint.classify(&e))?;
+        attach_constraints(&mut tables, constraints);
+        Ok(tables)
     }
 
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {

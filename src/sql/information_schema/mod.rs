@@ -1,9 +1,10 @@
 //! `quarry.information_schema`: one view per file (`connections`, `tables` with cache
-//! state, `columns`), also reachable as `quarry.catalog.*`. Each is read from the metadata
+//! state, `columns`, `key_column_usage`), also reachable as `quarry.catalog.*`. Each is read from the metadata
 //! store when a query scans it. No config and no secret is ever shown.
 
 mod columns;
 mod connections;
+mod key_column_usage;
 mod tables;
 
 use std::fmt;
@@ -31,11 +32,18 @@ pub enum View {
     Tables,
     /// `columns`: one row per discovered column.
     Columns,
+    /// `key_column_usage`: one row per column of each discovered key, constraint and index.
+    KeyColumnUsage,
 }
 
 impl View {
     /// Every view.
-    pub const ALL: [View; 3] = [View::Connections, View::Tables, View::Columns];
+    pub const ALL: [View; 4] = [
+        View::Connections,
+        View::Tables,
+        View::Columns,
+        View::KeyColumnUsage,
+    ];
 
     /// The name a query uses.
     pub fn name(self) -> &'static str {
@@ -43,6 +51,7 @@ impl View {
             View::Connections => "connections",
             View::Tables => "tables",
             View::Columns => "columns",
+            View::KeyColumnUsage => "key_column_usage",
         }
     }
 
@@ -56,6 +65,7 @@ impl View {
             View::Connections => connections::schema(),
             View::Tables => tables::schema(),
             View::Columns => columns::schema(),
+            View::KeyColumnUsage => key_column_usage::schema(),
         }
     }
 
@@ -64,6 +74,7 @@ impl View {
             View::Connections => connections::rows(connections).await,
             View::Tables => tables::rows(connections).await,
             View::Columns => columns::rows(connections).await,
+            View::KeyColumnUsage => key_column_usage::rows(connections).await,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - an empty or all-NULL column maps by its declared type's affinity (INT → Int64,
 //!   REAL/FLOA/DOUB → Float64, BLOB → Binary, NUMERIC-like → Float64, else Utf8).
 
+mod constraints;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,7 @@ use tokio::sync::mpsc;
 use super::builders::DecodeError;
 use super::cells::{BatchBuilder, Cell};
 use super::describe::{Described, placeholders, unique_names};
-use super::discovery::{DiscoveredColumn, TableCollector};
+use super::discovery::{DiscoveredColumn, TableCollector, attach_constraints};
 use super::{
     Endpoint, FetchRequest, QueryRequest, ReadTarget, Source, SqliteConfig, TestOutcome,
     forward_batch,
@@ -141,9 +143,17 @@ impl Source for SqliteSource {
         .await
         .map_err(classify)?;
         let mut tables = TableCollector::default();
+        let mut constraint_rows = Vec::new();
         for object in &objects {
             let name: String = object.try_get("name").map_err(classify)?;
             let kind: String = object.try_get("type").map_err(classify)?;
+            if kind == "table" {
+                constraint_rows.extend(
+                    constraints::constraints(&self.pool, &name)
+                        .await
+                        .map_err(classify)?,
+                );
+            }
             let columns = sqlx::query(
                 "SELECT name, type, \"notnull\" AS not_null, cid FROM pragma_table_info($1) ORDER BY cid",
             )
@@ -205,7 +215,9 @@ impl Source for SqliteSource {
                 );
             }
         }
-        Ok(tables.finish())
+        let mut tables = tables.finish();
+        attach_constraints(&mut tables, constraint_rows);
+        Ok(tables)
     }
 
     async fn fetch(&self, request: &FetchRequest, sink: mpsc::Sender<RecordBatch>) -> Result<()> {
