@@ -16,6 +16,23 @@ URI = os.environ["QUARRY_FLIGHT_URI"]
 PASSWORD = os.environ["QUARRY_FLIGHT_PASSWORD"]
 
 
+def protobuf_string(field, text):
+    """One length-delimited protobuf field (lengths here stay under 128 bytes)."""
+    data = text.encode() if isinstance(text, str) else text
+    assert len(data) < 128
+    return bytes([field << 3 | 2, len(data)]) + data
+
+
+def flight_sql_command(name, catalog=None, db_schema=None, table=None):
+    """A Flight SQL keys command (catalog = 1, db_schema = 2, table = 3) wrapped in Any."""
+    body = b""
+    for field, value in ((1, catalog), (2, db_schema), (3, table)):
+        if value is not None:
+            body += protobuf_string(field, value)
+    url = "type.googleapis.com/arrow.flight.protocol.sql." + name
+    return protobuf_string(1, url) + protobuf_string(2, body)
+
+
 def connect(password=PASSWORD):
     return flightsql.connect(
         URI,
@@ -73,6 +90,27 @@ class Queries(unittest.TestCase):
         self.assertEqual(tables["items"]["table_type"], "TABLE")
         columns = [c["column_name"] for c in tables["items"]["table_columns"]]
         self.assertEqual(columns, ["id", "name", "price"])
+
+    def test_get_primary_keys_answers_from_discovery(self):
+        # The ADBC driver's GetObjects leaves table_constraints empty and never sends
+        # GetPrimaryKeys, so the command goes through pyarrow's Flight client as Flight SQL
+        # encodes it: a protobuf Any around CommandGetPrimaryKeys.
+        client = flight.FlightClient(URI)
+        options = flight.FlightCallOptions(
+            headers=[client.authenticate_basic_token("quarry", PASSWORD)]
+        )
+        descriptor = flight.FlightDescriptor.for_command(
+            flight_sql_command("CommandGetPrimaryKeys", catalog="pg", table="orders")
+        )
+        info = client.get_flight_info(descriptor, options)
+        keys = client.do_get(info.endpoints[0].ticket, options).read_all().to_pylist()
+        self.assertEqual(
+            [(k["table_name"], k["column_name"], k["key_name"], k["key_sequence"]) for k in keys],
+            [("orders", "id", "orders_pkey", 1), ("orders", "line", "orders_pkey", 2)],
+        )
+        # The ADBC connection sees the same table the keys belong to.
+        schema = self.conn.adbc_get_table_schema("orders", catalog_filter="pg")
+        self.assertEqual(schema.names[:2], ["id", "line"])
 
     def test_get_table_schema(self):
         schema = self.conn.adbc_get_table_schema("items", catalog_filter="pg", db_schema_filter="public")
