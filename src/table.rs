@@ -237,6 +237,53 @@ pub fn group_constraints(
     by_table
 }
 
+impl ConstraintColumn {
+    /// Reads one row with the columns `table_schema`, `table_name`, `constraint_name`,
+    /// `constraint_type`, `column_name`, `ordinal_position`, `referenced_schema`,
+    /// `referenced_table` and `referenced_column` (sources' constraint queries and the
+    /// store's table use these names); `None` for a kind Quarry does not keep.
+    pub fn read<R: sqlx::Row>(row: &R) -> std::result::Result<Option<Self>, sqlx::Error>
+    where
+        for<'a> &'a str: sqlx::ColumnIndex<R>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        let referenced: (Option<String>, Option<String>, Option<String>) = (
+            row.try_get("referenced_schema")?,
+            row.try_get("referenced_table")?,
+            row.try_get("referenced_column")?,
+        );
+        let Some(kind) = ConstraintKind::parse(&row.try_get::<String, _>("constraint_type")?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ConstraintColumn {
+            schema: row.try_get("table_schema")?,
+            table: row.try_get("table_name")?,
+            name: row.try_get("constraint_name")?,
+            kind,
+            column: row.try_get("column_name")?,
+            position: row.try_get("ordinal_position")?,
+            references: match referenced {
+                (Some(schema), Some(table), Some(column)) => Some((schema, table, column)),
+                _ => None,
+            },
+        }))
+    }
+
+    /// The referenced schema, table and column, each `None` when this is no foreign key.
+    pub fn referenced_parts(&self) -> (Option<String>, Option<String>, Option<String>) {
+        match &self.references {
+            Some((schema, table, column)) => (
+                Some(schema.clone()),
+                Some(table.clone()),
+                Some(column.clone()),
+            ),
+            None => (None, None, None),
+        }
+    }
+}
+
 impl Constraint {
     /// Its columns as rows of `schema.table`, as the store keeps them.
     pub fn column_rows(&self, schema: &str, table: &str) -> Vec<ConstraintColumn> {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::table::{
-    ColumnRecord, ConstraintColumn, ConstraintKind, TableRecord, group_constraints, schema_to_json,
+    ColumnRecord, ConstraintColumn, TableRecord, group_constraints, schema_to_json,
 };
 
 /// The columns every source's discovery query returns, whatever the database.
@@ -140,38 +140,6 @@ impl TableCollector {
     }
 }
 
-/// Reads one row of a constraint query (columns `table_schema`, `table_name`,
-/// `constraint_name`, `constraint_type`, `column_name`, `ordinal_position`,
-/// `referenced_schema`, `referenced_table`, `referenced_column`); `None` for a kind Quarry
-/// does not keep.
-fn read_constraint_row<R: sqlx::Row>(row: &R) -> Result<Option<ConstraintColumn>, sqlx::Error>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let referenced: (Option<String>, Option<String>, Option<String>) = (
-        row.try_get("referenced_schema")?,
-        row.try_get("referenced_table")?,
-        row.try_get("referenced_column")?,
-    );
-    let Some(kind) = ConstraintKind::parse(&row.try_get::<String, _>("constraint_type")?) else {
-        return Ok(None);
-    };
-    Ok(Some(ConstraintColumn {
-        schema: row.try_get("table_schema")?,
-        table: row.try_get("table_name")?,
-        name: row.try_get("constraint_name")?,
-        kind,
-        column: row.try_get("column_name")?,
-        position: row.try_get("ordinal_position")?,
-        references: match referenced {
-            (Some(schema), Some(table), Some(column)) => Some((schema, table, column)),
-            _ => None,
-        },
-    }))
-}
-
 /// Reads every row of a constraint query, keeping the kinds Quarry knows.
 pub fn read_constraint_rows<R: sqlx::Row>(rows: &[R]) -> Result<Vec<ConstraintColumn>, sqlx::Error>
 where
@@ -181,7 +149,7 @@ where
 {
     let mut read = Vec::with_capacity(rows.len());
     for row in rows {
-        read.extend(read_constraint_row(row)?);
+        read.extend(ConstraintColumn::read(row)?);
     }
     Ok(read)
 }
@@ -199,6 +167,7 @@ pub fn attach_constraints(tables: &mut [TableRecord], rows: Vec<ConstraintColumn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::ConstraintKind;
 
     fn row(
         table: &str,

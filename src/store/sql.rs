@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 use crate::secrets::SealedSecret;
 use crate::store::StoreUrl;
-use crate::table::{ConstraintColumn, ConstraintKind, TableRef, group_constraints};
+use crate::table::{ConstraintColumn, TableRef, group_constraints};
 
 /// A metadata store in a SQLite file or a PostgreSQL database.
 #[derive(Debug)]
@@ -149,27 +149,7 @@ impl SqlStore {
             }
             let mut constraint_columns = Vec::new();
             for row in query.fetch_all(&self.pool).await? {
-                let kind: String = row.try_get("constraint_type")?;
-                let kind = ConstraintKind::parse(&kind).ok_or_else(|| {
-                    sqlx::Error::Decode(format!("unknown constraint type '{kind}'").into())
-                })?;
-                let referenced: (Option<String>, Option<String>, Option<String>) = (
-                    row.try_get("referenced_schema")?,
-                    row.try_get("referenced_table")?,
-                    row.try_get("referenced_column")?,
-                );
-                constraint_columns.push(ConstraintColumn {
-                    schema: row.try_get("table_schema")?,
-                    table: row.try_get("table_name")?,
-                    name: row.try_get("constraint_name")?,
-                    kind,
-                    column: row.try_get("column_name")?,
-                    position: row.try_get("ordinal_position")?,
-                    references: match referenced {
-                        (Some(schema), Some(table), Some(column)) => Some((schema, table, column)),
-                        _ => None,
-                    },
-                });
+                constraint_columns.extend(ConstraintColumn::read(&row)?);
             }
             let mut constraints = group_constraints(constraint_columns);
             let mut query = sqlx::query(AssertSqlSafe(format!(
@@ -668,12 +648,7 @@ impl MetadataStore for SqlStore {
                 .await?;
                 for constraint in &table.constraints {
                     for row in constraint.column_rows(&table.schema, &table.name) {
-                        let (ref_schema, ref_table, ref_column) = match row.references {
-                            Some((schema, table, column)) => {
-                                (Some(schema), Some(table), Some(column))
-                            }
-                            None => (None, None, None),
-                        };
+                        let (ref_schema, ref_table, ref_column) = row.referenced_parts();
                         sqlx::query(
                             "INSERT INTO source_constraints (connection_id, table_schema,
                                  table_name, constraint_type, constraint_name, ordinal_position,

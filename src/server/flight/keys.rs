@@ -25,7 +25,16 @@ pub struct TableFilter<'a> {
     pub table: &'a str,
 }
 
-impl TableFilter<'_> {
+impl<'a> TableFilter<'a> {
+    /// The filter of a keys command's `catalog`, `db_schema` and `table` fields.
+    pub fn new(catalog: &'a Option<String>, schema: &'a Option<String>, table: &'a str) -> Self {
+        TableFilter {
+            catalog: catalog.as_deref(),
+            schema: schema.as_deref(),
+            table,
+        }
+    }
+
     fn matches(&self, catalog: &str, schema: &str, table: &str) -> bool {
         self.catalog.is_none_or(|c| c == catalog)
             && self.schema.is_none_or(|s| s == schema)

@@ -540,11 +540,7 @@ impl FlightSqlService for QuarryFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.client(&request)?;
-        let filter = keys::TableFilter {
-            catalog: query.catalog.as_deref(),
-            schema: query.db_schema.as_deref(),
-            table: &query.table,
-        };
+        let filter = keys::TableFilter::new(&query.catalog, &query.db_schema, &query.table);
         one_batch(keys::primary_keys(self.sessions.engine(), &filter).await)
     }
 
@@ -562,11 +558,7 @@ impl FlightSqlService for QuarryFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.client(&request)?;
-        let filter = keys::TableFilter {
-            catalog: query.catalog.as_deref(),
-            schema: query.db_schema.as_deref(),
-            table: &query.table,
-        };
+        let filter = keys::TableFilter::new(&query.catalog, &query.db_schema, &query.table);
         one_batch(
             keys::foreign_keys(self.sessions.engine(), &filter, keys::Side::Referencing).await,
         )
@@ -586,11 +578,7 @@ impl FlightSqlService for QuarryFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.client(&request)?;
-        let filter = keys::TableFilter {
-            catalog: query.catalog.as_deref(),
-            schema: query.db_schema.as_deref(),
-            table: &query.table,
-        };
+        let filter = keys::TableFilter::new(&query.catalog, &query.db_schema, &query.table);
         one_batch(keys::foreign_keys(self.sessions.engine(), &filter, keys::Side::Referenced).await)
     }
 

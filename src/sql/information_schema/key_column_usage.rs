@@ -32,10 +32,7 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
         for t in connections.tables(&c).await? {
             for constraint in &t.constraints {
                 for row in constraint.column_rows(&t.schema, &t.name) {
-                    let (ref_schema, ref_table, ref_column) = match row.references {
-                        Some((schema, table, column)) => (Some(schema), Some(table), Some(column)),
-                        None => (None, None, None),
-                    };
+                    let (ref_schema, ref_table, ref_column) = row.referenced_parts();
                     let values = [
                         Some(c.name.to_string()),
                         Some(row.schema),
