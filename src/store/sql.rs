@@ -608,15 +608,17 @@ impl MetadataStore for SqlStore {
                 .bind(table.fetch_count)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "DELETE FROM source_columns
-                     WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
-                )
-                .bind(id.as_str())
-                .bind(&table.schema)
-                .bind(&table.name)
-                .execute(&mut *tx)
-                .await?;
+                for discovered in ["source_columns", "source_constraints"] {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DELETE FROM {discovered}
+                         WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3"
+                    )))
+                    .bind(id.as_str())
+                    .bind(&table.schema)
+                    .bind(&table.name)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 for column in &table.columns {
                     sqlx::query(
                         "INSERT INTO source_columns (connection_id, table_schema, table_name,
@@ -637,15 +639,6 @@ impl MetadataStore for SqlStore {
                     .execute(&mut *tx)
                     .await?;
                 }
-                sqlx::query(
-                    "DELETE FROM source_constraints
-                     WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
-                )
-                .bind(id.as_str())
-                .bind(&table.schema)
-                .bind(&table.name)
-                .execute(&mut *tx)
-                .await?;
                 for constraint in &table.constraints {
                     for row in constraint.column_rows(&table.schema, &table.name) {
                         let (ref_schema, ref_table, ref_column) = row.referenced_parts();

@@ -4,10 +4,10 @@
 
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::json;
-use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
+use sqlx::Connection;
 
 use crate::render::value_text;
-use crate::support::{Backend, Kind, MySqlSourceFixture, PgSourceFixture};
+use crate::support::{Backend, Kind, MySqlSourceFixture, PgSourceFixture, sqlite_source};
 
 /// Every row of the view for `connection`, cells joined with `|` (NULL as empty), with
 /// names SQLite generates (`sqlite_autoindex_…`) shown as `auto`.
@@ -127,11 +127,8 @@ async fn mysql_keys_constraints_and_indexes_are_discovered() {
 #[tokio::test]
 async fn sqlite_keys_constraints_and_indexes_are_discovered() {
     let backend = Backend::new(Kind::Sqlite).await;
-    let path = backend.data_dir().join("keys.db");
-    let mut source = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
-    sqlx::raw_sql(AssertSqlSafe(
+    let (path, source) = sqlite_source(
+        backend.data_dir(),
         "CREATE TABLE parent (a INTEGER, b INTEGER, code TEXT NOT NULL UNIQUE,
              PRIMARY KEY (a, b));
          CREATE TABLE child (id INTEGER PRIMARY KEY, pa INTEGER, pb INTEGER, note TEXT,
@@ -140,12 +137,9 @@ async fn sqlite_keys_constraints_and_indexes_are_discovered() {
          CREATE INDEX child_note ON child (note, pa);
          CREATE INDEX child_lower ON child (lower(note));
          CREATE UNIQUE INDEX child_some ON child (pb) WHERE pb > 0;
-         CREATE VIEW v AS SELECT * FROM parent;"
-            .to_owned(),
-    ))
-    .execute(&mut source)
-    .await
-    .unwrap();
+         CREATE VIEW v AS SELECT * FROM parent;",
+    )
+    .await;
     source.close().await.unwrap();
     let engine = backend.engine().await;
     engine

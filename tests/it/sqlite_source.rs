@@ -3,22 +3,10 @@
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde_json::json;
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Row};
 
 use crate::render::value_text;
-use crate::support::{Backend, Kind, read_parquet};
-
-async fn source_file(dir: &std::path::Path, sql: &str) -> (String, SqliteConnection) {
-    let path = dir.join("source.db");
-    let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
-    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    (path.display().to_string(), conn)
-}
+use crate::support::{Backend, Kind, read_parquet, sqlite_source as source_file};
 
 const MIXED: &str = r"
 CREATE TABLE mixed (

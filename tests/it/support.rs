@@ -149,6 +149,20 @@ impl Backend {
 }
 
 /// A SQLite file the tests can point a sqlite connection at.
+/// A SQLite database `source.db` in `dir` made by `sql`: its path, and a session on it.
+pub async fn sqlite_source(dir: &Path, sql: &str) -> (String, sqlx::SqliteConnection) {
+    let path = dir.join("source.db");
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    (path.display().to_string(), conn)
+}
+
 pub fn sqlite_file(dir: &Path) -> String {
     let path = dir.join("source.db");
     std::fs::write(&path, b"").unwrap();

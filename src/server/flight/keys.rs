@@ -42,10 +42,15 @@ impl<'a> TableFilter<'a> {
     }
 }
 
-/// Every connection's discovered tables, with the connection's name (its catalog).
-async fn tables(engine: &Engine) -> Result<Vec<(String, TableRecord)>> {
+/// The discovered tables of every connection `catalog` allows, with the connection's name
+/// (its catalog). A foreign key references its own connection's tables, so both sides of
+/// every key are here.
+async fn tables(engine: &Engine, catalog: Option<&str>) -> Result<Vec<(String, TableRecord)>> {
     let mut all = Vec::new();
     for connection in engine.connections().await? {
+        if catalog.is_some_and(|c| c != connection.name.as_str()) {
+            continue;
+        }
         for table in engine.tables(&connection).await? {
             all.push((connection.name.to_string(), table));
         }
@@ -88,7 +93,7 @@ pub fn foreign_keys_schema() -> Schema {
 pub async fn primary_keys(engine: &Engine, filter: &TableFilter<'_>) -> Result<RecordBatch> {
     let mut rows: Vec<[String; 5]> = Vec::new();
     let mut sequence = Vec::new();
-    for (catalog, table) in tables(engine).await? {
+    for (catalog, table) in tables(engine, filter.catalog).await? {
         if !filter.matches(&catalog, &table.schema, &table.name) {
             continue;
         }
@@ -137,7 +142,7 @@ pub async fn foreign_keys(
     filter: &TableFilter<'_>,
     side: Side,
 ) -> Result<RecordBatch> {
-    let all = tables(engine).await?;
+    let all = tables(engine, filter.catalog).await?;
     // (pk catalog, schema, table, column, fk catalog, schema, table, column, fk name, pk name)
     let mut rows: Vec<[Option<String>; 10]> = Vec::new();
     let mut sequence = Vec::new();

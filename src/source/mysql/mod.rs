@@ -232,20 +232,17 @@ impl Source for MySqlSource {
                 self.probe_if_idle().await?;
                 let classify = |e: sqlx::Error| self.endpoint.classify(&e);
                 let mut conn = self.pool.acquire().await.map_err(classify)?;
-                let mut results = Vec::new();
-                for (text, uses) in [(DISCOVER, 1), (CONSTRAINTS, 2)] {
-                    // Only placeholders are spliced in; the patterns are bound.
+                // Only placeholders are spliced in; the patterns are bound, once per use.
+                let mut fetch = async |text: &str, uses: usize| {
                     let sql = discover_query(text, self.schemas.len());
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for _ in 0..uses {
-                        for schema in &self.schemas {
-                            query = query.bind(like_pattern(schema));
-                        }
+                    for schema in std::iter::repeat_n(&self.schemas, uses).flatten() {
+                        query = query.bind(like_pattern(schema));
                     }
-                    results.push(query.fetch_all(&mut *conn).await.map_err(classify)?);
-                }
-                let constraints = results.pop().unwrap_or_default();
-                Ok((results.pop().unwrap_or_default(), constraints))
+                    query.fetch_all(&mut *conn).await.map_err(classify)
+                };
+                let tables = fetch(DISCOVER, 1).await?;
+                Ok((tables, fetch(CONSTRAINTS, 2).await?))
             })
             .await?;
         let mut tables = TableCollector::default();

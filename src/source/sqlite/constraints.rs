@@ -8,10 +8,12 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::table::{ConstraintColumn, ConstraintKind};
 
-/// The constraint rows of `table`.
+/// The constraint rows of `table`, whose primary key discovery read already (`key`, its
+/// columns in key order).
 pub(super) async fn constraints(
     pool: &SqlitePool,
     table: &str,
+    key: Vec<String>,
 ) -> Result<Vec<ConstraintColumn>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let mut rows = Vec::new();
@@ -25,7 +27,6 @@ pub(super) async fn constraints(
         references: None,
     };
 
-    let key = primary_key(&mut conn, table).await?;
     let key_name = format!("{table}_pkey");
     for (i, column) in key.into_iter().enumerate() {
         rows.push(row(

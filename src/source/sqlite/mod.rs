@@ -147,20 +147,33 @@ impl Source for SqliteSource {
         for object in &objects {
             let name: String = object.try_get("name").map_err(classify)?;
             let kind: String = object.try_get("type").map_err(classify)?;
-            if kind == "table" {
-                constraint_rows.extend(
-                    constraints::constraints(&self.pool, &name)
-                        .await
-                        .map_err(classify)?,
-                );
-            }
             let columns = sqlx::query(
-                "SELECT name, type, \"notnull\" AS not_null, cid FROM pragma_table_info($1) ORDER BY cid",
+                "SELECT name, type, \"notnull\" AS not_null, pk, cid FROM pragma_table_info($1) ORDER BY cid",
             )
             .bind(&name)
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
+            if kind == "table" {
+                // `pk` is the column's 1-based place in the primary key, 0 outside it.
+                let mut key = Vec::new();
+                for column in &columns {
+                    let place: i64 = column.try_get("pk").map_err(classify)?;
+                    if place > 0 {
+                        key.push((
+                            place,
+                            column.try_get::<String, _>("name").map_err(classify)?,
+                        ));
+                    }
+                }
+                key.sort();
+                let key = key.into_iter().map(|(_, column)| column).collect();
+                constraint_rows.extend(
+                    constraints::constraints(&self.pool, &name, key)
+                        .await
+                        .map_err(classify)?,
+                );
+            }
             let mut probes = vec!["count(*) AS row_count".to_owned()];
             for (i, column) in columns.iter().enumerate() {
                 let c = quote_ident(&column.try_get::<String, _>("name").map_err(classify)?);
