@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::refresh::RefreshSettings;
 
 /// Where a table's rows come from when a query reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,15 +137,20 @@ pub fn parse_bytes(value: &Value, key: &str) -> std::result::Result<u64, String>
 }
 
 /// A table's own options, set with `set_table_options` and kept across discoveries.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TableOptions {
     /// Overrides the connection's mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<AccessMode>,
+    /// Overrides the connection's refresh settings.
+    #[serde(flatten)]
+    pub refresh: RefreshSettings,
 }
 
 impl TableOptions {
-    const KEYS: &'static [&'static str] = &["mode"];
+    fn keys() -> Vec<&'static str> {
+        [&["mode"], RefreshSettings::TABLE_KEYS].concat()
+    }
 
     /// `self` changed by `patch`, a JSON object: a key set to `null` is removed.
     pub fn patched(&self, patch: &Value) -> Result<Self> {
@@ -161,13 +167,16 @@ impl TableOptions {
                 "mode" if value.is_null() => options.mode = None,
                 "mode" => options.mode = Some(parse_mode(value, "mode").map_err(bad)?),
                 other => {
-                    let keys: Vec<String> = Self::KEYS.iter().map(|k| k.to_string()).collect();
+                    if options.refresh.set(other, value).map_err(bad)? {
+                        continue;
+                    }
+                    let keys: Vec<String> = Self::keys().iter().map(|k| k.to_string()).collect();
                     let hint = crate::suggest::closest(other, keys.iter())
                         .map(|k| format!(" (did you mean '{k}'?)"))
                         .unwrap_or_default();
                     return Err(bad(format!(
                         "unknown key '{other}'{hint}; valid keys: {}",
-                        Self::KEYS.join(", ")
+                        Self::keys().join(", ")
                     )));
                 }
             }

@@ -63,6 +63,15 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// A cached table's base and delta files were merged into one file, as a new version.
+    CacheCompacted {
+        /// Which table.
+        table: TableName,
+        /// The files merged.
+        files: usize,
+        /// The new version.
+        version: i64,
+    },
 }
 
 /// A table as an event shows it: which table, and its connection's name when the event

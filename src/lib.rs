@@ -18,6 +18,7 @@ mod engine;
 pub mod error;
 pub mod events;
 pub mod id;
+pub mod refresh;
 #[cfg(feature = "cli")]
 pub mod repl;
 pub mod secrets;

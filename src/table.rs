@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::Schema;
 use crate::access::TableOptions;
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
+use crate::refresh::RefreshStatus;
 
 /// A table of a connection: how the store, the cache, events and fetches name it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,6 +68,8 @@ pub struct TableRecord {
     pub columns: Vec<ColumnRecord>,
     /// Its primary key, unique constraints, foreign keys and indexes, as discovered.
     pub constraints: Vec<Constraint>,
+    /// What its last refresh did, and its last refresh error.
+    pub refresh: RefreshStatus,
 }
 
 impl TableRecord {
@@ -306,18 +309,21 @@ impl Constraint {
     }
 }
 
-/// One immutable, versioned Parquet file holding a full copy of a source table.
+/// One immutable, versioned copy of a source table: a base Parquet file, plus the delta
+/// files `append` refreshes added since (a later version may share earlier versions' files).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheEntry {
     /// The table it copies.
     pub table: TableRef,
     /// Version, increasing per table.
     pub version: i64,
-    /// File path relative to the data dir.
+    /// The base file's path, relative to the data dir.
     pub path: String,
-    /// Rows in the file.
+    /// Delta files' paths, relative to the data dir, oldest first.
+    pub deltas: Vec<String>,
+    /// Rows in all its files.
     pub row_count: i64,
-    /// File size in bytes.
+    /// Size of all its files, in bytes.
     pub byte_size: i64,
     /// Arrow schema of the file, serialized.
     pub arrow_schema: String,
@@ -325,6 +331,13 @@ pub struct CacheEntry {
     pub fetched_at: DateTime<Utc>,
     /// False once a newer version replaced it (kept until readers are done).
     pub is_current: bool,
+}
+
+impl CacheEntry {
+    /// Its files, relative to the data dir: the base, then the deltas.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.path.as_str()).chain(self.deltas.iter().map(String::as_str))
+    }
 }
 
 /// Serializes an Arrow schema for the store.

@@ -10,11 +10,14 @@ use chrono::Utc;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 
+use super::incremental::IncrementalPlan;
 use super::{CACHE_DIR, CacheState, FetchMode};
 use super::{remove_file_logged, writer};
+use crate::connection::SourceType;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
-use crate::source::{FetchRequest, Source};
+use crate::refresh::{RefreshKind, RefreshSettings, Refreshed};
+use crate::source::{CursorFilter, FetchRequest, Source};
 use crate::store::MetadataStore;
 use crate::table::{CacheEntry, TableRecord, schema_from_json};
 
@@ -33,6 +36,7 @@ fn path_component(name: &str) -> String {
 }
 
 /// One fetch of one table, owning everything it needs so it can outlive its requester.
+#[derive(Clone)]
 pub(super) struct FetchJob {
     pub(super) data_dir: PathBuf,
     pub(super) store: Arc<dyn MetadataStore>,
@@ -42,6 +46,10 @@ pub(super) struct FetchJob {
     pub(super) table: TableRecord,
     pub(super) source: Arc<dyn Source>,
     pub(super) mode: FetchMode,
+    /// The table's refresh settings (its own over its connection's).
+    pub(super) settings: RefreshSettings,
+    /// Its connection's kind, for what incremental refreshes may send it.
+    pub(super) source_type: SourceType,
 }
 
 /// Deletes the temp file unless the fetch published it. The file is created before the
@@ -58,6 +66,32 @@ impl Drop for TempFile {
     }
 }
 
+/// A file being written for a new version: its temp path, final path and relative path.
+pub(super) struct NewFile {
+    pub(super) relative: String,
+    pub(super) final_path: PathBuf,
+    temp: TempFile,
+    dir: PathBuf,
+}
+
+impl NewFile {
+    /// The temp file's path, to read it back before it is committed or dropped.
+    pub(super) fn temp_path(&self) -> PathBuf {
+        self.temp.0.clone().expect("not committed yet")
+    }
+
+    /// Renames the finished temp file to its final name; returns its size.
+    pub(super) fn commit(mut self) -> Result<u64> {
+        let temp = self.temp.0.take().expect("a new file is committed once");
+        std::fs::rename(&temp, &self.final_path)
+            .map_err(Error::io("cannot publish the cache file", &self.final_path))?;
+        sync_dir(&self.dir);
+        Ok(std::fs::metadata(&self.final_path)
+            .map_err(Error::io("cannot read the cache file", &self.final_path))?
+            .len())
+    }
+}
+
 impl FetchJob {
     pub(super) async fn run(self) -> Result<CacheEntry> {
         if self.mode == FetchMode::Ensure
@@ -71,7 +105,7 @@ impl FetchJob {
             row_estimate: self.table.row_estimate,
         });
         let start = Instant::now();
-        let result = self.fetch_and_publish(&label).await;
+        let result = self.refresh(&label, start).await;
         match &result {
             Ok(entry) => self.events.send(Event::FetchFinished {
                 table: self.name.clone(),
@@ -79,15 +113,54 @@ impl FetchJob {
                 bytes: entry.byte_size as u64,
                 elapsed: start.elapsed(),
             }),
-            Err(e) => self.events.send(Event::FetchFailed {
-                table: self.name.clone(),
-                error: e.to_string(),
-            }),
+            Err(e) => {
+                if let Err(record) = self
+                    .store
+                    .record_refresh_error(&self.name.table, &e.to_string())
+                    .await
+                {
+                    tracing::warn!(table = %label, error = %record, "could not record a failed refresh");
+                }
+                self.events.send(Event::FetchFailed {
+                    table: self.name.clone(),
+                    error: e.to_string(),
+                })
+            }
         }
         result
     }
 
-    async fn fetch_and_publish(&self, label: &str) -> Result<CacheEntry> {
+    /// A refresh of the kind the table's settings ask for: incremental when it has a copy to
+    /// add to and no full refresh is due, else a whole fetch.
+    async fn refresh(&self, label: &str, start: Instant) -> Result<CacheEntry> {
+        let _writing = self.state.writer(&self.name.table).lock_owned().await;
+        let plan = match self.mode {
+            FetchMode::Refresh => {
+                IncrementalPlan::new(&self.settings, &self.table, self.source_type, label)?
+            }
+            _ => None,
+        };
+        if let Some(plan) = &plan
+            && let Some(current) = self.store.current_cache_entry(&self.name.table).await?
+        {
+            let status = self
+                .store
+                .table(&self.name.table)
+                .await?
+                .map(|t| t.refresh)
+                .unwrap_or_default();
+            let due = plan.full_every.as_ref().is_some_and(|every| {
+                every.due(status.since_full, status.full_at, chrono::Utc::now())
+            });
+            if !due {
+                return super::incremental::refresh(self, plan, current, label, start).await;
+            }
+        }
+        self.fetch_and_publish(label, start).await
+    }
+
+    /// The table's stored Arrow schema.
+    pub(super) fn schema(&self, label: &str) -> Result<(SchemaRef, &str)> {
         let stored = self
             .table
             .arrow_schema
@@ -96,90 +169,166 @@ impl FetchJob {
                 table: label.to_owned(),
                 message: "the table has no stored schema; run discovery again".into(),
             })?;
-        let schema: SchemaRef = Arc::new(schema_from_json(stored, label)?);
+        Ok((Arc::new(schema_from_json(stored, label)?), stored))
+    }
+
+    /// Creates the temp file of `name` (a file name) in the table's cache folder.
+    pub(super) fn new_file(&self, name: &str) -> Result<(NewFile, std::fs::File)> {
         let table = &self.name.table;
-        let version = self.store.next_cache_version(table).await?;
         let relative = PathBuf::from(CACHE_DIR)
             .join(table.connection_id.as_str())
             .join(path_component(&table.schema))
             .join(path_component(&table.table));
         let dir = self.data_dir.join(&relative);
         std::fs::create_dir_all(&dir).map_err(Error::io("cannot create the cache folder", &dir))?;
-        let file_name = format!("{version}.parquet");
-        let final_path = dir.join(&file_name);
-        let temp_path = dir.join(format!(".{file_name}.{}{TEMP_SUFFIX}", nanoid::nanoid!(10)));
+        let final_path = dir.join(name);
+        let temp_path = dir.join(format!(".{name}.{}{TEMP_SUFFIX}", nanoid::nanoid!(10)));
         let file = std::fs::File::create_new(&temp_path)
             .map_err(Error::io("cannot create the cache file", &temp_path))?;
-        let mut temp = TempFile(Some(temp_path.clone()));
+        Ok((
+            NewFile {
+                relative: relative.join(name).to_string_lossy().into_owned(),
+                final_path,
+                temp: TempFile(Some(temp_path)),
+                dir,
+            },
+            file,
+        ))
+    }
 
-        let request = FetchRequest {
-            table: table.clone(),
+    /// The request that fetches the table's rows (those `filter` selects, or all).
+    pub(super) fn request(
+        &self,
+        label: &str,
+        schema: &SchemaRef,
+        filter: Option<CursorFilter>,
+    ) -> FetchRequest {
+        FetchRequest {
+            table: self.name.table.clone(),
             label: label.to_owned(),
-            arrow_schema: Arc::clone(&schema),
+            arrow_schema: Arc::clone(schema),
             source_types: self
                 .table
                 .columns
                 .iter()
                 .map(|c| c.source_type.clone())
                 .collect(),
-        };
+            filter,
+        }
+    }
+
+    /// Streams the rows of `request` from the source into `file`; returns the row count.
+    pub(super) async fn fetch_into(
+        &self,
+        file: std::fs::File,
+        target: &NewFile,
+        request: &FetchRequest,
+    ) -> Result<u64> {
         let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
         let events = self.events.clone();
         let name = self.name.clone();
-        let write_path = temp_path.clone();
-        let writer = tokio::task::spawn_blocking(move || {
+        let writer =
+            self.spawn_writer(file, target, &request.arrow_schema, receiver, move |rows| {
+                events.send(Event::FetchProgress {
+                    table: name.clone(),
+                    rows,
+                });
+            });
+        let fetched = self.source.fetch(request, sender).await;
+        let written = writer.await.map_err(|e| Error::Fetch {
+            table: request.label.clone(),
+            message: format!("the Parquet writer stopped unexpectedly: {e}"),
+        })?;
+        fetched?;
+        written
+    }
+
+    /// Starts writing the batches `receiver` gets into `file` on a blocking thread.
+    pub(super) fn spawn_writer(
+        &self,
+        file: std::fs::File,
+        target: &NewFile,
+        schema: &SchemaRef,
+        receiver: mpsc::Receiver<datafusion::arrow::record_batch::RecordBatch>,
+        progress: impl Fn(u64) + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<u64>> {
+        let write_path = target.temp.0.clone().expect("not committed yet");
+        let schema = Arc::clone(schema);
+        tokio::task::spawn_blocking(move || {
             let mut last = 0;
             writer::write_parquet(file, &write_path, schema, receiver, |rows| {
                 if rows - last >= PROGRESS_EVERY {
                     last = rows;
-                    events.send(Event::FetchProgress {
-                        table: name.clone(),
-                        rows,
-                    });
+                    progress(rows);
                 }
             })
-        });
-        let fetched = self.source.fetch(&request, sender).await;
-        let written = writer.await.map_err(|e| Error::Fetch {
-            table: label.to_owned(),
-            message: format!("the Parquet writer stopped unexpectedly: {e}"),
-        })?;
-        fetched?;
-        let rows = written?;
+        })
+    }
 
-        std::fs::rename(&temp_path, &final_path)
-            .map_err(Error::io("cannot publish the cache file", &final_path))?;
-        temp.0 = None;
-        sync_dir(&dir);
-        let bytes = std::fs::metadata(&final_path)
-            .map_err(Error::io("cannot read the cache file", &final_path))?
-            .len();
-        let entry = CacheEntry {
-            table: table.clone(),
-            version,
-            path: relative.join(&file_name).to_string_lossy().into_owned(),
-            row_count: rows as i64,
-            byte_size: bytes as i64,
-            arrow_schema: stored.to_owned(),
-            // The store keeps microseconds; so does the returned entry.
-            fetched_at: chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros())
-                .unwrap_or_default(),
-            is_current: true,
-        };
-        let superseded = match self.store.publish_cache_entry(&entry).await {
+    /// Makes `entry` current (recording `refreshed` with it; `None` for a compaction, which
+    /// changes no rows) and retires the files of the
+    /// versions it replaces that it does not share.
+    pub(super) async fn publish(
+        &self,
+        entry: CacheEntry,
+        refreshed: Option<&Refreshed>,
+        new_file: Option<&Path>,
+    ) -> Result<CacheEntry> {
+        let superseded = match self.store.publish_cache_entry(&entry, refreshed).await {
             Ok(superseded) => superseded,
             Err(e) => {
-                remove_file_logged(&final_path);
+                if let Some(path) = new_file {
+                    remove_file_logged(path);
+                }
                 return Err(e);
             }
         };
         self.state.published(&entry);
         for old in superseded {
             self.store.delete_cache_entry(&old).await?;
-            self.state.retire(self.data_dir.join(&old.path));
+            self.state.retire_files(&self.data_dir, &old, Some(&entry));
         }
         Ok(entry)
     }
+
+    pub(super) async fn fetch_and_publish(
+        &self,
+        label: &str,
+        start: Instant,
+    ) -> Result<CacheEntry> {
+        let (schema, stored) = self.schema(label)?;
+        let version = self.store.next_cache_version(&self.name.table).await?;
+        let (target, file) = self.new_file(&format!("{version}.parquet"))?;
+        let request = self.request(label, &schema, None);
+        let rows = self.fetch_into(file, &target, &request).await?;
+        let relative = target.relative.clone();
+        let final_path = target.final_path.clone();
+        let bytes = target.commit()?;
+        let entry = CacheEntry {
+            table: self.name.table.clone(),
+            version,
+            path: relative,
+            deltas: Vec::new(),
+            row_count: rows as i64,
+            byte_size: bytes as i64,
+            arrow_schema: stored.to_owned(),
+            fetched_at: now_micros(),
+            is_current: true,
+        };
+        let refreshed = Refreshed {
+            kind: RefreshKind::Full,
+            rows: rows as i64,
+            duration: start.elapsed(),
+            at: entry.fetched_at,
+        };
+        self.publish(entry, Some(&refreshed), Some(&final_path))
+            .await
+    }
+}
+
+/// Now, to the microsecond the store keeps.
+pub(super) fn now_micros() -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap_or_default()
 }
 
 /// Makes a rename durable; failures only weaken crash safety, so they are logged.

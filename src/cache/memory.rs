@@ -114,6 +114,52 @@ impl ResidentFile {
     }
 }
 
+impl ResidentFile {
+    /// The files of one version read as one: batches in file order, ranges alongside.
+    fn concat(files: &[Arc<ResidentFile>]) -> Option<ResidentFile> {
+        use datafusion::arrow::compute::concat;
+        let first = files.first()?;
+        let per_column = |pick: fn(&ResidentFile) -> &Vec<Option<ArrayRef>>| {
+            (0..pick(first).len())
+                .map(|c| {
+                    let arrays = files
+                        .iter()
+                        .map(|f| pick(f)[c].as_deref())
+                        .collect::<Option<Vec<_>>>()?;
+                    concat(&arrays).ok()
+                })
+                .collect::<Vec<_>>()
+        };
+        let null_counts = (0..first.null_counts.len())
+            .map(|c| {
+                concat(
+                    &files
+                        .iter()
+                        .map(|f| f.null_counts[c].as_ref())
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .ok()?;
+        Some(ResidentFile {
+            batches: files
+                .iter()
+                .flat_map(|f| f.batches.iter().cloned())
+                .collect(),
+            mins: per_column(|f| &f.mins),
+            maxs: per_column(|f| &f.maxs),
+            null_counts,
+            row_counts: concat(
+                &files
+                    .iter()
+                    .map(|f| f.row_counts.as_ref())
+                    .collect::<Vec<_>>(),
+            )
+            .ok()?,
+        })
+    }
+}
+
 /// One column's range in one batch (nulls when it cannot be computed).
 struct ColumnRange {
     min: ScalarValue,
@@ -206,37 +252,58 @@ impl MemoryTier {
         }
     }
 
-    /// Starts decoding the leased file into memory unless it is resident, loading, or too
-    /// big; returns at once. The statement that asks keeps reading the file.
+    /// The decoded files of `lease`'s version as one, if every one is resident, marking them
+    /// as just read.
+    pub fn get_version(&self, lease: &CacheLease) -> Option<Arc<ResidentFile>> {
+        let files = lease
+            .paths()
+            .iter()
+            .map(|p| self.get(p))
+            .collect::<Option<Vec<_>>>()?;
+        match files.as_slice() {
+            [one] => Some(Arc::clone(one)),
+            many => ResidentFile::concat(many).map(Arc::new),
+        }
+    }
+
+    /// Starts decoding the leased files into memory unless resident, loading, or too big;
+    /// returns at once. The statement that asks keeps reading the files.
     pub fn load_in_background(
         self: &Arc<Self>,
         lease: &CacheLease,
         schema: SchemaRef,
         table: TableName,
     ) {
-        if let Some(load) = self.start_load(lease, schema, table) {
-            tokio::spawn(load);
+        for path in lease.paths() {
+            if let Some(load) = self.start_load(path, lease.paths(), schema.clone(), table.clone())
+            {
+                tokio::spawn(load);
+            }
         }
     }
 
-    /// Decodes the leased file into memory (or waits for the load under way) and returns
-    /// the bytes it holds, or `None` when the tier is off or the file does not fit.
+    /// Decodes the leased files into memory (or waits for the loads under way) and returns
+    /// the bytes they hold, or `None` when the tier is off or they do not fit.
     pub async fn load(
         self: &Arc<Self>,
         lease: &CacheLease,
         schema: SchemaRef,
         table: TableName,
     ) -> Option<u64> {
-        let path = lease.path();
-        // Spawned, so the load finishes even if this caller stops waiting.
-        if let Some(load) = self.start_load(lease, schema, table) {
-            tokio::spawn(load);
+        let mut total = 0;
+        for path in lease.paths() {
+            // Spawned, so the load finishes even if this caller stops waiting.
+            if let Some(load) = self.start_load(path, lease.paths(), schema.clone(), table.clone())
+            {
+                tokio::spawn(load);
+            }
+            let running = self.lock().loading.get(path).cloned();
+            total += match running {
+                Some(load) => load.await,
+                None => self.resident_bytes(path),
+            }?;
         }
-        let running = self.lock().loading.get(path).cloned();
-        match running {
-            Some(load) => load.await,
-            None => self.resident_bytes(path),
-        }
+        Some(total)
     }
 
     /// Registers a load of the leased file; returns it if this call started it. The file is
@@ -244,11 +311,12 @@ impl MemoryTier {
     /// readable even if the file is retired meanwhile, so a load never delays a deletion.
     fn start_load(
         self: &Arc<Self>,
-        lease: &CacheLease,
+        path: &Path,
+        version: &[PathBuf],
         schema: SchemaRef,
         table: TableName,
     ) -> Option<LoadFuture> {
-        let path = lease.path().to_owned();
+        let path = path.to_owned();
         let mut state = self.lock();
         if self.budget == 0
             || state.resident.contains_key(&path)
@@ -264,12 +332,12 @@ impl MemoryTier {
                 return None;
             }
         };
-        // Files of one table share a folder: an older version's copy (left by another process
-        // sharing the store, which refreshed the table) is of no more use.
+        // Files of one table share a folder: a file no longer in the version read (left by
+        // another process sharing the store, which refreshed the table) is of no more use.
         let older: Vec<PathBuf> = state
             .resident
             .keys()
-            .filter(|p| p.parent() == path.parent())
+            .filter(|p| p.parent() == path.parent() && !version.contains(p))
             .cloned()
             .collect();
         for old in older {
@@ -481,14 +549,15 @@ mod tests {
         .unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
-        let cache = Arc::new(CacheState {
-            readers: Mutex::default(),
-            retired: Mutex::default(),
-            memory: Arc::new(MemoryTier::new(0, Events::default())),
-            published: Mutex::default(),
-        });
+        let cache = Arc::new(CacheState::new(Arc::new(MemoryTier::new(
+            0,
+            Events::default(),
+        ))));
         cache.acquire(&path);
-        CacheLease { path, cache }
+        CacheLease {
+            paths: vec![path],
+            cache,
+        }
     }
 
     fn table(name: &str) -> TableName {
@@ -616,7 +685,9 @@ mod tests {
         assert_eq!(tier.used(), 0);
         assert!(tier.get(lease.path()).is_none());
         // Retired between the start of a load and its end: the copy is not kept.
-        let load = tier.start_load(&lease, schema(), table("a")).unwrap();
+        let load = tier
+            .start_load(lease.path(), lease.paths(), schema(), table("a"))
+            .unwrap();
         tier.remove(lease.path());
         assert_eq!(load.await, None);
         assert_eq!(tier.used(), 0);

@@ -3,9 +3,13 @@
 //! (single flight), purges, the freshness rule and start-up clean-up. A fetch itself (temp
 //! file, write, fsync, rename, publish) is in `fetch`; decoded copies in `memory`.
 
+mod compaction;
 mod fetch;
+mod incremental;
 mod memory;
 mod writer;
+
+pub use incremental::IncrementalPlan;
 
 pub use memory::{MemoryTier, ResidentFile, extremes};
 pub use writer::properties;
@@ -22,6 +26,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::events::{Events, TableName};
 use crate::id::ConnectionId;
+use crate::refresh::RefreshSettings;
 use crate::source::Source;
 use crate::store::MetadataStore;
 use crate::table::{CacheEntry, TableRecord, TableRef};
@@ -59,23 +64,30 @@ pub enum FetchMode {
 type FetchFuture = BoxFuture<'static, Result<CacheEntry, Arc<Error>>>;
 type SharedFetch = Shared<FetchFuture>;
 
-/// Holds a cache file open for reading: its file is not deleted while a lease exists.
+/// Holds the files of one cache version for reading: none is deleted while a lease exists.
 #[derive(Debug)]
 pub struct CacheLease {
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     cache: Arc<CacheState>,
 }
 
 impl CacheLease {
-    /// The file's absolute path.
+    /// The base file's absolute path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.paths[0]
+    }
+
+    /// Every file's absolute path: the base, then the deltas.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
     }
 }
 
 impl Drop for CacheLease {
     fn drop(&mut self) {
-        self.cache.release(&self.path);
+        for path in &self.paths {
+            self.cache.release(path);
+        }
     }
 }
 
@@ -88,9 +100,44 @@ struct CacheState {
     /// The entry this process's last fetch of each table published, and when; dropped when
     /// that entry is purged or replaced.
     published: Mutex<HashMap<TableRef, (CacheEntry, Instant)>>,
+    /// One lock per table, held by whatever makes its next version (a fetch, an incremental
+    /// refresh, a compaction), so a version is always made from the one before it.
+    writers: Mutex<HashMap<TableRef, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl CacheState {
+    fn new(memory: Arc<MemoryTier>) -> Self {
+        CacheState {
+            readers: Mutex::default(),
+            retired: Mutex::default(),
+            memory,
+            published: Mutex::default(),
+            writers: Mutex::default(),
+        }
+    }
+
+    /// The lock of `table`'s writers.
+    fn writer(&self, table: &TableRef) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(
+            self.writers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(table.clone())
+                .or_default(),
+        )
+    }
+
+    /// Holds `paths` for reading until the lease is dropped.
+    fn lease(self: &Arc<Self>, paths: Vec<PathBuf>) -> CacheLease {
+        for path in &paths {
+            self.acquire(path);
+        }
+        CacheLease {
+            paths,
+            cache: Arc::clone(self),
+        }
+    }
+
     fn lock_published(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<TableRef, (CacheEntry, Instant)>> {
@@ -142,6 +189,15 @@ impl CacheState {
         }
     }
 
+    /// Retires the files of `old` that `kept` (the version replacing it) does not share.
+    fn retire_files(&self, data_dir: &Path, old: &CacheEntry, kept: Option<&CacheEntry>) {
+        for file in old.files() {
+            if kept.is_none_or(|k| !k.files().any(|f| f == file)) {
+                self.retire(data_dir.join(file));
+            }
+        }
+    }
+
     /// Deletes `path` now, or when its last reader is done; its decoded copy goes now.
     fn retire(&self, path: PathBuf) {
         self.memory.remove(&path);
@@ -156,6 +212,27 @@ impl CacheState {
             remove_file_logged(&path);
         }
     }
+}
+
+/// A DataFusion table over cache files (`paths`, absolute) read as one, with `schema`.
+pub fn files_table(
+    paths: &[PathBuf],
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> datafusion::error::Result<datafusion::datasource::listing::ListingTable> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let urls = paths
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    // The files are named one by one, so no extension filters them (temp files have none).
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    ListingTable::try_new(config)
 }
 
 fn remove_file_logged(path: &Path) {
@@ -227,12 +304,7 @@ impl Cache {
             data_dir: data_dir.to_owned(),
             store,
             events,
-            state: Arc::new(CacheState {
-                readers: Mutex::default(),
-                retired: Mutex::default(),
-                memory,
-                published: Mutex::default(),
-            }),
+            state: Arc::new(CacheState::new(memory)),
             inflight: Mutex::default(),
         }
     }
@@ -242,19 +314,24 @@ impl Cache {
         &self.state.memory
     }
 
-    /// The absolute path of a cache entry's file.
+    /// The absolute path of a cache entry's base file.
     pub fn absolute(&self, entry: &CacheEntry) -> PathBuf {
         self.data_dir.join(&entry.path)
     }
 
-    /// Holds `entry`'s file for reading until the lease is dropped.
+    /// The bytes of `entry`'s files held decoded in the memory tier (0 when not all are).
+    pub fn resident_bytes(&self, entry: &CacheEntry) -> u64 {
+        entry
+            .files()
+            .map(|f| self.state.memory.resident_bytes(&self.data_dir.join(f)))
+            .sum::<Option<u64>>()
+            .unwrap_or(0)
+    }
+
+    /// Holds `entry`'s files for reading until the lease is dropped.
     pub fn lease(&self, entry: &CacheEntry) -> CacheLease {
-        let path = self.absolute(entry);
-        self.state.acquire(&path);
-        CacheLease {
-            path,
-            cache: Arc::clone(&self.state),
-        }
+        self.state
+            .lease(entry.files().map(|f| self.data_dir.join(f)).collect())
     }
 
     /// Start-up clean-up: deletes temp files, files no entry references, and superseded
@@ -264,7 +341,7 @@ impl Cache {
         let mut keep = std::collections::HashSet::new();
         for entry in &entries {
             if entry.is_current {
-                keep.insert(self.absolute(entry));
+                keep.extend(entry.files().map(|f| self.data_dir.join(f)));
             } else {
                 self.store.delete_cache_entry(entry).await?;
             }
@@ -335,16 +412,7 @@ impl Cache {
             match inflight.get(&key).and_then(WeakShared::upgrade) {
                 Some(running) => running,
                 None => {
-                    let job = fetch::FetchJob {
-                        data_dir: self.data_dir.clone(),
-                        store: Arc::clone(&self.store),
-                        events: self.events.clone(),
-                        state: Arc::clone(&self.state),
-                        name: TableName::of(connection, table),
-                        table: table.clone(),
-                        source,
-                        mode,
-                    };
+                    let job = self.job(connection, source, table, mode);
                     let shared: SharedFetch = async move { job.run().await.map_err(Arc::new) }
                         .boxed()
                         .shared();
@@ -368,6 +436,42 @@ impl Cache {
         result.map_err(Error::Shared)
     }
 
+    fn job(
+        &self,
+        connection: &Connection,
+        source: Arc<dyn Source>,
+        table: &TableRecord,
+        mode: FetchMode,
+    ) -> fetch::FetchJob {
+        fetch::FetchJob {
+            data_dir: self.data_dir.clone(),
+            store: Arc::clone(&self.store),
+            events: self.events.clone(),
+            state: Arc::clone(&self.state),
+            name: TableName::of(connection, table),
+            table: table.clone(),
+            source,
+            mode,
+            settings: table
+                .options
+                .refresh
+                .or(&RefreshSettings::from_config(&connection.config).unwrap_or_default()),
+            source_type: connection.source_type,
+        }
+    }
+
+    /// Merges the current version's base and delta files into one file, as a new version
+    /// (compaction also runs by itself once deltas pile up). `None`: nothing to merge.
+    pub async fn compact(
+        &self,
+        connection: &Connection,
+        source: Arc<dyn Source>,
+        table: &TableRecord,
+    ) -> Result<Option<CacheEntry>> {
+        let job = self.job(connection, source, table, FetchMode::Refresh);
+        compaction::compact(&job, None).await
+    }
+
     /// Removes the cache entries of a connection, or of one schema or table of it.
     pub async fn purge(
         &self,
@@ -384,7 +488,7 @@ impl Cache {
             }
             self.store.delete_cache_entry(&entry).await?;
             self.state.unpublished(&entry);
-            self.state.retire(self.absolute(&entry));
+            self.state.retire_files(&self.data_dir, &entry, None);
             outcome.entries_removed += 1;
             outcome.bytes_freed += entry.byte_size.max(0) as u64;
         }
@@ -395,7 +499,7 @@ impl Cache {
     pub fn retire_files(&self, entries: &[CacheEntry]) {
         for entry in entries {
             self.state.unpublished(entry);
-            self.state.retire(self.absolute(entry));
+            self.state.retire_files(&self.data_dir, entry, None);
         }
     }
 }

@@ -140,6 +140,7 @@ async fn fixture() -> Fixture {
             arrow_type: "Int32".into(),
         }],
         constraints: Vec::new(),
+        refresh: Default::default(),
     };
     store
         .replace_tables(&connection.id, std::slice::from_ref(&table))

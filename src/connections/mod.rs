@@ -732,6 +732,13 @@ impl Connections {
     ) -> Result<(Connection, TableRecord)> {
         let (connection, mut record) = self.fetchable(which.into(), schema, table).await?;
         record.options = record.options.patched(patch)?;
+        // A refresh setting that does not fit the table is refused now, not at its first
+        // refresh.
+        let settings = record.options.refresh.or(
+            &crate::refresh::RefreshSettings::from_config(&connection.config).unwrap_or_default(),
+        );
+        let label = TableName::of(&connection, &record).to_string();
+        crate::cache::IncrementalPlan::new(&settings, &record, connection.source_type, &label)?;
         let table_ref = TableRef::new(&connection.id, schema, table);
         if !self
             .store

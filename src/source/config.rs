@@ -26,6 +26,10 @@ const SERVER_KEYS: &[&str] = &[
     "mode",
     "inline_fetch_max",
     "cache_max_bytes",
+    "refresh",
+    "cursor_column",
+    "overlap",
+    "full_every",
 ];
 /// PostgreSQL takes the server keys plus its own.
 static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> =
@@ -41,6 +45,10 @@ const SQLITE_KEYS: &[&str] = &[
     "mode",
     "inline_fetch_max",
     "cache_max_bytes",
+    "refresh",
+    "cursor_column",
+    "overlap",
+    "full_every",
 ];
 const SERVER_SECRETS: &[&str] = &["password"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -219,6 +227,7 @@ impl SourceConfig {
             max_age: fields.duration("max_age")?,
             access: fields.access()?,
         };
+        crate::refresh::RefreshSettings::from_config(config).map_err(|m| fields.error(m))?;
         Ok(match source_type {
             SourceType::Postgres => SourceConfig::Postgres(fields.server(options)?),
             SourceType::Mysql => SourceConfig::Mysql(fields.server(options)?),

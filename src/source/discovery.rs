@@ -108,6 +108,7 @@ impl TableCollector {
                 fetch_count: 0,
                 columns: Vec::new(),
                 constraints: Vec::new(),
+                refresh: Default::default(),
             });
             self.fields.push(Vec::new());
         }

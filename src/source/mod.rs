@@ -4,6 +4,7 @@
 mod builders;
 mod cells;
 mod config;
+mod cursor;
 mod describe;
 mod discovery;
 mod failure;
@@ -17,6 +18,7 @@ pub use crate::connection::SourceType;
 pub use crate::error::FailureClass;
 pub use config::{CommonOptions, ServerConfig, SourceConfig, SqliteConfig, SslMode};
 pub(crate) use config::{expand_url, merge_patch};
+pub use cursor::CursorFilter;
 pub use failure::Endpoint;
 
 use std::fmt;
@@ -61,6 +63,8 @@ pub struct FetchRequest {
     pub arrow_schema: SchemaRef,
     /// Source type text per column, for messages.
     pub source_types: Vec<String>,
+    /// Only the rows at or past a cursor value (an incremental refresh); `None`: every row.
+    pub filter: Option<CursorFilter>,
 }
 
 /// A statement in a source's own dialect whose rows are read into `arrow_schema`, column by
@@ -114,6 +118,25 @@ impl ReadTarget for QueryRequest {
 }
 
 impl FetchRequest {
+    /// The `WHERE` clause of this fetch in `dialect` (empty for a whole table).
+    pub(crate) fn where_clause(&self, dialect: SqlDialect) -> Result<String> {
+        match &self.filter {
+            None => Ok(String::new()),
+            Some(filter) => filter
+                .condition(dialect)
+                .map(|c| format!(" WHERE {c}"))
+                .ok_or_else(|| {
+                    self.error(
+                        None,
+                        format!(
+                            "the cursor value {} of '{}' cannot be sent to this source",
+                            filter.from, filter.column
+                        ),
+                    )
+                }),
+        }
+    }
+
     /// A fetch error about column `index` (or the whole table).
     pub fn error(&self, column: Option<usize>, message: impl std::fmt::Display) -> Error {
         let message = match column {

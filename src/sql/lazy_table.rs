@@ -15,10 +15,6 @@ use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::project_schema;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -69,7 +65,7 @@ impl LazyTable {
     }
 }
 
-/// Plans a scan of one cache file with everything DataFusion can push into it.
+/// Plans a scan of one cache version's files with everything DataFusion can push into it.
 async fn parquet_scan(
     state: &dyn Session,
     lease: &CacheLease,
@@ -78,16 +74,9 @@ async fn parquet_scan(
     filters: &[Expr],
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let path = lease.path().to_string_lossy();
-    let url = ListingTableUrl::parse(path.as_ref())?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(schema);
     // The session's statistics cache, as `register_parquet` tables have: without it every
     // statement re-reads the footer statistics of every file it scans.
-    ListingTable::try_new(config)?
+    crate::cache::files_table(lease.paths(), schema)?
         .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache())
         .scan(state, projection, filters, limit)
         .await
@@ -131,7 +120,7 @@ impl TableProvider for LazyTable {
         if let Freshness::Fresh(entry) = freshness {
             let lease = Arc::new(engine.cache().lease(&entry));
             let memory = engine.cache().memory();
-            if let Some(resident) = memory.get(lease.path())
+            if let Some(resident) = memory.get_version(&lease)
                 && resident
                     .batches
                     .first()
@@ -216,7 +205,7 @@ impl LeaseExec {
 impl fmt::Debug for LeaseExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeaseExec")
-            .field("file", &self.lease.path())
+            .field("files", &self.lease.paths())
             .finish()
     }
 }

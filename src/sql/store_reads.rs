@@ -105,6 +105,18 @@ impl MetadataStore for Recording {
         self.record(format!("set_table_options {}", key(table)));
         self.inner.set_table_options(table, options).await
     }
+    async fn record_refresh(
+        &self,
+        table: &TableRef,
+        refreshed: &crate::refresh::Refreshed,
+    ) -> Result<()> {
+        self.record(format!("record_refresh {}", key(table)));
+        self.inner.record_refresh(table, refreshed).await
+    }
+    async fn record_refresh_error(&self, table: &TableRef, error: &str) -> Result<()> {
+        self.record(format!("record_refresh_error {}", key(table)));
+        self.inner.record_refresh_error(table, error).await
+    }
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()> {
         self.record(format!("record_test {id}"));
         self.inner.record_test(id, status).await
@@ -113,9 +125,13 @@ impl MetadataStore for Recording {
         self.record(format!("next_cache_version {}", key(table)));
         self.inner.next_cache_version(table).await
     }
-    async fn publish_cache_entry(&self, entry: &CacheEntry) -> Result<Vec<CacheEntry>> {
+    async fn publish_cache_entry(
+        &self,
+        entry: &CacheEntry,
+        refreshed: Option<&crate::refresh::Refreshed>,
+    ) -> Result<Vec<CacheEntry>> {
         self.record(format!("publish_cache_entry {}", key(&entry.table)));
-        self.inner.publish_cache_entry(entry).await
+        self.inner.publish_cache_entry(entry, refreshed).await
     }
     async fn current_cache_entry(&self, table: &TableRef) -> Result<Option<CacheEntry>> {
         self.record(format!("current_cache_entry {}", key(table)));

@@ -46,6 +46,7 @@ static SQLITE: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/sqlite/v2.sql"),
         include_str!("../../migrations/sqlite/v3.sql"),
         include_str!("../../migrations/sqlite/v4.sql"),
+        include_str!("../../migrations/sqlite/v5.sql"),
     ])
 });
 static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
@@ -54,6 +55,7 @@ static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/postgres/v2.sql"),
         include_str!("../../migrations/postgres/v3.sql"),
         include_str!("../../migrations/postgres/v4.sql"),
+        include_str!("../../migrations/postgres/v5.sql"),
     ])
 });
 

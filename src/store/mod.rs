@@ -23,6 +23,7 @@ use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::Result;
 use crate::id::ConnectionId;
+use crate::refresh::Refreshed;
 use crate::secrets::SealedSecret;
 pub use crate::table::{
     CacheEntry, ColumnRecord, Constraint, ConstraintKind, ConstraintTarget, TableRecord, TableRef,
@@ -109,14 +110,23 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn table(&self, table: &TableRef) -> Result<Option<TableRecord>>;
     /// Stores the options of a discovered table; false if discovery did not find it.
     async fn set_table_options(&self, table: &TableRef, options: &TableOptions) -> Result<bool>;
+    /// Records a successful refresh that published no new version (nothing had changed).
+    async fn record_refresh(&self, table: &TableRef, refreshed: &Refreshed) -> Result<()>;
+    /// Records a failed refresh; the table's last success stays.
+    async fn record_refresh_error(&self, table: &TableRef, error: &str) -> Result<()>;
     /// Records the outcome of a connection test.
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()>;
 
     /// The version number the next fetch of a table gets.
     async fn next_cache_version(&self, table: &TableRef) -> Result<i64>;
-    /// Makes `entry` the table's current version and counts the fetch, atomically.
-    /// Returns the entries it superseded.
-    async fn publish_cache_entry(&self, entry: &CacheEntry) -> Result<Vec<CacheEntry>>;
+    /// Makes `entry` the table's current version and, unless it is a compaction (`None`),
+    /// counts the fetch and records the refresh that made it, atomically. Returns the
+    /// entries it superseded.
+    async fn publish_cache_entry(
+        &self,
+        entry: &CacheEntry,
+        refreshed: Option<&Refreshed>,
+    ) -> Result<Vec<CacheEntry>>;
     /// The current cache entry of a table.
     async fn current_cache_entry(&self, table: &TableRef) -> Result<Option<CacheEntry>>;
     /// Removes one cache entry.

@@ -21,6 +21,7 @@ use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
+use crate::refresh::{RefreshKind, RefreshStatus, Refreshed};
 use crate::secrets::SealedSecret;
 use crate::store::StoreUrl;
 use crate::table::{ConstraintColumn, TableRef, group_constraints};
@@ -67,8 +68,8 @@ fn sqlite_url(path: &Path) -> Result<String> {
     Ok(format!("sqlite://{}?mode=rwc", file_url.path()))
 }
 
-const CACHE_COLUMNS: &str = "connection_id, table_schema, table_name, version, path, row_count, \
-     byte_size, arrow_schema, fetched_at, is_current";
+const CACHE_COLUMNS: &str = "connection_id, table_schema, table_name, version, path, \
+     delta_paths, row_count, byte_size, arrow_schema, fetched_at, is_current";
 
 fn cache_entry_from_row(row: &AnyRow) -> Result<CacheEntry, sqlx::Error> {
     let id: String = row.try_get("connection_id")?;
@@ -81,12 +82,47 @@ fn cache_entry_from_row(row: &AnyRow) -> Result<CacheEntry, sqlx::Error> {
         },
         version: row.try_get("version")?,
         path: row.try_get("path")?,
+        deltas: match row.try_get::<Option<String>, _>("delta_paths")? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                sqlx::Error::Decode(format!("bad delta paths in the store: {e}").into())
+            })?,
+            None => Vec::new(),
+        },
         row_count: row.try_get("row_count")?,
         byte_size: row.try_get("byte_size")?,
         arrow_schema: row.try_get("arrow_schema")?,
         fetched_at: parse_timestamp(&row.try_get::<String, _>("fetched_at")?)?,
         is_current: row.try_get::<i64, _>("is_current")? != 0,
     })
+}
+
+/// Records a successful refresh on its table: the counts of incremental refreshes since the
+/// last full one are kept by the store, so concurrent writers never lose one.
+async fn set_refreshed(
+    conn: &mut sqlx::AnyConnection,
+    table: &TableRef,
+    refreshed: &Refreshed,
+) -> Result<(), sqlx::Error> {
+    let full = refreshed.kind == RefreshKind::Full;
+    sqlx::query(
+        "UPDATE source_tables SET refresh_kind = $1, refreshed_at = $2, refresh_rows = $3,
+             refresh_ms = $4,
+             full_refreshed_at = CASE WHEN $5 = 1 THEN $2 ELSE full_refreshed_at END,
+             refreshes_since_full = CASE WHEN $5 = 1 THEN 0 ELSE refreshes_since_full + 1 END,
+             refresh_error = NULL, refresh_error_at = NULL
+         WHERE connection_id = $6 AND table_schema = $7 AND table_name = $8",
+    )
+    .bind(refreshed.kind.as_str())
+    .bind(timestamp(refreshed.at))
+    .bind(refreshed.rows)
+    .bind(refreshed.duration.as_millis() as i64)
+    .bind(i64::from(full))
+    .bind(table.connection_id.as_str())
+    .bind(&table.schema)
+    .bind(&table.table)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 const CONNECTION_COLUMNS: &str = "id, name, source_type, config, created_at, updated_at, \
@@ -154,7 +190,9 @@ impl SqlStore {
             let mut constraints = group_constraints(constraint_columns);
             let mut query = sqlx::query(AssertSqlSafe(format!(
                 "SELECT table_schema, table_name, table_type, row_estimate, byte_estimate,
-                        options, arrow_schema, discovered_at, fetch_count
+                        options, arrow_schema, discovered_at, fetch_count, refresh_kind,
+                        refreshed_at, refresh_rows, refresh_ms, full_refreshed_at,
+                        refreshes_since_full, refresh_error, refresh_error_at
                  FROM source_tables WHERE {filter}
                  ORDER BY table_schema, table_name"
             )))
@@ -188,6 +226,18 @@ impl SqlStore {
                             &row.try_get::<String, _>("discovered_at")?,
                         )?,
                         fetch_count: row.try_get("fetch_count")?,
+                        refresh: RefreshStatus {
+                            kind: row
+                                .try_get::<Option<String>, _>("refresh_kind")?
+                                .and_then(|k| RefreshKind::parse(&k)),
+                            refreshed_at: optional_timestamp(row, "refreshed_at")?,
+                            rows: row.try_get("refresh_rows")?,
+                            duration_ms: row.try_get("refresh_ms")?,
+                            full_at: optional_timestamp(row, "full_refreshed_at")?,
+                            since_full: row.try_get("refreshes_since_full")?,
+                            error: row.try_get("refresh_error")?,
+                            error_at: optional_timestamp(row, "refresh_error_at")?,
+                        },
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -700,6 +750,39 @@ impl MetadataStore for SqlStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn record_refresh(&self, table: &TableRef, refreshed: &Refreshed) -> Result<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(Error::store("recording a refresh"))?;
+        set_refreshed(&mut conn, table, refreshed)
+            .await
+            .map_err(Error::store(format!(
+                "recording the refresh of {}.{}",
+                table.schema, table.table
+            )))
+    }
+
+    async fn record_refresh_error(&self, table: &TableRef, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE source_tables SET refresh_error = $1, refresh_error_at = $2
+             WHERE connection_id = $3 AND table_schema = $4 AND table_name = $5",
+        )
+        .bind(error)
+        .bind(timestamp(Utc::now()))
+        .bind(table.connection_id.as_str())
+        .bind(&table.schema)
+        .bind(&table.table)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::store(format!(
+            "recording the failed refresh of {}.{}",
+            table.schema, table.table
+        )))?;
+        Ok(())
+    }
+
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()> {
         sqlx::query(
             "UPDATE connections SET last_tested_at = $1, test_status = $2, test_latency_ms = $3,
@@ -753,7 +836,11 @@ impl MetadataStore for SqlStore {
         Ok(from_entries.max(from_fetches))
     }
 
-    async fn publish_cache_entry(&self, entry: &CacheEntry) -> Result<Vec<CacheEntry>> {
+    async fn publish_cache_entry(
+        &self,
+        entry: &CacheEntry,
+        refreshed: Option<&Refreshed>,
+    ) -> Result<Vec<CacheEntry>> {
         let publish = async {
             let mut tx = self.begin_write().await?;
             let superseded = sqlx::query(AssertSqlSafe(format!(
@@ -779,8 +866,8 @@ impl MetadataStore for SqlStore {
             .await?;
             sqlx::query(
                 "INSERT INTO cache_entries (connection_id, table_schema, table_name, version, path,
-                     row_count, byte_size, arrow_schema, fetched_at, is_current)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
+                     row_count, byte_size, arrow_schema, fetched_at, is_current, delta_paths)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10)",
             )
             .bind(entry.table.connection_id.as_str())
             .bind(&entry.table.schema)
@@ -791,17 +878,24 @@ impl MetadataStore for SqlStore {
             .bind(entry.byte_size)
             .bind(&entry.arrow_schema)
             .bind(timestamp(entry.fetched_at))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE source_tables SET fetch_count = fetch_count + 1
-                 WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+            .bind(
+                (!entry.deltas.is_empty())
+                    .then(|| serde_json::to_string(&entry.deltas).expect("paths serialize")),
             )
-            .bind(entry.table.connection_id.as_str())
-            .bind(&entry.table.schema)
-            .bind(&entry.table.table)
             .execute(&mut *tx)
             .await?;
+            if let Some(refreshed) = refreshed {
+                sqlx::query(
+                    "UPDATE source_tables SET fetch_count = fetch_count + 1
+                     WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+                )
+                .bind(entry.table.connection_id.as_str())
+                .bind(&entry.table.schema)
+                .bind(&entry.table.table)
+                .execute(&mut *tx)
+                .await?;
+                set_refreshed(&mut tx, &entry.table, refreshed).await?;
+            }
             tx.commit().await?;
             Ok(superseded)
         };

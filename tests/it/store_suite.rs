@@ -250,6 +250,7 @@ fn sample_tables() -> Vec<TableRecord> {
             discovered_at: Utc::now(),
             fetch_count: 0,
             columns: vec![column("id", 1), column("amount", 2)],
+            refresh: Default::default(),
             constraints: vec![
                 Constraint {
                     name: format!("{name}_pkey"),
@@ -272,11 +273,21 @@ fn sample_tables() -> Vec<TableRecord> {
         .collect()
 }
 
+fn full_refresh() -> quarry::refresh::Refreshed {
+    quarry::refresh::Refreshed {
+        kind: quarry::refresh::RefreshKind::Full,
+        rows: 10,
+        duration: std::time::Duration::from_millis(5),
+        at: Utc::now(),
+    }
+}
+
 fn cache_entry(id: &ConnectionId, table: &str) -> CacheEntry {
     CacheEntry {
         table: quarry::table::TableRef::new(id, "public", table),
         version: 1,
         path: format!("cache/{id}/public/{table}/1.parquet"),
+        deltas: Vec::new(),
         row_count: 10,
         byte_size: 2048,
         arrow_schema: "{}".to_owned(),
@@ -322,7 +333,7 @@ async fn delete_cascades_to_everything_the_connection_owns(b: &Backend) {
             .unwrap();
         engine
             .store()
-            .publish_cache_entry(&cache_entry(&conn.id, "orders"))
+            .publish_cache_entry(&cache_entry(&conn.id, "orders"), Some(&full_refresh()))
             .await
             .unwrap();
     }
@@ -381,9 +392,12 @@ async fn rediscovery_keeps_the_cache_of_remaining_tables(b: &Backend) {
     assert_eq!(stored[1].constraints, tables[0].constraints);
     assert_eq!(stored[1].row_estimate, Some(1000));
     let orders = cache_entry(&conn.id, "orders");
-    store.publish_cache_entry(&orders).await.unwrap();
     store
-        .publish_cache_entry(&cache_entry(&conn.id, "customers"))
+        .publish_cache_entry(&orders, Some(&full_refresh()))
+        .await
+        .unwrap();
+    store
+        .publish_cache_entry(&cache_entry(&conn.id, "customers"), Some(&full_refresh()))
         .await
         .unwrap();
 
@@ -411,6 +425,7 @@ async fn table_options_survive_rediscovery(b: &Backend) {
     let orders = quarry::TableRef::new(&conn.id, "public", "orders");
     let live = quarry::access::TableOptions {
         mode: Some(quarry::access::AccessMode::Live),
+        ..Default::default()
     };
     assert!(store.set_table_options(&orders, &live).await.unwrap());
     let missing = quarry::TableRef::new(&conn.id, "public", "nope");

@@ -311,6 +311,23 @@ impl Source for MySqlSource {
             quote_ident(&request.table.schema),
             quote_ident(&request.table.table)
         );
+        if request.filter.is_some() {
+            // An incremental read is one statement: its rows are few, and its filter uses an
+            // index.
+            let statement = format!(
+                "{select}{}",
+                request.where_clause(crate::source::SqlDialect::Mysql)?
+            );
+            let conn = self.acquire().await?;
+            return stream_rows(
+                conn,
+                statement,
+                Arc::new(request.clone()),
+                self.endpoint.clone(),
+                sink,
+            )
+            .await;
+        }
         let request = Arc::new(request.clone());
         let Some((key, sessions)) = self.partition_sessions(&request).await? else {
             let conn = self.acquire().await?;

@@ -241,9 +241,10 @@ impl Source for SqliteSource {
             .map(|f| select_expression(f.name(), f.data_type()))
             .collect();
         let statement = format!(
-            "SELECT {} FROM {}",
+            "SELECT {} FROM {}{}",
             columns.join(", "),
-            quote_ident(&request.table.table)
+            quote_ident(&request.table.table),
+            request.where_clause(crate::source::SqlDialect::Sqlite)?
         );
         self.stream(statement, request, sink).await
     }

@@ -58,10 +58,7 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
             fetched.push(entry.map(|e| e.fetched_at));
             version.push(entry.map(|e| e.version));
             count.push(Some(t.fetch_count));
-            memory.push(entry.map(|e| {
-                let resident = cache.memory().resident_bytes(&cache.absolute(e));
-                resident.unwrap_or(0) as i64
-            }));
+            memory.push(entry.map(|e| cache.resident_bytes(e) as i64));
         }
     }
     Ok(vec![
