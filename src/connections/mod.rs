@@ -672,6 +672,19 @@ impl Connections {
             .await
     }
 
+    /// Merges a table's cached base and delta files into one file, as a new version;
+    /// queries already running keep reading the old files. `None`: nothing to merge.
+    pub async fn compact_table<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<CacheEntry>> {
+        let (connection, record) = self.fetchable(which.into(), schema, table).await?;
+        let source = self.source(&connection).await?;
+        self.cache.compact(&connection, source, &record).await
+    }
+
     /// Fetches a new version of every discovered table of a connection, one by one.
     pub async fn refresh_connection<'a>(
         &self,
@@ -734,9 +747,13 @@ impl Connections {
         record.options = record.options.patched(patch)?;
         // A refresh setting that does not fit the table is refused now, not at its first
         // refresh.
-        let settings = record.options.refresh.or(
-            &crate::refresh::RefreshSettings::from_config(&connection.config).unwrap_or_default(),
-        );
+        let settings = record
+            .options
+            .refresh
+            .or(
+                &crate::refresh::RefreshSettings::from_config(&connection.config)
+                    .unwrap_or_default(),
+            );
         let label = TableName::of(&connection, &record).to_string();
         crate::cache::IncrementalPlan::new(&settings, &record, connection.source_type, &label)?;
         let table_ref = TableRef::new(&connection.id, schema, table);

@@ -16,6 +16,7 @@ mod malformed;
 mod memory_tier;
 mod mysql_source;
 mod postgres_source;
+mod refresh_modes;
 mod render;
 mod repl;
 mod secrets;

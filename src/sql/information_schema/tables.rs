@@ -1,6 +1,7 @@
 //! `quarry.information_schema.tables`: each discovered table with its cache entry and the
-//! bytes it holds in the memory tier, its size estimate and the access mode its queries use
-//! (the table's own or its connection's).
+//! bytes it holds in the memory tier, its size estimate, the access mode its queries use
+//! (the table's own or its connection's), and its freshness: the refresh mode, what its
+//! last refresh did, the age of its copy and its last refresh error.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 
 use super::{field, ints, strings, times, utc};
 use crate::connections::Connections;
+use crate::refresh::RefreshSettings;
 use crate::source::CommonOptions;
 
 pub(super) fn schema() -> SchemaRef {
@@ -26,56 +28,74 @@ pub(super) fn schema() -> SchemaRef {
         field("cache_bytes", DataType::Int64),
         field("fetched_at", utc()),
         field("cache_version", DataType::Int64),
+        field("cache_files", DataType::Int64),
         field("fetch_count", DataType::Int64),
         field("memory_bytes", DataType::Int64),
+        field("refresh_mode", DataType::Utf8),
+        field("last_refresh_kind", DataType::Utf8),
+        field("last_refresh_at", utc()),
+        field("last_refresh_rows", DataType::Int64),
+        field("last_refresh_ms", DataType::Int64),
+        field("age_seconds", DataType::Int64),
+        field("last_error", DataType::Utf8),
+        field("last_error_at", utc()),
     ]))
 }
 
 pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRef>> {
-    let (mut ids, mut names, mut schemas, mut tables, mut kinds) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut estimate, mut cached, mut rows, mut bytes, mut fetched) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut version, mut count, mut memory) = (vec![], vec![], vec![]);
-    let (mut byte_estimate, mut mode) = (vec![], vec![]);
     let cache = connections.cache();
+    let now = chrono::Utc::now();
+    let mut rows = Vec::new();
     for c in connections.connections().await? {
         let entries = connections.cache_entries(&c).await?;
         let access = CommonOptions::access_of(c.source_type, &c.config);
+        let defaults = RefreshSettings::from_config(&c.config).unwrap_or_default();
         for t in connections.tables(&c).await? {
-            let entry = t.current_entry(&entries);
-            ids.push(Some(c.id.to_string()));
-            names.push(Some(c.name.to_string()));
-            schemas.push(Some(t.schema.clone()));
-            tables.push(Some(t.name.clone()));
-            kinds.push(Some(t.table_type.clone()));
-            estimate.push(t.row_estimate);
-            byte_estimate.push(t.byte_estimate);
-            mode.push(Some(t.options.mode(&access).to_string()));
-            cached.push(Some(entry.is_some()));
-            rows.push(entry.map(|e| e.row_count));
-            bytes.push(entry.map(|e| e.byte_size));
-            fetched.push(entry.map(|e| e.fetched_at));
-            version.push(entry.map(|e| e.version));
-            count.push(Some(t.fetch_count));
-            memory.push(entry.map(|e| cache.resident_bytes(e) as i64));
+            let entry = t.current_entry(&entries).cloned();
+            let refresh_mode = t.options.refresh.or(&defaults).mode();
+            let mode = t.options.mode(&access);
+            rows.push((c.clone(), t, entry, mode, refresh_mode));
         }
     }
+    let column = |f: &dyn Fn(&Row) -> Option<String>| strings(rows.iter().map(f));
+    let int = |f: &dyn Fn(&Row) -> Option<i64>| ints(rows.iter().map(f));
     Ok(vec![
-        strings(ids),
-        strings(names),
-        strings(schemas),
-        strings(tables),
-        strings(kinds),
-        ints(estimate),
-        ints(byte_estimate),
-        strings(mode),
-        Arc::new(BooleanArray::from(cached)),
-        ints(rows),
-        ints(bytes),
-        times(fetched),
-        ints(version),
-        ints(count),
-        ints(memory),
+        column(&|(c, ..)| Some(c.id.to_string())),
+        column(&|(c, ..)| Some(c.name.to_string())),
+        column(&|(_, t, ..)| Some(t.schema.clone())),
+        column(&|(_, t, ..)| Some(t.name.clone())),
+        column(&|(_, t, ..)| Some(t.table_type.clone())),
+        int(&|(_, t, ..)| t.row_estimate),
+        int(&|(_, t, ..)| t.byte_estimate),
+        column(&|(.., mode, _)| Some(mode.to_string())),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|(_, _, e, ..)| Some(e.is_some())),
+        )),
+        int(&|(_, _, e, ..)| e.as_ref().map(|e| e.row_count)),
+        int(&|(_, _, e, ..)| e.as_ref().map(|e| e.byte_size)),
+        times(
+            rows.iter()
+                .map(|(_, _, e, ..)| e.as_ref().map(|e| e.fetched_at)),
+        ),
+        int(&|(_, _, e, ..)| e.as_ref().map(|e| e.version)),
+        int(&|(_, _, e, ..)| e.as_ref().map(|e| e.files().count() as i64)),
+        int(&|(_, t, ..)| Some(t.fetch_count)),
+        int(&|(_, _, e, ..)| e.as_ref().map(|e| cache.resident_bytes(e) as i64)),
+        column(&|(.., refresh)| Some(refresh.to_string())),
+        column(&|(_, t, ..)| t.refresh.kind.map(|k| k.to_string())),
+        times(rows.iter().map(|(_, t, ..)| t.refresh.refreshed_at)),
+        int(&|(_, t, ..)| t.refresh.rows),
+        int(&|(_, t, ..)| t.refresh.duration_ms),
+        int(&|(_, _, e, ..)| e.as_ref().map(|e| (now - e.fetched_at).num_seconds())),
+        column(&|(_, t, ..)| t.refresh.error.clone()),
+        times(rows.iter().map(|(_, t, ..)| t.refresh.error_at)),
     ])
 }
+
+type Row = (
+    crate::connection::Connection,
+    crate::table::TableRecord,
+    Option<crate::table::CacheEntry>,
+    crate::access::AccessMode,
+    crate::refresh::RefreshMode,
+);

@@ -1,0 +1,412 @@
+//! Refresh modes against a real PostgreSQL server: `append` picks up new rows (also at the
+//! equal watermark, in the overlap window out of cursor order, and with a NULL cursor)
+//! without missing or duplicating any, by key or by whole row; `upsert` leaves each key
+//! with its latest row and keeps deleted rows until a full refresh; compaction merges the
+//! delta files while a scan reads them; bad settings are refused when they are set.
+
+use datafusion::arrow::util::display::array_value_to_string;
+use quarry::Engine;
+use quarry::events::Event;
+use serde_json::json;
+use sqlx::Row;
+
+use crate::access_modes::error_of;
+use crate::support::PgSourceFixture;
+
+/// Every row of `sql`'s result, each value as text (NULL as "NULL").
+async fn quarry_rows(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
+    let batches = engine.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut rows = Vec::new();
+    for batch in &batches {
+        for r in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        if c.is_null(r) {
+                            "NULL".to_owned()
+                        } else {
+                            array_value_to_string(c, r).unwrap()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// Every row of `sql` (whose columns are all text) on the source.
+async fn source_rows(fx: &mut PgSourceFixture, sql: &str) -> Vec<Vec<String>> {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&mut fx.admin)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| {
+                    row.try_get::<Option<String>, _>(i)
+                        .unwrap()
+                        .unwrap_or_else(|| "NULL".to_owned())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn set_options(engine: &Engine, table: &str, options: serde_json::Value) {
+    engine
+        .sql(&format!(
+            "SELECT * FROM set_table_options('{table}', '{options}')"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+}
+
+async fn refresh(engine: &Engine, table: &str) -> quarry::table::CacheEntry {
+    let [_, schema, name] = table.splitn(3, '.').collect::<Vec<_>>()[..] else {
+        panic!("{table}")
+    };
+    engine.refresh_table("pg", schema, name).await.unwrap()
+}
+
+/// The events of the source and of Quarry's copy, by id: they must be equal.
+async fn assert_same_events(fx: &mut PgSourceFixture, why: &str) {
+    let source = source_rows(
+        fx,
+        "SELECT id::text AS k, v, (extract(epoch FROM at) * 1000000)::bigint::text FROM events ORDER BY id",
+    )
+    .await;
+    let copy = quarry_rows(
+        &fx.engine,
+        "SELECT id, v, CAST(at AS BIGINT) AS at_us FROM pg.public.events ORDER BY id",
+    )
+    .await;
+    assert_eq!(copy, source, "{why}");
+}
+
+#[tokio::test]
+async fn append_misses_and_duplicates_no_row_on_postgresql() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, at timestamptz);
+         INSERT INTO events SELECT i, 'first ' || i, timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second'
+         FROM generate_series(1, 100) i;",
+    )
+    .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    let table = "pg.public.events";
+    set_options(
+        &fx.engine,
+        table,
+        json!({"refresh": "append", "cursor_column": "at", "overlap": "1h"}),
+    )
+    .await;
+    assert_same_events(&mut fx, "the first fetch").await;
+    let first = fx
+        .engine
+        .cache_entries(&fx.engine.connection("pg").await.unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.is_current)
+        .unwrap();
+
+    // New rows past the mark, and rows at exactly the mark (the equal-watermark case).
+    fx.exec(
+        "INSERT INTO events SELECT i, 'second ' || i, timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second'
+         FROM generate_series(101, 150) i;
+         INSERT INTO events VALUES (1000, 'at the mark', timestamptz '2026-01-01 00:00:00+00' + 150 * interval '1 second');",
+    )
+    .await;
+    let second = refresh(&fx.engine, table).await;
+    assert_eq!(second.path, first.path, "the base file is not rewritten");
+    assert_eq!(second.deltas.len(), 1, "{second:?}");
+    assert_same_events(&mut fx, "after rows past and at the mark").await;
+
+    // More rows at the same mark; rows inside the overlap window out of cursor order; and a
+    // row with a NULL cursor (read by every refresh, kept once).
+    fx.exec(
+        "INSERT INTO events VALUES (1001, 'also at the mark', timestamptz '2026-01-01 00:00:00+00' + 150 * interval '1 second');
+         INSERT INTO events VALUES (1002, 'late, in the window', timestamptz '2026-01-01 00:00:00+00' + 10 * interval '1 second');
+         INSERT INTO events VALUES (1003, 'no cursor', NULL);",
+    )
+    .await;
+    refresh(&fx.engine, table).await;
+    assert_same_events(
+        &mut fx,
+        "after the equal mark, the window and a NULL cursor",
+    )
+    .await;
+    let unchanged = refresh(&fx.engine, table).await;
+    assert_same_events(&mut fx, "after a refresh with nothing new").await;
+
+    // Freshness is visible: the refresh mode and what the last refresh did.
+    let info = quarry_rows(
+        &fx.engine,
+        "SELECT refresh_mode, last_refresh_kind, last_refresh_rows, cache_files, \
+         last_error IS NULL AS ok FROM quarry.information_schema.tables WHERE table_name = 'events'",
+    )
+    .await;
+    assert_eq!(
+        info,
+        vec![vec![
+            "append".to_owned(),
+            "append".to_owned(),
+            "0".to_owned(),
+            unchanged.files().count().to_string(),
+            "true".to_owned()
+        ]],
+    );
+}
+
+#[tokio::test]
+async fn append_without_a_key_keeps_as_many_equal_rows_as_the_source() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE readings (t integer, v text);
+         INSERT INTO readings VALUES (1, 'a'), (2, 'b'), (2, 'b'), (3, 'c');",
+    )
+    .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    let table = "pg.public.readings";
+    set_options(
+        &fx.engine,
+        table,
+        json!({"refresh": "append", "cursor_column": "t"}),
+    )
+    .await;
+    let counted = "SELECT t, v, count(*) AS n FROM pg.public.readings GROUP BY t, v ORDER BY t, v";
+    let source_counted =
+        "SELECT t::text AS k, v, count(*)::text FROM readings GROUP BY t, v ORDER BY t, v";
+    assert_eq!(
+        quarry_rows(&fx.engine, counted).await,
+        source_rows(&mut fx, source_counted).await
+    );
+    // One more row equal to two at the mark, one new value at the mark, and a NULL cursor.
+    fx.exec("INSERT INTO readings VALUES (3, 'c'), (3, 'd'), (4, 'e'), (NULL, 'x');")
+        .await;
+    refresh(&fx.engine, table).await;
+    assert_eq!(
+        quarry_rows(&fx.engine, counted).await,
+        source_rows(&mut fx, source_counted).await
+    );
+    refresh(&fx.engine, table).await;
+    assert_eq!(
+        quarry_rows(&fx.engine, counted).await,
+        source_rows(&mut fx, source_counted).await,
+        "a refresh with nothing new adds nothing"
+    );
+}
+
+#[tokio::test]
+async fn upsert_keeps_each_keys_latest_row_and_a_full_refresh_drops_deleted_ones() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE items (id integer PRIMARY KEY, v text NOT NULL, updated_at timestamp NOT NULL);
+         INSERT INTO items SELECT i, 'v1 ' || i, timestamp '2026-01-01' FROM generate_series(1, 50) i;",
+    )
+    .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    let table = "pg.public.items";
+    set_options(
+        &fx.engine,
+        table,
+        json!({"refresh": "upsert", "cursor_column": "updated_at", "full_every": 3}),
+    )
+    .await;
+    let copy = "SELECT id, v FROM pg.public.items ORDER BY id";
+    let source = "SELECT id::text AS k, v FROM items ORDER BY id";
+    assert_eq!(
+        quarry_rows(&fx.engine, copy).await,
+        source_rows(&mut fx, source).await
+    );
+
+    fx.exec(
+        "UPDATE items SET v = 'v2 ' || id, updated_at = timestamp '2026-01-02' WHERE id % 10 = 0;
+         INSERT INTO items VALUES (51, 'new', timestamp '2026-01-02');
+         DELETE FROM items WHERE id = 7;",
+    )
+    .await;
+    let after = refresh(&fx.engine, table).await;
+    assert!(after.deltas.is_empty(), "upsert writes one file: {after:?}");
+    let mut expected = source_rows(&mut fx, source).await;
+    // The deleted row stays until a full refresh: a cursor cannot see a deletion.
+    expected.insert(6, vec!["7".to_owned(), "v1 7".to_owned()]);
+    assert_eq!(quarry_rows(&fx.engine, copy).await, expected);
+
+    // The same key changed again, at the very mark.
+    fx.exec("UPDATE items SET v = 'v3' WHERE id = 10;").await;
+    refresh(&fx.engine, table).await;
+    expected[9] = vec!["10".to_owned(), "v3".to_owned()];
+    assert_eq!(quarry_rows(&fx.engine, copy).await, expected);
+    let kind = "SELECT last_refresh_kind FROM quarry.information_schema.tables \
+                WHERE table_name = 'items'";
+    assert_eq!(quarry_rows(&fx.engine, kind).await, vec![vec!["upsert"]]);
+
+    // full_every = 3: the third refresh after the full one is full, and drops row 7.
+    refresh(&fx.engine, table).await;
+    assert_eq!(quarry_rows(&fx.engine, kind).await, vec![vec!["full"]]);
+    assert_eq!(
+        quarry_rows(&fx.engine, copy).await,
+        source_rows(&mut fx, source).await
+    );
+}
+
+#[tokio::test]
+async fn compaction_merges_deltas_while_a_scan_reads_them() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, at timestamptz);
+         INSERT INTO events SELECT i, 'row ' || i, NULL FROM generate_series(1, 2000) i;",
+    )
+    .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    let table = "pg.public.events";
+    set_options(
+        &fx.engine,
+        table,
+        json!({"refresh": "append", "cursor_column": "id"}),
+    )
+    .await;
+    let mut events = fx.engine.subscribe();
+    let mut last = refresh(&fx.engine, table).await;
+    for step in 0..3 {
+        let from = 2001 + step * 10;
+        fx.exec(&format!(
+            "INSERT INTO events SELECT i, 'row ' || i, NULL FROM generate_series({from}, {}) i;",
+            from + 9
+        ))
+        .await;
+        last = refresh(&fx.engine, table).await;
+    }
+    assert!(!last.deltas.is_empty(), "{last:?}");
+
+    // A scan in small batches takes its first batch, the deltas are merged, and the scan
+    // reads on: it sees every row of the version it started on.
+    let frame = fx
+        .engine
+        .sql("SELECT id FROM pg.public.events")
+        .await
+        .unwrap();
+    let mut stream = frame.execute_stream().await.unwrap();
+    use futures::StreamExt;
+    let mut seen = stream.next().await.unwrap().unwrap().num_rows();
+    let compacted = fx
+        .engine
+        .compact_table("pg", "public", "events")
+        .await
+        .unwrap();
+    // It may have been compacted in the background already; either way one file is left.
+    let entry = match compacted {
+        Some(entry) => entry,
+        None => fx
+            .engine
+            .cache_entries(&fx.engine.connection("pg").await.unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.is_current)
+            .unwrap(),
+    };
+    assert!(entry.deltas.is_empty(), "{entry:?}");
+    assert_eq!(entry.row_count, 2030);
+    while let Some(batch) = stream.next().await {
+        seen += batch.unwrap().num_rows();
+    }
+    assert_eq!(seen, 2030, "the scan read the whole version it started on");
+    assert_same_events(&mut fx, "after compaction").await;
+    let compactions = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| matches!(e, Event::CacheCompacted { .. }))
+        .count();
+    assert!(compactions >= 1);
+}
+
+#[tokio::test]
+async fn refresh_settings_that_do_not_fit_the_table_are_refused_when_set() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE logs (line text, at timestamptz, n integer, flag boolean);
+         CREATE TABLE keyed (id integer PRIMARY KEY, n integer);",
+    )
+    .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    let set = |table: &str, options: serde_json::Value| {
+        format!("SELECT * FROM set_table_options('pg.public.{table}', '{options}')")
+    };
+    let cases = [
+        (
+            set("logs", json!({"refresh": "append", "cursor_column": "att"})),
+            "'att' is not a column of the table (did you mean 'at'?)",
+        ),
+        (
+            set(
+                "logs",
+                json!({"refresh": "append", "cursor_column": "line"}),
+            ),
+            "cursor_column 'line' is Utf8, which a cursor cannot be",
+        ),
+        (
+            set(
+                "logs",
+                json!({"refresh": "append", "cursor_column": "flag"}),
+            ),
+            "which a cursor cannot be",
+        ),
+        (
+            set("logs", json!({"refresh": "append"})),
+            "set 'cursor_column'",
+        ),
+        (
+            set("logs", json!({"refresh": "upsert", "cursor_column": "at"})),
+            "no primary key",
+        ),
+        (
+            set(
+                "logs",
+                json!({"refresh": "append", "cursor_column": "at", "overlap": 5}),
+            ),
+            "must be a duration",
+        ),
+        (
+            set(
+                "logs",
+                json!({"refresh": "append", "cursor_column": "n", "overlap": "5m"}),
+            ),
+            "must be a number",
+        ),
+        (
+            set(
+                "keyed",
+                json!({"refresh": "upsert", "cursor_column": "n", "key": ["idd"]}),
+            ),
+            "key column 'idd' is not a column",
+        ),
+        (
+            set("keyed", json!({"refresh": "sometimes"})),
+            "'refresh' must be one of full, append, upsert",
+        ),
+    ];
+    for (sql, expected) in cases {
+        let error = error_of(&fx.engine, &sql).await;
+        assert!(error.contains(expected), "{sql}: {error}");
+    }
+    // Nothing was stored by the refused calls; a table without a key may still append.
+    set_options(
+        &fx.engine,
+        "pg.public.logs",
+        json!({"refresh": "append", "cursor_column": "at", "overlap": "10m"}),
+    )
+    .await;
+    set_options(
+        &fx.engine,
+        "pg.public.keyed",
+        json!({"refresh": "upsert", "cursor_column": "n"}),
+    )
+    .await;
+}
