@@ -167,7 +167,9 @@ impl TableOptions {
                 "mode" if value.is_null() => options.mode = None,
                 "mode" => options.mode = Some(parse_mode(value, "mode").map_err(bad)?),
                 other => {
-                    if options.refresh.set(other, value).map_err(bad)? {
+                    if RefreshSettings::TABLE_KEYS.contains(&other)
+                        && options.refresh.set(other, value).map_err(bad)?
+                    {
                         continue;
                     }
                     let keys: Vec<String> = Self::keys().iter().map(|k| k.to_string()).collect();

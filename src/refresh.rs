@@ -111,6 +111,26 @@ impl FullEvery {
     }
 }
 
+/// What a query does with a copy older than `max_age`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStale {
+    /// Refresh it first, and answer from the new copy (the default).
+    Wait,
+    /// Answer from the stale copy at once, and refresh it in the background.
+    Serve,
+}
+
+/// What a refresh does when the source table's columns changed since discovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSchemaChange {
+    /// Fail, naming the columns added, removed and changed; the old copy stays (the default).
+    Fail,
+    /// Discover the table again, then fetch it whole.
+    Evolve,
+}
+
 /// The refresh settings of a connection (defaults) or of one table (overrides).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RefreshSettings {
@@ -129,15 +149,43 @@ pub struct RefreshSettings {
     /// When a refresh is full after all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_every: Option<FullEvery>,
+    /// How often a long-running process refreshes the cached table, such as `"5m"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<String>,
+    /// What a query does with a copy older than `max_age`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stale: Option<OnStale>,
+    /// What a refresh does when the table's columns changed at the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_schema_change: Option<OnSchemaChange>,
+    /// Scheduled refreshes of one connection that may run at once (connections only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_refreshes: Option<u32>,
 }
 
 impl RefreshSettings {
     /// The keys a connection's config takes.
-    pub const CONNECTION_KEYS: &'static [&'static str] =
-        &["refresh", "cursor_column", "overlap", "full_every"];
+    pub const CONNECTION_KEYS: &'static [&'static str] = &[
+        "refresh",
+        "cursor_column",
+        "overlap",
+        "full_every",
+        "refresh_interval",
+        "on_stale",
+        "on_schema_change",
+        "max_concurrent_refreshes",
+    ];
     /// The keys a table's options take.
-    pub const TABLE_KEYS: &'static [&'static str] =
-        &["refresh", "cursor_column", "overlap", "key", "full_every"];
+    pub const TABLE_KEYS: &'static [&'static str] = &[
+        "refresh",
+        "cursor_column",
+        "overlap",
+        "key",
+        "full_every",
+        "refresh_interval",
+        "on_stale",
+        "on_schema_change",
+    ];
 
     /// Sets `key` to `value` (JSON; `null` clears it). `Ok(false)`: not a refresh key.
     pub fn set(&mut self, key: &str, value: &Value) -> Result<bool, String> {
@@ -164,6 +212,60 @@ impl RefreshSettings {
             }
             "full_every" => {
                 self.full_every = (!clear).then(|| parse_full_every(value)).transpose()?;
+            }
+            "refresh_interval" => {
+                self.refresh_interval = (!clear)
+                    .then(|| match value {
+                        Value::String(text)
+                            if humantime::parse_duration(text.trim())
+                                .is_ok_and(|d| d >= Duration::from_secs(1)) =>
+                        {
+                            Ok(text.clone())
+                        }
+                        other => Err(format!(
+                            "'refresh_interval' must be a duration of 1s or more such as \"5m\", \
+                             got {other}"
+                        )),
+                    })
+                    .transpose()?;
+            }
+            "on_stale" => {
+                self.on_stale = (!clear)
+                    .then(|| match value.as_str().map(str::trim) {
+                        Some("wait") => Ok(OnStale::Wait),
+                        Some("serve") => Ok(OnStale::Serve),
+                        _ => Err(format!(
+                            "'on_stale' must be one of wait, serve, got {value}"
+                        )),
+                    })
+                    .transpose()?;
+            }
+            "on_schema_change" => {
+                self.on_schema_change = (!clear)
+                    .then(|| match value.as_str().map(str::trim) {
+                        Some("fail") => Ok(OnSchemaChange::Fail),
+                        Some("evolve") => Ok(OnSchemaChange::Evolve),
+                        _ => Err(format!(
+                            "'on_schema_change' must be one of fail, evolve, got {value}"
+                        )),
+                    })
+                    .transpose()?;
+            }
+            "max_concurrent_refreshes" => {
+                self.max_concurrent_refreshes = (!clear)
+                    .then(|| {
+                        value
+                            .as_u64()
+                            .filter(|n| (1..=64).contains(n))
+                            .map(|n| n as u32)
+                            .ok_or_else(|| {
+                                format!(
+                                    "'max_concurrent_refreshes' must be a count from 1 to 64, \
+                                     got {value}"
+                                )
+                            })
+                    })
+                    .transpose()?;
             }
             _ => return Ok(false),
         }
@@ -197,7 +299,23 @@ impl RefreshSettings {
                 .full_every
                 .clone()
                 .or_else(|| defaults.full_every.clone()),
+            refresh_interval: self
+                .refresh_interval
+                .clone()
+                .or_else(|| defaults.refresh_interval.clone()),
+            on_stale: self.on_stale.or(defaults.on_stale),
+            on_schema_change: self.on_schema_change.or(defaults.on_schema_change),
+            max_concurrent_refreshes: self
+                .max_concurrent_refreshes
+                .or(defaults.max_concurrent_refreshes),
         }
+    }
+
+    /// The refresh interval, if one is set.
+    pub fn interval(&self) -> Option<Duration> {
+        self.refresh_interval
+            .as_deref()
+            .and_then(|text| humantime::parse_duration(text.trim()).ok())
     }
 
     /// The mode (full when unset).

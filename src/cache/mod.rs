@@ -39,8 +39,8 @@ pub const CACHE_DIR: &str = "cache";
 pub enum Freshness {
     /// The current entry, within the connection's `max_age`.
     Fresh(CacheEntry),
-    /// The current entry is older than `max_age`.
-    Stale,
+    /// The current entry, older than `max_age`.
+    Stale(CacheEntry),
     /// The table is not cached.
     Missing,
 }
@@ -285,7 +285,7 @@ impl Cache {
                 if chrono::Utc::now() - entry.fetched_at
                     > chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX) =>
             {
-                Freshness::Stale
+                Freshness::Stale(entry)
             }
             (Some(entry), _) => Freshness::Fresh(entry),
         })

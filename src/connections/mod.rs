@@ -577,6 +577,26 @@ impl Connections {
         connection: &Connection,
         record: &TableRecord,
     ) {
+        self.in_background(connection, record, FetchMode::Ensure);
+    }
+
+    /// Starts refreshing `record`'s copy without anyone waiting for it (a stale copy being
+    /// served), unless a background copy or refresh of it is already running here. A
+    /// failure is recorded on the table and sent as an event; the old copy stays.
+    pub(crate) fn refresh_in_background(
+        self: &Arc<Self>,
+        connection: &Connection,
+        record: &TableRecord,
+    ) {
+        self.in_background(connection, record, FetchMode::Refresh);
+    }
+
+    fn in_background(
+        self: &Arc<Self>,
+        connection: &Connection,
+        record: &TableRecord,
+        mode: FetchMode,
+    ) {
         let table = record.table_ref(&connection.id);
         {
             let mut running = self
@@ -593,7 +613,7 @@ impl Connections {
         self.background.tasks.spawn(async move {
             let label = TableName::of(&connection, &record).to_string();
             tokio::select! {
-                result = this.fetch_table(&connection, &record, FetchMode::Ensure) => {
+                result = this.fetch_table(&connection, &record, mode) => {
                     if let Err(e) = result {
                         tracing::warn!(table = %label, error = %e, "background copy failed");
                     }

@@ -26,18 +26,18 @@ const SERVER_KEYS: &[&str] = &[
     "mode",
     "inline_fetch_max",
     "cache_max_bytes",
-    "refresh",
-    "cursor_column",
-    "overlap",
-    "full_every",
 ];
-/// PostgreSQL takes the server keys plus its own.
+/// PostgreSQL takes the server keys, the refresh keys and its own.
 static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| [SERVER_KEYS, &["numeric_as_float64"]].concat());
-/// MySQL takes the server keys plus its own.
+    std::sync::LazyLock::new(|| [SERVER_KEYS, REFRESH_KEYS, &["numeric_as_float64"]].concat());
+/// MySQL takes the server keys, the refresh keys and its own.
 static MYSQL_KEYS: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| [SERVER_KEYS, &["schemas"]].concat());
-const SQLITE_KEYS: &[&str] = &[
+    std::sync::LazyLock::new(|| [SERVER_KEYS, REFRESH_KEYS, &["schemas"]].concat());
+/// SQLite takes its keys and the refresh keys.
+static SQLITE_KEYS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| [SQLITE_OWN_KEYS, REFRESH_KEYS].concat());
+const REFRESH_KEYS: &[&str] = crate::refresh::RefreshSettings::CONNECTION_KEYS;
+const SQLITE_OWN_KEYS: &[&str] = &[
     "path",
     "connect_timeout",
     "statement_timeout",
@@ -45,10 +45,6 @@ const SQLITE_KEYS: &[&str] = &[
     "mode",
     "inline_fetch_max",
     "cache_max_bytes",
-    "refresh",
-    "cursor_column",
-    "overlap",
-    "full_every",
 ];
 const SERVER_SECRETS: &[&str] = &["password"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +58,7 @@ impl SourceType {
         match self {
             SourceType::Postgres => &POSTGRES_KEYS,
             SourceType::Mysql => &MYSQL_KEYS,
-            SourceType::Sqlite => SQLITE_KEYS,
+            SourceType::Sqlite => &SQLITE_KEYS,
         }
     }
 

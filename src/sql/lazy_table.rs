@@ -116,8 +116,25 @@ impl TableProvider for LazyTable {
             .fresh_entry(&self.connection, record)
             .await
             .map_err(external)?;
-        let stale = matches!(freshness, Freshness::Stale);
-        if let Freshness::Fresh(entry) = freshness {
+        let settings = record
+            .options
+            .refresh
+            .or(
+                &crate::refresh::RefreshSettings::from_config(&self.connection.config)
+                    .unwrap_or_default(),
+            );
+        let serve_stale = settings.on_stale == Some(crate::refresh::OnStale::Serve);
+        let (stale, readable) = match freshness {
+            Freshness::Fresh(entry) => (false, Some(entry)),
+            Freshness::Stale(entry) if serve_stale => {
+                // Answered from the stale copy now; the next statement reads the new one.
+                engine.refresh_in_background(&self.connection, record);
+                (false, Some(entry))
+            }
+            Freshness::Stale(_) => (true, None),
+            Freshness::Missing => (false, None),
+        };
+        if let Some(entry) = readable {
             let lease = Arc::new(engine.cache().lease(&entry));
             let memory = engine.cache().memory();
             if let Some(resident) = memory.get_version(&lease)

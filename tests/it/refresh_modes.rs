@@ -8,7 +8,7 @@ use datafusion::arrow::util::display::array_value_to_string;
 use quarry::Engine;
 use quarry::events::Event;
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use crate::access_modes::error_of;
 use crate::support::PgSourceFixture;
@@ -409,4 +409,64 @@ async fn refresh_settings_that_do_not_fit_the_table_are_refused_when_set() {
         json!({"refresh": "upsert", "cursor_column": "n"}),
     )
     .await;
+}
+
+/// `count(*)` of `table` through Quarry.
+async fn count(engine: &Engine, table: &str) -> String {
+    quarry_rows(engine, &format!("SELECT count(*) AS n FROM {table}")).await[0][0].clone()
+}
+
+#[tokio::test]
+async fn on_stale_serve_answers_from_the_old_copy_while_it_refreshes() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL);
+         INSERT INTO events SELECT i, 'row ' || i FROM generate_series(1, 10) i;",
+    )
+    .await;
+    // Every copy is older than max_age by the time a query reads it.
+    let mut config = crate::support::pg_source_config(&fx.db.name);
+    config["max_age"] = json!("1us");
+    config["on_stale"] = json!("serve");
+    fx.engine
+        .register_connection("stale", "postgres", config)
+        .await
+        .unwrap();
+    fx.engine.discover_connection("stale").await.unwrap();
+    let table = "stale.public.events";
+    assert_eq!(count(&fx.engine, table).await, "10");
+
+    // The source holds the refresh back (a lock the test releases): the query answers from
+    // the old copy without waiting for it.
+    fx.exec("INSERT INTO events SELECT i, 'row ' || i FROM generate_series(11, 15) i;")
+        .await;
+    let mut gate = sqlx::PgConnection::connect(&fx.db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE;")
+        .execute(&mut gate)
+        .await
+        .unwrap();
+    assert_eq!(count(&fx.engine, table).await, "10", "the stale copy");
+    sqlx::raw_sql("COMMIT").execute(&mut gate).await.unwrap();
+    fx.engine.background_copies_done().await;
+    assert_eq!(count(&fx.engine, table).await, "15", "the refreshed copy");
+    fx.engine.background_copies_done().await;
+
+    // A refresh that fails keeps the old copy served; the error is on the table and sent
+    // as an event.
+    let mut events = fx.engine.subscribe();
+    fx.exec("ALTER TABLE events RENAME TO events_gone;").await;
+    assert_eq!(count(&fx.engine, table).await, "15");
+    fx.engine.background_copies_done().await;
+    let failed = std::iter::from_fn(|| events.try_recv().ok())
+        .any(|e| matches!(e, Event::FetchFailed { .. }));
+    assert!(failed, "a failed refresh is sent as an event");
+    let error = quarry_rows(
+        &fx.engine,
+        "SELECT last_error FROM quarry.information_schema.tables \
+         WHERE connection_name = 'stale' AND table_name = 'events'",
+    )
+    .await;
+    assert!(error[0][0].contains("events"), "{error:?}");
+    assert_eq!(count(&fx.engine, table).await, "15", "still the old copy");
+    fx.engine.background_copies_done().await;
 }
