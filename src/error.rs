@@ -134,6 +134,21 @@ pub enum Error {
     #[error("cannot fetch {table}: {message}")]
     Fetch { table: String, message: String },
 
+    /// A refresh found the table's columns changed at the source since discovery.
+    #[error(
+        "the columns of {table} changed at the source since discovery: {changes}; the copy \
+         already cached is kept. Run discover_connection('{connection}') and refresh again, \
+         or set on_schema_change to 'evolve' to do both on refresh"
+    )]
+    SchemaChanged {
+        /// `connection.schema.table`.
+        table: String,
+        /// The connection's name.
+        connection: String,
+        /// The columns added, removed and changed.
+        changes: String,
+    },
+
     /// An engine setting has a value Quarry cannot use.
     #[error("invalid {setting} '{given}': {expected}")]
     InvalidSetting {
@@ -247,6 +262,15 @@ pub enum Kind {
 }
 
 impl Error {
+    /// Whether this is (or shares) a refresh's [`Error::SchemaChanged`].
+    pub fn is_schema_change(&self) -> bool {
+        match self {
+            Error::SchemaChanged { .. } => true,
+            Error::Shared(inner) => inner.is_schema_change(),
+            _ => false,
+        }
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> Kind {
         match self {
@@ -263,6 +287,7 @@ impl Error {
             Error::Unauthenticated(_) => Kind::Unauthenticated,
             Error::TooManySessions { .. } => Kind::ResourceExhausted,
             Error::Source { .. } | Error::Fetch { .. } | Error::Remote { .. } => Kind::Unavailable,
+            Error::SchemaChanged { .. } => Kind::Invalid,
             Error::Shared(inner) => inner.kind(),
             Error::Sql(e) => sql_kind(e),
             Error::SecretKey(_)

@@ -134,6 +134,9 @@ impl FetchJob {
     /// add to and no full refresh is due, else a whole fetch.
     async fn refresh(&self, label: &str, start: Instant) -> Result<CacheEntry> {
         let _writing = self.state.writer(&self.name.table).lock_owned().await;
+        if self.mode == FetchMode::Refresh {
+            self.check_columns().await?;
+        }
         let plan = match self.mode {
             FetchMode::Refresh => {
                 IncrementalPlan::new(&self.settings, &self.table, self.source_type, label)?
@@ -157,6 +160,58 @@ impl FetchJob {
             }
         }
         self.fetch_and_publish(label, start).await
+    }
+
+    /// Fails with [`Error::SchemaChanged`] when the source's columns of the table are no
+    /// longer the discovered ones (a refresh would read columns that are not there, or miss
+    /// new ones).
+    async fn check_columns(&self) -> Result<()> {
+        let found = self.source.discover().await?;
+        let Some(now) = found
+            .iter()
+            .find(|t| t.schema == self.table.schema && t.name == self.table.name)
+        else {
+            // Gone at the source: the fetch says so in the source's words.
+            return Ok(());
+        };
+        let described = |c: &crate::table::ColumnRecord| format!("{} ({})", c.name, c.source_type);
+        let mut changes = Vec::new();
+        for column in &now.columns {
+            match self.table.columns.iter().find(|c| c.name == column.name) {
+                None => changes.push(format!("added {}", described(column))),
+                Some(old)
+                    if old.source_type != column.source_type
+                        || old.arrow_type != column.arrow_type
+                        || old.is_nullable != column.is_nullable =>
+                {
+                    let nullable = |c: &crate::table::ColumnRecord| {
+                        if c.is_nullable { "" } else { " NOT NULL" }
+                    };
+                    changes.push(format!(
+                        "changed {} from {}{} to {}{}",
+                        column.name,
+                        old.source_type,
+                        nullable(old),
+                        column.source_type,
+                        nullable(column)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for old in &self.table.columns {
+            if !now.columns.iter().any(|c| c.name == old.name) {
+                changes.push(format!("removed {}", described(old)));
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(Error::SchemaChanged {
+            table: self.name.to_string(),
+            connection: self.name.connection_name.clone(),
+            changes: changes.join(", "),
+        })
     }
 
     /// The table's stored Arrow schema.

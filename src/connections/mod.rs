@@ -545,7 +545,26 @@ impl Connections {
         mode: FetchMode,
     ) -> Result<CacheEntry> {
         let source = self.source(connection).await?;
-        self.cache.run(connection, source, record, mode).await
+        match self.cache.run(connection, source, record, mode).await {
+            Err(e) if e.is_schema_change() && self.evolves(connection, record) => {
+                // Discovery takes the new columns (and drops the old copy); then a whole fetch.
+                self.discover_connection(connection).await?;
+                let record = self
+                    .table_record(connection, &record.schema, &record.name)
+                    .await?;
+                let source = self.source(connection).await?;
+                self.cache.run(connection, source, &record, mode).await
+            }
+            result => result,
+        }
+    }
+
+    /// Whether `record`'s refreshes follow a schema change (`on_schema_change = evolve`).
+    fn evolves(&self, connection: &Connection, record: &TableRecord) -> bool {
+        let defaults =
+            crate::refresh::RefreshSettings::from_config(&connection.config).unwrap_or_default();
+        record.options.refresh.or(&defaults).on_schema_change
+            == Some(crate::refresh::OnSchemaChange::Evolve)
     }
 
     /// Runs a statement pushed down to `connection`'s source, streaming its rows into `sink`.

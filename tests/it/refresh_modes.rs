@@ -470,3 +470,70 @@ async fn on_stale_serve_answers_from_the_old_copy_while_it_refreshes() {
     assert_eq!(count(&fx.engine, table).await, "15", "still the old copy");
     fx.engine.background_copies_done().await;
 }
+
+#[tokio::test]
+async fn a_schema_change_fails_the_refresh_or_evolves_the_table() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE events (id integer PRIMARY KEY, v text, w integer);
+         INSERT INTO events VALUES (1, 'a', 10), (2, 'b', 20);",
+    )
+    .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    let table = "pg.public.events";
+    assert_eq!(count(&fx.engine, table).await, "2");
+    fx.exec(
+        "ALTER TABLE events ADD COLUMN extra integer, DROP COLUMN w;
+         ALTER TABLE events ALTER COLUMN v TYPE varchar(10);
+         INSERT INTO events VALUES (3, 'c', 300);",
+    )
+    .await;
+
+    // fail (the default): the message names each change, and the old copy is still read.
+    let error = error_of(
+        &fx.engine,
+        "SELECT * FROM refresh_table('pg.public.events')",
+    )
+    .await;
+    for part in [
+        "columns of pg.public.events changed",
+        "added extra (integer)",
+        "removed w (integer)",
+        "changed v from text to character varying(10)",
+        "on_schema_change",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+    assert_eq!(
+        quarry_rows(
+            &fx.engine,
+            "SELECT id, v, w FROM pg.public.events ORDER BY id"
+        )
+        .await,
+        vec![vec!["1", "a", "10"], vec!["2", "b", "20"]]
+    );
+    let recorded = quarry_rows(
+        &fx.engine,
+        "SELECT last_error FROM quarry.information_schema.tables WHERE table_name = 'events'",
+    )
+    .await;
+    assert!(recorded[0][0].contains("added extra"), "{recorded:?}");
+
+    // evolve: the refresh discovers the table again and fetches it whole.
+    set_options(&fx.engine, table, json!({"on_schema_change": "evolve"})).await;
+    refresh(&fx.engine, table).await;
+    assert_eq!(
+        quarry_rows(
+            &fx.engine,
+            "SELECT id, v, extra FROM pg.public.events ORDER BY id"
+        )
+        .await,
+        vec![
+            vec!["1", "a", "NULL"],
+            vec!["2", "b", "NULL"],
+            vec!["3", "c", "300"]
+        ]
+    );
+    let error = error_of(&fx.engine, "SELECT w FROM pg.public.events").await;
+    assert!(error.contains('w'), "{error}");
+}
