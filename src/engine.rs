@@ -203,6 +203,21 @@ impl Engine {
         self.inner.session.sql(sql).await
     }
 
+    /// Refreshes tables that have a `refresh_interval` when they are due, in the background,
+    /// until `shutdown` (the server and the interactive shell start it).
+    pub fn start_refresh_schedule(&self) {
+        self.inner.connections.start_refresh_schedule();
+    }
+
+    /// Starts the scheduled refreshes due at `now` and returns them: the schedule's clock
+    /// turned by hand (tests, tools).
+    pub async fn run_scheduled(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::connections::ScheduledRefresh>> {
+        self.inner.connections.run_scheduled(now).await
+    }
+
     /// Splits a script into statements, in the SQL dialect Quarry speaks.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         self.inner.session.parse(sql)

@@ -4,9 +4,11 @@
 //! manage connections through it.
 
 mod reports;
+mod schedule;
 pub mod snapshot;
 
-pub use reports::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
+pub use reports::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TableFreshness, TestReport};
+pub use schedule::{RETRIES, ScheduledRefresh};
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -77,6 +79,8 @@ pub struct Connections {
     snapshot: Arc<SnapshotCell>,
     /// The copies `auto` runs in the background, cancelled by `shutdown`.
     background: BackgroundCopies,
+    /// The tables refreshed on a schedule, and when each is next due.
+    schedule: schedule::Schedule,
 }
 
 /// Copies of tables into the cache that no statement waits for.
@@ -124,6 +128,7 @@ impl Connections {
             sources: Mutex::default(),
             snapshot,
             background: BackgroundCopies::default(),
+            schedule: schedule::Schedule::default(),
         }
     }
 

@@ -86,3 +86,48 @@ impl RefreshOutcome {
         outcome
     }
 }
+
+/// How fresh a table's copy is: its refresh mode, what its last refresh did, the copy's age,
+/// its next scheduled refresh and its last refresh error. `information_schema.tables` shows
+/// these fields and the REST table listing encodes them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct TableFreshness {
+    /// full, append or upsert.
+    pub refresh_mode: String,
+    /// What the last successful refresh (or first fetch) was: full, append or upsert.
+    pub last_refresh_kind: Option<String>,
+    /// When it finished (RFC 3339).
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
+    #[serde(serialize_with = "rfc3339")]
+    pub last_refresh_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Rows it added or changed (every row for a full one).
+    pub last_refresh_rows: Option<i64>,
+    /// How long it took, in milliseconds.
+    pub last_refresh_ms: Option<i64>,
+    /// Seconds since the copy's rows were fetched.
+    pub age_seconds: Option<i64>,
+    /// When the schedule refreshes it next, with a `refresh_interval` and a copy (RFC 3339).
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
+    #[serde(serialize_with = "rfc3339")]
+    pub next_refresh_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The copy's files: its base and its delta files.
+    pub cache_files: Option<i64>,
+    /// The last refresh's error, cleared by the next success.
+    pub last_error: Option<String>,
+    /// When that refresh failed (RFC 3339).
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
+    #[serde(serialize_with = "rfc3339")]
+    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A time as RFC 3339 text, as the REST API writes every time.
+fn rfc3339<S: serde::Serializer>(
+    at: &Option<chrono::DateTime<chrono::Utc>>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => serializer.serialize_str(&at.to_rfc3339()),
+        None => serializer.serialize_none(),
+    }
+}

@@ -69,14 +69,45 @@ fn unknown_keys_list_the_valid_keys() {
         "invalid postgres connection config: unknown key 'hots' (did you mean 'host'?); valid \
          keys: host, port, database, user, password, ssl_mode, ssl_root_cert, connect_timeout, \
          statement_timeout, retry_budget, max_age, mode, inline_fetch_max, cache_max_bytes, \
-         numeric_as_float64"
+         refresh, cursor_column, overlap, full_every, refresh_interval, on_stale, \
+         on_schema_change, max_concurrent_refreshes, numeric_as_float64"
     );
     assert_eq!(
         error("sqlite", json!({"file": "/x"})),
         "invalid sqlite connection config: unknown key 'file' (did you mean 'path'?); valid \
          keys: path, connect_timeout, statement_timeout, max_age, mode, inline_fetch_max, \
-         cache_max_bytes"
+         cache_max_bytes, refresh, cursor_column, overlap, full_every, refresh_interval, \
+         on_stale, on_schema_change, max_concurrent_refreshes"
     );
+}
+
+#[test]
+fn refresh_defaults_are_checked_with_the_config() {
+    for (config, expected) in [
+        (
+            json!({"refresh": "often"}),
+            "'refresh' must be one of full, append, upsert, got \"often\"",
+        ),
+        (
+            json!({"refresh_interval": "500ms"}),
+            "'refresh_interval' must be a duration of 1s or more",
+        ),
+        (
+            json!({"on_stale": "later"}),
+            "'on_stale' must be one of wait, serve",
+        ),
+        (
+            json!({"max_concurrent_refreshes": 0}),
+            "'max_concurrent_refreshes' must be a count from 1 to 64",
+        ),
+        (
+            json!({"overlap": "a while"}),
+            "'overlap' must be a number of the cursor's units",
+        ),
+    ] {
+        let message = error("postgres", server(config.clone()));
+        assert!(message.contains(expected), "{config}: {message}");
+    }
 }
 
 #[test]

@@ -537,3 +537,98 @@ async fn a_schema_change_fails_the_refresh_or_evolves_the_table() {
     let error = error_of(&fx.engine, "SELECT w FROM pg.public.events").await;
     assert!(error.contains('w'), "{error}");
 }
+
+/// When the schedule next refreshes `table`, as `information_schema.tables` shows it.
+async fn next_refresh_at(engine: &Engine, table: &str) -> chrono::DateTime<chrono::Utc> {
+    let micros = quarry_rows(
+        engine,
+        &format!(
+            "SELECT CAST(next_refresh_at AS BIGINT) AS at FROM quarry.information_schema.tables \
+             WHERE table_name = '{table}'"
+        ),
+    )
+    .await;
+    chrono::DateTime::from_timestamp_micros(micros[0][0].parse().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_scheduled_refresh_runs_when_due_and_stops_retrying_a_failing_source() {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL);
+         INSERT INTO events SELECT i, 'row ' || i FROM generate_series(1, 10) i;",
+    )
+    .await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    let table = "pg.public.events";
+    set_options(&fx.engine, table, json!({"refresh_interval": "5m"})).await;
+    assert_eq!(count(&fx.engine, table).await, "10");
+    fx.exec("INSERT INTO events SELECT i, 'row ' || i FROM generate_series(11, 15) i;")
+        .await;
+
+    // The clock is turned by hand: not due a second before the time the table shows, due
+    // at it.
+    let second = chrono::Duration::seconds(1);
+    let due = next_refresh_at(&fx.engine, "events").await;
+    let interval = chrono::Duration::minutes(5);
+    assert!(due - chrono::Utc::now() > interval - chrono::Duration::minutes(1));
+    assert!(due - chrono::Utc::now() <= interval + interval / 10);
+    assert!(
+        fx.engine
+            .run_scheduled(due - second)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let started = fx.engine.run_scheduled(due).await.unwrap();
+    assert_eq!(started.len(), 1);
+    for (_, task) in started {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        count(&fx.engine, table).await,
+        "15",
+        "the scheduled refresh ran"
+    );
+    let next = next_refresh_at(&fx.engine, "events").await;
+    assert!(next >= due + interval, "the next one is an interval on");
+
+    // A failing source: retried after a growing backoff, then left until the next
+    // interval; the copy is served all along.
+    fx.exec("ALTER TABLE events RENAME TO events_gone;").await;
+    let mut at = next;
+    let mut waits = Vec::new();
+    for _ in 0..=quarry::connections::RETRIES {
+        assert!(
+            fx.engine
+                .run_scheduled(at - second)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let started = fx.engine.run_scheduled(at).await.unwrap();
+        assert_eq!(started.len(), 1);
+        for (_, task) in started {
+            assert!(task.await.unwrap().is_err());
+        }
+        let retry = next_refresh_at(&fx.engine, "events").await;
+        waits.push(retry - at);
+        at = retry;
+    }
+    let (last, backoffs) = waits.split_last().unwrap();
+    assert!(
+        backoffs.windows(2).all(|w| w[1] > w[0]) && backoffs[0] < interval,
+        "{waits:?}"
+    );
+    assert!(
+        *last >= interval,
+        "after the retries, the next interval: {waits:?}"
+    );
+    assert_eq!(count(&fx.engine, table).await, "15");
+    let error = quarry_rows(
+        &fx.engine,
+        "SELECT last_error FROM quarry.information_schema.tables WHERE table_name = 'events'",
+    )
+    .await;
+    assert!(error[0][0].contains("events"), "{error:?}");
+}

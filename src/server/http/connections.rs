@@ -384,7 +384,12 @@ pub async fn tables(
     Ok(Json(
         tables
             .iter()
-            .map(|t| TableInfo::of(t, &cached, &access))
+            .map(|t| {
+                let freshness = app
+                    .engine
+                    .freshness(&connection, t, t.current_entry(&cached));
+                TableInfo::of(t, &cached, &access, freshness)
+            })
             .collect(),
     ))
 }
@@ -415,5 +420,8 @@ pub async fn set_table_options(
         .await?;
     let cached = app.engine.cache_entries(&connection).await?;
     let access = CommonOptions::access_of(connection.source_type, &connection.config);
-    Ok(Json(TableInfo::of(&record, &cached, &access)))
+    let freshness = app
+        .engine
+        .freshness(&connection, &record, record.current_entry(&cached));
+    Ok(Json(TableInfo::of(&record, &cached, &access, freshness)))
 }

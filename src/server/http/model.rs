@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use crate::access::AccessOptions;
 use crate::connection::Connection;
+pub use crate::connections::TableFreshness;
 pub use crate::engine::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
 use crate::table::{CacheEntry, TableRecord};
 
@@ -161,6 +162,9 @@ pub struct TableInfo {
     pub cached: bool,
     /// The cached copy.
     pub cache: Option<CacheState>,
+    /// How fresh the copy is: refresh mode, last refresh, age, next scheduled refresh and
+    /// last error.
+    pub freshness: TableFreshness,
 }
 
 /// `POST /query`: one SQL statement.
@@ -269,7 +273,12 @@ impl ConnectionDetails {
 
 impl TableInfo {
     /// `table` with its current cache entry, if any, read with `access` (its connection's).
-    pub fn of(table: &TableRecord, cached: &[CacheEntry], access: &AccessOptions) -> Self {
+    pub fn of(
+        table: &TableRecord,
+        cached: &[CacheEntry],
+        access: &AccessOptions,
+        freshness: TableFreshness,
+    ) -> Self {
         let cache = table.current_entry(cached).map(|e| CacheState {
             rows: e.row_count,
             bytes: e.byte_size,
@@ -287,6 +296,7 @@ impl TableInfo {
             columns: table.columns.len() as i64,
             cached: cache.is_some(),
             cache,
+            freshness,
         }
     }
 }

@@ -9,8 +9,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 
 use super::{field, ints, strings, times, utc};
-use crate::connections::Connections;
-use crate::refresh::RefreshSettings;
+use crate::connections::{Connections, TableFreshness};
 use crate::source::CommonOptions;
 
 pub(super) fn schema() -> SchemaRef {
@@ -37,6 +36,7 @@ pub(super) fn schema() -> SchemaRef {
         field("last_refresh_rows", DataType::Int64),
         field("last_refresh_ms", DataType::Int64),
         field("age_seconds", DataType::Int64),
+        field("next_refresh_at", utc()),
         field("last_error", DataType::Utf8),
         field("last_error_at", utc()),
     ]))
@@ -44,21 +44,23 @@ pub(super) fn schema() -> SchemaRef {
 
 pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRef>> {
     let cache = connections.cache();
-    let now = chrono::Utc::now();
     let mut rows = Vec::new();
     for c in connections.connections().await? {
         let entries = connections.cache_entries(&c).await?;
         let access = CommonOptions::access_of(c.source_type, &c.config);
-        let defaults = RefreshSettings::from_config(&c.config).unwrap_or_default();
         for t in connections.tables(&c).await? {
             let entry = t.current_entry(&entries).cloned();
-            let refresh_mode = t.options.refresh.or(&defaults).mode();
+            let fresh = connections.freshness(&c, &t, entry.as_ref());
             let mode = t.options.mode(&access);
-            rows.push((c.clone(), t, entry, mode, refresh_mode));
+            rows.push((c.clone(), t, entry, mode, fresh));
         }
     }
     let column = |f: &dyn Fn(&Row) -> Option<String>| strings(rows.iter().map(f));
     let int = |f: &dyn Fn(&Row) -> Option<i64>| ints(rows.iter().map(f));
+    let fresh =
+        |f: &dyn Fn(&TableFreshness) -> Option<String>| strings(rows.iter().map(|(.., r)| f(r)));
+    let fresh_int =
+        |f: &dyn Fn(&TableFreshness) -> Option<i64>| ints(rows.iter().map(|(.., r)| f(r)));
     Ok(vec![
         column(&|(c, ..)| Some(c.id.to_string())),
         column(&|(c, ..)| Some(c.name.to_string())),
@@ -67,7 +69,7 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
         column(&|(_, t, ..)| Some(t.table_type.clone())),
         int(&|(_, t, ..)| t.row_estimate),
         int(&|(_, t, ..)| t.byte_estimate),
-        column(&|(.., mode, _)| Some(mode.to_string())),
+        column(&|(_, _, _, mode, _)| Some(mode.to_string())),
         Arc::new(BooleanArray::from_iter(
             rows.iter().map(|(_, _, e, ..)| Some(e.is_some())),
         )),
@@ -78,17 +80,18 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
                 .map(|(_, _, e, ..)| e.as_ref().map(|e| e.fetched_at)),
         ),
         int(&|(_, _, e, ..)| e.as_ref().map(|e| e.version)),
-        int(&|(_, _, e, ..)| e.as_ref().map(|e| e.files().count() as i64)),
+        fresh_int(&|r| r.cache_files),
         int(&|(_, t, ..)| Some(t.fetch_count)),
         int(&|(_, _, e, ..)| e.as_ref().map(|e| cache.resident_bytes(e) as i64)),
-        column(&|(.., refresh)| Some(refresh.to_string())),
-        column(&|(_, t, ..)| t.refresh.kind.map(|k| k.to_string())),
-        times(rows.iter().map(|(_, t, ..)| t.refresh.refreshed_at)),
-        int(&|(_, t, ..)| t.refresh.rows),
-        int(&|(_, t, ..)| t.refresh.duration_ms),
-        int(&|(_, _, e, ..)| e.as_ref().map(|e| (now - e.fetched_at).num_seconds())),
-        column(&|(_, t, ..)| t.refresh.error.clone()),
-        times(rows.iter().map(|(_, t, ..)| t.refresh.error_at)),
+        fresh(&|r| Some(r.refresh_mode.clone())),
+        fresh(&|r| r.last_refresh_kind.clone()),
+        times(rows.iter().map(|(.., r)| r.last_refresh_at)),
+        fresh_int(&|r| r.last_refresh_rows),
+        fresh_int(&|r| r.last_refresh_ms),
+        fresh_int(&|r| r.age_seconds),
+        times(rows.iter().map(|(.., r)| r.next_refresh_at)),
+        fresh(&|r| r.last_error.clone()),
+        times(rows.iter().map(|(.., r)| r.last_error_at)),
     ])
 }
 
@@ -97,5 +100,5 @@ type Row = (
     crate::table::TableRecord,
     Option<crate::table::CacheEntry>,
     crate::access::AccessMode,
-    crate::refresh::RefreshMode,
+    TableFreshness,
 );
