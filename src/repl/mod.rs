@@ -454,6 +454,12 @@ pub fn describe_error(error: &Error) -> String {
 
 /// Runs the interactive shell until `.quit`, Ctrl-D or end of input.
 pub fn run_interactive(runtime: &Runtime, engine: Engine, settings: Settings) -> Result<()> {
+    // An interactive shell runs for long: tables with a refresh_interval are refreshed while
+    // it does (scripts and `-c` runs are over too soon to need it).
+    {
+        let _runtime = runtime.enter();
+        engine.start_refresh_schedule();
+    }
     let history = engine.config().data_dir.join("history.txt");
     let config = EditorConfig::builder()
         .auto_add_history(false)
