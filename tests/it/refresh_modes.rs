@@ -632,3 +632,115 @@ async fn a_scheduled_refresh_runs_when_due_and_stops_retrying_a_failing_source()
     .await;
     assert!(error[0][0].contains("events"), "{error:?}");
 }
+
+/// `append` and `upsert` on each source: the fetch's cursor condition is written in the
+/// source's own dialect.
+async fn incremental_refresh_on(kind: &str) {
+    use crate::access_modes::Source;
+    let mut source = Source::new(kind).await;
+    source
+        .exec(
+            "CREATE TABLE items (id integer NOT NULL PRIMARY KEY, n integer NOT NULL, \
+             version integer NOT NULL);",
+        )
+        .await;
+    let values: Vec<String> = (1..=20).map(|i| format!("({i}, {i}, 1)")).collect();
+    source
+        .exec(&format!("INSERT INTO items VALUES {};", values.join(", ")))
+        .await;
+    source.connect("src", json!({"mode": "cache"})).await;
+    let engine = &source.engine().clone();
+    let schema = source.schema().to_owned();
+    let events = source.events("src");
+    let items = format!("src.{schema}.items");
+    set_options(
+        engine,
+        &events,
+        json!({"refresh": "append", "cursor_column": "id"}),
+    )
+    .await;
+    set_options(
+        engine,
+        &items,
+        json!({"refresh": "upsert", "cursor_column": "version"}),
+    )
+    .await;
+    let ids = |table: &str| format!("SELECT count(*) AS n, sum(id) AS s FROM {table}");
+    let base = crate::access_modes::ROWS;
+    assert_eq!(
+        quarry_rows(engine, &ids(&events)).await,
+        vec![vec![base.to_string(), (base * (base + 1) / 2).to_string()]]
+    );
+    let item_rows = format!("SELECT id, n FROM {items} ORDER BY id");
+    assert_eq!(quarry_rows(engine, &item_rows).await.len(), 20);
+
+    source
+        .exec(&format!(
+            "INSERT INTO events VALUES ({}, 1, 'late'), ({}, 2, 'later');
+             UPDATE items SET n = n + 100, version = 2 WHERE id IN (3, 4);",
+            base + 1,
+            base + 2
+        ))
+        .await;
+    for table in [&events, &items] {
+        let [_, schema, name] = table.splitn(3, '.').collect::<Vec<_>>()[..] else {
+            unreachable!()
+        };
+        engine.refresh_table("src", schema, name).await.unwrap();
+    }
+    let total = base + 2;
+    assert_eq!(
+        quarry_rows(engine, &ids(&events)).await,
+        vec![vec![
+            total.to_string(),
+            (total * (total + 1) / 2).to_string()
+        ]]
+    );
+    let expected: Vec<Vec<String>> = (1..=20)
+        .map(|i| {
+            let n = if i == 3 || i == 4 { i + 100 } else { i };
+            vec![i.to_string(), n.to_string()]
+        })
+        .collect();
+    assert_eq!(quarry_rows(engine, &item_rows).await, expected);
+}
+
+#[tokio::test]
+async fn incremental_refresh_on_mariadb() {
+    incremental_refresh_on("mysql").await;
+}
+
+#[tokio::test]
+async fn incremental_refresh_on_sqlite() {
+    incremental_refresh_on("sqlite").await;
+}
+
+#[tokio::test]
+async fn a_datetime_cursor_on_mariadb_reads_rows_at_the_mark_again() {
+    let mut fx = crate::support::MySqlSourceFixture::new().await;
+    fx.exec(
+        "CREATE TABLE logs (id integer PRIMARY KEY, at datetime(6) NOT NULL);
+         INSERT INTO logs VALUES (1, '2026-01-01 00:00:01.5'), (2, '2026-01-01 00:00:02.25');",
+    )
+    .await;
+    fx.engine.discover_connection("my").await.unwrap();
+    let table = format!("my.{}.logs", fx.name);
+    set_options(
+        &fx.engine,
+        &table,
+        json!({"refresh": "append", "cursor_column": "at"}),
+    )
+    .await;
+    let rows = format!("SELECT id FROM {table} ORDER BY id");
+    assert_eq!(quarry_rows(&fx.engine, &rows).await.len(), 2);
+    fx.exec("INSERT INTO logs VALUES (3, '2026-01-01 00:00:02.25'), (4, '2026-01-02 00:00:00');")
+        .await;
+    fx.engine
+        .refresh_table("my", &fx.name, "logs")
+        .await
+        .unwrap();
+    assert_eq!(
+        quarry_rows(&fx.engine, &rows).await,
+        vec![vec!["1"], vec!["2"], vec!["3"], vec!["4"]]
+    );
+}
