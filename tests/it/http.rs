@@ -256,6 +256,15 @@ async fn a_connection_lives_its_whole_life_by_id() {
     assert_eq!(items["cached"], true, "{tables}");
     assert_eq!(items["cache"]["rows"], 100);
     assert_eq!(table(&tables, "tags")["cached"], false);
+    // The first fetch is a full refresh of every row, and shows as one.
+    let fresh = &items["freshness"];
+    assert_eq!(fresh["refresh_mode"], "full", "{fresh}");
+    assert_eq!(fresh["last_refresh_kind"], "full", "{fresh}");
+    assert_eq!(fresh["last_refresh_rows"], 100, "{fresh}");
+    assert_eq!(fresh["cache_files"], 1, "{fresh}");
+    assert!(fresh["last_refresh_at"].as_str().is_some(), "{fresh}");
+    assert!(fresh["last_error"].is_null(), "{fresh}");
+    assert!(fresh["next_refresh_at"].is_null(), "no interval: {fresh}");
 
     let (status, tested) = api.call(Method::POST, &format!("{path}/test"), None).await;
     assert_eq!(status, StatusCode::OK, "{tested}");
