@@ -6,10 +6,11 @@
 //! Each fetch runs in a child process so its peak RSS is its own.
 //! Run: `cargo bench --bench fetch -- --scale 1` (scale 0.1 for a quick look).
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/tpch.rs"]
 mod tpch;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -109,26 +110,17 @@ struct FetchResult {
 }
 
 fn run_child(source: &str, database: &str) -> FetchResult {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--child", source, "--database", database])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "the fetch child failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let parts: Vec<&str> = line.split_whitespace().collect();
+    let parts = child::run(&[
+        "--child".as_ref(),
+        source.as_ref(),
+        "--database".as_ref(),
+        database.as_ref(),
+    ]);
     FetchResult {
-        rows: parts[1].parse().unwrap(),
-        bytes: parts[2].parse().unwrap(),
-        seconds: parts[3].parse().unwrap(),
-        peak_kb: parts[4].parse().unwrap(),
+        rows: parts[0].parse().unwrap(),
+        bytes: parts[1].parse().unwrap(),
+        seconds: parts[2].parse().unwrap(),
+        peak_kb: parts[3].parse().unwrap(),
     }
 }
 
@@ -165,18 +157,8 @@ async fn child_fetch(source: &str, database: &str) {
         "RESULT {} {} {seconds} {}",
         entry.row_count,
         entry.byte_size,
-        peak_rss_kb()
+        child::peak_rss_kb()
     );
-}
-
-/// The process's peak resident set (VmHWM), in KiB.
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 async fn pg_floor(url: &str) -> Duration {

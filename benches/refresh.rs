@@ -8,12 +8,13 @@
 //!
 //! Run: `cargo bench --bench refresh -- --scale 1` (scale 0.1 for a quick look).
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/tpch.rs"]
 mod tpch;
 #[path = "common/tpch_queries.rs"]
 mod tpch_queries;
 
-use std::process::Command;
 use std::time::Instant;
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
@@ -91,7 +92,7 @@ async fn child_refresh(options: &str, dir: &str, database: &str) {
     let seconds = start.elapsed().as_secs_f64();
     println!(
         "RESULT {seconds} {} {} {}",
-        peak_rss_kb(),
+        child::peak_rss_kb(),
         entry.row_count,
         entry.files().count()
     );
@@ -110,38 +111,21 @@ fn refresh_in_child(
     dir: &std::path::Path,
     database: &str,
 ) -> Refreshed {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--child", &options.to_string(), "--data-dir"])
-        .arg(dir)
-        .args(["--database", database])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "the refresh child failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let parts: Vec<&str> = line.split_whitespace().collect();
+    let options = options.to_string();
+    let parts = child::run(&[
+        "--child".as_ref(),
+        options.as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+        "--database".as_ref(),
+        database.as_ref(),
+    ]);
     Refreshed {
-        seconds: parts[1].parse().unwrap(),
-        peak_kb: parts[2].parse().unwrap(),
-        rows: parts[3].parse().unwrap(),
-        files: parts[4].parse().unwrap(),
+        seconds: parts[0].parse().unwrap(),
+        peak_kb: parts[1].parse().unwrap(),
+        rows: parts[2].parse().unwrap(),
+        files: parts[3].parse().unwrap(),
     }
-}
-
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn report(label: &str, r: &Refreshed, full: f64) {
@@ -309,13 +293,13 @@ async fn warm_tpch(engine: &quarry::Engine) -> Warm {
         .into_iter()
         .find(|e| e.is_current && e.table.table == "lineitem")
         .map_or(0, |e| e.files().count());
-    run(engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
+    tpch::run(engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
     let mut logs = 0.0;
     for sql in tpch_queries::QUERIES {
         let mut best = f64::MAX;
         for _ in 0..2 {
             let start = Instant::now();
-            run(engine, sql).await;
+            tpch::run(engine, sql).await;
             best = best.min(start.elapsed().as_secs_f64());
         }
         logs += best.ln();
@@ -324,15 +308,4 @@ async fn warm_tpch(engine: &quarry::Engine) -> Warm {
         mean: (logs / tpch_queries::QUERIES.len() as f64).exp(),
         files,
     }
-}
-
-async fn run(engine: &quarry::Engine, sql: &str) -> usize {
-    let batches = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    batches.iter().map(|b| b.num_rows()).sum()
 }

@@ -84,9 +84,9 @@ async fn main() {
         .await
         .unwrap();
     for engine in [&engine, &files] {
-        run(engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
+        tpch::run(engine, "SET datafusion.catalog.default_catalog = 'tpch'").await;
         for (key, value) in args.settings.iter().filter_map(|kv| kv.split_once('=')) {
-            run(engine, &format!("SET {key} = {value}")).await;
+            tpch::run(engine, &format!("SET {key} = {value}")).await;
         }
     }
 
@@ -126,10 +126,10 @@ async fn main() {
             .await;
         let pg_time = start.elapsed();
         let start = Instant::now();
-        let quarry_rows = run(&engine, sql).await;
+        let quarry_rows = tpch::run(&engine, sql).await;
         let quarry_time = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let file_rows = run(&files, sql).await;
+        let file_rows = tpch::run(&files, sql).await;
         let file_time = start.elapsed().as_secs_f64();
         assert_eq!(
             quarry_rows,
@@ -210,7 +210,7 @@ async fn main() {
             times[times.len() / 2]
         }
     };
-    run(
+    tpch::run(
         &engine,
         "CREATE TABLE datafusion.public.ten_mem AS SELECT * FROM small.main.ten",
     )
@@ -356,15 +356,4 @@ fn rewrite(
         writer.write(&batch.unwrap()).unwrap();
     }
     writer.close().unwrap();
-}
-
-async fn run(engine: &quarry::Engine, sql: &str) -> usize {
-    let batches = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    batches.iter().map(|b| b.num_rows()).sum()
 }

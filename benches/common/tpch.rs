@@ -288,3 +288,15 @@ pub async fn quarry_engine(dir: &std::path::Path, scale: f64) -> quarry::Engine 
     engine.discover_connection("tpch").await.unwrap();
     engine
 }
+
+/// Runs `sql` on `engine` to the end; returns the rows of its result.
+pub async fn run(engine: &quarry::Engine, sql: &str) -> usize {
+    let batches = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    batches.iter().map(|b| b.num_rows()).sum()
+}

@@ -13,7 +13,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::{Expr, lit};
@@ -253,6 +253,36 @@ fn is_numeric(t: &DataType) -> bool {
     )
 }
 
+/// The copy's files and the fetched rows' temp file, each read as a DataFusion table.
+struct Sides {
+    ctx: SessionContext,
+    schema: SchemaRef,
+    held: Vec<PathBuf>,
+    fetched: PathBuf,
+}
+
+type Frame = datafusion::dataframe::DataFrame;
+
+impl Sides {
+    fn read(&self, paths: &[PathBuf]) -> Result<Frame> {
+        let table = files_table(paths, Arc::clone(&self.schema))?;
+        Ok(self.ctx.read_table(Arc::new(table))?)
+    }
+
+    /// The rows the copy holds.
+    fn held(&self) -> Result<Frame> {
+        self.read(&self.held)
+    }
+
+    /// The rows the refresh fetched.
+    async fn fetched(&self) -> Result<SendableRecordBatchStream> {
+        Ok(self
+            .read(std::slice::from_ref(&self.fetched))?
+            .execute_stream()
+            .await?)
+    }
+}
+
 /// Refreshes `current` incrementally under the table's writer lock, which the caller holds.
 pub(super) async fn refresh(
     job: &FetchJob,
@@ -266,13 +296,15 @@ pub(super) async fn refresh(
         // The copy was made with other columns: only a full fetch makes them agree.
         return job.fetch_and_publish(label, start).await;
     }
-    let held_paths: Vec<PathBuf> = current.files().map(|f| job.data_dir.join(f)).collect();
-    let _held = job.state.lease(held_paths.clone());
-    let ctx = SessionContext::new();
-    let held = || -> Result<datafusion::dataframe::DataFrame> {
-        Ok(ctx.read_table(Arc::new(files_table(&held_paths, Arc::clone(&schema))?))?)
+    let held: Vec<PathBuf> = current.files().map(|f| job.data_dir.join(f)).collect();
+    let _held = job.state.lease(held.clone());
+    let mut sides = Sides {
+        ctx: SessionContext::new(),
+        schema: Arc::clone(&schema),
+        held,
+        fetched: PathBuf::new(),
     };
-    let mark = high_water_mark(held()?, &plan.cursor).await?;
+    let mark = high_water_mark(sides.held()?, &plan.cursor).await?;
     let filter = mark
         .as_ref()
         .and_then(|m| plan.lower_bound(m))
@@ -286,151 +318,33 @@ pub(super) async fn refresh(
     let (fetched_file, file) = job.new_file(&format!("{version}.fetched"))?;
     let request = job.request(label, &schema, filter.clone());
     let fetched_rows = job.fetch_into(file, &fetched_file, &request).await?;
-    let fetched_path = fetched_file.temp_path();
-    let fetched = || -> Result<datafusion::dataframe::DataFrame> {
-        Ok(ctx.read_table(Arc::new(files_table(
-            std::slice::from_ref(&fetched_path),
-            Arc::clone(&schema),
-        )?))?)
-    };
+    sides.fetched = fetched_file.temp_path();
 
     let (target, file) = job.new_file(&format!("{version}.parquet"))?;
     let (sender, receiver) = mpsc::channel(4);
     let writer = job.spawn_writer(file, &target, &schema, receiver, |_| {});
     let produced = match (&plan.key, plan.mode) {
-        (Some(key), RefreshMode::Append) => {
-            let converter = converter(&schema, key)?;
-            let fetched_keys =
-                keys_of(fetched()?.execute_stream().await?, &converter, &schema, key).await?;
-            let mut held_keys = HashSet::new();
-            let mut stream = held()?
-                .select(key.iter().map(ident).collect::<Vec<Expr>>())?
-                .execute_stream()
-                .await?;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                let rows = converter
-                    .convert_columns(batch.columns())
-                    .map_err(arrow_error)?;
-                for row in rows.iter() {
-                    if fetched_keys.contains(&row.owned()) {
-                        held_keys.insert(row.owned());
-                    }
-                }
-            }
-            let keep = |rows: &datafusion::arrow::row::Rows| -> Vec<bool> {
-                rows.iter()
-                    .map(|r| !held_keys.contains(&r.owned()))
-                    .collect()
-            };
-            send_filtered(
-                fetched()?.execute_stream().await?,
-                &schema,
-                Some(key),
-                &converter,
-                keep,
-                &sender,
-            )
-            .await
-        }
+        (Some(key), RefreshMode::Append) => append_by_key(&sides, key, &sender).await,
         (None, _) => {
-            // No key: a fetched row is new unless the copy holds as many equal rows; only the
-            // rows at or past the bound (or with a NULL cursor) can be equal.
-            let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-            let converter = converter(&schema, &all)?;
-            let mut counts: HashMap<OwnedRow, i64> = HashMap::new();
-            let mut stream = fetched()?.execute_stream().await?;
-            while let Some(batch) = stream.next().await {
-                let rows = converter
-                    .convert_columns(batch?.columns())
-                    .map_err(arrow_error)?;
-                for row in rows.iter() {
-                    *counts.entry(row.owned()).or_default() += 1;
-                }
-            }
             let window = match &filter {
-                Some(f) => held()?.filter(
+                Some(f) => sides.held()?.filter(
                     ident(&plan.cursor)
                         .gt_eq(lit(f.from.clone()))
                         .or(ident(&plan.cursor).is_null()),
                 )?,
-                None => held()?,
+                None => sides.held()?,
             };
-            let mut stream = window.execute_stream().await?;
-            while let Some(batch) = stream.next().await {
-                let rows = converter
-                    .convert_columns(batch?.columns())
-                    .map_err(arrow_error)?;
-                for row in rows.iter() {
-                    if let Some(n) = counts.get_mut(&row.owned()) {
-                        *n -= 1;
-                    }
-                }
-            }
-            let mut allowance = counts;
-            let keep = |rows: &datafusion::arrow::row::Rows| -> Vec<bool> {
-                rows.iter()
-                    .map(|r| match allowance.get_mut(&r.owned()) {
-                        Some(n) if *n > 0 => {
-                            *n -= 1;
-                            true
-                        }
-                        _ => false,
-                    })
-                    .collect()
-            };
-            send_filtered(
-                fetched()?.execute_stream().await?,
-                &schema,
-                None,
-                &converter,
-                keep,
-                &sender,
-            )
-            .await
+            append_by_row(&sides, window, &sender).await
         }
-        (Some(key), RefreshMode::Upsert | RefreshMode::Full) => {
-            // Upsert: the held rows of keys not fetched, then every fetched row.
-            let converter = converter(&schema, key)?;
-            let fetched_keys =
-                keys_of(fetched()?.execute_stream().await?, &converter, &schema, key).await?;
-            let keep = |rows: &datafusion::arrow::row::Rows| -> Vec<bool> {
-                rows.iter()
-                    .map(|r| !fetched_keys.contains(&r.owned()))
-                    .collect()
-            };
-            match send_filtered(
-                held()?.execute_stream().await?,
-                &schema,
-                Some(key),
-                &converter,
-                keep,
-                &sender,
-            )
-            .await
-            {
-                Ok(kept) => send_filtered(
-                    fetched()?.execute_stream().await?,
-                    &schema,
-                    Some(key),
-                    &converter,
-                    |r| vec![true; r.num_rows()],
-                    &sender,
-                )
-                .await
-                .map(|added| kept + added),
-                Err(e) => Err(e),
-            }
-        }
+        (Some(key), RefreshMode::Upsert | RefreshMode::Full) => upsert(&sides, key, &sender).await,
     };
     drop(sender);
     let written = writer.await.map_err(|e| Error::Fetch {
         table: label.to_owned(),
         message: format!("the Parquet writer stopped unexpectedly: {e}"),
     })?;
-    let rows = produced?;
+    produced?;
     let written = written?;
-    debug_assert_eq!(rows, written);
     drop(fetched_file);
 
     let (kind, changed) = match plan.mode {
@@ -481,6 +395,128 @@ pub(super) async fn refresh(
         super::compaction::start(job.clone(), entry.version);
     }
     Ok(entry)
+}
+
+/// `append` by key: the fetched rows whose key the copy does not hold.
+async fn append_by_key(
+    sides: &Sides,
+    key: &[String],
+    sink: &mpsc::Sender<RecordBatch>,
+) -> Result<u64> {
+    let converter = converter(&sides.schema, key)?;
+    let fetched_keys = keys_of(sides.fetched().await?, &converter, &sides.schema, key).await?;
+    let mut held_keys = HashSet::new();
+    let mut stream = sides
+        .held()?
+        .select(key.iter().map(ident).collect::<Vec<Expr>>())?
+        .execute_stream()
+        .await?;
+    while let Some(batch) = stream.next().await {
+        let rows = converter
+            .convert_columns(batch?.columns())
+            .map_err(arrow_error)?;
+        for row in rows.iter() {
+            let row = row.owned();
+            if fetched_keys.contains(&row) {
+                held_keys.insert(row);
+            }
+        }
+    }
+    let keep = |rows: &Rows| -> Vec<bool> {
+        rows.iter()
+            .map(|r| !held_keys.contains(&r.owned()))
+            .collect()
+    };
+    send_filtered(
+        sides.fetched().await?,
+        &sides.schema,
+        Some(key),
+        &converter,
+        keep,
+        sink,
+    )
+    .await
+}
+
+/// `append` without a key: a fetched row is new unless the copy holds as many equal rows;
+/// only the rows of `window` (at or past the bound, or with a NULL cursor) can be equal.
+async fn append_by_row(
+    sides: &Sides,
+    window: Frame,
+    sink: &mpsc::Sender<RecordBatch>,
+) -> Result<u64> {
+    let all: Vec<String> = sides
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let converter = converter(&sides.schema, &all)?;
+    let mut allowance: HashMap<OwnedRow, i64> = HashMap::new();
+    let mut stream = sides.fetched().await?;
+    while let Some(batch) = stream.next().await {
+        let rows = converter
+            .convert_columns(batch?.columns())
+            .map_err(arrow_error)?;
+        for row in rows.iter() {
+            *allowance.entry(row.owned()).or_default() += 1;
+        }
+    }
+    let mut stream = window.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let rows = converter
+            .convert_columns(batch?.columns())
+            .map_err(arrow_error)?;
+        for row in rows.iter() {
+            if let Some(n) = allowance.get_mut(&row.owned()) {
+                *n -= 1;
+            }
+        }
+    }
+    let keep = |rows: &Rows| -> Vec<bool> {
+        rows.iter()
+            .map(|r| match allowance.get_mut(&r.owned()) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            })
+            .collect()
+    };
+    send_filtered(
+        sides.fetched().await?,
+        &sides.schema,
+        None,
+        &converter,
+        keep,
+        sink,
+    )
+    .await
+}
+
+/// `upsert`: the held rows of keys not fetched, then every fetched row.
+async fn upsert(sides: &Sides, key: &[String], sink: &mpsc::Sender<RecordBatch>) -> Result<u64> {
+    let converter = converter(&sides.schema, key)?;
+    let fetched_keys = keys_of(sides.fetched().await?, &converter, &sides.schema, key).await?;
+    let keep = |rows: &Rows| -> Vec<bool> {
+        rows.iter()
+            .map(|r| !fetched_keys.contains(&r.owned()))
+            .collect()
+    };
+    let held = sides.held()?.execute_stream().await?;
+    let kept = send_filtered(held, &sides.schema, Some(key), &converter, keep, sink).await?;
+    let all = |rows: &Rows| vec![true; rows.num_rows()];
+    let added = send_filtered(
+        sides.fetched().await?,
+        &sides.schema,
+        Some(key),
+        &converter,
+        all,
+        sink,
+    )
+    .await?;
+    Ok(kept + added)
 }
 
 /// The largest cursor value the copy holds; `None` when every one is NULL (or none).
@@ -553,9 +589,9 @@ async fn keys_of(
 async fn send_filtered(
     mut stream: SendableRecordBatchStream,
     schema: &SchemaRef,
-    key: Option<&Vec<String>>,
+    key: Option<&[String]>,
     converter: &RowConverter,
-    mut keep: impl FnMut(&datafusion::arrow::row::Rows) -> Vec<bool>,
+    mut keep: impl FnMut(&Rows) -> Vec<bool>,
     sink: &mpsc::Sender<RecordBatch>,
 ) -> Result<u64> {
     let mut sent = 0;

@@ -311,27 +311,19 @@ impl Source for MySqlSource {
             quote_ident(&request.table.schema),
             quote_ident(&request.table.table)
         );
-        if request.filter.is_some() {
-            // An incremental read is one statement: its rows are few, and its filter uses an
-            // index.
+        let request = Arc::new(request.clone());
+        // An incremental read is one statement: its rows are few, and its filter uses an index.
+        let partitioned = match request.filter {
+            Some(_) => None,
+            None => self.partition_sessions(&request).await?,
+        };
+        let Some((key, sessions)) = partitioned else {
             let statement = format!(
                 "{select}{}",
                 request.where_clause(crate::source::SqlDialect::Mysql)?
             );
             let conn = self.acquire().await?;
-            return stream_rows(
-                conn,
-                statement,
-                Arc::new(request.clone()),
-                self.endpoint.clone(),
-                sink,
-            )
-            .await;
-        }
-        let request = Arc::new(request.clone());
-        let Some((key, sessions)) = self.partition_sessions(&request).await? else {
-            let conn = self.acquire().await?;
-            return stream_rows(conn, select, request, self.endpoint.clone(), sink).await;
+            return stream_rows(conn, statement, request, self.endpoint.clone(), sink).await;
         };
         let classify = |e: sqlx::Error| self.endpoint.classify(&e);
         let mut sessions = sessions;

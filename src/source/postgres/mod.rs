@@ -297,23 +297,16 @@ impl Source for PgSource {
         );
         let mut first = self.acquire().await?;
         // An incremental read is one statement: its rows are few, and its filter uses an index.
-        if request.filter.is_some() {
+        let ranges = if request.filter.is_some() {
+            Vec::new()
+        } else {
+            self.partition_ranges(&mut first, request).await?
+        };
+        if ranges.len() <= 1 {
             let statement = format!(
                 "COPY ({select}{}) TO STDOUT (FORMAT binary)",
                 request.where_clause(crate::source::SqlDialect::Postgres)?
             );
-            return copy_into(
-                first,
-                statement,
-                Arc::new(request.clone()),
-                self.endpoint.clone(),
-                sink,
-            )
-            .await;
-        }
-        let ranges = self.partition_ranges(&mut first, request).await?;
-        if ranges.len() <= 1 {
-            let statement = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
             return copy_into(
                 first,
                 statement,
