@@ -18,7 +18,7 @@ use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::{Expr, lit};
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::prelude::{SessionContext, ident};
+use datafusion::prelude::{SessionConfig, SessionContext, ident};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -29,6 +29,10 @@ use crate::error::{Error, Result};
 use crate::refresh::{FullEvery, Overlap, RefreshKind, RefreshMode, RefreshSettings, Refreshed};
 use crate::source::CursorFilter;
 use crate::table::{CacheEntry, TableRecord, schema_from_json};
+
+/// Changed rows an incremental refresh holds the keys of in memory (about 100 bytes each)
+/// before it falls back to a full refresh, when they are also a quarter of the copy or more.
+const MAX_KEPT_ROWS: u64 = 500_000;
 
 /// How far below the mark a refresh reads again, in the cursor's own terms.
 #[derive(Clone, Debug, PartialEq)]
@@ -299,7 +303,9 @@ pub(super) async fn refresh(
     let held: Vec<PathBuf> = current.files().map(|f| job.data_dir.join(f)).collect();
     let _held = job.state.lease(held.clone());
     let mut sides = Sides {
-        ctx: SessionContext::new(),
+        // One partition: the copy is read one row group at a time, so memory stays that of
+        // a fetch (the writer, on its own thread, is the other core's work).
+        ctx: SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1)),
         schema: Arc::clone(&schema),
         held,
         fetched: PathBuf::new(),
@@ -318,6 +324,13 @@ pub(super) async fn refresh(
     let (fetched_file, file) = job.new_file(&format!("{version}.fetched"))?;
     let request = job.request(label, &schema, filter.clone());
     let fetched_rows = job.fetch_into(file, &fetched_file, &request).await?;
+    if fetched_rows > MAX_KEPT_ROWS && fetched_rows > current.row_count.max(0) as u64 / 4 {
+        // So many changed rows that a full refresh costs about as much, and holds no keys
+        // in memory (every row at the mark is read again: a copy whose rows share one
+        // cursor value, as after a bulk load, gets here once).
+        drop(fetched_file);
+        return job.fetch_and_publish(label, start).await;
+    }
     sides.fetched = fetched_file.temp_path();
 
     let (target, file) = job.new_file(&format!("{version}.parquet"))?;
