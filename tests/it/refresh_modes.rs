@@ -56,6 +56,15 @@ async fn source_rows(fx: &mut PgSourceFixture, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A PostgreSQL source set up with `sql`, discovered, and `table`'s options set.
+async fn source_with(sql: &str, table: &str, options: serde_json::Value) -> PgSourceFixture {
+    let mut fx = PgSourceFixture::new().await;
+    fx.exec(sql).await;
+    fx.engine.discover_connection("pg").await.unwrap();
+    set_options(&fx.engine, table, options).await;
+    fx
+}
+
 async fn set_options(engine: &Engine, table: &str, options: serde_json::Value) {
     engine
         .sql(&format!(
@@ -92,17 +101,11 @@ async fn assert_same_events(fx: &mut PgSourceFixture, why: &str) {
 
 #[tokio::test]
 async fn append_misses_and_duplicates_no_row_on_postgresql() {
-    let mut fx = PgSourceFixture::new().await;
-    fx.exec(
+    let table = "pg.public.events";
+    let mut fx = source_with(
         "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, at timestamptz);
          INSERT INTO events SELECT i, 'first ' || i, timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second'
          FROM generate_series(1, 100) i;",
-    )
-    .await;
-    fx.engine.discover_connection("pg").await.unwrap();
-    let table = "pg.public.events";
-    set_options(
-        &fx.engine,
         table,
         json!({"refresh": "append", "cursor_column": "at", "overlap": "1h"}),
     )
@@ -167,16 +170,10 @@ async fn append_misses_and_duplicates_no_row_on_postgresql() {
 
 #[tokio::test]
 async fn append_without_a_key_keeps_as_many_equal_rows_as_the_source() {
-    let mut fx = PgSourceFixture::new().await;
-    fx.exec(
+    let table = "pg.public.readings";
+    let mut fx = source_with(
         "CREATE TABLE readings (t integer, v text);
          INSERT INTO readings VALUES (1, 'a'), (2, 'b'), (2, 'b'), (3, 'c');",
-    )
-    .await;
-    fx.engine.discover_connection("pg").await.unwrap();
-    let table = "pg.public.readings";
-    set_options(
-        &fx.engine,
         table,
         json!({"refresh": "append", "cursor_column": "t"}),
     )
@@ -206,16 +203,10 @@ async fn append_without_a_key_keeps_as_many_equal_rows_as_the_source() {
 
 #[tokio::test]
 async fn upsert_keeps_each_keys_latest_row_and_a_full_refresh_drops_deleted_ones() {
-    let mut fx = PgSourceFixture::new().await;
-    fx.exec(
+    let table = "pg.public.items";
+    let mut fx = source_with(
         "CREATE TABLE items (id integer PRIMARY KEY, v text NOT NULL, updated_at timestamp NOT NULL);
          INSERT INTO items SELECT i, 'v1 ' || i, timestamp '2026-01-01' FROM generate_series(1, 50) i;",
-    )
-    .await;
-    fx.engine.discover_connection("pg").await.unwrap();
-    let table = "pg.public.items";
-    set_options(
-        &fx.engine,
         table,
         json!({"refresh": "upsert", "cursor_column": "updated_at", "full_every": 3}),
     )
@@ -260,16 +251,10 @@ async fn upsert_keeps_each_keys_latest_row_and_a_full_refresh_drops_deleted_ones
 
 #[tokio::test]
 async fn compaction_merges_deltas_while_a_scan_reads_them() {
-    let mut fx = PgSourceFixture::new().await;
-    fx.exec(
+    let table = "pg.public.events";
+    let mut fx = source_with(
         "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, at timestamptz);
          INSERT INTO events SELECT i, 'row ' || i, NULL FROM generate_series(1, 2000) i;",
-    )
-    .await;
-    fx.engine.discover_connection("pg").await.unwrap();
-    let table = "pg.public.events";
-    set_options(
-        &fx.engine,
         table,
         json!({"refresh": "append", "cursor_column": "id"}),
     )
