@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::Schema;
 use crate::access::TableOptions;
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
-use crate::refresh::RefreshStatus;
+use crate::refresh::{RefreshSettings, RefreshStatus};
 
 /// A table of a connection: how the store, the cache, events and fetches name it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +83,46 @@ impl TableRecord {
         self.constraints
             .iter()
             .find(|c| c.kind == ConstraintKind::PrimaryKey)
+    }
+
+    /// The refresh settings it has: its own, over its connection's (`connection_config`).
+    pub fn refresh_settings(&self, connection_config: &serde_json::Value) -> RefreshSettings {
+        let defaults = RefreshSettings::from_config(connection_config).unwrap_or_default();
+        self.options.refresh.or(&defaults)
+    }
+
+    /// How `now`, a later discovery of this table, differs in its columns: each column
+    /// added, removed, or changed in source type or nullability, in words.
+    pub fn column_changes(&self, now: &TableRecord) -> Vec<String> {
+        let described = |c: &ColumnRecord| format!("{} ({})", c.name, c.source_type);
+        let nullable = |c: &ColumnRecord| if c.is_nullable { "" } else { " NOT NULL" };
+        let mut changes = Vec::new();
+        for column in &now.columns {
+            match self.columns.iter().find(|c| c.name == column.name) {
+                None => changes.push(format!("added {}", described(column))),
+                Some(old)
+                    if old.source_type != column.source_type
+                        || old.arrow_type != column.arrow_type
+                        || old.is_nullable != column.is_nullable =>
+                {
+                    changes.push(format!(
+                        "changed {} from {}{} to {}{}",
+                        column.name,
+                        old.source_type,
+                        nullable(old),
+                        column.source_type,
+                        nullable(column)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for old in &self.columns {
+            if !now.columns.iter().any(|c| c.name == old.name) {
+                changes.push(format!("removed {}", described(old)));
+            }
+        }
+        changes
     }
 
     /// This table's current entry among its connection's `entries`.

@@ -98,19 +98,17 @@ pub(super) async fn compact(job: &FetchJob, version: Option<i64>) -> Result<Opti
             ),
         });
     }
-    let relative = target.relative.clone();
-    let final_path = target.final_path.clone();
-    let bytes = target.commit()? as i64;
+    let file = target.commit()?;
     let files = current.deltas.len() + 1;
     let entry = CacheEntry {
         version: next,
-        path: relative,
+        path: file.relative,
         deltas: Vec::new(),
-        byte_size: bytes,
+        byte_size: file.bytes,
         // The rows are as old as they were: max_age still counts from their refresh.
         ..current
     };
-    let entry = job.publish(entry, None, Some(&final_path)).await?;
+    let entry = job.publish(entry, None, &file.path).await?;
     job.events.send(Event::CacheCompacted {
         table: job.name.clone(),
         files,

@@ -68,8 +68,8 @@ impl Drop for TempFile {
 
 /// A file being written for a new version: its temp path, final path and relative path.
 pub(super) struct NewFile {
-    pub(super) relative: String,
-    pub(super) final_path: PathBuf,
+    relative: String,
+    final_path: PathBuf,
     temp: TempFile,
     dir: PathBuf,
 }
@@ -80,16 +80,31 @@ impl NewFile {
         self.temp.0.clone().expect("not committed yet")
     }
 
-    /// Renames the finished temp file to its final name; returns its size.
-    pub(super) fn commit(mut self) -> Result<u64> {
+    /// Renames the finished temp file to its final name.
+    pub(super) fn commit(mut self) -> Result<Committed> {
         let temp = self.temp.0.take().expect("a new file is committed once");
         std::fs::rename(&temp, &self.final_path)
             .map_err(Error::io("cannot publish the cache file", &self.final_path))?;
         sync_dir(&self.dir);
-        Ok(std::fs::metadata(&self.final_path)
+        let bytes = std::fs::metadata(&self.final_path)
             .map_err(Error::io("cannot read the cache file", &self.final_path))?
-            .len())
+            .len() as i64;
+        Ok(Committed {
+            relative: self.relative,
+            path: self.final_path,
+            bytes,
+        })
     }
+}
+
+/// A file renamed into place, not yet in any published version.
+pub(super) struct Committed {
+    /// Its path relative to the data dir, as entries name files.
+    pub(super) relative: String,
+    /// Its absolute path, deleted if publishing fails.
+    pub(super) path: PathBuf,
+    /// Its size.
+    pub(super) bytes: i64,
 }
 
 impl FetchJob {
@@ -146,15 +161,20 @@ impl FetchJob {
         if let Some(plan) = &plan
             && let Some(current) = self.store.current_cache_entry(&self.name.table).await?
         {
-            let status = self
-                .store
-                .table(&self.name.table)
-                .await?
-                .map(|t| t.refresh)
-                .unwrap_or_default();
-            let due = plan.full_every.as_ref().is_some_and(|every| {
-                every.due(status.since_full, status.full_at, chrono::Utc::now())
-            });
+            let due = match &plan.full_every {
+                // The store's count, not the planning snapshot's: refreshes since it was
+                // taken count too.
+                Some(every) => {
+                    let status = self
+                        .store
+                        .table(&self.name.table)
+                        .await?
+                        .map(|t| t.refresh)
+                        .unwrap_or_default();
+                    every.due(status.since_full, status.full_at, chrono::Utc::now())
+                }
+                None => false,
+            };
             if !due {
                 return super::incremental::refresh(self, plan, current, label, start).await;
             }
@@ -174,36 +194,7 @@ impl FetchJob {
             // Gone at the source: the fetch says so in the source's words.
             return Ok(());
         };
-        let described = |c: &crate::table::ColumnRecord| format!("{} ({})", c.name, c.source_type);
-        let mut changes = Vec::new();
-        for column in &now.columns {
-            match self.table.columns.iter().find(|c| c.name == column.name) {
-                None => changes.push(format!("added {}", described(column))),
-                Some(old)
-                    if old.source_type != column.source_type
-                        || old.arrow_type != column.arrow_type
-                        || old.is_nullable != column.is_nullable =>
-                {
-                    let nullable = |c: &crate::table::ColumnRecord| {
-                        if c.is_nullable { "" } else { " NOT NULL" }
-                    };
-                    changes.push(format!(
-                        "changed {} from {}{} to {}{}",
-                        column.name,
-                        old.source_type,
-                        nullable(old),
-                        column.source_type,
-                        nullable(column)
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        for old in &self.table.columns {
-            if !now.columns.iter().any(|c| c.name == old.name) {
-                changes.push(format!("removed {}", described(old)));
-            }
-        }
+        let changes = self.table.column_changes(now);
         if changes.is_empty() {
             return Ok(());
         }
@@ -327,14 +318,12 @@ impl FetchJob {
         &self,
         entry: CacheEntry,
         refreshed: Option<&Refreshed>,
-        new_file: Option<&Path>,
+        new_file: &Path,
     ) -> Result<CacheEntry> {
         let superseded = match self.store.publish_cache_entry(&entry, refreshed).await {
             Ok(superseded) => superseded,
             Err(e) => {
-                if let Some(path) = new_file {
-                    remove_file_logged(path);
-                }
+                remove_file_logged(new_file);
                 return Err(e);
             }
         };
@@ -356,16 +345,14 @@ impl FetchJob {
         let (target, file) = self.new_file(&format!("{version}.parquet"))?;
         let request = self.request(label, &schema, None);
         let rows = self.fetch_into(file, &target, &request).await?;
-        let relative = target.relative.clone();
-        let final_path = target.final_path.clone();
-        let bytes = target.commit()?;
+        let file = target.commit()?;
         let entry = CacheEntry {
             table: self.name.table.clone(),
             version,
-            path: relative,
+            path: file.relative,
             deltas: Vec::new(),
             row_count: rows as i64,
-            byte_size: bytes as i64,
+            byte_size: file.bytes,
             arrow_schema: stored.to_owned(),
             fetched_at: now_micros(),
             is_current: true,
@@ -376,8 +363,7 @@ impl FetchJob {
             duration: start.elapsed(),
             at: entry.fetched_at,
         };
-        self.publish(entry, Some(&refreshed), Some(&final_path))
-            .await
+        self.publish(entry, Some(&refreshed), &file.path).await
     }
 }
 

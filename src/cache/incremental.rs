@@ -378,31 +378,34 @@ pub(super) async fn refresh(
             .await?;
         return Ok(current);
     }
-    let relative = target.relative.clone();
-    let final_path = target.final_path.clone();
-    let bytes = target.commit()? as i64;
+    let file = target.commit()?;
     let fetched_at = now_micros();
     let entry = match kind {
         RefreshKind::Append => CacheEntry {
             version,
-            deltas: current.deltas.iter().cloned().chain([relative]).collect(),
+            deltas: current
+                .deltas
+                .iter()
+                .cloned()
+                .chain([file.relative])
+                .collect(),
             row_count: current.row_count + written as i64,
-            byte_size: current.byte_size + bytes,
+            byte_size: current.byte_size + file.bytes,
             fetched_at,
-            ..current.clone()
+            ..current
         },
         _ => CacheEntry {
             version,
-            path: relative,
+            path: file.relative,
             deltas: Vec::new(),
             row_count: written as i64,
-            byte_size: bytes,
+            byte_size: file.bytes,
             fetched_at,
-            ..current.clone()
+            ..current
         },
     };
     let entry = job
-        .publish(entry, Some(&refreshed(fetched_at)), Some(&final_path))
+        .publish(entry, Some(&refreshed(fetched_at)), &file.path)
         .await?;
     if super::compaction::due(&job.data_dir, &entry) {
         super::compaction::start(job.clone(), entry.version);

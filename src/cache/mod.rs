@@ -26,7 +26,6 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::events::{Events, TableName};
 use crate::id::ConnectionId;
-use crate::refresh::RefreshSettings;
 use crate::source::Source;
 use crate::store::MetadataStore;
 use crate::table::{CacheEntry, TableRecord, TableRef};
@@ -452,10 +451,7 @@ impl Cache {
             table: table.clone(),
             source,
             mode,
-            settings: table
-                .options
-                .refresh
-                .or(&RefreshSettings::from_config(&connection.config).unwrap_or_default()),
+            settings: table.refresh_settings(&connection.config),
             source_type: connection.source_type,
         }
     }

@@ -566,9 +566,7 @@ impl Connections {
 
     /// Whether `record`'s refreshes follow a schema change (`on_schema_change = evolve`).
     fn evolves(&self, connection: &Connection, record: &TableRecord) -> bool {
-        let defaults =
-            crate::refresh::RefreshSettings::from_config(&connection.config).unwrap_or_default();
-        record.options.refresh.or(&defaults).on_schema_change
+        record.refresh_settings(&connection.config).on_schema_change
             == Some(crate::refresh::OnSchemaChange::Evolve)
     }
 
@@ -791,13 +789,7 @@ impl Connections {
         record.options = record.options.patched(patch)?;
         // A refresh setting that does not fit the table is refused now, not at its first
         // refresh.
-        let settings = record
-            .options
-            .refresh
-            .or(
-                &crate::refresh::RefreshSettings::from_config(&connection.config)
-                    .unwrap_or_default(),
-            );
+        let settings = record.refresh_settings(&connection.config);
         let label = TableName::of(&connection, &record).to_string();
         crate::cache::IncrementalPlan::new(&settings, &record, connection.source_type, &label)?;
         let table_ref = TableRef::new(&connection.id, schema, table);
@@ -842,9 +834,5 @@ impl Connections {
 
 /// Whether two discoveries of a table have the same columns and types.
 fn same_shape(old: &TableRecord, new: &TableRecord) -> bool {
-    old.arrow_schema == new.arrow_schema
-        && old.columns.len() == new.columns.len()
-        && old.columns.iter().zip(&new.columns).all(|(a, b)| {
-            a.name == b.name && a.source_type == b.source_type && a.is_nullable == b.is_nullable
-        })
+    old.arrow_schema == new.arrow_schema && old.column_changes(new).is_empty()
 }

@@ -223,8 +223,7 @@ impl Connections {
         record: &TableRecord,
         entry: Option<&CacheEntry>,
     ) -> super::TableFreshness {
-        let defaults = RefreshSettings::from_config(&connection.config).unwrap_or_default();
-        let settings = record.options.refresh.or(&defaults);
+        let settings = record.refresh_settings(&connection.config);
         let status = &record.refresh;
         super::TableFreshness {
             refresh_mode: settings.mode().to_string(),

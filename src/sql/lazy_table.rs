@@ -116,13 +116,7 @@ impl TableProvider for LazyTable {
             .fresh_entry(&self.connection, record)
             .await
             .map_err(external)?;
-        let settings = record
-            .options
-            .refresh
-            .or(
-                &crate::refresh::RefreshSettings::from_config(&self.connection.config)
-                    .unwrap_or_default(),
-            );
+        let settings = record.refresh_settings(&self.connection.config);
         let serve_stale = settings.on_stale == Some(crate::refresh::OnStale::Serve);
         let (stale, readable) = match freshness {
             Freshness::Fresh(entry) => (false, Some(entry)),
