@@ -136,11 +136,18 @@ pub enum SourceType {
     Mysql,
     /// A SQLite database file.
     Sqlite,
+    /// A folder, bucket or URL of Parquet, CSV, JSON and Arrow files.
+    Files,
 }
 
 impl SourceType {
     /// Every source type, in the order they are listed to users.
-    pub const ALL: [SourceType; 3] = [SourceType::Postgres, SourceType::Mysql, SourceType::Sqlite];
+    pub const ALL: [SourceType; 4] = [
+        SourceType::Postgres,
+        SourceType::Mysql,
+        SourceType::Sqlite,
+        SourceType::Files,
+    ];
 
     /// The canonical name, as stored and shown.
     pub fn as_str(self) -> &'static str {
@@ -148,6 +155,7 @@ impl SourceType {
             SourceType::Postgres => "postgres",
             SourceType::Mysql => "mysql",
             SourceType::Sqlite => "sqlite",
+            SourceType::Files => "files",
         }
     }
 
@@ -157,6 +165,7 @@ impl SourceType {
             "postgres" | "postgresql" => Ok(SourceType::Postgres),
             "mysql" | "mariadb" => Ok(SourceType::Mysql),
             "sqlite" => Ok(SourceType::Sqlite),
+            "files" | "file" => Ok(SourceType::Files),
             _ => Err(Error::UnknownSourceType {
                 given: text.to_owned(),
                 valid: Self::ALL.map(Self::as_str).join(", "),

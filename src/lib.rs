@@ -17,6 +17,7 @@ pub mod connections;
 mod engine;
 pub mod error;
 pub mod events;
+pub mod file_set;
 pub mod id;
 pub mod refresh;
 #[cfg(feature = "cli")]

@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::Schema;
 
 use crate::access::TableOptions;
 use crate::error::{Error, Result};
+use crate::file_set::FileSet;
 use crate::id::ConnectionId;
 use crate::refresh::{RefreshSettings, RefreshStatus};
 
@@ -70,6 +71,8 @@ pub struct TableRecord {
     pub constraints: Vec<Constraint>,
     /// What its last refresh did, and its last refresh error.
     pub refresh: RefreshStatus,
+    /// A `files` connection's table: its format and files, as discovered.
+    pub files: Option<FileSet>,
 }
 
 impl TableRecord {
@@ -371,6 +374,8 @@ pub struct CacheEntry {
     pub fetched_at: DateTime<Utc>,
     /// False once a newer version replaced it (kept until readers are done).
     pub is_current: bool,
+    /// Rows its fetches left out as unparseable (`bad_rows = 'skip'`).
+    pub skipped_rows: i64,
 }
 
 impl CacheEntry {

@@ -260,6 +260,8 @@ impl FetchJob {
                 .map(|c| c.source_type.clone())
                 .collect(),
             filter,
+            files: self.table.files.clone().map(Arc::new),
+            skipped_rows: Default::default(),
         }
     }
 
@@ -356,6 +358,9 @@ impl FetchJob {
             arrow_schema: stored.to_owned(),
             fetched_at: now_micros(),
             is_current: true,
+            skipped_rows: request
+                .skipped_rows
+                .load(std::sync::atomic::Ordering::Relaxed) as i64,
         };
         let refreshed = Refreshed {
             kind: RefreshKind::Full,

@@ -143,6 +143,7 @@ async fn fixture() -> Fixture {
         }],
         constraints: Vec::new(),
         refresh: Default::default(),
+        files: None,
     };
     store
         .replace_tables(&connection.id, std::slice::from_ref(&table))

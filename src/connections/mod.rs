@@ -377,7 +377,7 @@ impl Connections {
     }
 
     /// The open source of `connection`, opening it (lazily connecting) on first use.
-    async fn source(&self, connection: &Connection) -> Result<Arc<dyn Source>> {
+    pub(crate) async fn source(&self, connection: &Connection) -> Result<Arc<dyn Source>> {
         if let Some(source) = self
             .sources
             .lock()
@@ -832,7 +832,10 @@ impl Connections {
     }
 }
 
-/// Whether two discoveries of a table have the same columns and types.
+/// Whether two discoveries of a table have the same columns and types (and, for files, the
+/// same files, sizes and modification times).
 fn same_shape(old: &TableRecord, new: &TableRecord) -> bool {
-    old.arrow_schema == new.arrow_schema && old.column_changes(new).is_empty()
+    old.arrow_schema == new.arrow_schema
+        && old.column_changes(new).is_empty()
+        && old.files == new.files
 }

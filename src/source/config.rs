@@ -7,6 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use super::files::FilesConfig;
 use crate::access::AccessOptions;
 use crate::connection::SourceType;
 use crate::error::{Error, Result};
@@ -59,6 +60,7 @@ impl SourceType {
             SourceType::Postgres => &POSTGRES_KEYS,
             SourceType::Mysql => &MYSQL_KEYS,
             SourceType::Sqlite => &SQLITE_KEYS,
+            SourceType::Files => &super::files::CONFIG_KEYS,
         }
     }
 
@@ -67,6 +69,7 @@ impl SourceType {
         match self {
             SourceType::Postgres | SourceType::Mysql => SERVER_SECRETS,
             SourceType::Sqlite => &[],
+            SourceType::Files => super::files::SECRET_KEYS,
         }
     }
 
@@ -75,6 +78,7 @@ impl SourceType {
         match self {
             SourceType::Postgres | SourceType::Mysql => &["host", "port", "database"],
             SourceType::Sqlite => &["path"],
+            SourceType::Files => super::files::LOCATION_KEYS,
         }
     }
 
@@ -95,6 +99,8 @@ pub enum SourceConfig {
     Mysql(ServerConfig),
     /// A SQLite file.
     Sqlite(SqliteConfig),
+    /// A folder, bucket or URL of files.
+    Files(FilesConfig),
 }
 
 /// Config of a database server source (PostgreSQL, MySQL/MariaDB).
@@ -231,6 +237,7 @@ impl SourceConfig {
                 path: fields.existing_file("path", "the SQLite database file")?,
                 options,
             }),
+            SourceType::Files => SourceConfig::Files(FilesConfig::parse(&fields, options)?),
         })
     }
 
@@ -240,6 +247,7 @@ impl SourceConfig {
             SourceConfig::Postgres(_) => SourceType::Postgres,
             SourceConfig::Mysql(_) => SourceType::Mysql,
             SourceConfig::Sqlite(_) => SourceType::Sqlite,
+            SourceConfig::Files(_) => SourceType::Files,
         }
     }
 
@@ -257,6 +265,10 @@ impl SourceConfig {
             SourceConfig::Sqlite(sqlite) => vec![("path", Some(&sqlite.path))],
             SourceConfig::Postgres(server) | SourceConfig::Mysql(server) => {
                 vec![("ssl_root_cert", server.ssl_root_cert.as_ref())]
+            }
+            SourceConfig::Files(files) => {
+                public.insert("url".into(), Value::String(files.url.to_string()));
+                vec![]
             }
         };
         for (key, path) in files {
@@ -312,6 +324,10 @@ pub fn expand_url(source_type: SourceType, config: &Value) -> Result<Value> {
     let Some(url) = map.get("url") else {
         return Ok(config.clone());
     };
+    // A files connection's `url` is its own key: where the files are.
+    if source_type == SourceType::Files {
+        return Ok(config.clone());
+    }
     let bad = |message: String| Error::config(source_type.as_str(), message);
     let Value::String(text) = url else {
         return Err(bad(
@@ -321,7 +337,7 @@ pub fn expand_url(source_type: SourceType, config: &Value) -> Result<Value> {
     let schemes: &[&str] = match source_type {
         SourceType::Postgres => &["postgres", "postgresql"],
         SourceType::Mysql => &["mysql", "mariadb"],
-        SourceType::Sqlite => &["sqlite", "file"],
+        SourceType::Sqlite | SourceType::Files => &["sqlite", "file"],
     };
     // Never echo the URL: it may hold a password.
     let parsed = url::Url::parse(text).map_err(|e| {
@@ -395,6 +411,7 @@ pub fn expand_url(source_type: SourceType, config: &Value) -> Result<Value> {
 fn not_an_object(source_type: SourceType) -> Error {
     let example = match source_type {
         SourceType::Sqlite => r#"{"path": "/data/app.db"}"#,
+        SourceType::Files => r#"{"url": "s3://bucket/exports"}"#,
         _ => r#"{"host": "localhost", "database": "sales", "user": "reader"}"#,
     };
     Error::config(
@@ -404,43 +421,22 @@ fn not_an_object(source_type: SourceType) -> Error {
 }
 
 /// Typed access to a config object's fields, each failure with its own message.
-struct Fields<'a> {
+pub(super) struct Fields<'a> {
     source_type: SourceType,
-    map: &'a Map<String, Value>,
+    pub(super) map: &'a Map<String, Value>,
 }
 
 impl<'a> Fields<'a> {
-    fn new(source_type: SourceType, config: &'a Value) -> Result<Self> {
+    pub(super) fn new(source_type: SourceType, config: &'a Value) -> Result<Self> {
         let map = config
             .as_object()
             .ok_or_else(|| not_an_object(source_type))?;
-        let valid = source_type.config_keys();
-        for key in map.keys() {
-            if !valid.contains(&key.as_str()) {
-                let suggestion = known_alias(key)
-                    .filter(|k| valid.contains(k))
-                    .or_else(|| {
-                        valid
-                            .iter()
-                            .filter(|k| strsim::damerau_levenshtein(k, key) <= 2)
-                            .min_by_key(|k| strsim::damerau_levenshtein(k, key))
-                            .copied()
-                    })
-                    .map(|k| format!(" (did you mean '{k}'?)"))
-                    .unwrap_or_default();
-                return Err(Error::config(
-                    source_type.as_str(),
-                    format!(
-                        "unknown key '{key}'{suggestion}; valid keys: {}",
-                        valid.join(", ")
-                    ),
-                ));
-            }
-        }
+        check_keys(map, source_type.config_keys())
+            .map_err(|message| Error::config(source_type.as_str(), message))?;
         Ok(Fields { source_type, map })
     }
 
-    fn error(&self, message: String) -> Error {
+    pub(super) fn error(&self, message: String) -> Error {
         Error::config(self.source_type.as_str(), message)
     }
 
@@ -449,7 +445,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A string field; never echoes the value of a secret field.
-    fn string(&self, key: &str) -> Result<Option<String>> {
+    pub(super) fn string(&self, key: &str) -> Result<Option<String>> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() && !self.is_secret(key) => {
@@ -464,7 +460,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn required_string(&self, key: &str, what: &str) -> Result<String> {
+    pub(super) fn required_string(&self, key: &str, what: &str) -> Result<String> {
         self.string(key)?
             .ok_or_else(|| self.error(format!("'{key}' is required: {what}")))
     }
@@ -490,7 +486,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn duration(&self, key: &str) -> Result<Option<Duration>> {
+    pub(super) fn duration(&self, key: &str) -> Result<Option<Duration>> {
         match self.duration_or_zero(key)? {
             Some(duration) if duration.is_zero() => {
                 Err(self.error(format!("'{key}' must be greater than zero")))
@@ -546,7 +542,7 @@ impl<'a> Fields<'a> {
         self.check_file(key, path)
     }
 
-    fn check_file(&self, key: &str, path: PathBuf) -> Result<PathBuf> {
+    pub(super) fn check_file(&self, key: &str, path: PathBuf) -> Result<PathBuf> {
         match std::fs::metadata(&path) {
             // Absolute, so the connection works from any working directory later.
             Ok(meta) if meta.is_file() => Ok(std::fs::canonicalize(&path).unwrap_or(path)),
@@ -628,6 +624,33 @@ impl<'a> Fields<'a> {
             options,
         })
     }
+}
+
+/// Refuses the first key of `map` not in `valid`, suggesting the key it may have meant.
+pub(super) fn check_keys(
+    map: &Map<String, Value>,
+    valid: &[&str],
+) -> std::result::Result<(), String> {
+    for key in map.keys() {
+        if !valid.contains(&key.as_str()) {
+            let suggestion = known_alias(key)
+                .filter(|k| valid.contains(k))
+                .or_else(|| {
+                    valid
+                        .iter()
+                        .filter(|k| strsim::damerau_levenshtein(k, key) <= 2)
+                        .min_by_key(|k| strsim::damerau_levenshtein(k, key))
+                        .copied()
+                })
+                .map(|k| format!(" (did you mean '{k}'?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "unknown key '{key}'{suggestion}; valid keys: {}",
+                valid.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn json_kind(value: &Value) -> &'static str {

@@ -109,6 +109,7 @@ impl TableCollector {
                 columns: Vec::new(),
                 constraints: Vec::new(),
                 refresh: Default::default(),
+                files: None,
             });
             self.fields.push(Vec::new());
         }

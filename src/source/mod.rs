@@ -8,6 +8,7 @@ mod cursor;
 mod describe;
 mod discovery;
 mod failure;
+pub mod files;
 mod mysql;
 mod postgres;
 mod remote_cancel;
@@ -65,6 +66,10 @@ pub struct FetchRequest {
     pub source_types: Vec<String>,
     /// Only the rows at or past a cursor value (an incremental refresh); `None`: every row.
     pub filter: Option<CursorFilter>,
+    /// A files table's format and files, as discovered.
+    pub files: Option<Arc<crate::file_set::FileSet>>,
+    /// Rows the source left out as unparseable (`bad_rows = 'skip'`), added by the fetch.
+    pub skipped_rows: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A statement in a source's own dialect whose rows are read into `arrow_schema`, column by
@@ -173,6 +178,11 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// by preparing it on a read-only session, not by running it. A statement that returns no
     /// rows or has parameter placeholders is refused.
     async fn describe(&self, sql: &str) -> Result<SchemaRef>;
+    /// The files source this is, if it is one: its tables are scanned in place, not queried
+    /// with SQL.
+    fn files(&self) -> Option<&files::FilesSource> {
+        None
+    }
 }
 
 /// The SQL dialects of the sources.
@@ -193,6 +203,8 @@ impl SqlDialect {
             SourceType::Postgres => SqlDialect::Postgres,
             SourceType::Mysql => SqlDialect::Mysql,
             SourceType::Sqlite => SqlDialect::Sqlite,
+            // Files tables are scanned in place, never sent SQL; quoting follows the standard.
+            SourceType::Files => SqlDialect::Postgres,
         }
     }
 }
@@ -237,5 +249,6 @@ pub fn open(connection: &str, config: &SourceConfig) -> Result<Arc<dyn Source>> 
         SourceConfig::Postgres(c) => Ok(Arc::new(postgres::PgSource::new(connection, c)?)),
         SourceConfig::Mysql(c) => Ok(Arc::new(mysql::MySqlSource::new(connection, c)?)),
         SourceConfig::Sqlite(c) => Ok(Arc::new(sqlite::SqliteSource::new(connection, c)?)),
+        SourceConfig::Files(c) => Ok(Arc::new(files::FilesSource::new(connection, c)?)),
     }
 }

@@ -11,6 +11,7 @@ use datafusion::catalog::{
 };
 use datafusion::error::{DataFusionError, Result};
 
+use super::files_table::FilesTable;
 use super::lazy_table::LazyTable;
 use super::pushdown;
 use crate::access::{AccessMode, AutoChoice};
@@ -77,6 +78,7 @@ impl CatalogProviderList for QuarryCatalogList {
         let connection = self.connections.snapshot().connections.get(name)?.clone();
         Some(Arc::new(ConnectionCatalog {
             connection,
+            runtime: Arc::clone(&self.runtime),
             connections: Arc::clone(&self.connections),
         }))
     }
@@ -86,6 +88,7 @@ impl CatalogProviderList for QuarryCatalogList {
 #[derive(Debug)]
 struct ConnectionCatalog {
     connection: Arc<SnapshotConnection>,
+    runtime: Arc<RuntimeEnv>,
     connections: Arc<Connections>,
 }
 
@@ -98,6 +101,7 @@ impl CatalogProvider for ConnectionCatalog {
         self.connection.schemas.contains_key(name).then(|| {
             Arc::new(ConnectionSchema {
                 connection: self.connection.clone(),
+                runtime: Arc::clone(&self.runtime),
                 schema: name.to_owned(),
                 connections: Arc::clone(&self.connections),
             }) as Arc<dyn SchemaProvider>
@@ -109,6 +113,8 @@ impl CatalogProvider for ConnectionCatalog {
 #[derive(Debug)]
 struct ConnectionSchema {
     connection: Arc<SnapshotConnection>,
+    /// Where a files table's store is registered for its scans.
+    runtime: Arc<RuntimeEnv>,
     schema: String,
     connections: Arc<Connections>,
 }
@@ -147,6 +153,33 @@ impl SchemaProvider for ConnectionSchema {
             ))
         };
         let access = &self.connection.access;
+        if let Some(set) = &table.record.files {
+            let in_place = match table.record.options.mode(access) {
+                AccessMode::Cache => false,
+                AccessMode::Live => true,
+                // Parquet and Arrow are read in place; text is parsed once into the cache.
+                AccessMode::Auto => set.format.is_columnar(),
+            };
+            // The row reader's rules (null strings, skipped rows) apply to copies only.
+            if !in_place || set.needs_row_reader() {
+                return Ok(Some(lazy()));
+            }
+            let external = |e| DataFusionError::External(Box::new(e));
+            let source = self
+                .connections
+                .source(connection)
+                .await
+                .map_err(external)?;
+            if let Some(files) = source.files() {
+                self.runtime
+                    .register_object_store(files.store_url().as_ref(), files.object_store());
+            }
+            return Ok(Some(Arc::new(FilesTable::new(
+                source,
+                set.clone(),
+                Arc::clone(&table.schema),
+            ))));
+        }
         let live = |copy_in_background| {
             pushdown::live_table(connection, table, &self.connections, copy_in_background)
         };

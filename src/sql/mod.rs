@@ -7,6 +7,7 @@ pub(crate) mod context;
 pub mod default_schema;
 pub(crate) mod deferred;
 pub(crate) mod deferred_statement;
+pub(crate) mod files_table;
 pub(crate) mod functions;
 pub mod information_schema;
 pub mod lazy_table;

@@ -47,6 +47,7 @@ static SQLITE: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/sqlite/v3.sql"),
         include_str!("../../migrations/sqlite/v4.sql"),
         include_str!("../../migrations/sqlite/v5.sql"),
+        include_str!("../../migrations/sqlite/v6.sql"),
     ])
 });
 static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
@@ -56,6 +57,7 @@ static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/postgres/v3.sql"),
         include_str!("../../migrations/postgres/v4.sql"),
         include_str!("../../migrations/postgres/v5.sql"),
+        include_str!("../../migrations/postgres/v6.sql"),
     ])
 });
 

@@ -20,6 +20,7 @@ use crate::access::TableOptions;
 use crate::connection::SourceType;
 use crate::connection::{Connection, ConnectionName, ConnectionStatus};
 use crate::error::{Error, Result};
+use crate::file_set::FileSet;
 use crate::id::ConnectionId;
 use crate::refresh::{RefreshKind, RefreshStatus, Refreshed};
 use crate::secrets::SealedSecret;
@@ -69,7 +70,7 @@ fn sqlite_url(path: &Path) -> Result<String> {
 }
 
 const CACHE_COLUMNS: &str = "connection_id, table_schema, table_name, version, path, \
-     delta_paths, row_count, byte_size, arrow_schema, fetched_at, is_current";
+     delta_paths, row_count, byte_size, arrow_schema, fetched_at, is_current, skipped_rows";
 
 fn cache_entry_from_row(row: &AnyRow) -> Result<CacheEntry, sqlx::Error> {
     let id: String = row.try_get("connection_id")?;
@@ -93,6 +94,7 @@ fn cache_entry_from_row(row: &AnyRow) -> Result<CacheEntry, sqlx::Error> {
         arrow_schema: row.try_get("arrow_schema")?,
         fetched_at: parse_timestamp(&row.try_get::<String, _>("fetched_at")?)?,
         is_current: row.try_get::<i64, _>("is_current")? != 0,
+        skipped_rows: row.try_get("skipped_rows")?,
     })
 }
 
@@ -192,7 +194,7 @@ impl SqlStore {
                 "SELECT table_schema, table_name, table_type, row_estimate, byte_estimate,
                         options, arrow_schema, discovered_at, fetch_count, refresh_kind,
                         refreshed_at, refresh_rows, refresh_ms, full_refreshed_at,
-                        refreshes_since_full, refresh_error, refresh_error_at
+                        refreshes_since_full, refresh_error, refresh_error_at, file_set
                  FROM source_tables WHERE {filter}
                  ORDER BY table_schema, table_name"
             )))
@@ -238,6 +240,9 @@ impl SqlStore {
                             error: row.try_get("refresh_error")?,
                             error_at: optional_timestamp(row, "refresh_error_at")?,
                         },
+                        files: row
+                            .try_get::<Option<String>, _>("file_set")?
+                            .and_then(|text| FileSet::from_json(&text)),
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -640,12 +645,14 @@ impl MetadataStore for SqlStore {
             for table in tables {
                 sqlx::query(
                     "INSERT INTO source_tables (connection_id, table_schema, table_name, table_type,
-                         row_estimate, byte_estimate, arrow_schema, discovered_at, fetch_count)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         row_estimate, byte_estimate, arrow_schema, discovered_at, fetch_count,
+                         file_set)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      ON CONFLICT (connection_id, table_schema, table_name) DO UPDATE
                      SET table_type = excluded.table_type, row_estimate = excluded.row_estimate,
                          byte_estimate = excluded.byte_estimate,
-                         arrow_schema = excluded.arrow_schema, discovered_at = excluded.discovered_at",
+                         arrow_schema = excluded.arrow_schema, discovered_at = excluded.discovered_at,
+                         file_set = excluded.file_set",
                 )
                 .bind(id.as_str())
                 .bind(&table.schema)
@@ -656,6 +663,7 @@ impl MetadataStore for SqlStore {
                 .bind(&table.arrow_schema)
                 .bind(timestamp(table.discovered_at))
                 .bind(table.fetch_count)
+                .bind(table.files.as_ref().map(FileSet::to_json))
                 .execute(&mut *tx)
                 .await?;
                 for discovered in ["source_columns", "source_constraints"] {
@@ -866,8 +874,9 @@ impl MetadataStore for SqlStore {
             .await?;
             sqlx::query(
                 "INSERT INTO cache_entries (connection_id, table_schema, table_name, version, path,
-                     row_count, byte_size, arrow_schema, fetched_at, is_current, delta_paths)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10)",
+                     row_count, byte_size, arrow_schema, fetched_at, is_current, delta_paths,
+                     skipped_rows)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11)",
             )
             .bind(entry.table.connection_id.as_str())
             .bind(&entry.table.schema)
@@ -882,6 +891,7 @@ impl MetadataStore for SqlStore {
                 (!entry.deltas.is_empty())
                     .then(|| serde_json::to_string(&entry.deltas).expect("paths serialize")),
             )
+            .bind(entry.skipped_rows)
             .execute(&mut *tx)
             .await?;
             if let Some(refreshed) = refreshed {

@@ -6,6 +6,7 @@ mod cli;
 mod config_rules;
 mod correctness;
 mod differential;
+mod files;
 mod first_hour;
 mod flight;
 mod flight_python;

@@ -163,7 +163,7 @@ fn password_of(config: &quarry::SourceConfig) -> Option<String> {
         quarry::SourceConfig::Postgres(c) | quarry::SourceConfig::Mysql(c) => {
             c.password.as_ref().map(|p| p.expose_secret().to_owned())
         }
-        quarry::SourceConfig::Sqlite(_) => None,
+        quarry::SourceConfig::Sqlite(_) | quarry::SourceConfig::Files(_) => None,
     }
 }
 
@@ -251,6 +251,7 @@ fn sample_tables() -> Vec<TableRecord> {
             fetch_count: 0,
             columns: vec![column("id", 1), column("amount", 2)],
             refresh: Default::default(),
+            files: None,
             constraints: vec![
                 Constraint {
                     name: format!("{name}_pkey"),
@@ -293,6 +294,7 @@ fn cache_entry(id: &ConnectionId, table: &str) -> CacheEntry {
         arrow_schema: "{}".to_owned(),
         fetched_at: Utc::now(),
         is_current: true,
+        skipped_rows: 0,
     }
 }
 

@@ -39,6 +39,9 @@ pub(super) fn schema() -> SchemaRef {
         field("next_refresh_at", utc()),
         field("last_error", DataType::Utf8),
         field("last_error_at", utc()),
+        field("file_format", DataType::Utf8),
+        field("file_count", DataType::Int64),
+        field("skipped_rows", DataType::Int64),
     ]))
 }
 
@@ -92,6 +95,9 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
         times(rows.iter().map(|(.., r)| r.next_refresh_at)),
         fresh(&|r| r.last_error.clone()),
         times(rows.iter().map(|(.., r)| r.last_error_at)),
+        column(&|(_, t, ..)| t.files.as_ref().map(|f| f.format.as_str().to_owned())),
+        int(&|(_, t, ..)| t.files.as_ref().map(|f| f.files.len() as i64)),
+        int(&|(_, _, e, ..)| e.as_ref().map(|e| e.skipped_rows)),
     ])
 }
 

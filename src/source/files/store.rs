@@ -1,0 +1,153 @@
+//! The object store of a `files` connection, rooted at its URL: a local folder, an S3
+//! bucket and prefix, or the folder of one HTTP file. Every path Quarry keeps is relative
+//! to that root.
+
+use std::sync::Arc;
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+use object_store::aws::AmazonS3Builder;
+use object_store::http::HttpBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use secrecy::ExposeSecret;
+
+use super::config::FilesConfig;
+use crate::error::{Error, Result};
+use crate::file_set::FileFormat;
+
+/// A connection's store and where in it the files are.
+#[derive(Clone, Debug)]
+pub struct RootedStore {
+    /// The store, rooted at the connection's folder or prefix.
+    pub store: Arc<dyn ObjectStore>,
+    /// The one file the URL names, or `None` for a folder.
+    pub single_file: Option<Path>,
+    /// The URL DataFusion finds the store under (one per opened connection, so two
+    /// connections to one bucket with other credentials never share a client).
+    pub url: ObjectStoreUrl,
+}
+
+/// Opens the store `config.url` names; `connection` names it in messages.
+pub fn open(connection: &str, config: &FilesConfig) -> Result<RootedStore> {
+    let url = &config.url;
+    let bad = |message: String| Error::config("files", message);
+    let file_name = |path: &str| -> Option<String> {
+        let name = path.rsplit('/').next().filter(|n| !n.is_empty())?;
+        FileFormat::detect(name).map(|_| name.to_owned())
+    };
+    let id = nanoid::nanoid!(16, &crate::id::ALPHABET);
+    let store_url = ObjectStoreUrl::parse(format!("quarry://files-{id}"))
+        .map_err(|e| bad(format!("internal store URL: {e}")))?;
+    let (store, single_file): (Arc<dyn ObjectStore>, Option<String>) = match url.scheme() {
+        "file" => {
+            let path = url
+                .to_file_path()
+                .map_err(|()| bad(format!("{url} is not a local path")))?;
+            let (folder, single) = if path.is_dir() {
+                (path, None)
+            } else {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| bad(format!("{url} names no file")))?;
+                let parent = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+                (parent, Some(name))
+            };
+            let local = LocalFileSystem::new_with_prefix(&folder).map_err(|e| {
+                Error::config(
+                    "files",
+                    format!("cannot open the folder {}: {e}", folder.display()),
+                )
+            })?;
+            (Arc::new(local), single)
+        }
+        "s3" => {
+            let bucket = url.host_str().unwrap_or_default();
+            let s3 = &config.s3;
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry(config))
+                .with_client_options(client_options(config))
+                .with_virtual_hosted_style_request(!s3.path_style)
+                .with_allow_http(s3.allow_http);
+            if let Some(region) = &s3.region {
+                builder = builder.with_region(region);
+            }
+            if let Some(endpoint) = &s3.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let (Some(key), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+                builder = builder
+                    .with_access_key_id(key)
+                    .with_secret_access_key(secret.expose_secret());
+            }
+            if let Some(token) = &s3.session_token {
+                builder = builder.with_token(token.expose_secret());
+            }
+            let s3_store = builder.build().map_err(|e| {
+                bad(format!(
+                    "connection '{connection}': cannot set up the S3 client: {e}"
+                ))
+            })?;
+            let path = url.path().trim_matches('/');
+            let (prefix, single) = match file_name(path) {
+                Some(name) => (
+                    path[..path.len() - name.len()]
+                        .trim_end_matches('/')
+                        .to_owned(),
+                    Some(name),
+                ),
+                None => (path.to_owned(), None),
+            };
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(s3_store)
+            } else {
+                Arc::new(PrefixStore::new(s3_store, prefix))
+            };
+            (store, single)
+        }
+        _ => {
+            // One HTTP file: the store is its folder, the file is the table.
+            let path = url.path();
+            let (folder, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let mut base = url.clone();
+            base.set_path(&format!("{folder}/"));
+            base.set_query(None);
+            let http = HttpBuilder::new()
+                .with_url(base.as_str())
+                .with_retry(retry(config))
+                .with_client_options(client_options(config).with_allow_http(true))
+                .build()
+                .map_err(|e| bad(format!("connection '{connection}': {e}")))?;
+            (Arc::new(http), Some(name.to_owned()))
+        }
+    };
+    Ok(RootedStore {
+        store,
+        single_file: single_file.map(Path::from),
+        url: store_url,
+    })
+}
+
+/// Retries within the connection's `retry_budget`, as database connections do.
+fn retry(config: &FilesConfig) -> RetryConfig {
+    RetryConfig {
+        max_retries: if config.options.retry_budget.is_zero() {
+            0
+        } else {
+            3
+        },
+        retry_timeout: config.options.retry_budget,
+        ..RetryConfig::default()
+    }
+}
+
+fn client_options(config: &FilesConfig) -> ClientOptions {
+    let options = ClientOptions::new().with_connect_timeout(config.options.connect_timeout);
+    match config.request_timeout() {
+        Some(timeout) => options.with_timeout(timeout),
+        None => options.with_timeout_disabled(),
+    }
+}
