@@ -20,6 +20,7 @@ mod postgres_source;
 mod refresh_modes;
 mod render;
 mod repl;
+mod s3;
 mod secrets;
 mod source_query;
 mod sql_layer;

@@ -83,9 +83,18 @@ impl FilesSource {
         Arc::clone(&self.root.store)
     }
 
+    /// A failed listing, classified (see `RootedStore::listing_failure`).
+    async fn listing_error(&self, e: &object_store::Error) -> Error {
+        let class = self.root.listing_failure(classify(e)).await;
+        self.classified_error("listing", e, class)
+    }
+
     /// A failure of the store, classified as database connection failures are.
     fn store_error(&self, doing: &str, e: &object_store::Error) -> Error {
-        let class = classify(e);
+        self.classified_error(doing, e, classify(e))
+    }
+
+    fn classified_error(&self, doing: &str, e: &object_store::Error, class: FailureClass) -> Error {
         let advice = match class {
             FailureClass::NoDatabase => ": check the url (the bucket or folder may not exist)",
             FailureClass::Authentication => {
@@ -121,11 +130,10 @@ impl FilesSource {
                 .map_err(|e| self.store_error("reading", &e))?;
             return Ok(vec![listed(meta)]);
         }
-        let metas: Vec<ObjectMeta> = store
-            .list(None)
-            .try_collect()
-            .await
-            .map_err(|e| self.store_error("listing", &e))?;
+        let metas: Vec<ObjectMeta> = match store.list(None).try_collect().await {
+            Ok(metas) => metas,
+            Err(e) => return Err(self.listing_error(&e).await),
+        };
         Ok(metas.into_iter().map(listed).collect())
     }
 
@@ -526,7 +534,7 @@ impl Source for FilesSource {
             None => {
                 let mut listing = store.list(None);
                 if let Some(Err(e)) = listing.next().await {
-                    return Err(self.store_error("listing", &e));
+                    return Err(self.listing_error(&e).await);
                 }
             }
         }

@@ -10,7 +10,7 @@ use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use secrecy::ExposeSecret;
 
 use super::config::FilesConfig;
@@ -27,6 +27,9 @@ pub struct RootedStore {
     /// The URL DataFusion finds the store under (one per opened connection, so two
     /// connections to one bucket with other credentials never share a client).
     pub url: ObjectStoreUrl,
+    /// The whole bucket of an S3 connection: `HEAD` of its root asks whether the bucket
+    /// exists and may be read, which a failed listing does not say.
+    pub bucket: Option<Arc<dyn ObjectStore>>,
 }
 
 /// Opens the store `config.url` names; `connection` names it in messages.
@@ -40,6 +43,7 @@ pub fn open(connection: &str, config: &FilesConfig) -> Result<RootedStore> {
     let id = nanoid::nanoid!(16, &crate::id::ALPHABET);
     let store_url = ObjectStoreUrl::parse(format!("quarry://files-{id}"))
         .map_err(|e| bad(format!("internal store URL: {e}")))?;
+    let mut bucket = None;
     let (store, single_file): (Arc<dyn ObjectStore>, Option<String>) = match url.scheme() {
         "file" => {
             let path = url
@@ -64,10 +68,10 @@ pub fn open(connection: &str, config: &FilesConfig) -> Result<RootedStore> {
             (Arc::new(local), single)
         }
         "s3" => {
-            let bucket = url.host_str().unwrap_or_default();
+            let bucket_name = url.host_str().unwrap_or_default();
             let s3 = &config.s3;
             let mut builder = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
+                .with_bucket_name(bucket_name)
                 .with_retry(retry(config))
                 .with_client_options(client_options(config))
                 .with_virtual_hosted_style_request(!s3.path_style)
@@ -101,8 +105,10 @@ pub fn open(connection: &str, config: &FilesConfig) -> Result<RootedStore> {
                 ),
                 None => (path.to_owned(), None),
             };
+            let s3_store = Arc::new(s3_store);
+            bucket = Some(Arc::clone(&s3_store) as Arc<dyn ObjectStore>);
             let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-                Arc::new(s3_store)
+                s3_store
             } else {
                 Arc::new(PrefixStore::new(s3_store, prefix))
             };
@@ -128,7 +134,33 @@ pub fn open(connection: &str, config: &FilesConfig) -> Result<RootedStore> {
         store,
         single_file: single_file.map(Path::from),
         url: store_url,
+        bucket,
     })
+}
+
+impl RootedStore {
+    /// What a failed listing means: the bucket is missing or closed to these credentials
+    /// (asked with `HEAD` of the bucket), or `class` as the listing's error said.
+    pub async fn listing_failure(
+        &self,
+        class: crate::error::FailureClass,
+    ) -> crate::error::FailureClass {
+        use crate::error::FailureClass;
+        let Some(bucket) = &self.bucket else {
+            return class;
+        };
+        if class != FailureClass::Other {
+            return class;
+        }
+        match bucket.head(&Path::from("")).await {
+            Err(object_store::Error::NotFound { .. }) => FailureClass::NoDatabase,
+            Err(
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. },
+            ) => FailureClass::Authentication,
+            _ => class,
+        }
+    }
 }
 
 /// Retries within the connection's `retry_budget`, as database connections do.

@@ -1,0 +1,356 @@
+//! `files` connections over buckets of a local S3-compatible server: moto's server mode
+//! (`pip install "moto[server]"`), at `QUARRY_TEST_S3_ENDPOINT` when `.ci/run` started
+//! one, else started here on a free port for this test run. Each test makes its own bucket
+//! and removes it after.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, LazyLock};
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde_json::json;
+
+use crate::files::{check_layout, failure, layout_files, rows, sales, sales_parquet};
+
+/// The endpoint of the S3 server the tests use.
+static ENDPOINT: LazyLock<String> = LazyLock::new(|| {
+    if let Ok(endpoint) = std::env::var("QUARRY_TEST_S3_ENDPOINT") {
+        return endpoint;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The server lives as long as this process: it is stopped when our end of its stdin
+    // closes, at exit.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
+             cat >/dev/null; kill $pid"
+        ))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with moto[server] (pip install \"moto[server]\")");
+    std::mem::forget(child);
+    for _ in 0..300 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return format!("http://127.0.0.1:{port}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the S3 server (moto) did not start on port {port}; pip install \"moto[server]\"");
+});
+
+/// One raw request to the S3 server (moto takes unsigned bucket requests).
+fn request(method: &str, path: &str) -> String {
+    let address = ENDPOINT.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A bucket of its own, emptied and removed when dropped.
+pub struct Bucket {
+    /// Its name.
+    pub name: String,
+    /// A client of it.
+    pub store: Arc<AmazonS3>,
+}
+
+impl Bucket {
+    /// A new, empty bucket.
+    pub fn new() -> Self {
+        let name = format!(
+            "quarry-{}",
+            nanoid::nanoid!(10, &nanoid::alphabet::SAFE)
+                .to_lowercase()
+                .replace('_', "-")
+        );
+        let response = request("PUT", &format!("/{name}"));
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let store = AmazonS3Builder::new()
+            .with_bucket_name(&name)
+            .with_endpoint(ENDPOINT.as_str())
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .unwrap();
+        Bucket {
+            name,
+            store: Arc::new(store),
+        }
+    }
+
+    /// Writes `files` (path, bytes) under `prefix`.
+    pub async fn put(&self, prefix: &str, files: &[(String, Vec<u8>)]) {
+        for (path, bytes) in files {
+            self.store
+                .put(
+                    &Path::from(format!("{prefix}{path}")),
+                    PutPayload::from(bytes.clone()),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The connection config of `prefix` in this bucket.
+    pub fn config(&self, prefix: &str) -> serde_json::Value {
+        json!({
+            "url": format!("s3://{}/{prefix}", self.name),
+            "endpoint": ENDPOINT.as_str(),
+            "region": "us-east-1",
+            "access_key_id": "test",
+            "secret_access_key": "test-secret",
+            "null_string": "NA",
+        })
+    }
+}
+
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        let store = Arc::clone(&self.store);
+        let name = self.name.clone();
+        // Emptied on a thread of its own: drop may run inside a runtime.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use futures::TryStreamExt;
+                let objects: Vec<_> = store.list(None).try_collect().await.unwrap_or_default();
+                for object in objects {
+                    let _ = store.delete(&object.location).await;
+                }
+            });
+            request("DELETE", &format!("/{name}"));
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+async fn engine(dir: &std::path::Path) -> quarry::Engine {
+    quarry::Engine::builder()
+        .data_dir(dir.join("quarry"))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_bucket_prefix_is_a_catalog_of_its_files() {
+    let bucket = Bucket::new();
+    bucket.put("exports/", &layout_files()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let created = engine
+        .create_connection("lake", "files", bucket.config("exports"))
+        .await
+        .unwrap();
+    created.discovery.as_ref().expect("discovery succeeds");
+    check_layout(&engine, "lake").await;
+    // The secret key is stored sealed, never in the config.
+    let stored = engine.connection("lake").await.unwrap();
+    let config = stored.config.to_string();
+    assert!(
+        !config.contains("test-secret") && !config.contains("secret_access_key"),
+        "{config}"
+    );
+    // A remote Parquet table can be cached locally, with the same answers.
+    engine
+        .sql("SELECT * FROM set_table_options('lake.main.sales', '{\"mode\": \"cache\"}')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let expected: f64 = sales(2023).iter().chain(&sales(2024)).map(|r| r.1).sum();
+    assert_eq!(
+        rows(&engine, "SELECT sum(amount) FROM lake.main.sales").await,
+        [[format!("{expected:?}")]]
+    );
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT cached FROM quarry.information_schema.tables
+             WHERE connection_name = 'lake' AND table_name = 'sales'"
+        )
+        .await,
+        [["true"]]
+    );
+}
+
+#[tokio::test]
+async fn an_s3_parquet_table_joins_a_postgres_table_and_a_csv_file() {
+    let bucket = Bucket::new();
+    bucket
+        .put(
+            "",
+            &[(
+                "orders/part-0.parquet".to_owned(),
+                sales_parquet(&sales(2024)),
+            )],
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(
+        local.join("targets.csv"),
+        "region,target\neu,100\nus,200\napac,300\n",
+    )
+    .unwrap();
+    let mut pg = crate::support::PgSourceFixture::new().await;
+    pg.exec(
+        "CREATE TABLE regions (code text PRIMARY KEY, name text);
+         INSERT INTO regions VALUES ('eu', 'Europe'), ('us', 'United States'), ('apac', 'Asia');",
+    )
+    .await;
+    let engine = &pg.engine;
+    engine.discover_connection("pg").await.unwrap();
+    let mut config = bucket.config("");
+    config["url"] = json!(format!("s3://{}", bucket.name));
+    engine
+        .create_connection("lake", "files", config)
+        .await
+        .unwrap();
+    engine
+        .create_connection(
+            "local",
+            "files",
+            json!({"url": local.display().to_string()}),
+        )
+        .await
+        .unwrap();
+    let got = rows(
+        engine,
+        "SELECT r.name, count(*), sum(o.amount), max(t.target)
+         FROM lake.main.orders o
+         JOIN pg.public.regions r ON r.code = o.region
+         JOIN local.main.targets t ON t.region = o.region
+         GROUP BY r.name ORDER BY r.name",
+    )
+    .await;
+    let mut expected = Vec::new();
+    for (code, name, target) in [
+        ("apac", "Asia", 300),
+        ("eu", "Europe", 100),
+        ("us", "United States", 200),
+    ] {
+        let amounts: Vec<f64> = sales(2024)
+            .iter()
+            .filter(|r| r.2 == code)
+            .map(|r| r.1)
+            .collect();
+        expected.push(vec![
+            name.to_owned(),
+            amounts.len().to_string(),
+            format!("{:?}", amounts.iter().sum::<f64>()),
+            target.to_string(),
+        ]);
+    }
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn a_missing_bucket_and_a_dead_endpoint_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let bucket = Bucket::new();
+    let mut config = bucket.config("x");
+    config["url"] = json!("s3://quarry-no-such-bucket/x");
+    engine
+        .register_connection("missing", "files", config)
+        .await
+        .unwrap();
+    let error = engine
+        .test_connection("missing")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("the bucket or folder may not exist"),
+        "{error}"
+    );
+    let failed = engine.discover_connection("missing").await.unwrap_err();
+    assert!(
+        matches!(
+            failed,
+            quarry::Error::Source {
+                class: quarry::source::FailureClass::NoDatabase,
+                ..
+            }
+        ),
+        "{failed:?}"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = bucket.config("x");
+    config["endpoint"] = json!(format!("http://127.0.0.1:{port}"));
+    config["retry_budget"] = json!("0s");
+    engine
+        .register_connection("dead", "files", config)
+        .await
+        .unwrap();
+    let failed = engine.discover_connection("dead").await.unwrap_err();
+    assert!(
+        matches!(
+            failed,
+            quarry::Error::Source {
+                class: quarry::source::FailureClass::Refused,
+                ..
+            }
+        ),
+        "{failed:?}"
+    );
+    assert!(
+        failed.to_string().contains("check the endpoint"),
+        "{failed}"
+    );
+    engine
+        .register_connection("fine", "files", bucket.config(""))
+        .await
+        .unwrap();
+    let outcome = engine.test_connection("fine").await.unwrap();
+    assert!(
+        outcome.server_version.starts_with("S3 bucket s3://"),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_removed_object_fails_the_fetch_with_its_name() {
+    let bucket = Bucket::new();
+    bucket
+        .put("", &[("a.csv".to_owned(), b"x\n1\n".to_vec())])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    engine
+        .create_connection("b", "files", bucket.config(""))
+        .await
+        .unwrap();
+    bucket.store.delete(&Path::from("a.csv")).await.unwrap();
+    let error = failure(&engine, "SELECT * FROM b.main.a").await;
+    assert!(
+        error.contains("file 'a.csv' was removed after discovery"),
+        "{error}"
+    );
+}
