@@ -62,7 +62,7 @@ pub fn database_name(scale: f64) -> String {
 }
 
 /// Calls `emit` with every row of `table` as a CSV line (comments quoted).
-fn for_each_csv_line(table: &str, scale: f64, mut emit: impl FnMut(&dyn Display)) {
+pub fn for_each_csv_line(table: &str, scale: f64, mut emit: impl FnMut(&dyn Display)) {
     use tpchgen::csv::*;
     use tpchgen::generators::*;
     match table {
