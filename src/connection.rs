@@ -265,7 +265,7 @@ mod tests {
         let msg = SourceType::parse("oracle").unwrap_err().to_string();
         assert_eq!(
             msg,
-            "unknown source type 'oracle'; valid source types: postgres, mysql, sqlite"
+            "unknown source type 'oracle'; valid source types: postgres, mysql, sqlite, files"
         );
     }
 }

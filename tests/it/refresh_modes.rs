@@ -4,7 +4,6 @@
 //! with its latest row and keeps deleted rows until a full refresh; compaction merges the
 //! delta files while a scan reads them; bad settings are refused when they are set.
 
-use datafusion::arrow::util::display::array_value_to_string;
 use quarry::Engine;
 use quarry::events::Event;
 use serde_json::json;
@@ -12,30 +11,6 @@ use sqlx::{Connection, Row};
 
 use crate::access_modes::error_of;
 use crate::support::PgSourceFixture;
-
-/// Every row of `sql`'s result, each value as text (NULL as "NULL").
-async fn quarry_rows(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
-    let batches = engine.sql(sql).await.unwrap().collect().await.unwrap();
-    let mut rows = Vec::new();
-    for batch in &batches {
-        for r in 0..batch.num_rows() {
-            rows.push(
-                batch
-                    .columns()
-                    .iter()
-                    .map(|c| {
-                        if c.is_null(r) {
-                            "NULL".to_owned()
-                        } else {
-                            array_value_to_string(c, r).unwrap()
-                        }
-                    })
-                    .collect(),
-            );
-        }
-    }
-    rows
-}
 
 /// Every row of `sql` (whose columns are all text) on the source.
 async fn source_rows(fx: &mut PgSourceFixture, sql: &str) -> Vec<Vec<String>> {
@@ -91,7 +66,7 @@ async fn assert_same_events(fx: &mut PgSourceFixture, why: &str) {
         "SELECT id::text AS k, v, (extract(epoch FROM at) * 1000000)::bigint::text FROM events ORDER BY id",
     )
     .await;
-    let copy = quarry_rows(
+    let copy = crate::files::rows(
         &fx.engine,
         "SELECT id, v, CAST(at AS BIGINT) AS at_us FROM pg.public.events ORDER BY id",
     )
@@ -150,7 +125,7 @@ async fn append_misses_and_duplicates_no_row_on_postgresql() {
     assert_same_events(&mut fx, "after a refresh with nothing new").await;
 
     // Freshness is visible: the refresh mode and what the last refresh did.
-    let info = quarry_rows(
+    let info = crate::files::rows(
         &fx.engine,
         "SELECT refresh_mode, last_refresh_kind, last_refresh_rows, cache_files, \
          last_error IS NULL AS ok FROM quarry.information_schema.tables WHERE table_name = 'events'",
@@ -182,7 +157,7 @@ async fn append_without_a_key_keeps_as_many_equal_rows_as_the_source() {
     let source_counted =
         "SELECT t::text AS k, v, count(*)::text FROM readings GROUP BY t, v ORDER BY t, v";
     assert_eq!(
-        quarry_rows(&fx.engine, counted).await,
+        crate::files::rows(&fx.engine, counted).await,
         source_rows(&mut fx, source_counted).await
     );
     // One more row equal to two at the mark, one new value at the mark, and a NULL cursor.
@@ -190,12 +165,12 @@ async fn append_without_a_key_keeps_as_many_equal_rows_as_the_source() {
         .await;
     refresh(&fx.engine, table).await;
     assert_eq!(
-        quarry_rows(&fx.engine, counted).await,
+        crate::files::rows(&fx.engine, counted).await,
         source_rows(&mut fx, source_counted).await
     );
     refresh(&fx.engine, table).await;
     assert_eq!(
-        quarry_rows(&fx.engine, counted).await,
+        crate::files::rows(&fx.engine, counted).await,
         source_rows(&mut fx, source_counted).await,
         "a refresh with nothing new adds nothing"
     );
@@ -214,7 +189,7 @@ async fn upsert_keeps_each_keys_latest_row_and_a_full_refresh_drops_deleted_ones
     let copy = "SELECT id, v FROM pg.public.items ORDER BY id";
     let source = "SELECT id::text AS k, v FROM items ORDER BY id";
     assert_eq!(
-        quarry_rows(&fx.engine, copy).await,
+        crate::files::rows(&fx.engine, copy).await,
         source_rows(&mut fx, source).await
     );
 
@@ -229,22 +204,28 @@ async fn upsert_keeps_each_keys_latest_row_and_a_full_refresh_drops_deleted_ones
     let mut expected = source_rows(&mut fx, source).await;
     // The deleted row stays until a full refresh: a cursor cannot see a deletion.
     expected.insert(6, vec!["7".to_owned(), "v1 7".to_owned()]);
-    assert_eq!(quarry_rows(&fx.engine, copy).await, expected);
+    assert_eq!(crate::files::rows(&fx.engine, copy).await, expected);
 
     // The same key changed again, at the very mark.
     fx.exec("UPDATE items SET v = 'v3' WHERE id = 10;").await;
     refresh(&fx.engine, table).await;
     expected[9] = vec!["10".to_owned(), "v3".to_owned()];
-    assert_eq!(quarry_rows(&fx.engine, copy).await, expected);
+    assert_eq!(crate::files::rows(&fx.engine, copy).await, expected);
     let kind = "SELECT last_refresh_kind FROM quarry.information_schema.tables \
                 WHERE table_name = 'items'";
-    assert_eq!(quarry_rows(&fx.engine, kind).await, vec![vec!["upsert"]]);
+    assert_eq!(
+        crate::files::rows(&fx.engine, kind).await,
+        vec![vec!["upsert"]]
+    );
 
     // full_every = 3: the third refresh after the full one is full, and drops row 7.
     refresh(&fx.engine, table).await;
-    assert_eq!(quarry_rows(&fx.engine, kind).await, vec![vec!["full"]]);
     assert_eq!(
-        quarry_rows(&fx.engine, copy).await,
+        crate::files::rows(&fx.engine, kind).await,
+        vec![vec!["full"]]
+    );
+    assert_eq!(
+        crate::files::rows(&fx.engine, copy).await,
         source_rows(&mut fx, source).await
     );
 }
@@ -398,7 +379,7 @@ async fn refresh_settings_that_do_not_fit_the_table_are_refused_when_set() {
 
 /// `count(*)` of `table` through Quarry.
 async fn count(engine: &Engine, table: &str) -> String {
-    quarry_rows(engine, &format!("SELECT count(*) AS n FROM {table}")).await[0][0].clone()
+    crate::files::rows(engine, &format!("SELECT count(*) AS n FROM {table}")).await[0][0].clone()
 }
 
 #[tokio::test]
@@ -445,7 +426,7 @@ async fn on_stale_serve_answers_from_the_old_copy_while_it_refreshes() {
     let failed = std::iter::from_fn(|| events.try_recv().ok())
         .any(|e| matches!(e, Event::FetchFailed { .. }));
     assert!(failed, "a failed refresh is sent as an event");
-    let error = quarry_rows(
+    let error = crate::files::rows(
         &fx.engine,
         "SELECT last_error FROM quarry.information_schema.tables \
          WHERE connection_name = 'stale' AND table_name = 'events'",
@@ -490,14 +471,14 @@ async fn a_schema_change_fails_the_refresh_or_evolves_the_table() {
         assert!(error.contains(part), "{part}: {error}");
     }
     assert_eq!(
-        quarry_rows(
+        crate::files::rows(
             &fx.engine,
             "SELECT id, v, w FROM pg.public.events ORDER BY id"
         )
         .await,
         vec![vec!["1", "a", "10"], vec!["2", "b", "20"]]
     );
-    let recorded = quarry_rows(
+    let recorded = crate::files::rows(
         &fx.engine,
         "SELECT last_error FROM quarry.information_schema.tables WHERE table_name = 'events'",
     )
@@ -508,7 +489,7 @@ async fn a_schema_change_fails_the_refresh_or_evolves_the_table() {
     set_options(&fx.engine, table, json!({"on_schema_change": "evolve"})).await;
     refresh(&fx.engine, table).await;
     assert_eq!(
-        quarry_rows(
+        crate::files::rows(
             &fx.engine,
             "SELECT id, v, extra FROM pg.public.events ORDER BY id"
         )
@@ -525,7 +506,7 @@ async fn a_schema_change_fails_the_refresh_or_evolves_the_table() {
 
 /// When the schedule next refreshes `table`, as `information_schema.tables` shows it.
 async fn next_refresh_at(engine: &Engine, table: &str) -> chrono::DateTime<chrono::Utc> {
-    let micros = quarry_rows(
+    let micros = crate::files::rows(
         engine,
         &format!(
             "SELECT CAST(next_refresh_at AS BIGINT) AS at FROM quarry.information_schema.tables \
@@ -610,7 +591,7 @@ async fn a_scheduled_refresh_runs_when_due_and_stops_retrying_a_failing_source()
         "after the retries, the next interval: {waits:?}"
     );
     assert_eq!(count(&fx.engine, table).await, "15");
-    let error = quarry_rows(
+    let error = crate::files::rows(
         &fx.engine,
         "SELECT last_error FROM quarry.information_schema.tables WHERE table_name = 'events'",
     )
@@ -653,11 +634,11 @@ async fn incremental_refresh_on(kind: &str) {
     let ids = |table: &str| format!("SELECT count(*) AS n, sum(id) AS s FROM {table}");
     let base = crate::access_modes::ROWS;
     assert_eq!(
-        quarry_rows(engine, &ids(&events)).await,
+        crate::files::rows(engine, &ids(&events)).await,
         vec![vec![base.to_string(), (base * (base + 1) / 2).to_string()]]
     );
     let item_rows = format!("SELECT id, n FROM {items} ORDER BY id");
-    assert_eq!(quarry_rows(engine, &item_rows).await.len(), 20);
+    assert_eq!(crate::files::rows(engine, &item_rows).await.len(), 20);
 
     source
         .exec(&format!(
@@ -675,7 +656,7 @@ async fn incremental_refresh_on(kind: &str) {
     }
     let total = base + 2;
     assert_eq!(
-        quarry_rows(engine, &ids(&events)).await,
+        crate::files::rows(engine, &ids(&events)).await,
         vec![vec![
             total.to_string(),
             (total * (total + 1) / 2).to_string()
@@ -687,7 +668,7 @@ async fn incremental_refresh_on(kind: &str) {
             vec![i.to_string(), n.to_string()]
         })
         .collect();
-    assert_eq!(quarry_rows(engine, &item_rows).await, expected);
+    assert_eq!(crate::files::rows(engine, &item_rows).await, expected);
 }
 
 #[tokio::test]
@@ -717,7 +698,7 @@ async fn a_datetime_cursor_on_mariadb_reads_rows_at_the_mark_again() {
     )
     .await;
     let rows = format!("SELECT id FROM {table} ORDER BY id");
-    assert_eq!(quarry_rows(&fx.engine, &rows).await.len(), 2);
+    assert_eq!(crate::files::rows(&fx.engine, &rows).await.len(), 2);
     fx.exec("INSERT INTO logs VALUES (3, '2026-01-01 00:00:02.25'), (4, '2026-01-02 00:00:00');")
         .await;
     fx.engine
@@ -725,7 +706,7 @@ async fn a_datetime_cursor_on_mariadb_reads_rows_at_the_mark_again() {
         .await
         .unwrap();
     assert_eq!(
-        quarry_rows(&fx.engine, &rows).await,
+        crate::files::rows(&fx.engine, &rows).await,
         vec![vec!["1"], vec!["2"], vec!["3"], vec!["4"]]
     );
 }

@@ -193,20 +193,10 @@ impl RowBatcher {
                 let line = record.position().map_or(0, |p| p.line());
                 if record.len() != width {
                     // Rows before it are checked first, so the first bad row is reported.
-                    if self.policy == BadRows::Fail && !lines.is_empty() {
-                        let columns: Vec<ArrayRef> = texts
-                            .iter_mut()
-                            .map(|b| Arc::new(b.finish()) as ArrayRef)
-                            .collect();
-                        match self.typed(columns, &lines)? {
-                            Ok(columns) => {
-                                if !self.send(columns)? {
-                                    return Ok(Outcome::Abandoned);
-                                }
-                            }
-                            Err(outcome) => return Ok(outcome),
-                        }
-                        lines.clear();
+                    if self.policy == BadRows::Fail
+                        && let Some(outcome) = self.flush(&mut texts, &mut lines)?
+                    {
+                        return Ok(outcome);
                     }
                     let problem =
                         format!("has {} fields where the table has {width}", record.len());
@@ -231,20 +221,10 @@ impl RowBatcher {
                 }
                 lines.push(line);
             }
-            if lines.len() == ROWS || (!more && !lines.is_empty()) {
-                let columns: Vec<ArrayRef> = texts
-                    .iter_mut()
-                    .map(|b| Arc::new(b.finish()) as ArrayRef)
-                    .collect();
-                match self.typed(columns, &lines)? {
-                    Ok(columns) => {
-                        if !self.send(columns)? {
-                            return Ok(Outcome::Abandoned);
-                        }
-                    }
-                    Err(outcome) => return Ok(outcome),
-                }
-                lines.clear();
+            if (lines.len() == ROWS || !more)
+                && let Some(outcome) = self.flush(&mut texts, &mut lines)?
+            {
+                return Ok(outcome);
             }
             if !more {
                 return Ok(Outcome::Done {
@@ -252,6 +232,27 @@ impl RowBatcher {
                 });
             }
         }
+    }
+
+    /// Sends the rows gathered in `texts` (starting at `lines`), typed; `Some` ends the read.
+    fn flush(
+        &mut self,
+        texts: &mut [StringBuilder],
+        lines: &mut Vec<u64>,
+    ) -> std::io::Result<Option<Outcome>> {
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        let columns: Vec<ArrayRef> = texts
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        let outcome = match self.typed(columns, lines)? {
+            Ok(columns) => (!self.send(columns)?).then_some(Outcome::Abandoned),
+            Err(outcome) => Some(outcome),
+        };
+        lines.clear();
+        Ok(outcome)
     }
 
     /// Text columns cast to the table's types; a row with a value that does not convert

@@ -331,41 +331,42 @@ fn parse_options(map: &Map<String, Value>, bad: Bad<'_>) -> Result<ParseOptions>
             }
         }
     };
-    let named = |key: &str, names: &str| -> Result<Option<String>> {
-        text(key)
-            .map(|t| t.map(|t| t.trim().to_owned()))
-            .and_then(|t| match t {
-                Some(t) if t.is_empty() => Err(bad(format!("'{key}' must be one of {names}"))),
-                other => Ok(other),
-            })
-    };
-    let format = match named("format", FileFormat::NAMES)? {
-        None => None,
-        Some(f) => Some(FileFormat::parse(&f).ok_or_else(|| {
-            bad(format!(
-                "'format' must be one of {}, got '{f}'",
-                FileFormat::NAMES
-            ))
-        })?),
-    };
-    let compression = match named("compression", Compression::NAMES)? {
-        None => None,
-        Some(c) => Some(Compression::parse(&c).ok_or_else(|| {
-            bad(format!(
-                "'compression' must be one of {}, got '{c}'",
-                Compression::NAMES
-            ))
-        })?),
-    };
-    let bad_rows = match named("bad_rows", BadRows::NAMES)? {
-        None => None,
-        Some(b) => Some(BadRows::parse(&b).ok_or_else(|| {
-            bad(format!(
-                "'bad_rows' must be one of {}, got '{b}'",
-                BadRows::NAMES
-            ))
-        })?),
-    };
+    // A key naming one of a set of choices, parsed by `parse`.
+    fn choice<T>(
+        text: Option<String>,
+        key: &str,
+        names: &str,
+        parse: fn(&str) -> Option<T>,
+        bad: Bad<'_>,
+    ) -> Result<Option<T>> {
+        match text.map(|t| t.trim().to_owned()) {
+            None => Ok(None),
+            Some(t) => parse(&t)
+                .map(Some)
+                .ok_or_else(|| bad(format!("'{key}' must be one of {names}, got '{t}'"))),
+        }
+    }
+    let format = choice(
+        text("format")?,
+        "format",
+        FileFormat::NAMES,
+        FileFormat::parse,
+        bad,
+    )?;
+    let compression = choice(
+        text("compression")?,
+        "compression",
+        Compression::NAMES,
+        Compression::parse,
+        bad,
+    )?;
+    let bad_rows = choice(
+        text("bad_rows")?,
+        "bad_rows",
+        BadRows::NAMES,
+        BadRows::parse,
+        bad,
+    )?;
     let header = match map.get("header") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
