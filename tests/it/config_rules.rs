@@ -259,7 +259,7 @@ fn timeouts_must_be_positive_durations() {
 fn unknown_source_types_are_listed() {
     assert_eq!(
         SourceType::parse("oracle").unwrap_err().to_string(),
-        "unknown source type 'oracle'; valid source types: postgres, mysql, sqlite"
+        "unknown source type 'oracle'; valid source types: postgres, mysql, sqlite, files"
     );
 }
 
