@@ -22,6 +22,9 @@ struct Args {
     /// TPC-H scale factor.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
     /// Child mode: fetch the CSV folder in this dir into a new engine's cache.
     #[arg(long, hide = true)]
     child_csv: Option<PathBuf>,
@@ -70,7 +73,14 @@ fn generate(dir: &Path, scale: f64) {
         file.flush().unwrap();
         let types: Vec<String> = columns
             .iter()
-            .map(|(n, t)| format!("'{n}': '{}'", t.replace("char(", "varchar(")))
+            .map(|(n, t)| {
+                let t = if t.starts_with("char(") {
+                    format!("var{t}")
+                } else {
+                    t.to_string()
+                };
+                format!("'{n}': '{t}'")
+            })
             .collect();
         script.push_str(&format!(
             "c.sql(\"COPY (SELECT * FROM read_csv('{}', header=true, columns={{{}}})) TO '{}' (FORMAT parquet)\")\n",
