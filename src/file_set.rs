@@ -221,9 +221,6 @@ pub struct FileSet {
     /// The table's place in the connection's store: a folder (ending in `/`), a file, or
     /// empty for the root.
     pub location: String,
-    /// The glob its files match, relative to the connection's root (`None`: every file of
-    /// the format under `location`).
-    pub glob: Option<String>,
     /// Hive partition columns, outermost first; they follow the file columns.
     pub partition_columns: Vec<PartitionColumn>,
     /// Its files, sorted by path.

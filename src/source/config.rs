@@ -324,10 +324,6 @@ pub fn expand_url(source_type: SourceType, config: &Value) -> Result<Value> {
     let Some(url) = map.get("url") else {
         return Ok(config.clone());
     };
-    // A files connection's `url` is its own key: where the files are.
-    if source_type == SourceType::Files {
-        return Ok(config.clone());
-    }
     let bad = |message: String| Error::config(source_type.as_str(), message);
     let Value::String(text) = url else {
         return Err(bad(
@@ -337,7 +333,9 @@ pub fn expand_url(source_type: SourceType, config: &Value) -> Result<Value> {
     let schemes: &[&str] = match source_type {
         SourceType::Postgres => &["postgres", "postgresql"],
         SourceType::Mysql => &["mysql", "mariadb"],
-        SourceType::Sqlite | SourceType::Files => &["sqlite", "file"],
+        SourceType::Sqlite => &["sqlite", "file"],
+        // A files connection's `url` is its own key: where the files are.
+        SourceType::Files => return Ok(config.clone()),
     };
     // Never echo the URL: it may hold a password.
     let parsed = url::Url::parse(text).map_err(|e| {
@@ -486,7 +484,17 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(super) fn duration(&self, key: &str) -> Result<Option<Duration>> {
+    /// A `true`/`false` field (also as text, as environment variables and URLs give it).
+    pub(super) fn boolean(&self, key: &str) -> Result<Option<bool>> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+            Some(other) => Err(self.error(format!("'{key}' must be true or false, got {other}"))),
+        }
+    }
+
+    fn duration(&self, key: &str) -> Result<Option<Duration>> {
         match self.duration_or_zero(key)? {
             Some(duration) if duration.is_zero() => {
                 Err(self.error(format!("'{key}' must be greater than zero")))
@@ -542,7 +550,7 @@ impl<'a> Fields<'a> {
         self.check_file(key, path)
     }
 
-    pub(super) fn check_file(&self, key: &str, path: PathBuf) -> Result<PathBuf> {
+    fn check_file(&self, key: &str, path: PathBuf) -> Result<PathBuf> {
         match std::fs::metadata(&path) {
             // Absolute, so the connection works from any working directory later.
             Ok(meta) if meta.is_file() => Ok(std::fs::canonicalize(&path).unwrap_or(path)),
@@ -583,15 +591,7 @@ impl<'a> Fields<'a> {
                 ssl_mode.as_str()
             )));
         }
-        let numeric_as_float64 = match self.map.get("numeric_as_float64") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(self.error(format!(
-                    "'numeric_as_float64' must be true or false, got {other}"
-                )));
-            }
-        };
+        let numeric_as_float64 = self.boolean("numeric_as_float64")?.unwrap_or(false);
         let schemas = match self.map.get("schemas") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) if !items.is_empty() => items

@@ -69,6 +69,15 @@ pub fn sales(year: i64) -> Vec<(i64, f64, &'static str)> {
         .collect()
 }
 
+/// `batch` as the bytes of a Parquet file.
+pub fn parquet_bytes(batch: &RecordBatch) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+    bytes
+}
+
 /// `rows` as Parquet bytes.
 pub fn sales_parquet(rows: &[(i64, f64, &str)]) -> Vec<u8> {
     let schema = Arc::new(Schema::new(vec![
@@ -85,11 +94,7 @@ pub fn sales_parquet(rows: &[(i64, f64, &str)]) -> Vec<u8> {
         ],
     )
     .unwrap();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    bytes
+    parquet_bytes(&batch)
 }
 
 /// A gzip-compressed CSV with a header, quoted fields and `NA` for NULL.
@@ -446,11 +451,7 @@ async fn removed_changed_and_unreadable_files_have_clear_errors() {
         ],
     )
     .unwrap();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    std::fs::write(root.join("p.parquet"), bytes).unwrap();
+    std::fs::write(root.join("p.parquet"), parquet_bytes(&batch)).unwrap();
     let error = failure(&engine, "SELECT * FROM f.main.p").await;
     assert!(
         error.contains("file 'p.parquet' no longer matches the table's columns"),
@@ -513,6 +514,11 @@ async fn bad_configs_are_refused_with_the_rule() {
     .await;
     assert!(
         error.contains("table 't' in 'tables': unknown key 'delimter' (did you mean 'delimiter'?)"),
+        "{error}"
+    );
+    let error = refused(json!({"url": dir.path().display().to_string(), "glob": "logs/[a-"})).await;
+    assert!(
+        error.contains("'glob' \"logs/[a-\" is not a glob"),
         "{error}"
     );
 }

@@ -16,7 +16,7 @@ use datafusion::common::ScalarValue;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::file_set::{BadRows, FileEntry, FileFormat, FileSet};
+use crate::file_set::{BadRows, FileFormat, FileSet};
 
 /// Rows per batch this reader sends.
 const ROWS: usize = 8_192;
@@ -46,7 +46,6 @@ pub enum Outcome {
 /// sent to `sink`, a row at a time. `bytes` streams the file's (decompressed) content.
 pub async fn read(
     set: &FileSet,
-    file: &FileEntry,
     schema: SchemaRef,
     partition_values: Vec<ScalarValue>,
     bytes: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
@@ -55,7 +54,6 @@ pub async fn read(
     let (sender, receiver) = std_mpsc::sync_channel::<std::io::Result<Bytes>>(4);
     let set = set.clone();
     let policy = set.bad_rows;
-    let _ = file;
     let parse = tokio::task::spawn_blocking(move || {
         let reader = BufReader::with_capacity(1 << 20, ChannelReader::new(receiver));
         let mut rows = RowBatcher {

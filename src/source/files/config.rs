@@ -1,8 +1,6 @@
 //! A `files` connection's config: where the files are (`url`), how to reach a bucket, how
 //! to parse them, and tables declared by glob.
 
-use std::time::Duration;
-
 use datafusion::arrow::datatypes::DataType;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
@@ -71,7 +69,7 @@ pub struct FilesConfig {
     /// How files are parsed, unless a declared table says otherwise.
     pub parse: ParseOptions,
     /// Only files matching this glob (relative to the root) become tables.
-    pub glob: Option<String>,
+    pub glob: Option<glob::Pattern>,
     /// Tables declared by path or glob, in the order given.
     pub tables: Vec<DeclaredTable>,
     /// Timeouts and access modes.
@@ -157,7 +155,7 @@ pub struct DeclaredTable {
     /// A folder or file under the root.
     pub path: Option<String>,
     /// A glob under the root its files match (`logs/*/events-*.json`).
-    pub glob: Option<String>,
+    pub glob: Option<glob::Pattern>,
     /// How its files are parsed, over the connection's defaults.
     pub parse: ParseOptions,
     /// Column types that replace the inferred ones.
@@ -188,8 +186,8 @@ impl FilesConfig {
         }
         let s3 = S3Options {
             region: fields.string("region")?,
-            path_style: boolean(fields, "path_style")?.unwrap_or(endpoint.is_some()),
-            allow_http: boolean(fields, "allow_http")?.unwrap_or_else(|| {
+            path_style: fields.boolean("path_style")?.unwrap_or(endpoint.is_some()),
+            allow_http: fields.boolean("allow_http")?.unwrap_or_else(|| {
                 endpoint
                     .as_deref()
                     .is_some_and(|e| e.starts_with("http://"))
@@ -207,7 +205,10 @@ impl FilesConfig {
             ));
         }
         let parse = parse_options(fields.map, &|m| fields.error(m))?;
-        let glob = fields.string("glob")?;
+        let glob = fields
+            .string("glob")?
+            .map(|g| pattern(&g, "'glob'", &|m| fields.error(m)))
+            .transpose()?;
         let tables = match fields.map.get("tables") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(tables)) => tables
@@ -229,11 +230,6 @@ impl FilesConfig {
             tables,
             options,
         })
-    }
-
-    /// How long a request may run (`statement_timeout`), if limited.
-    pub fn request_timeout(&self) -> Option<Duration> {
-        self.options.statement_timeout
     }
 }
 
@@ -296,16 +292,18 @@ fn parse_url(fields: &Fields<'_>) -> Result<url::Url> {
     }
 }
 
-fn boolean(fields: &Fields<'_>, key: &str) -> Result<Option<bool>> {
-    match fields.map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
-        Some(other) => Err(fields.error(format!("'{key}' must be true or false, got {other}"))),
-    }
-}
-
 type Bad<'a> = &'a dyn Fn(String) -> crate::error::Error;
+
+/// `text` as a glob, or the error that says why it is not one.
+fn pattern(text: &str, what: &str, bad: Bad<'_>) -> Result<glob::Pattern> {
+    glob::Pattern::new(text).map_err(|e| {
+        bad(format!(
+            "{what} \"{text}\" is not a glob ({}); use * for any name, ** for any folders, \
+             ? for one character",
+            e.msg
+        ))
+    })
+}
 
 /// The format keys of `map` (a connection's or a declared table's).
 fn parse_options(map: &Map<String, Value>, bad: Bad<'_>) -> Result<ParseOptions> {
@@ -412,7 +410,9 @@ fn declared_table(name: &str, table: &Value, bad: Bad<'_>) -> Result<DeclaredTab
         ))),
     };
     let path = string("path")?;
-    let glob = string("glob")?;
+    let glob = string("glob")?
+        .map(|g| pattern(&g, &format!("table '{name}': 'glob'"), bad))
+        .transpose()?;
     if path.is_some() == glob.is_some() {
         return Err(bad(format!(
             "table '{name}' in 'tables' needs either 'path' (a folder or file under the url) \

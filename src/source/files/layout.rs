@@ -57,17 +57,14 @@ pub fn plan(
         let name = FileFormat::detect(file)
             .map(|(_, _, stem)| sanitize(stem))
             .unwrap_or_else(|| sanitize(file));
-        return table(name, "", None, &[entry], &config.parse, Vec::new())
+        return table(name, "", &[entry], &config.parse, Vec::new())
             .into_iter()
             .collect();
     }
     let mut claimed = vec![false; visible.len()];
     let mut tables = Vec::new();
     for declared in &config.tables {
-        let pattern = declared
-            .glob
-            .as_deref()
-            .and_then(|g| glob::Pattern::new(g).ok());
+        let pattern = declared.glob.as_ref();
         let location = declared_location(declared);
         let mut files = Vec::new();
         for (i, file) in visible.iter().enumerate() {
@@ -88,7 +85,6 @@ pub fn plan(
         if let Some(t) = table(
             declared.name.clone(),
             &location,
-            declared.glob.clone(),
             &files,
             &parse,
             declared.schema.clone(),
@@ -96,10 +92,7 @@ pub fn plan(
             tables.push(t);
         }
     }
-    let narrow = config
-        .glob
-        .as_deref()
-        .and_then(|g| glob::Pattern::new(g).ok());
+    let narrow = config.glob.as_ref();
     let mut root_files = Vec::new();
     let mut folders: BTreeMap<&str, Vec<&Listed>> = BTreeMap::new();
     for (i, file) in visible.iter().enumerate() {
@@ -118,7 +111,6 @@ pub fn plan(
         if let Some(t) = table(
             sanitize(folder),
             &format!("{folder}/"),
-            config.glob.clone(),
             files,
             &config.parse,
             Vec::new(),
@@ -127,15 +119,28 @@ pub fn plan(
         }
     }
     let folder_names: Vec<String> = layout.iter().map(|t| t.name.clone()).collect();
-    for file in root_files {
-        let Some((format, _, stem)) = FileFormat::detect(&file.path) else {
-            continue;
+    // The formats of the root files each name stands for.
+    let mut formats_by_name: HashMap<String, Vec<FileFormat>> = HashMap::new();
+    let detected: Vec<_> = root_files
+        .iter()
+        .filter_map(|file| {
+            FileFormat::detect(&file.path).map(|(f, _, stem)| (*file, f, sanitize(stem)))
+        })
+        .collect();
+    for (_, format, name) in &detected {
+        formats_by_name
+            .entry(name.clone())
+            .or_default()
+            .push(*format);
+    }
+    for (file, format, name) in detected {
+        let other_format = formats_by_name[&name].iter().any(|f| *f != format);
+        let name = if folder_names.contains(&name) || other_format {
+            format!("{name}_{}", format.as_str())
+        } else {
+            name
         };
-        let mut name = sanitize(stem);
-        if folder_names.contains(&name) || root_file_of_other_format(listed, &name, format) {
-            name = format!("{name}_{}", format.as_str());
-        }
-        if let Some(t) = table(name, &file.path, None, &[file], &config.parse, Vec::new()) {
+        if let Some(t) = table(name, &file.path, &[file], &config.parse, Vec::new()) {
             layout.push(t);
         }
     }
@@ -152,21 +157,11 @@ pub fn plan(
     tables
 }
 
-/// Whether a visible root file of another format than `format` has a stem that sanitises
-/// to `name`.
-fn root_file_of_other_format(listed: &[Listed], name: &str, format: FileFormat) -> bool {
-    listed.iter().any(|f| {
-        !f.path.contains('/')
-            && !hidden(&f.path)
-            && FileFormat::detect(&f.path)
-                .is_some_and(|(other, _, stem)| other != format && sanitize(stem) == name)
-    })
-}
-
 fn declared_location(declared: &DeclaredTable) -> String {
     match (&declared.path, &declared.glob) {
         (Some(path), _) => path.trim_matches('/').to_owned(),
         (None, Some(glob)) => {
+            let glob = glob.as_str();
             // The folders before the first segment with a glob character.
             let literal: Vec<&str> = glob
                 .split('/')
@@ -187,7 +182,6 @@ fn declared_location(declared: &DeclaredTable) -> String {
 fn table(
     name: String,
     location: &str,
-    glob: Option<String>,
     files: &[&Listed],
     parse: &ParseOptions,
     schema_override: Vec<(String, datafusion::arrow::datatypes::DataType)>,
@@ -246,7 +240,6 @@ fn table(
             csv: parse.csv(first),
             bad_rows: parse.bad_rows.unwrap_or_default(),
             location: location.to_owned(),
-            glob,
             partition_columns: partitions.map(|(columns, _)| columns).unwrap_or_default(),
             files,
         },

@@ -13,10 +13,9 @@ mod store;
 
 pub use config::{
     CONFIG_KEYS, DEFAULT_SAMPLE_ROWS, DeclaredTable, FilesConfig, LOCATION_KEYS, ParseOptions,
-    S3Options, SECRET_KEYS, sql_type,
+    S3Options, SECRET_KEYS,
 };
-pub use scan::{plan as scan_plan, prune, prunes_exactly};
-pub use store::RootedStore;
+pub use scan::{prune, prunes_exactly};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +36,7 @@ use crate::error::{Error, FailureClass, Result};
 use crate::file_set::{FileEntry, FileSet};
 use crate::table::{ColumnRecord, TableRecord, schema_to_json};
 use layout::Listed;
+use store::RootedStore;
 
 /// The schema every table of a files connection is in.
 pub const SCHEMA: &str = "main";
@@ -317,22 +317,11 @@ impl FilesSource {
             .get(&path)
             .await
             .map_err(|e| self.file_error(request, file, &e))?;
-        let compression = match set.compression {
-            crate::file_set::Compression::None => {
-                datafusion::datasource::file_format::file_compression_type::FileCompressionType::UNCOMPRESSED
-            }
-            crate::file_set::Compression::Gzip => {
-                datafusion::datasource::file_format::file_compression_type::FileCompressionType::GZIP
-            }
-            crate::file_set::Compression::Zstd => {
-                datafusion::datasource::file_format::file_compression_type::FileCompressionType::ZSTD
-            }
-        };
         let raw = got
             .into_stream()
             .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
             .boxed();
-        let bytes = compression
+        let bytes = scan::compression(set)
             .convert_stream(raw)
             .map_err(|e| request.error(None, e))?
             .map_err(std::io::Error::other)
@@ -340,7 +329,6 @@ impl FilesSource {
         let values = scan::partitioned_file(set, file).partition_values;
         bad_rows::read(
             set,
-            file,
             Arc::clone(&request.arrow_schema),
             values,
             bytes,

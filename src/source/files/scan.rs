@@ -22,13 +22,18 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::file_set::{Compression, FileEntry, FileFormat, FileSet};
 
-/// The DataFusion format that reads `set`'s files; `sample_rows` bounds schema inference.
-pub fn format(set: &FileSet, sample_rows: usize) -> Arc<dyn DataFusionFormat> {
-    let compression = match set.compression {
+/// DataFusion's name for `set`'s compression.
+pub fn compression(set: &FileSet) -> FileCompressionType {
+    match set.compression {
         Compression::None => FileCompressionType::UNCOMPRESSED,
         Compression::Gzip => FileCompressionType::GZIP,
         Compression::Zstd => FileCompressionType::ZSTD,
-    };
+    }
+}
+
+/// The DataFusion format that reads `set`'s files; `sample_rows` bounds schema inference.
+pub fn format(set: &FileSet, sample_rows: usize) -> Arc<dyn DataFusionFormat> {
+    let compression = compression(set);
     match set.format {
         FileFormat::Parquet => Arc::new(ParquetFormat::default()),
         FileFormat::Arrow => Arc::new(ArrowFormat),

@@ -178,7 +178,7 @@ fn retry(config: &FilesConfig) -> RetryConfig {
 
 fn client_options(config: &FilesConfig) -> ClientOptions {
     let options = ClientOptions::new().with_connect_timeout(config.options.connect_timeout);
-    match config.request_timeout() {
+    match config.options.statement_timeout {
         Some(timeout) => options.with_timeout(timeout),
         None => options.with_timeout_disabled(),
     }
