@@ -146,11 +146,11 @@ async fn best_of_3(session: &quarry::Session, sql: &str) -> f64 {
 /// DuckDB's best of three for each of `queries`, over views named as the tables.
 fn duckdb_times(views: &str, queries: &[&str]) -> Vec<f64> {
     let mut script = format!(
-        "import duckdb, time\nc = duckdb.connect()\n{views}\nqueries = {}\n",
+        "import duckdb, time\nc = duckdb.connect()\nc.execute(\"SET enable_progress_bar = false\")\n{views}\nqueries = {}\n",
         serde_json::to_string(queries).unwrap()
     );
     script.push_str(
-        "for q in queries:\n    best = 1e9\n    for _ in range(3):\n        s = time.perf_counter()\n        c.sql(q).fetchall()\n        best = min(best, time.perf_counter() - s)\n    print(best)\n",
+        "for q in queries:\n    best = 1e9\n    for _ in range(3):\n        s = time.perf_counter()\n        c.execute(q).fetchall()\n        best = min(best, time.perf_counter() - s)\n    print(best)\n",
     );
     python(&script)
         .lines()

@@ -1,11 +1,11 @@
 //! `files` connections over buckets of a local S3-compatible server: moto's server mode
-//! (`pip install "moto[server]"`), at `QUARRY_TEST_S3_ENDPOINT` when `.ci/run` started
-//! one, else started here on a free port for this test run. Each test makes its own bucket
+//! (`moto[server]` from PyPI), at `QUARRY_TEST_S3_ENDPOINT` if set, else started here on a
+//! free port for this test run. Each test makes its own bucket
 //! and removes it after.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
@@ -13,41 +13,52 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::json;
 
 use crate::files::{check_layout, failure, layout_files, rows, sales, sales_parquet};
+use crate::support::{ensure_python_packages, python};
 
 /// The endpoint of the S3 server the tests use.
-static ENDPOINT: LazyLock<String> = LazyLock::new(|| {
-    if let Ok(endpoint) = std::env::var("QUARRY_TEST_S3_ENDPOINT") {
-        return endpoint;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // The server lives as long as this process: it is stopped when our end of its stdin
-    // closes, at exit.
-    let child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
-             cat >/dev/null; kill $pid"
-        ))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 with moto[server] (pip install \"moto[server]\")");
-    std::mem::forget(child);
-    for _ in 0..300 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return format!("http://127.0.0.1:{port}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("the S3 server (moto) did not start on port {port}; pip install \"moto[server]\"");
-});
+static ENDPOINT: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// The S3 server: `QUARRY_TEST_S3_ENDPOINT`, or one started for this test run (moto
+/// installed with pip when missing, as the other Python tools are).
+async fn endpoint() -> &'static str {
+    ENDPOINT
+        .get_or_init(|| async {
+            if let Ok(endpoint) = std::env::var("QUARRY_TEST_S3_ENDPOINT") {
+                return endpoint;
+            }
+            ensure_python_packages("import moto.server", &["moto[server]"]).await;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            // The server lives as long as this process: it is stopped when our end of its
+            // stdin closes, at exit.
+            let child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "{} -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
+                     cat >/dev/null; kill $pid",
+                    python()
+                ))
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("sh runs");
+            std::mem::forget(child);
+            for _ in 0..300 {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return format!("http://127.0.0.1:{port}");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the S3 server (moto) did not start on port {port}");
+        })
+        .await
+}
 
 /// One raw request to the S3 server (moto takes unsigned bucket requests).
-fn request(method: &str, path: &str) -> String {
-    let address = ENDPOINT.trim_start_matches("http://");
+fn request(endpoint: &str, method: &str, path: &str) -> String {
+    let address = endpoint.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).unwrap();
     write!(
         stream,
@@ -63,24 +74,27 @@ fn request(method: &str, path: &str) -> String {
 pub struct Bucket {
     /// Its name.
     pub name: String,
+    /// The S3 server's URL.
+    pub endpoint: &'static str,
     /// A client of it.
     pub store: Arc<AmazonS3>,
 }
 
 impl Bucket {
     /// A new, empty bucket.
-    pub fn new() -> Self {
+    pub async fn new() -> Self {
+        let endpoint = endpoint().await;
         let name = format!(
             "quarry-{}",
             nanoid::nanoid!(10, &nanoid::alphabet::SAFE)
                 .to_lowercase()
                 .replace('_', "-")
         );
-        let response = request("PUT", &format!("/{name}"));
+        let response = request(endpoint, "PUT", &format!("/{name}"));
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         let store = AmazonS3Builder::new()
             .with_bucket_name(&name)
-            .with_endpoint(ENDPOINT.as_str())
+            .with_endpoint(endpoint)
             .with_allow_http(true)
             .with_region("us-east-1")
             .with_access_key_id("test")
@@ -89,6 +103,7 @@ impl Bucket {
             .unwrap();
         Bucket {
             name,
+            endpoint,
             store: Arc::new(store),
         }
     }
@@ -110,7 +125,7 @@ impl Bucket {
     pub fn config(&self, prefix: &str) -> serde_json::Value {
         json!({
             "url": format!("s3://{}/{prefix}", self.name),
-            "endpoint": ENDPOINT.as_str(),
+            "endpoint": self.endpoint,
             "region": "us-east-1",
             "access_key_id": "test",
             "secret_access_key": "test-secret",
@@ -123,6 +138,7 @@ impl Drop for Bucket {
     fn drop(&mut self) {
         let store = Arc::clone(&self.store);
         let name = self.name.clone();
+        let endpoint = self.endpoint;
         // Emptied on a thread of its own: drop may run inside a runtime.
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -136,7 +152,7 @@ impl Drop for Bucket {
                     let _ = store.delete(&object.location).await;
                 }
             });
-            request("DELETE", &format!("/{name}"));
+            request(endpoint, "DELETE", &format!("/{name}"));
         })
         .join()
         .unwrap();
@@ -153,7 +169,7 @@ async fn engine(dir: &std::path::Path) -> quarry::Engine {
 
 #[tokio::test]
 async fn a_bucket_prefix_is_a_catalog_of_its_files() {
-    let bucket = Bucket::new();
+    let bucket = Bucket::new().await;
     bucket.put("exports/", &layout_files()).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
@@ -196,7 +212,7 @@ async fn a_bucket_prefix_is_a_catalog_of_its_files() {
 
 #[tokio::test]
 async fn an_s3_parquet_table_joins_a_postgres_table_and_a_csv_file() {
-    let bucket = Bucket::new();
+    let bucket = Bucket::new().await;
     bucket
         .put(
             "",
@@ -270,7 +286,7 @@ async fn an_s3_parquet_table_joins_a_postgres_table_and_a_csv_file() {
 async fn a_missing_bucket_and_a_dead_endpoint_are_classified() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
-    let bucket = Bucket::new();
+    let bucket = Bucket::new().await;
     let mut config = bucket.config("x");
     config["url"] = json!("s3://quarry-no-such-bucket/x");
     engine
@@ -337,7 +353,7 @@ async fn a_missing_bucket_and_a_dead_endpoint_are_classified() {
 
 #[tokio::test]
 async fn a_removed_object_fails_the_fetch_with_its_name() {
-    let bucket = Bucket::new();
+    let bucket = Bucket::new().await;
     bucket
         .put("", &[("a.csv".to_owned(), b"x\n1\n".to_vec())])
         .await;
