@@ -152,6 +152,16 @@ fn write_files(root: &Path, files: &[(String, Vec<u8>)]) {
     }
 }
 
+/// A temporary folder holding `files` under `data/`, and an engine whose data dir is
+/// beside it.
+async fn folder(files: &[(String, Vec<u8>)]) -> (tempfile::TempDir, std::path::PathBuf, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    write_files(&root, files);
+    let engine = engine(dir.path()).await;
+    (dir, root, engine)
+}
+
 async fn engine(dir: &Path) -> Engine {
     Engine::builder()
         .data_dir(dir.join("quarry"))
@@ -256,10 +266,7 @@ pub async fn check_layout(engine: &Engine, c: &str) {
 
 #[tokio::test]
 async fn a_local_folder_is_a_catalog_of_its_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    write_files(&root, &layout_files());
-    let engine = engine(dir.path()).await;
+    let (_dir, root, engine) = folder(&layout_files()).await;
     connect(
         &engine,
         "local",
@@ -287,10 +294,7 @@ async fn a_local_folder_is_a_catalog_of_its_files() {
 
 #[tokio::test]
 async fn rediscovery_reports_added_removed_and_changed_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    write_files(&root, &layout_files());
-    let engine = engine(dir.path()).await;
+    let (_dir, root, engine) = folder(&layout_files()).await;
     connect(
         &engine,
         "local",
@@ -343,15 +347,10 @@ async fn rediscovery_reports_added_removed_and_changed_files() {
 
 #[tokio::test]
 async fn a_bad_csv_row_fails_with_its_place_or_is_skipped_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
     let text = "id,amount\n1,2.5\n2,oops\n3,4.0\n4,1,extra\n5,6.5\n";
     // Discovered while the file was good; the bad rows came after.
-    write_files(
-        &root,
-        &[("t.csv".to_owned(), b"id,amount\n1,2.5\n".to_vec())],
-    );
-    let engine = engine(dir.path()).await;
+    let (_dir, root, engine) =
+        folder(&[("t.csv".to_owned(), b"id,amount\n1,2.5\n".to_vec())]).await;
     connect(
         &engine,
         "strict",
@@ -394,14 +393,8 @@ async fn a_bad_csv_row_fails_with_its_place_or_is_skipped_and_counted() {
 
 #[tokio::test]
 async fn a_bad_json_line_fails_with_its_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
     let text = format!("{EVENTS}{{\"id\": 4, \"user\": \n");
-    write_files(
-        &root,
-        &[("e.ndjson".to_owned(), EVENTS.as_bytes().to_vec())],
-    );
-    let engine = engine(dir.path()).await;
+    let (_dir, root, engine) = folder(&[("e.ndjson".to_owned(), EVENTS.as_bytes().to_vec())]).await;
     connect(&engine, "j", json!({"url": root.display().to_string()})).await;
     // Broken after discovery, so the sample did not see it.
     write_files(&root, &[("e.ndjson".to_owned(), text.into_bytes())]);
@@ -411,16 +404,11 @@ async fn a_bad_json_line_fails_with_its_line() {
 
 #[tokio::test]
 async fn removed_changed_and_unreadable_files_have_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    write_files(
-        &root,
-        &[
-            ("gone.csv".to_owned(), b"a\n1\n".to_vec()),
-            ("p.parquet".to_owned(), sales_parquet(&sales(2023))),
-        ],
-    );
-    let engine = engine(dir.path()).await;
+    let (_dir, root, engine) = folder(&[
+        ("gone.csv".to_owned(), b"a\n1\n".to_vec()),
+        ("p.parquet".to_owned(), sales_parquet(&sales(2023))),
+    ])
+    .await;
     connect(&engine, "f", json!({"url": root.display().to_string()})).await;
     std::fs::remove_file(root.join("gone.csv")).unwrap();
     let error = failure(&engine, "SELECT * FROM f.main.gone").await;
