@@ -205,6 +205,9 @@ pub struct FileEntry {
     pub etag: Option<String>,
     /// The values of the partition columns, from its folder names (`None`: hive's null).
     pub partition_values: Vec<Option<String>>,
+    /// Its row count, where its footer says (Parquet), for join planning.
+    #[serde(default)]
+    pub rows: Option<u64>,
 }
 
 /// What discovery recorded about one table of a `files` connection.

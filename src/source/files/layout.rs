@@ -229,6 +229,7 @@ fn table(
                 .as_ref()
                 .map(|(_, values)| values[&f.path].clone())
                 .unwrap_or_default(),
+            rows: None,
         })
         .collect();
     let first = members.first().map_or("", |f| f.path.as_str());

@@ -138,7 +138,7 @@ impl FilesSource {
     }
 
     /// The table `planned` with its schema read from its files.
-    async fn describe_table(&self, planned: layout::PlannedTable) -> Result<TableRecord> {
+    async fn describe_table(&self, mut planned: layout::PlannedTable) -> Result<TableRecord> {
         let sample = planned.parse.sample_rows.unwrap_or(DEFAULT_SAMPLE_ROWS);
         let format = scan::format(&planned.set, sample);
         let objects: Vec<ObjectMeta> = planned
@@ -155,20 +155,34 @@ impl FilesSource {
             })
             .collect();
         let state = self.context.state();
+        let what = format!(
+            "table '{}' ({} files, {})",
+            planned.name,
+            planned.set.files.len(),
+            planned.set.format.as_str()
+        );
+        let failed = |e: DataFusionError| Error::Source {
+            connection: self.connection.clone(),
+            class: FailureClass::Other,
+            message: format!(
+                "cannot read the schema of {what}: {}",
+                first_line(&e.to_string())
+            ),
+        };
         let inferred = format
             .infer_schema(&state, &self.root.store, &objects)
             .await
-            .map_err(|e| Error::Source {
-                connection: self.connection.clone(),
-                class: FailureClass::Other,
-                message: format!(
-                    "cannot read the schema of table '{}' ({} files, {}): {}",
-                    planned.name,
-                    planned.set.files.len(),
-                    planned.set.format.as_str(),
-                    first_line(&e.to_string())
-                ),
-            })?;
+            .map_err(failed)?;
+        // Row counts from the footers, which join planning uses to choose build sides.
+        if planned.set.format == crate::file_set::FileFormat::Parquet {
+            for (file, object) in planned.set.files.iter_mut().zip(&objects) {
+                let stats = format
+                    .infer_stats(&state, &self.root.store, Arc::clone(&inferred), object)
+                    .await
+                    .map_err(failed)?;
+                file.rows = stats.num_rows.get_value().map(|n| *n as u64);
+            }
+        }
         let mut fields: Vec<Field> = inferred
             .fields()
             .iter()

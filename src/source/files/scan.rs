@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::file_format::FileFormat as DataFusionFormat;
 use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
@@ -114,6 +115,25 @@ pub fn partitioned_file(set: &FileSet, file: &FileEntry) -> PartitionedFile {
     PartitionedFile::new(file.path.clone(), file.size).with_partition_values(values)
 }
 
+/// What the footers said of `files` (their rows, when each file's count is known) and
+/// their size, over the table's columns.
+fn statistics(schema: &Schema, set: &FileSet, files: &[PartitionedFile]) -> Statistics {
+    let mut statistics = Statistics::new_unknown(schema);
+    let rows = files.iter().map(|f| {
+        set.files
+            .iter()
+            .find(|e| e.path == f.object_meta.location.as_ref())
+            .and_then(|e| e.rows)
+    });
+    statistics.num_rows = match rows.sum::<Option<u64>>() {
+        Some(rows) => Precision::Exact(rows as usize),
+        None => Precision::Absent,
+    };
+    statistics.total_byte_size =
+        Precision::Inexact(files.iter().map(|f| f.object_meta.size as usize).sum());
+    statistics
+}
+
 /// The files of `set` that `filters` (those on partition columns only) can match.
 pub fn prune(set: &FileSet, filters: &[Expr]) -> Result<Vec<PartitionedFile>> {
     let names: Vec<&str> = set
@@ -170,6 +190,7 @@ pub async fn plan(
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let format = format(set, super::config::DEFAULT_SAMPLE_ROWS);
+    let statistics = statistics(schema, set, &files);
     let table_schema = TableSchema::builder(file_schema(set, schema))
         .with_table_partition_cols(partition_fields(set))
         .build();
@@ -184,6 +205,7 @@ pub async fn plan(
     }
     let config = FileScanConfigBuilder::new(store_url.clone(), format.file_source(table_schema))
         .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
+        .with_statistics(statistics)
         .with_projection_indices(projection)?
         .with_limit(limit)
         .build();
