@@ -290,6 +290,22 @@ async fn a_local_folder_is_a_catalog_of_its_files() {
             ["sales", "false", "parquet", "2"]
         ]
     );
+    // Join planning gets the row counts the Parquet footers hold.
+    let session = engine.new_session();
+    for sql in ["SET datafusion.explain.show_statistics = true", "SELECT 1"] {
+        session.sql(sql).await.unwrap().collect().await.unwrap();
+    }
+    let explained = session
+        .sql("EXPLAIN SELECT id FROM local.main.sales")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&explained)
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("Rows=Exact(100)"), "{plan}");
 }
 
 #[tokio::test]
