@@ -2,8 +2,10 @@
 //! queries read in place through a `files` connection and through DuckDB's `read_parquet`
 //! (best of 3 each, both warm); then lineitem as one CSV file: Quarry's first query (parse
 //! into the cache, in a child process for its peak RSS) against DuckDB's `read_csv`, and
-//! queries 1 and 6 on the cached copy against the Parquet file in place.
-//! Run: `cargo bench --bench files -- --scale 1` (needs `pip install duckdb`).
+//! queries 1 and 6 on the cached copy against the Parquet file in place; last, the same
+//! CSV fetch with the cache on a local S3 server (moto) against the cache on local disk.
+//! Run: `cargo bench --bench files -- --scale 1` (needs `pip install duckdb "moto[server]"`);
+//! `--s3-cache-only` runs just the last part.
 
 #[path = "common/child.rs"]
 mod child;
@@ -28,6 +30,9 @@ struct Args {
     /// Child mode: fetch the CSV folder in this dir into a new engine's cache.
     #[arg(long, hide = true)]
     child_csv: Option<PathBuf>,
+    /// Only the fetch with the cache on S3 against local disk.
+    #[arg(long)]
+    s3_cache_only: bool,
 }
 
 fn geomean(values: &[f64]) -> f64 {
@@ -41,7 +46,40 @@ fn main() {
         runtime.block_on(child_csv(dir));
         return;
     }
+    if args.s3_cache_only {
+        runtime.block_on(async {
+            let dir = data(args.scale);
+            s3_cache(&dir, &csv_folder(&dir)).await;
+        });
+        return;
+    }
     runtime.block_on(bench(args.scale));
+}
+
+/// The bench's data folder, generated when missing.
+fn data(scale: f64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "quarry-files-bench-sf{}",
+        scale.to_string().replace('.', "_")
+    ));
+    let started = Instant::now();
+    generate(&dir, scale);
+    println!(
+        "data ready in {:.1} s at {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    dir
+}
+
+/// A folder holding only lineitem's CSV file.
+fn csv_folder(dir: &Path) -> PathBuf {
+    let csv_dir = dir.join("csv-lineitem");
+    if !csv_dir.exists() {
+        std::fs::create_dir_all(&csv_dir).unwrap();
+        std::fs::hard_link(dir.join("csv/lineitem.csv"), csv_dir.join("lineitem.csv")).unwrap();
+    }
+    csv_dir
 }
 
 /// Writes each TPC-H table as `csv/<table>.csv` (with a header) and, through DuckDB,
@@ -176,17 +214,7 @@ async fn child_csv(dir: &Path) {
 }
 
 async fn bench(scale: f64) {
-    let dir = std::env::temp_dir().join(format!(
-        "quarry-files-bench-sf{}",
-        scale.to_string().replace('.', "_")
-    ));
-    let started = Instant::now();
-    generate(&dir, scale);
-    println!(
-        "data ready in {:.1} s at {}",
-        started.elapsed().as_secs_f64(),
-        dir.display()
-    );
+    let dir = data(scale);
 
     // 1. The 22 queries on Parquet files in place.
     let parquet = dir.join("parquet");
@@ -224,11 +252,7 @@ async fn bench(scale: f64) {
     );
 
     // 2. lineitem as one CSV file: the first query parses it into the cache.
-    let csv_dir = dir.join("csv-lineitem");
-    if !csv_dir.exists() {
-        std::fs::create_dir_all(&csv_dir).unwrap();
-        std::fs::hard_link(dir.join("csv/lineitem.csv"), csv_dir.join("lineitem.csv")).unwrap();
-    }
+    let csv_dir = csv_folder(&dir);
     let size = std::fs::metadata(csv_dir.join("lineitem.csv"))
         .unwrap()
         .len();
@@ -288,6 +312,103 @@ async fn bench(scale: f64) {
     println!(
         "warm queries on the CSV's copy / on Parquet in place: geomean {:.2}x",
         geomean(&ratios)
+    );
+
+    // 4. The same fetch with the cache on S3.
+    s3_cache(&dir, &csv_dir).await;
+}
+
+/// The fetch of lineitem's CSV into the cache, with the cache on local disk (before and
+/// after, the faster counts) and on a local S3 server started here (moto).
+async fn s3_cache(dir: &Path, csv_dir: &Path) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m moto.server (pip install \"moto[server]\")");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "moto did not start");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "PUT /bench HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let fetch = |cache_url: Option<String>, data_dir: PathBuf| {
+        let endpoint = endpoint.clone();
+        async move {
+            let _ = std::fs::remove_dir_all(&data_dir);
+            let mut builder = quarry::Engine::builder().data_dir(&data_dir);
+            if let Some(url) = cache_url {
+                builder = builder
+                    .cache_url(url)
+                    .cache_option("endpoint", endpoint)
+                    .cache_option("allow_http", "true")
+                    .cache_option("region", "us-east-1")
+                    .cache_option("access_key_id", "bench")
+                    .cache_option("secret_access_key", "bench");
+            }
+            let engine = builder.build().await.unwrap();
+            engine
+                .create_connection(
+                    "lake",
+                    "files",
+                    serde_json::json!({"url": csv_dir.display().to_string()}),
+                )
+                .await
+                .unwrap()
+                .discovery
+                .unwrap();
+            let start = Instant::now();
+            engine
+                .sql("SELECT count(*) FROM lake.main.lineitem")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            start.elapsed().as_secs_f64()
+        }
+    };
+    let local_before = fetch(None, dir.join("quarry-local-cache")).await;
+    let on_s3 = fetch(
+        Some("s3://bench/quarry-cache".into()),
+        dir.join("quarry-s3-cache"),
+    )
+    .await;
+    let local_after = fetch(None, dir.join("quarry-local-cache")).await;
+    let local = local_before.min(local_after);
+    let _ = server.kill();
+    let _ = server.wait();
+    println!(
+        "lineitem CSV fetch into the cache: on the local S3 server (moto) {on_s3:.2} s, on \
+         local disk {local:.2} s (runs {local_before:.2} and {local_after:.2}): {:.2}x",
+        on_s3 / local
     );
 }
 

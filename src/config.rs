@@ -12,6 +12,8 @@ pub const HOME_ENV: &str = "QUARRY_HOME";
 pub const STORE_ENV: &str = "QUARRY_STORE_URL";
 /// Environment variable sizing the memory tier of decoded cache files.
 pub const MEMORY_CACHE_ENV: &str = "QUARRY_MEMORY_CACHE";
+/// Environment variable naming where the Parquet cache lives (`s3://bucket/prefix`).
+pub const CACHE_URL_ENV: &str = "QUARRY_CACHE_URL";
 /// Percent of the machine's memory the memory tier holds at most by default.
 const DEFAULT_MEMORY_PERCENT: u64 = 25;
 

@@ -8,7 +8,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::sql::parser::Statement;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheStorage};
 use crate::config;
 use crate::connections::Connections;
 pub use crate::connections::snapshot::Snapshot;
@@ -32,18 +32,23 @@ pub struct Config {
     pub store_url: StoreUrl,
     /// Bytes of cache files the memory tier keeps decoded at most (0: none).
     pub memory_cache: u64,
+    /// Where the cache's Parquet files are: a folder in the data dir, or the cache URL.
+    pub cache_location: String,
 }
 
 /// Builds an [`Engine`]. Anything not given explicitly is taken from the environment as
 /// the CLI does: `QUARRY_HOME` (else `~/.quarry`), `QUARRY_STORE_URL` (else `quarry.db` in
-/// the data dir), `QUARRY_SECRET_KEY` (else the key file in the data dir) and
-/// `QUARRY_MEMORY_CACHE` (else a quarter of the machine's memory).
+/// the data dir), `QUARRY_SECRET_KEY` (else the key file in the data dir),
+/// `QUARRY_MEMORY_CACHE` (else a quarter of the machine's memory) and `QUARRY_CACHE_URL`
+/// (else the cache is in the data dir).
 #[derive(Default)]
 pub struct EngineBuilder {
     data_dir: Option<PathBuf>,
     store_url: Option<String>,
     key_source: Option<KeySource>,
     memory_cache: Option<u64>,
+    cache_url: Option<String>,
+    cache_options: Vec<(String, String)>,
 }
 
 impl EngineBuilder {
@@ -77,6 +82,20 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps the Parquet cache at `url` (`s3://bucket/prefix`) instead of the data dir.
+    /// The S3 client reads the `AWS_*` environment variables, then [`Self::cache_option`]s.
+    pub fn cache_url(mut self, url: impl Into<String>) -> Self {
+        self.cache_url = Some(url.into());
+        self
+    }
+
+    /// Sets an S3 option of the cache URL's client (`endpoint`, `region`,
+    /// `access_key_id`, `secret_access_key`, `allow_http`, ...).
+    pub fn cache_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.cache_options.push((key.into(), value.into()));
+        self
+    }
+
     /// Creates the data directory if needed, opens and migrates the store.
     pub async fn build(self) -> Result<Engine> {
         let data_dir = config::resolve_data_dir(self.data_dir)?;
@@ -101,13 +120,23 @@ impl EngineBuilder {
                 _ => config::default_memory_budget(),
             },
         };
+        let storage = match self.cache_url.or_else(|| {
+            std::env::var(config::CACHE_URL_ENV)
+                .ok()
+                .filter(|u| !u.is_empty())
+        }) {
+            Some(url) => CacheStorage::open(&url, &self.cache_options)?,
+            None => CacheStorage::local(&data_dir),
+        };
+        let cache_location = storage.location();
         let store = store::open(&store_url).await?;
         let events = Events::default();
-        let cache = Cache::new(&data_dir, Arc::clone(&store), events.clone(), memory_cache);
+        let cache = Cache::new(storage, Arc::clone(&store), events.clone(), memory_cache);
         cache.collect_garbage().await?;
         let snapshot = Arc::new(SnapshotCell::default());
         snapshot.reload(store.as_ref()).await?;
         let runtime = Arc::new(RuntimeEnv::default());
+        cache.storage().register(&runtime);
         let connections = Arc::new(Connections::new(
             store,
             SecretCipher::new(key_source),
@@ -122,6 +151,7 @@ impl EngineBuilder {
                     data_dir,
                     store_url,
                     memory_cache,
+                    cache_location,
                 },
                 connections,
                 session,

@@ -157,6 +157,19 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// The cache URL cannot be used.
+    #[error("invalid cache URL '{url}': {problem}")]
+    InvalidCacheUrl { url: String, problem: String },
+
+    /// The object store holding the cache failed.
+    #[error("the cache at {url}: {message}; check the cache URL, its bucket and credentials")]
+    CacheStorage {
+        url: String,
+        message: String,
+        /// Whether the store failed (unreachable, denied) rather than a file being missing.
+        unavailable: bool,
+    },
+
     /// A cache file could not be decoded (it is damaged, or not what its entry says).
     #[error("cannot decode the cache file '{}': {message}", path.display())]
     CacheFile { path: PathBuf, message: String },
@@ -279,7 +292,11 @@ impl Error {
             | Error::ReservedName { .. }
             | Error::UnknownSourceType { .. }
             | Error::InvalidConfig { .. }
-            | Error::InvalidSetting { .. } => Kind::Invalid,
+            | Error::InvalidSetting { .. }
+            | Error::InvalidCacheUrl { .. } => Kind::Invalid,
+            Error::CacheStorage {
+                unavailable: true, ..
+            } => Kind::Unavailable,
             Error::InvalidId { .. } | Error::ConnectionNotFound(_) | Error::NotFound(_) => {
                 Kind::NotFound
             }
@@ -298,6 +315,7 @@ impl Error {
             | Error::StoreMigrationChanged { .. }
             | Error::Store { .. }
             | Error::CacheFile { .. }
+            | Error::CacheStorage { .. }
             | Error::Io { .. } => Kind::Internal,
         }
     }

@@ -58,6 +58,17 @@ struct Cli {
     )]
     memory_cache: Option<u64>,
 
+    /// Where the Parquet cache lives: s3://bucket/prefix (the S3 client reads the AWS_*
+    /// variables: AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, ...)
+    /// [default: the data directory]
+    #[arg(
+        long = "cache-url",
+        env = "QUARRY_CACHE_URL",
+        value_name = "URL",
+        global = true
+    )]
+    cache_url: Option<String>,
+
     /// Run these SQL statements (and dot-commands), print their results and exit
     #[arg(
         short = 'c',
@@ -211,6 +222,9 @@ fn run(runtime: &tokio::runtime::Runtime, mut cli: Cli) -> quarry::Result<usize>
     }
     if let Some(bytes) = cli.memory_cache {
         builder = builder.memory_cache(bytes);
+    }
+    if let Some(url) = cli.cache_url.take() {
+        builder = builder.cache_url(url);
     }
     let engine = runtime.block_on(builder.build())?;
     let handle = engine.clone();

@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::fetch::FetchJob;
-use super::files_table;
+use super::storage::CacheStorage;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::table::CacheEntry;
@@ -22,11 +21,11 @@ const MAX_DELTAS: usize = 10;
 const MAX_DELTA_SHARE: u64 = 4;
 
 /// Whether `entry` has enough deltas, by count or by share of the base, to compact.
-pub(super) fn due(data_dir: &Path, entry: &CacheEntry) -> bool {
+pub(super) async fn due(storage: &CacheStorage, entry: &CacheEntry) -> bool {
     if entry.deltas.is_empty() {
         return false;
     }
-    let base = std::fs::metadata(data_dir.join(&entry.path)).map_or(0, |m| m.len());
+    let base = storage.size(Path::new(&entry.path)).await.unwrap_or(0);
     let deltas = (entry.byte_size.max(0) as u64).saturating_sub(base);
     entry.deltas.len() > MAX_DELTAS || deltas * MAX_DELTA_SHARE > base
 }
@@ -57,19 +56,18 @@ pub(super) async fn compact(job: &FetchJob, version: Option<i64>) -> Result<Opti
     if current.arrow_schema != stored {
         return Ok(None);
     }
-    let paths: Vec<PathBuf> = current.files().map(|f| job.data_dir.join(f)).collect();
-    let _held = job.state.lease(paths.clone());
+    let held = job
+        .state
+        .lease(current.files().map(PathBuf::from).collect());
     let next = job.store.next_cache_version(table).await?;
-    let (target, file) = job.new_file(&format!("{next}.parquet"))?;
+    let (mut target, file) = job.new_file(&format!("{next}.parquet")).await?;
     let (sender, receiver) = mpsc::channel(4);
-    let writer = job.spawn_writer(file, &target, &schema, receiver, |_| {});
+    let writer = job.spawn_writer(file, target.relative(), &schema, receiver, |_| {});
     // One partition, so the rows keep their order: base first, then each delta.
-    let ctx = SessionContext::new_with_config(
-        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
-    );
+    let ctx = job.storage.session(1);
     let read = async {
         let mut stream = ctx
-            .read_table(Arc::new(files_table(&paths, Arc::clone(&schema))?))?
+            .read_table(Arc::new(held.table(Arc::clone(&schema))?))?
             .execute_stream()
             .await?;
         while let Some(batch) = stream.next().await {
@@ -88,7 +86,10 @@ pub(super) async fn compact(job: &FetchJob, version: Option<i64>) -> Result<Opti
         message: format!("the Parquet writer stopped unexpectedly: {e}"),
     })?;
     read?;
-    let rows = written? as i64;
+    let rows = match written {
+        Ok(rows) => rows as i64,
+        Err(e) => return Err(target.explain(e).await),
+    };
     if rows != current.row_count {
         return Err(Error::Fetch {
             table: label,
@@ -98,17 +99,17 @@ pub(super) async fn compact(job: &FetchJob, version: Option<i64>) -> Result<Opti
             ),
         });
     }
-    let file = target.commit()?;
+    let file = target.commit().await?;
     let files = current.deltas.len() + 1;
     let entry = CacheEntry {
         version: next,
-        path: file.relative,
+        path: file.relative.clone(),
         deltas: Vec::new(),
         byte_size: file.bytes,
         // The rows are as old as they were: max_age still counts from their refresh.
         ..current
     };
-    let entry = job.publish(entry, None, &file.path).await?;
+    let entry = job.publish(entry, None, &file).await?;
     job.events.send(Event::CacheCompacted {
         table: job.name.clone(),
         files,

@@ -1,6 +1,6 @@
-//! One fetch of one table: source batches stream into a temp file beside the final place,
-//! which is fsynced, renamed and then committed in the store, so a crash leaves the old
-//! state or the new one, and a fetch abandoned part-way leaves no file.
+//! One fetch of one table: source batches stream into a new file that is completed in its
+//! final place (`storage`) and then committed in the store, so a crash leaves the old state
+//! or the new one, and a fetch abandoned part-way leaves no file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 
 use super::incremental::IncrementalPlan;
+use super::storage::{CacheStorage, Committed, NewFile, Scratch, Sink};
+use super::writer;
 use super::{CACHE_DIR, CacheState, FetchMode};
-use super::{remove_file_logged, writer};
 use crate::connection::SourceType;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
@@ -21,24 +22,29 @@ use crate::source::{CursorFilter, FetchRequest, Source};
 use crate::store::MetadataStore;
 use crate::table::{CacheEntry, TableRecord, schema_from_json};
 
-const TEMP_SUFFIX: &str = ".tmp";
 /// Batches buffered between a source and the Parquet writer.
 const CHANNEL_BATCHES: usize = 4;
 /// Rows between two progress events.
 const PROGRESS_EVERY: u64 = 100_000;
 
-/// Encodes a schema or table name as one safe path component.
+/// Encodes a schema or table name as one safe path component: letters, digits and `_`
+/// stay, every other byte is `-XX`. No `%`, which object-store keys and URLs would decode.
 fn path_component(name: &str) -> String {
-    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-    // Letters, digits, `_` and `-` stay; every other byte is %XX (the layout on disk).
-    const KEPT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'-');
-    utf8_percent_encode(name, KEPT).to_string()
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'_' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("-{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// One fetch of one table, owning everything it needs so it can outlive its requester.
 #[derive(Clone)]
 pub(super) struct FetchJob {
-    pub(super) data_dir: PathBuf,
+    pub(super) storage: Arc<CacheStorage>,
     pub(super) store: Arc<dyn MetadataStore>,
     pub(super) events: Events,
     pub(super) state: Arc<CacheState>,
@@ -50,61 +56,6 @@ pub(super) struct FetchJob {
     pub(super) settings: RefreshSettings,
     /// Its connection's kind, for what incremental refreshes may send it.
     pub(super) source_type: SourceType,
-}
-
-/// Deletes the temp file unless the fetch published it. The file is created before the
-/// writer thread starts and the thread writes through its handle, so a fetch dropped
-/// part-way (every requester went away) leaves nothing: the thread finishes writing an
-/// unlinked file.
-struct TempFile(Option<PathBuf>);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            remove_file_logged(&path);
-        }
-    }
-}
-
-/// A file being written for a new version: its temp path, final path and relative path.
-pub(super) struct NewFile {
-    relative: String,
-    final_path: PathBuf,
-    temp: TempFile,
-    dir: PathBuf,
-}
-
-impl NewFile {
-    /// The temp file's path, to read it back before it is committed or dropped.
-    pub(super) fn temp_path(&self) -> PathBuf {
-        self.temp.0.clone().expect("not committed yet")
-    }
-
-    /// Renames the finished temp file to its final name.
-    pub(super) fn commit(mut self) -> Result<Committed> {
-        let temp = self.temp.0.take().expect("a new file is committed once");
-        std::fs::rename(&temp, &self.final_path)
-            .map_err(Error::io("cannot publish the cache file", &self.final_path))?;
-        sync_dir(&self.dir);
-        let bytes = std::fs::metadata(&self.final_path)
-            .map_err(Error::io("cannot read the cache file", &self.final_path))?
-            .len() as i64;
-        Ok(Committed {
-            relative: self.relative,
-            path: self.final_path,
-            bytes,
-        })
-    }
-}
-
-/// A file renamed into place, not yet in any published version.
-pub(super) struct Committed {
-    /// Its path relative to the data dir, as entries name files.
-    pub(super) relative: String,
-    /// Its absolute path, deleted if publishing fails.
-    pub(super) path: PathBuf,
-    /// Its size.
-    pub(super) bytes: i64,
 }
 
 impl FetchJob {
@@ -218,28 +169,23 @@ impl FetchJob {
         Ok((Arc::new(schema_from_json(stored, label)?), stored))
     }
 
-    /// Creates the temp file of `name` (a file name) in the table's cache folder.
-    pub(super) fn new_file(&self, name: &str) -> Result<(NewFile, std::fs::File)> {
+    /// The table's cache folder, relative.
+    fn folder(&self) -> PathBuf {
         let table = &self.name.table;
-        let relative = PathBuf::from(CACHE_DIR)
+        PathBuf::from(CACHE_DIR)
             .join(table.connection_id.as_str())
             .join(path_component(&table.schema))
-            .join(path_component(&table.table));
-        let dir = self.data_dir.join(&relative);
-        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create the cache folder", &dir))?;
-        let final_path = dir.join(name);
-        let temp_path = dir.join(format!(".{name}.{}{TEMP_SUFFIX}", nanoid::nanoid!(10)));
-        let file = std::fs::File::create_new(&temp_path)
-            .map_err(Error::io("cannot create the cache file", &temp_path))?;
-        Ok((
-            NewFile {
-                relative: relative.join(name).to_string_lossy().into_owned(),
-                final_path,
-                temp: TempFile(Some(temp_path)),
-                dir,
-            },
-            file,
-        ))
+            .join(path_component(&table.table))
+    }
+
+    /// Starts the new file `name` in the table's cache folder.
+    pub(super) async fn new_file(&self, name: &str) -> Result<(NewFile, Sink)> {
+        self.storage.create(&self.folder(), name).await
+    }
+
+    /// A scratch file `name` for the table, never published.
+    pub(super) fn scratch(&self, name: &str) -> Result<(Scratch, Sink)> {
+        self.storage.scratch(&self.folder(), name)
     }
 
     /// The request that fetches the table's rows (those `filter` selects, or all).
@@ -265,23 +211,23 @@ impl FetchJob {
         }
     }
 
-    /// Streams the rows of `request` from the source into `file`; returns the row count.
+    /// Streams the rows of `request` from the source into `file` (at `path`, for
+    /// messages); returns the row count.
     pub(super) async fn fetch_into(
         &self,
-        file: std::fs::File,
-        target: &NewFile,
+        file: Sink,
+        path: &Path,
         request: &FetchRequest,
     ) -> Result<u64> {
         let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
         let events = self.events.clone();
         let name = self.name.clone();
-        let writer =
-            self.spawn_writer(file, target, &request.arrow_schema, receiver, move |rows| {
-                events.send(Event::FetchProgress {
-                    table: name.clone(),
-                    rows,
-                });
+        let writer = self.spawn_writer(file, path, &request.arrow_schema, receiver, move |rows| {
+            events.send(Event::FetchProgress {
+                table: name.clone(),
+                rows,
             });
+        });
         let fetched = self.source.fetch(request, sender).await;
         let written = writer.await.map_err(|e| Error::Fetch {
             table: request.label.clone(),
@@ -294,13 +240,13 @@ impl FetchJob {
     /// Starts writing the batches `receiver` gets into `file` on a blocking thread.
     pub(super) fn spawn_writer(
         &self,
-        file: std::fs::File,
-        target: &NewFile,
+        file: Sink,
+        path: &Path,
         schema: &SchemaRef,
         receiver: mpsc::Receiver<datafusion::arrow::record_batch::RecordBatch>,
         progress: impl Fn(u64) + Send + 'static,
     ) -> tokio::task::JoinHandle<Result<u64>> {
-        let write_path = target.temp.0.clone().expect("not committed yet");
+        let write_path = path.to_owned();
         let schema = Arc::clone(schema);
         tokio::task::spawn_blocking(move || {
             let mut last = 0;
@@ -320,19 +266,19 @@ impl FetchJob {
         &self,
         entry: CacheEntry,
         refreshed: Option<&Refreshed>,
-        new_file: &Path,
+        new_file: &Committed,
     ) -> Result<CacheEntry> {
         let superseded = match self.store.publish_cache_entry(&entry, refreshed).await {
             Ok(superseded) => superseded,
             Err(e) => {
-                remove_file_logged(new_file);
+                self.storage.delete(Path::new(&new_file.relative));
                 return Err(e);
             }
         };
         self.state.published(&entry);
         for old in superseded {
             self.store.delete_cache_entry(&old).await?;
-            self.state.retire_files(&self.data_dir, &old, Some(&entry));
+            self.state.retire_files(&old, Some(&entry));
         }
         Ok(entry)
     }
@@ -344,14 +290,17 @@ impl FetchJob {
     ) -> Result<CacheEntry> {
         let (schema, stored) = self.schema(label)?;
         let version = self.store.next_cache_version(&self.name.table).await?;
-        let (target, file) = self.new_file(&format!("{version}.parquet"))?;
+        let (mut target, file) = self.new_file(&format!("{version}.parquet")).await?;
         let request = self.request(label, &schema, None);
-        let rows = self.fetch_into(file, &target, &request).await?;
-        let file = target.commit()?;
+        let rows = match self.fetch_into(file, target.relative(), &request).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(target.explain(e).await),
+        };
+        let file = target.commit().await?;
         let entry = CacheEntry {
             table: self.name.table.clone(),
             version,
-            path: file.relative,
+            path: file.relative.clone(),
             deltas: Vec::new(),
             row_count: rows as i64,
             byte_size: file.bytes,
@@ -368,20 +317,13 @@ impl FetchJob {
             duration: start.elapsed(),
             at: entry.fetched_at,
         };
-        self.publish(entry, Some(&refreshed), &file.path).await
+        self.publish(entry, Some(&refreshed), &file).await
     }
 }
 
 /// Now, to the microsecond the store keeps.
 pub(super) fn now_micros() -> chrono::DateTime<Utc> {
     chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap_or_default()
-}
-
-/// Makes a rename durable; failures only weaken crash safety, so they are logged.
-fn sync_dir(dir: &Path) {
-    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not sync the cache folder");
-    }
 }
 
 #[cfg(test)]
@@ -391,7 +333,9 @@ mod unit {
     #[test]
     fn path_components_are_safe() {
         assert_eq!(path_component("public"), "public");
-        assert_eq!(path_component("../etc"), "%2E%2E%2Fetc");
-        assert_eq!(path_component("Ünï code"), "%C3%9Cn%C3%AF%20code");
+        assert_eq!(path_component("my_table"), "my_table");
+        assert_eq!(path_component("../etc"), "-2E-2E-2Fetc");
+        assert_eq!(path_component("a-b%"), "a-2Db-25");
+        assert_eq!(path_component("Ünï code"), "-C3-9Cn-C3-AF-20code");
     }
 }

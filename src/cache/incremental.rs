@@ -18,12 +18,13 @@ use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::{Expr, lit};
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::prelude::{SessionConfig, SessionContext, ident};
+use datafusion::prelude::{SessionContext, ident};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use super::CacheLease;
 use super::fetch::{FetchJob, now_micros};
-use super::files_table;
+use super::storage::Scratch;
 use crate::connection::SourceType;
 use crate::error::{Error, Result};
 use crate::refresh::{FullEvery, Overlap, RefreshKind, RefreshMode, RefreshSettings, Refreshed};
@@ -257,31 +258,33 @@ fn is_numeric(t: &DataType) -> bool {
     )
 }
 
-/// The copy's files and the fetched rows' temp file, each read as a DataFusion table.
+/// The copy's files and the fetched rows' scratch file, each read as a DataFusion table.
 struct Sides {
     ctx: SessionContext,
     schema: SchemaRef,
-    held: Vec<PathBuf>,
-    fetched: PathBuf,
+    held: CacheLease,
+    fetched: Option<Scratch>,
 }
 
 type Frame = datafusion::dataframe::DataFrame;
 
 impl Sides {
-    fn read(&self, paths: &[PathBuf]) -> Result<Frame> {
-        let table = files_table(paths, Arc::clone(&self.schema))?;
-        Ok(self.ctx.read_table(Arc::new(table))?)
-    }
-
     /// The rows the copy holds.
     fn held(&self) -> Result<Frame> {
-        self.read(&self.held)
+        let table = self.held.table(Arc::clone(&self.schema))?;
+        Ok(self.ctx.read_table(Arc::new(table))?)
     }
 
     /// The rows the refresh fetched.
     async fn fetched(&self) -> Result<SendableRecordBatchStream> {
+        let scratch = self.fetched.as_ref().ok_or_else(|| Error::Fetch {
+            table: String::new(),
+            message: "the refresh read its fetched rows before fetching them".into(),
+        })?;
+        let table = scratch.table(Arc::clone(&self.schema))?;
         Ok(self
-            .read(std::slice::from_ref(&self.fetched))?
+            .ctx
+            .read_table(Arc::new(table))?
             .execute_stream()
             .await?)
     }
@@ -300,15 +303,15 @@ pub(super) async fn refresh(
         // The copy was made with other columns: only a full fetch makes them agree.
         return job.fetch_and_publish(label, start).await;
     }
-    let held: Vec<PathBuf> = current.files().map(|f| job.data_dir.join(f)).collect();
-    let _held = job.state.lease(held.clone());
     let mut sides = Sides {
         // One partition: the copy is read one row group at a time, so memory stays that of
         // a fetch (the writer, on its own thread, is the other core's work).
-        ctx: SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1)),
+        ctx: job.storage.session(1),
         schema: Arc::clone(&schema),
-        held,
-        fetched: PathBuf::new(),
+        held: job
+            .state
+            .lease(current.files().map(PathBuf::from).collect()),
+        fetched: None,
     };
     let mark = high_water_mark(sides.held()?, &plan.cursor).await?;
     let filter = mark
@@ -320,10 +323,10 @@ pub(super) async fn refresh(
         });
     let version = job.store.next_cache_version(&job.name.table).await?;
 
-    // The changed rows, in a temp file that is never committed (removed when dropped).
-    let (fetched_file, file) = job.new_file(&format!("{version}.fetched"))?;
+    // The changed rows, in a scratch file that is never committed (removed when dropped).
+    let (fetched_file, file) = job.scratch(&format!("{version}.fetched"))?;
     let request = job.request(label, &schema, filter.clone());
-    let fetched_rows = job.fetch_into(file, &fetched_file, &request).await?;
+    let fetched_rows = job.fetch_into(file, fetched_file.path(), &request).await?;
     if fetched_rows > MAX_KEPT_ROWS && fetched_rows > current.row_count.max(0) as u64 / 4 {
         // So many changed rows that a full refresh costs about as much, and holds no keys
         // in memory (every row at the mark is read again: a copy whose rows share one
@@ -331,11 +334,11 @@ pub(super) async fn refresh(
         drop(fetched_file);
         return job.fetch_and_publish(label, start).await;
     }
-    sides.fetched = fetched_file.temp_path();
+    sides.fetched = Some(fetched_file);
 
-    let (target, file) = job.new_file(&format!("{version}.parquet"))?;
+    let (mut target, file) = job.new_file(&format!("{version}.parquet")).await?;
     let (sender, receiver) = mpsc::channel(4);
-    let writer = job.spawn_writer(file, &target, &schema, receiver, |_| {});
+    let writer = job.spawn_writer(file, target.relative(), &schema, receiver, |_| {});
     let produced = match (&plan.key, plan.mode) {
         (Some(key), RefreshMode::Append) => append_by_key(&sides, key, &sender).await,
         (None, _) => {
@@ -357,8 +360,11 @@ pub(super) async fn refresh(
         message: format!("the Parquet writer stopped unexpectedly: {e}"),
     })?;
     produced?;
-    let written = written?;
-    drop(fetched_file);
+    let written = match written {
+        Ok(rows) => rows,
+        Err(e) => return Err(target.explain(e).await),
+    };
+    sides.fetched = None;
 
     let (kind, changed) = match plan.mode {
         RefreshMode::Upsert => (RefreshKind::Upsert, fetched_rows as i64),
@@ -378,7 +384,7 @@ pub(super) async fn refresh(
             .await?;
         return Ok(current);
     }
-    let file = target.commit()?;
+    let file = target.commit().await?;
     let fetched_at = now_micros();
     let entry = match kind {
         RefreshKind::Append => CacheEntry {
@@ -387,7 +393,7 @@ pub(super) async fn refresh(
                 .deltas
                 .iter()
                 .cloned()
-                .chain([file.relative])
+                .chain([file.relative.clone()])
                 .collect(),
             row_count: current.row_count + written as i64,
             byte_size: current.byte_size + file.bytes,
@@ -396,7 +402,7 @@ pub(super) async fn refresh(
         },
         _ => CacheEntry {
             version,
-            path: file.relative,
+            path: file.relative.clone(),
             deltas: Vec::new(),
             row_count: written as i64,
             byte_size: file.bytes,
@@ -405,9 +411,9 @@ pub(super) async fn refresh(
         },
     };
     let entry = job
-        .publish(entry, Some(&refreshed(fetched_at)), &file.path)
+        .publish(entry, Some(&refreshed(fetched_at)), &file)
         .await?;
-    if super::compaction::due(&job.data_dir, &entry) {
+    if super::compaction::due(&job.storage, &entry).await {
         super::compaction::start(job.clone(), entry.version);
     }
     Ok(entry)

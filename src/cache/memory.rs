@@ -7,8 +7,6 @@
 //! version drops any older copy of it.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +26,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::CacheLease;
+use super::storage::CacheStorage;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
 
@@ -43,6 +42,7 @@ type DecodedGroups = Vec<(usize, Vec<(RecordBatch, Vec<ColumnRange>)>)>;
 pub struct MemoryTier {
     budget: u64,
     events: Events,
+    storage: Arc<CacheStorage>,
     state: Mutex<TierState>,
 }
 
@@ -203,11 +203,13 @@ pub fn extremes(array: &ArrayRef) -> (ScalarValue, ScalarValue) {
 }
 
 impl MemoryTier {
-    /// A tier holding at most `budget` bytes of decoded batches (0 turns it off).
-    pub fn new(budget: u64, events: Events) -> Self {
+    /// A tier holding at most `budget` bytes of decoded batches (0 turns it off), read
+    /// from the files in `storage`.
+    pub fn new(budget: u64, events: Events, storage: Arc<CacheStorage>) -> Self {
         MemoryTier {
             budget,
             events,
+            storage,
             state: Mutex::default(),
         }
     }
@@ -306,9 +308,11 @@ impl MemoryTier {
         Some(total)
     }
 
-    /// Registers a load of the leased file; returns it if this call started it. The file is
-    /// opened now, while the lease guarantees it exists: the open handle keeps its bytes
-    /// readable even if the file is retired meanwhile, so a load never delays a deletion.
+    /// Registers a load of the leased file; returns it if this call started it. A local
+    /// file is opened now, while the lease guarantees it exists: the open handle keeps its
+    /// bytes readable even if the file is retired meanwhile, so a load never delays a
+    /// deletion. (An object deleted before its load reads it is simply not loaded: it is
+    /// retired, so its copy is unwanted.)
     fn start_load(
         self: &Arc<Self>,
         path: &Path,
@@ -325,7 +329,7 @@ impl MemoryTier {
         {
             return None;
         }
-        let file = match File::open(&path) {
+        let file = match self.storage.open_file(&path) {
             Ok(file) => file,
             Err(e) => {
                 tracing::warn!(%table, error = %e, "could not open a cache file to load it into memory");
@@ -351,15 +355,19 @@ impl MemoryTier {
             let start = Instant::now();
             let budget = tier.budget;
             let decoding = key.clone();
-            let decoded =
-                tokio::task::spawn_blocking(move || decode(file, &decoding, &schema, budget))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(Error::CacheFile {
-                            path: key.clone(),
-                            message: format!("the memory load stopped unexpectedly: {e}"),
+            let decoded = match file.bytes().await {
+                Ok(data) => {
+                    tokio::task::spawn_blocking(move || decode(data, &decoding, &schema, budget))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(Error::CacheFile {
+                                path: key.clone(),
+                                message: format!("the memory load stopped unexpectedly: {e}"),
+                            })
                         })
-                    });
+                }
+                Err(e) => Err(e),
+            };
             let batches = match decoded {
                 Ok(batches) => batches,
                 Err(e) => {
@@ -433,15 +441,11 @@ impl MemoryTier {
 /// Reads a whole cache file as batches of `schema`, its row groups spread over the cores;
 /// `None` once the batches exceed `budget` bytes (decoding stops there).
 fn decode(
-    mut file: File,
+    data: Bytes,
     path: &Path,
     schema: &SchemaRef,
     budget: u64,
 ) -> Result<Option<ResidentFile>> {
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .map_err(Error::io("cannot read the cache file", path))?;
-    let data = Bytes::from(data);
     let damaged = |message: String| Error::CacheFile {
         path: path.to_owned(),
         message,
@@ -529,14 +533,20 @@ mod tests {
         ]))
     }
 
-    /// A cache file of `rows` rows in row groups of 100, and a lease on it.
+    /// A cache file at `name` (relative to `dir`, the cache's root) of `rows` rows in row
+    /// groups of 100, and a lease on it.
     fn file(dir: &Path, name: &str, rows: i64) -> CacheLease {
         let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let properties = WriterProperties::builder()
             .set_max_row_group_row_count(Some(100))
             .build();
-        let mut writer =
-            ArrowWriter::try_new(File::create(&path).unwrap(), schema(), Some(properties)).unwrap();
+        let mut writer = ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema(),
+            Some(properties),
+        )
+        .unwrap();
         let batch = RecordBatch::try_new(
             schema(),
             vec![
@@ -549,15 +559,22 @@ mod tests {
         .unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
-        let cache = Arc::new(CacheState::new(Arc::new(MemoryTier::new(
-            0,
-            Events::default(),
-        ))));
-        cache.acquire(&path);
+        let storage = storage(dir);
+        let cache = Arc::new(CacheState::new(
+            Arc::clone(&storage),
+            Arc::new(MemoryTier::new(0, Events::default(), storage)),
+        ));
+        let relative = PathBuf::from(name);
+        cache.acquire(&relative);
         CacheLease {
-            paths: vec![path],
+            paths: vec![relative],
             cache,
         }
+    }
+
+    /// Cache files in `dir`.
+    fn storage(dir: &Path) -> Arc<CacheStorage> {
+        Arc::new(CacheStorage::local(dir))
     }
 
     fn table(name: &str) -> TableName {
@@ -583,7 +600,7 @@ mod tests {
         let lease = file(dir.path(), "a.parquet", 1000);
         let events = Events::default();
         let mut received = events.subscribe();
-        let tier = Arc::new(MemoryTier::new(1 << 30, events));
+        let tier = Arc::new(MemoryTier::new(1 << 30, events, storage(dir.path())));
         let bytes = tier.load(&lease, schema(), table("a")).await.unwrap();
         assert!(bytes > 0);
         assert_eq!(tier.used(), bytes);
@@ -617,10 +634,14 @@ mod tests {
     async fn a_zero_budget_keeps_nothing_and_a_file_over_budget_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
         let lease = file(dir.path(), "a.parquet", 1000);
-        let off = Arc::new(MemoryTier::new(0, Events::default()));
+        let off = Arc::new(MemoryTier::new(0, Events::default(), storage(dir.path())));
         assert_eq!(off.load(&lease, schema(), table("a")).await, None);
         assert_eq!(off.used(), 0);
-        let small = Arc::new(MemoryTier::new(1000, Events::default()));
+        let small = Arc::new(MemoryTier::new(
+            1000,
+            Events::default(),
+            storage(dir.path()),
+        ));
         assert_eq!(small.load(&lease, schema(), table("a")).await, None);
         assert!(small.get(lease.path()).is_none());
         assert_eq!(small.used(), 0);
@@ -631,15 +652,19 @@ mod tests {
     async fn the_least_recently_read_file_leaves_first() {
         let dir = tempfile::tempdir().unwrap();
         // Three tables: each in its own folder.
-        let [a, b, c] = ["a", "b", "c"].map(|n| {
-            let folder = dir.path().join(n);
-            std::fs::create_dir(&folder).unwrap();
-            file(&folder, "1.parquet", 500)
-        });
-        let probe = Arc::new(MemoryTier::new(1 << 30, Events::default()));
+        let [a, b, c] = ["a", "b", "c"].map(|n| file(dir.path(), &format!("{n}/1.parquet"), 500));
+        let probe = Arc::new(MemoryTier::new(
+            1 << 30,
+            Events::default(),
+            storage(dir.path()),
+        ));
         let size = probe.load(&a, schema(), table("a")).await.unwrap();
         // Room for two files, not three.
-        let tier = Arc::new(MemoryTier::new(size * 5 / 2, Events::default()));
+        let tier = Arc::new(MemoryTier::new(
+            size * 5 / 2,
+            Events::default(),
+            storage(dir.path()),
+        ));
         tier.load(&a, schema(), table("a")).await.unwrap();
         tier.load(&b, schema(), table("b")).await.unwrap();
         assert!(
@@ -656,14 +681,16 @@ mod tests {
     #[tokio::test]
     async fn a_newer_version_of_a_table_replaces_the_older_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let other = dir.path().join("other");
-        std::fs::create_dir(&other).unwrap();
         let (v1, v2) = (
             file(dir.path(), "1.parquet", 100),
             file(dir.path(), "2.parquet", 200),
         );
-        let elsewhere = file(&other, "1.parquet", 100);
-        let tier = Arc::new(MemoryTier::new(1 << 30, Events::default()));
+        let elsewhere = file(dir.path(), "other/1.parquet", 100);
+        let tier = Arc::new(MemoryTier::new(
+            1 << 30,
+            Events::default(),
+            storage(dir.path()),
+        ));
         tier.load(&v1, schema(), table("t")).await.unwrap();
         let kept = tier.load(&elsewhere, schema(), table("u")).await.unwrap();
         let newer = tier.load(&v2, schema(), table("t")).await.unwrap();
@@ -679,7 +706,11 @@ mod tests {
     async fn a_removed_file_frees_its_memory_and_a_load_under_way_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let lease = file(dir.path(), "a.parquet", 1000);
-        let tier = Arc::new(MemoryTier::new(1 << 30, Events::default()));
+        let tier = Arc::new(MemoryTier::new(
+            1 << 30,
+            Events::default(),
+            storage(dir.path()),
+        ));
         tier.load(&lease, schema(), table("a")).await.unwrap();
         tier.remove(lease.path());
         assert_eq!(tier.used(), 0);

@@ -1,17 +1,20 @@
 //! The Parquet cache: one immutable, versioned file per fetched table. This file holds the
 //! cache's bookkeeping: leases on files being read, one fetch per table however many ask
-//! (single flight), purges, the freshness rule and start-up clean-up. A fetch itself (temp
-//! file, write, fsync, rename, publish) is in `fetch`; decoded copies in `memory`.
+//! (single flight), purges, the freshness rule and start-up clean-up. A fetch itself
+//! (write, complete, publish) is in `fetch`; where files live (local disk or S3) in
+//! `storage`; decoded copies in `memory`.
 
 mod compaction;
 mod fetch;
 mod incremental;
 mod memory;
+mod storage;
 mod writer;
 
 pub use incremental::IncrementalPlan;
 
 pub use memory::{MemoryTier, ResidentFile, extremes};
+pub use storage::CacheStorage;
 pub use writer::properties;
 
 use std::collections::HashMap;
@@ -71,14 +74,22 @@ pub struct CacheLease {
 }
 
 impl CacheLease {
-    /// The base file's absolute path.
+    /// The base file's path, relative to the cache's storage.
     pub fn path(&self) -> &Path {
         &self.paths[0]
     }
 
-    /// Every file's absolute path: the base, then the deltas.
+    /// Every file's relative path: the base, then the deltas.
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
+    }
+
+    /// A DataFusion table over the leased files, with `schema`.
+    pub fn table(
+        &self,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+    ) -> datafusion::error::Result<datafusion::datasource::listing::ListingTable> {
+        self.cache.storage.table(&self.paths, schema)
     }
 }
 
@@ -93,6 +104,7 @@ impl Drop for CacheLease {
 /// Reader counts, files waiting for their last reader, and the decoded copies of files.
 #[derive(Debug)]
 struct CacheState {
+    storage: Arc<CacheStorage>,
     readers: Mutex<HashMap<PathBuf, usize>>,
     retired: Mutex<Vec<PathBuf>>,
     memory: Arc<MemoryTier>,
@@ -105,8 +117,9 @@ struct CacheState {
 }
 
 impl CacheState {
-    fn new(memory: Arc<MemoryTier>) -> Self {
+    fn new(storage: Arc<CacheStorage>, memory: Arc<MemoryTier>) -> Self {
         CacheState {
+            storage,
             readers: Mutex::default(),
             retired: Mutex::default(),
             memory,
@@ -183,16 +196,16 @@ impl CacheState {
             let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = retired.iter().position(|p| p == path) {
                 retired.swap_remove(i);
-                remove_file_logged(path);
+                self.storage.delete(path);
             }
         }
     }
 
     /// Retires the files of `old` that `kept` (the version replacing it) does not share.
-    fn retire_files(&self, data_dir: &Path, old: &CacheEntry, kept: Option<&CacheEntry>) {
+    fn retire_files(&self, old: &CacheEntry, kept: Option<&CacheEntry>) {
         for file in old.files() {
             if kept.is_none_or(|k| !k.files().any(|f| f == file)) {
-                self.retire(data_dir.join(file));
+                self.retire(PathBuf::from(file));
             }
         }
     }
@@ -208,44 +221,15 @@ impl CacheState {
                 .push(path);
         } else {
             drop(readers);
-            remove_file_logged(&path);
+            self.storage.delete(&path);
         }
     }
 }
 
-/// A DataFusion table over cache files (`paths`, absolute) read as one, with `schema`.
-pub fn files_table(
-    paths: &[PathBuf],
-    schema: datafusion::arrow::datatypes::SchemaRef,
-) -> datafusion::error::Result<datafusion::datasource::listing::ListingTable> {
-    use datafusion::datasource::file_format::parquet::ParquetFormat;
-    use datafusion::datasource::listing::{
-        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-    };
-    let urls = paths
-        .iter()
-        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
-    // The files are named one by one, so no extension filters them (temp files have none).
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(schema);
-    ListingTable::try_new(config)
-}
-
-fn remove_file_logged(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %path.display(), error = %e, "could not delete a cache file");
-    }
-}
-
-/// The cache of one data directory.
+/// The cache of one data directory (its files there, or at a cache URL).
 #[derive(Debug)]
 pub struct Cache {
-    data_dir: PathBuf,
+    storage: Arc<CacheStorage>,
     store: Arc<dyn MetadataStore>,
     events: Events,
     state: Arc<CacheState>,
@@ -290,22 +274,32 @@ impl Cache {
         })
     }
 
-    /// The cache under `data_dir`, committing entries to `store` and keeping up to
-    /// `memory_budget` bytes of files decoded in memory.
+    /// The cache with its files in `storage`, committing entries to `store` and keeping up
+    /// to `memory_budget` bytes of files decoded in memory.
     pub fn new(
-        data_dir: &Path,
+        storage: CacheStorage,
         store: Arc<dyn MetadataStore>,
         events: Events,
         memory_budget: u64,
     ) -> Self {
-        let memory = Arc::new(MemoryTier::new(memory_budget, events.clone()));
+        let storage = Arc::new(storage);
+        let memory = Arc::new(MemoryTier::new(
+            memory_budget,
+            events.clone(),
+            Arc::clone(&storage),
+        ));
         Cache {
-            data_dir: data_dir.to_owned(),
+            storage: Arc::clone(&storage),
             store,
             events,
-            state: Arc::new(CacheState::new(memory)),
+            state: Arc::new(CacheState::new(storage, memory)),
             inflight: Mutex::default(),
         }
+    }
+
+    /// Where the cache's files live.
+    pub fn storage(&self) -> &Arc<CacheStorage> {
+        &self.storage
     }
 
     /// The memory tier of decoded cache files.
@@ -313,55 +307,58 @@ impl Cache {
         &self.state.memory
     }
 
-    /// The absolute path of a cache entry's base file.
-    pub fn absolute(&self, entry: &CacheEntry) -> PathBuf {
-        self.data_dir.join(&entry.path)
+    /// The local path of a cache entry's base file; `None` when the cache is on S3.
+    pub fn local_path(&self, entry: &CacheEntry) -> Option<PathBuf> {
+        self.storage.local_path(Path::new(&entry.path))
     }
 
     /// The bytes of `entry`'s files held decoded in the memory tier (0 when not all are).
     pub fn resident_bytes(&self, entry: &CacheEntry) -> u64 {
         entry
             .files()
-            .map(|f| self.state.memory.resident_bytes(&self.data_dir.join(f)))
+            .map(|f| self.state.memory.resident_bytes(Path::new(f)))
             .sum::<Option<u64>>()
             .unwrap_or(0)
     }
 
     /// Holds `entry`'s files for reading until the lease is dropped.
     pub fn lease(&self, entry: &CacheEntry) -> CacheLease {
-        self.state
-            .lease(entry.files().map(|f| self.data_dir.join(f)).collect())
+        self.state.lease(entry.files().map(PathBuf::from).collect())
     }
 
     /// Start-up clean-up: deletes temp files, files no entry references, and superseded
-    /// entries (no reader can hold them yet). Returns the number of files deleted.
+    /// entries (no reader can hold them yet); forgets entries whose files are gone (deleted
+    /// by hand, or made under another cache URL), so their tables are fetched again.
+    /// Returns the number of files deleted.
     pub async fn collect_garbage(&self) -> Result<usize> {
         let entries = self.store.all_cache_entries().await?;
+        // Listed after the entries were read: a file committed before its entry is here.
+        let present: std::collections::HashSet<PathBuf> =
+            self.storage.list().await?.into_iter().collect();
         let mut keep = std::collections::HashSet::new();
+        let mut forgotten = 0;
         for entry in &entries {
-            if entry.is_current {
-                keep.extend(entry.files().map(|f| self.data_dir.join(f)));
+            let files: Vec<PathBuf> = entry.files().map(PathBuf::from).collect();
+            if entry.is_current && files.iter().all(|f| present.contains(f)) {
+                keep.extend(files);
             } else {
+                forgotten += usize::from(entry.is_current);
                 self.store.delete_cache_entry(entry).await?;
             }
         }
-        let root = self.data_dir.join(CACHE_DIR);
-        let mut deleted = 0;
-        let mut pending = vec![root];
-        while let Some(dir) = pending.pop() {
-            let Ok(listing) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for item in listing.flatten() {
-                let path = item.path();
-                if item.file_type().is_ok_and(|t| t.is_dir()) {
-                    pending.push(path);
-                } else if !keep.contains(&path) {
-                    remove_file_logged(&path);
-                    deleted += 1;
-                }
-            }
+        if forgotten > 0 {
+            tracing::warn!(
+                forgotten,
+                location = %self.storage.location(),
+                "cache entries whose files are missing were forgotten; their tables will be fetched again"
+            );
         }
+        let mut deleted = 0;
+        for file in present.difference(&keep) {
+            self.storage.delete(file);
+            deleted += 1;
+        }
+        self.storage.settle().await;
         if deleted > 0 {
             tracing::info!(deleted, "removed orphaned cache files");
         }
@@ -443,7 +440,7 @@ impl Cache {
         mode: FetchMode,
     ) -> fetch::FetchJob {
         fetch::FetchJob {
-            data_dir: self.data_dir.clone(),
+            storage: Arc::clone(&self.storage),
             store: Arc::clone(&self.store),
             events: self.events.clone(),
             state: Arc::clone(&self.state),
@@ -484,7 +481,7 @@ impl Cache {
             }
             self.store.delete_cache_entry(&entry).await?;
             self.state.unpublished(&entry);
-            self.state.retire_files(&self.data_dir, &entry, None);
+            self.state.retire_files(&entry, None);
             outcome.entries_removed += 1;
             outcome.bytes_freed += entry.byte_size.max(0) as u64;
         }
@@ -495,10 +492,7 @@ impl Cache {
     pub fn retire_files(&self, entries: &[CacheEntry]) {
         for entry in entries {
             self.state.unpublished(entry);
-            self.state.retire_files(&self.data_dir, entry, None);
+            self.state.retire_files(entry, None);
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,8 +1,7 @@
 //! Writes a stream of record batches to a Parquet file: LZ4, page statistics and page
 //! index, row groups near 1M rows (or 128 MiB, whichever comes first, so memory stays
-//! bounded for wide tables), then fsync.
+//! bounded for wide tables), then fsync (or the last bytes handed to the upload).
 
-use std::fs::File;
 use std::path::Path;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -12,6 +11,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tokio::sync::mpsc;
 
+use super::storage::Sink;
 use crate::error::{Error, Result};
 
 const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -30,9 +30,9 @@ pub fn properties() -> WriterProperties {
 }
 
 /// Writes every batch received on `batches` to `file` (at `path`, for messages), calling `progress`
-/// with the running row count, and syncs the file. Runs on a blocking thread.
-pub fn write_parquet(
-    file: File,
+/// with the running row count, and finishes the file. Runs on a blocking thread.
+pub(super) fn write_parquet(
+    file: Sink,
     path: &Path,
     schema: SchemaRef,
     mut batches: mpsc::Receiver<RecordBatch>,
@@ -52,7 +52,7 @@ pub fn write_parquet(
         progress(rows);
     }
     let file = writer.into_inner().map_err(parquet_error)?;
-    file.sync_all()
-        .map_err(Error::io("cannot sync the cache file", path))?;
+    file.finish()
+        .map_err(Error::io("cannot finish the cache file", path))?;
     Ok(rows)
 }

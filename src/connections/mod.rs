@@ -660,6 +660,8 @@ impl Connections {
         self.background.cancel.cancel();
         self.background.tasks.close();
         self.background.tasks.wait().await;
+        // Deletions and aborted uploads on an object store finish before the process ends.
+        self.cache.storage().settle().await;
     }
 
     /// Waits until the background copies running now have finished (for tests and

@@ -76,7 +76,8 @@ async fn parquet_scan(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     // The session's statistics cache, as `register_parquet` tables have: without it every
     // statement re-reads the footer statistics of every file it scans.
-    crate::cache::files_table(lease.paths(), schema)?
+    lease
+        .table(schema)?
         .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache())
         .scan(state, projection, filters, limit)
         .await

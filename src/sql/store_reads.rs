@@ -196,7 +196,12 @@ async fn setup() -> (
     let connections = Arc::new(Connections::new(
         Arc::clone(&store),
         SecretCipher::new(KeySource::File(dir.path().join("key"))),
-        Cache::new(dir.path(), Arc::clone(&store), events.clone(), 0),
+        Cache::new(
+            crate::cache::CacheStorage::local(dir.path()),
+            Arc::clone(&store),
+            events.clone(),
+            0,
+        ),
         events,
         snapshot,
     ));

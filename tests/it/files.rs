@@ -144,7 +144,7 @@ pub fn layout_files() -> Vec<(String, Vec<u8>)> {
     files
 }
 
-fn write_files(root: &Path, files: &[(String, Vec<u8>)]) {
+pub fn write_files(root: &Path, files: &[(String, Vec<u8>)]) {
     for (path, bytes) in files {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -170,7 +170,7 @@ async fn engine(dir: &Path) -> Engine {
         .unwrap()
 }
 
-async fn connect(engine: &Engine, name: &str, config: Value) {
+pub async fn connect(engine: &Engine, name: &str, config: Value) {
     let created = engine
         .create_connection(name, "files", config)
         .await

@@ -222,7 +222,7 @@ async fn every_common_type_round_trips_exactly() {
         .await
         .unwrap();
     assert_eq!(entry.row_count, 6);
-    let batches = read_parquet(&fx.engine.cache().absolute(&entry));
+    let batches = read_parquet(&fx.engine.cache().local_path(&entry).unwrap());
     let table = fx
         .engine
         .store()
@@ -368,7 +368,7 @@ async fn concurrent_first_requests_share_one_fetch() {
     );
     let entry = entries[0].as_ref().unwrap();
     assert_eq!(entry.row_count, 200_000);
-    let rows: usize = read_parquet(&fx.engine.cache().absolute(entry))
+    let rows: usize = read_parquet(&fx.engine.cache().local_path(entry).unwrap())
         .iter()
         .map(|b| b.num_rows())
         .sum();
@@ -421,12 +421,9 @@ async fn a_refresh_during_a_scan_leaves_that_scan_complete() {
     assert_eq!(second.row_count, 1001);
     assert_eq!(fetch_count(&fx, "orders").await, 2);
     // The running scan still reads the old version, complete.
-    let old_rows: usize = read_parquet(lease.path())
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let old_path = fx.engine.cache().local_path(&first).unwrap();
+    let old_rows: usize = read_parquet(&old_path).iter().map(|b| b.num_rows()).sum();
     assert_eq!(old_rows, 1000);
-    let old_path = lease.path().to_owned();
     drop(lease);
     assert!(
         !old_path.exists(),
@@ -450,7 +447,7 @@ async fn purge_frees_the_files_and_the_next_request_fetches_again() {
         .cached_table("pg", "public", "orders")
         .await
         .unwrap();
-    let path = fx.engine.cache().absolute(&entry);
+    let path = fx.engine.cache().local_path(&entry).unwrap();
     assert!(path.exists());
     let purged = fx.engine.purge_cache("pg", None, None).await.unwrap();
     assert_eq!(purged.entries_removed, 1);
@@ -524,14 +521,14 @@ async fn rediscovery_after_alter_table_invalidates_the_cache() {
             .unwrap()
             .is_empty()
     );
-    assert!(!fx.engine.cache().absolute(&orders).exists());
-    assert!(!fx.engine.cache().absolute(&other).exists());
+    assert!(!fx.engine.cache().local_path(&orders).unwrap().exists());
+    assert!(!fx.engine.cache().local_path(&other).unwrap().exists());
     let refetched = fx
         .engine
         .cached_table("pg", "public", "orders")
         .await
         .unwrap();
-    let batches = read_parquet(&fx.engine.cache().absolute(&refetched));
+    let batches = read_parquet(&fx.engine.cache().local_path(&refetched).unwrap());
     assert_eq!(batches[0].schema().field(3).name(), "note");
 }
 
@@ -702,7 +699,7 @@ async fn a_large_table_read_in_partitions_is_exact() {
         .unwrap();
     assert_eq!(entry.row_count, 20_000);
     let mut ids = Vec::new();
-    for batch in read_parquet(&fx.engine.cache().absolute(&entry)) {
+    for batch in read_parquet(&fx.engine.cache().local_path(&entry).unwrap()) {
         let column = batch.column(0);
         for row in 0..batch.num_rows() {
             ids.push(
@@ -754,7 +751,7 @@ async fn unconstrained_numeric_can_be_read_as_float64() {
         "constrained numeric stays exact"
     );
     let entry = fx.engine.cached_table("pgf", "public", "m").await.unwrap();
-    let batches = read_parquet(&fx.engine.cache().absolute(&entry));
+    let batches = read_parquet(&fx.engine.cache().local_path(&entry).unwrap());
     let values: Vec<_> = (0..3)
         .map(|r| value_text(batches[0].column(0).as_ref(), r))
         .collect();

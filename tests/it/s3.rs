@@ -12,7 +12,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::json;
 
-use crate::files::{check_layout, failure, layout_files, rows, sales, sales_parquet};
+use crate::files::{
+    check_layout, connect, failure, layout_files, rows, sales, sales_parquet, write_files,
+};
 use crate::support::{ensure_python_packages, python};
 
 /// The endpoint of the S3 server the tests use.
@@ -119,6 +121,27 @@ impl Bucket {
                 .await
                 .unwrap();
         }
+    }
+
+    /// The options of a cache URL in this bucket (`CacheStorage::open`).
+    pub fn client_options(&self) -> Vec<(String, String)> {
+        [
+            ("endpoint", self.endpoint),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", "test"),
+            ("secret_access_key", "test"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Multipart uploads begun and neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        request(self.endpoint, "GET", &format!("/{}?uploads", self.name))
+            .matches("<UploadId>")
+            .count()
     }
 
     /// The connection config of `prefix` in this bucket.
@@ -368,5 +391,127 @@ async fn a_removed_object_fails_the_fetch_with_its_name() {
     assert!(
         error.contains("file 'a.csv' was removed after discovery"),
         "{error}"
+    );
+}
+
+/// An engine over `dir` whose cache lives in `bucket` under `prefix`.
+async fn engine_caching_in(dir: &std::path::Path, bucket: &Bucket, prefix: &str) -> quarry::Engine {
+    let mut builder = quarry::Engine::builder()
+        .data_dir(dir.join("quarry"))
+        .cache_url(format!("s3://{}/{prefix}", bucket.name));
+    for (key, value) in bucket.client_options() {
+        builder = builder.cache_option(key, value);
+    }
+    builder.build().await.unwrap()
+}
+
+/// The keys under `prefix` in `bucket`, sorted.
+async fn keys(bucket: &Bucket, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let listed: Vec<_> = bucket
+        .store
+        .list(Some(&Path::from(prefix)))
+        .try_collect()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn the_cache_can_live_in_a_bucket() {
+    let bucket = Bucket::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_files(&data, &layout_files());
+    let engine = engine_caching_in(dir.path(), &bucket, "team/cache").await;
+    assert_eq!(
+        engine.config().cache_location,
+        format!("s3://{}/team/cache", bucket.name)
+    );
+    connect(
+        &engine,
+        "local",
+        json!({ "url": data.to_string_lossy(), "null_string": "NA" }),
+    )
+    .await;
+    // CSV and NDJSON tables are parsed into the cache: their copies are objects in the
+    // bucket, and nothing is written to the data dir's cache folder.
+    check_layout(&engine, "local").await;
+    let copies = keys(&bucket, "team/cache/cache").await;
+    assert_eq!(copies.len(), 3, "customers, events, logs: {copies:?}");
+    assert!(copies.iter().all(|k| k.ends_with(".parquet")), "{copies:?}");
+    assert!(!dir.path().join("quarry/cache").exists());
+    // The memory tier loads a copy from the bucket.
+    let bytes = engine
+        .load_into_memory("local", "main", "customers")
+        .await
+        .unwrap();
+    assert!(bytes.is_some_and(|b| b > 0), "{bytes:?}");
+    let customers = rows(&engine, "SELECT count(*) FROM local.main.customers").await;
+    drop(engine);
+
+    // A new process reads the same copies: nothing is fetched again.
+    let engine = engine_caching_in(dir.path(), &bucket, "team/cache").await;
+    let mut events = engine.subscribe();
+    assert_eq!(
+        rows(&engine, "SELECT count(*) FROM local.main.customers").await,
+        customers
+    );
+    assert_eq!(keys(&bucket, "team/cache/cache").await, copies);
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, quarry::Event::FetchStarted { .. }),
+            "fetched again: {event:?}"
+        );
+    }
+    // A purge deletes the copies from the bucket.
+    engine
+        .sql("SELECT * FROM purge_cache('local')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    engine.cache().storage().settle().await;
+    assert_eq!(
+        keys(&bucket, "team/cache/cache").await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn a_cache_url_that_cannot_work_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |url: &str| {
+        quarry::Engine::builder()
+            .data_dir(dir.path().join("quarry"))
+            .cache_url(url)
+            .build()
+    };
+    let err = build("gs://bucket/cache").await.unwrap_err().to_string();
+    assert!(
+        err.contains("invalid cache URL 'gs://bucket/cache'") && err.contains("s3://bucket/prefix"),
+        "{err}"
+    );
+    let err = build("s3:///cache").await.unwrap_err().to_string();
+    assert!(err.contains("names no bucket"), "{err}");
+
+    // A bucket that does not exist fails at start-up, naming the cache URL.
+    let bucket = Bucket::new().await;
+    let data = dir.path().join("data");
+    write_files(&data, &layout_files());
+    let mut builder = quarry::Engine::builder()
+        .data_dir(dir.path().join("quarry"))
+        .cache_url(format!("s3://{}-missing/cache", bucket.name));
+    for (key, value) in bucket.client_options() {
+        builder = builder.cache_option(key, value);
+    }
+    let err = builder.build().await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("the cache at s3://{}-missing/cache", bucket.name))
+            && err.contains("check the cache URL"),
+        "{err}"
     );
 }

@@ -52,7 +52,7 @@ async fn mixed_storage_classes_follow_the_stated_rules_exactly() {
         ]
     );
     let entry = engine.cached_table("lite", "main", "mixed").await.unwrap();
-    let batches = read_parquet(&engine.cache().absolute(&entry));
+    let batches = read_parquet(&engine.cache().local_path(&entry).unwrap());
     let mut checked = 0;
     for batch in &batches {
         for row in 0..batch.num_rows() {
