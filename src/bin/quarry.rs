@@ -65,6 +65,7 @@ struct Cli {
         long = "cache-url",
         env = "QUARRY_CACHE_URL",
         value_name = "URL",
+        hide_env_values = true,
         global = true
     )]
     cache_url: Option<String>,

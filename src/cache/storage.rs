@@ -114,11 +114,28 @@ impl CacheStorage {
     /// `region`, `access_key_id`, `allow_http`, ... as object_store names them) over the
     /// `AWS_*` environment variables.
     pub fn open(url: &str, options: &[(String, String)]) -> Result<Self> {
+        let parsed = url::Url::parse(url);
+        // A password in the URL is never echoed back.
+        let shown = match &parsed {
+            Ok(u) if u.password().is_some() => {
+                let mut u = u.clone();
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            _ => url.to_owned(),
+        };
         let bad = |expected: String| Error::InvalidCacheUrl {
-            url: url.to_owned(),
+            url: shown.clone(),
             problem: expected,
         };
-        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let parsed = parsed.map_err(|e| bad(e.to_string()))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(bad(
+                "credentials do not go in the URL; set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY (or the access_key_id and secret_access_key options)"
+                    .into(),
+            ));
+        }
         if parsed.scheme() != "s3" {
             return Err(bad(format!(
                 "the scheme '{}' is not supported; the cache lives in the data dir, or on \
@@ -145,11 +162,32 @@ impl CacheStorage {
             .build()
             .map_err(|e| bad(format!("cannot set up the S3 client: {e}")))?;
         let prefix = parsed.path().trim_matches('/').to_owned();
+        // Keys reach DataFusion inside URLs: a prefix that needs escaping would be read back
+        // under another name.
+        let plain = prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b));
+        let folders = prefix.is_empty()
+            || prefix
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !plain || !folders {
+            return Err(bad(
+                "the prefix may hold letters, digits, '_', '-', '.' and '/' between non-empty \
+                 folder names"
+                    .into(),
+            ));
+        }
+        // Rebuilt from its parts: nothing else the given URL held is ever shown.
+        let url = match prefix.as_str() {
+            "" => format!("s3://{bucket}"),
+            prefix => format!("s3://{bucket}/{prefix}"),
+        };
         Ok(CacheStorage {
             place: Place::Remote {
                 store: Arc::new(s3),
                 prefix,
-                url: url.trim_end_matches('/').to_owned(),
+                url,
                 store_url: ObjectStoreUrl::parse(STORE_URL).expect("a valid URL"),
             },
             background: Background::default(),
@@ -214,19 +252,11 @@ impl CacheStorage {
         files: &[PathBuf],
         schema: SchemaRef,
     ) -> datafusion::error::Result<ListingTable> {
-        use datafusion::datasource::file_format::parquet::ParquetFormat;
-        use datafusion::datasource::listing::{ListingOptions, ListingTableConfig};
         let urls = files
             .iter()
             .map(|f| self.table_url(f))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        // The files are named one by one, so no extension filters them (temp files have none).
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema);
-        ListingTable::try_new(config)
+        listing_table(urls, schema)
     }
 
     /// Starts a new file `name` in the folder `dir` (relative): what the Parquet writer
@@ -428,23 +458,41 @@ impl Opened {
     /// The file's bytes.
     pub(super) async fn bytes(self) -> Result<Bytes> {
         match self {
-            Opened::Local(mut file, path) => tokio::task::spawn_blocking(move || {
-                let mut data = Vec::new();
-                std::io::Read::read_to_end(&mut file, &mut data)
-                    .map_err(Error::io("cannot read the cache file", &path))?;
-                Ok(Bytes::from(data))
-            })
-            .await
-            .map_err(|e| Error::Fetch {
-                table: String::new(),
-                message: format!("reading a cache file stopped unexpectedly: {e}"),
-            })?,
+            Opened::Local(mut file, path) => {
+                let shown = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut data = Vec::new();
+                    std::io::Read::read_to_end(&mut file, &mut data)
+                        .map_err(Error::io("cannot read the cache file", &path))?;
+                    Ok(Bytes::from(data))
+                })
+                .await
+                .map_err(|e| Error::CacheFile {
+                    path: shown,
+                    message: format!("reading it stopped unexpectedly: {e}"),
+                })?
+            }
             Opened::Remote { store, url, key } => {
                 let read = async { store.get(&key).await?.bytes().await };
                 read.await.map_err(|e| remote_error(&url, "read", &key, e))
             }
         }
     }
+}
+
+/// A DataFusion table over the Parquet files at `urls`, read as one, with `schema`.
+fn listing_table(
+    urls: Vec<ListingTableUrl>,
+    schema: SchemaRef,
+) -> datafusion::error::Result<ListingTable> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{ListingOptions, ListingTableConfig};
+    // The files are named one by one, so no extension filters them (temp files have none).
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    ListingTable::try_new(config)
 }
 
 /// The key of the file at `relative` under `prefix`.
@@ -566,7 +614,10 @@ impl Scratch {
 
     /// A DataFusion table over it, with `schema`.
     pub(super) fn table(&self, schema: SchemaRef) -> datafusion::error::Result<ListingTable> {
-        CacheStorage::local(Path::new("/")).table(&[self.path().to_owned()], schema)
+        listing_table(
+            vec![ListingTableUrl::parse(self.path().to_string_lossy())?],
+            schema,
+        )
     }
 }
 

@@ -213,6 +213,18 @@ impl Fixture {
         restart(&self.place, self.dir.path(), &self.store).await
     }
 
+    /// A source whose gate lets `permits` fetches through, and the table fetched with it.
+    async fn fetched(&self, permits: usize) -> (Arc<FakeSource>, CacheEntry) {
+        let source = FakeSource::new(false);
+        source.gate.add_permits(permits);
+        let entry = self
+            .cache
+            .ensure(&self.connection, source.clone(), &self.table)
+            .await
+            .unwrap();
+        (source, entry)
+    }
+
     async fn current(&self) -> Option<CacheEntry> {
         self.store
             .current_cache_entry(&TableRef::new(&self.connection.id, "main", "t"))
@@ -352,13 +364,7 @@ async fn sixteen_concurrent_requests_share_one_fetch(fx: Fixture) {
 }
 
 async fn a_purged_file_stays_until_its_lease_is_dropped(fx: Fixture) {
-    let source = FakeSource::new(false);
-    source.gate.add_permits(1);
-    let entry = fx
-        .cache
-        .ensure(&fx.connection, source.clone(), &fx.table)
-        .await
-        .unwrap();
+    let (source, entry) = fx.fetched(1).await;
     let lease = fx.cache.lease(&entry);
     let outcome = fx.cache.purge(&fx.connection.id, None, None).await.unwrap();
     assert_eq!(outcome.entries_removed, 1);
@@ -373,13 +379,7 @@ async fn a_purged_file_stays_until_its_lease_is_dropped(fx: Fixture) {
 }
 
 async fn a_refresh_during_a_scan_keeps_the_old_file_for_the_scan(fx: Fixture) {
-    let source = FakeSource::new(false);
-    source.gate.add_permits(2);
-    let first = fx
-        .cache
-        .ensure(&fx.connection, source.clone(), &fx.table)
-        .await
-        .unwrap();
+    let (source, first) = fx.fetched(2).await;
     let scan = fx.cache.lease(&first);
     let second = fx
         .cache
@@ -486,13 +486,7 @@ async fn a_fetch_nobody_waits_for_any_more_is_cancelled(fx: Fixture) {
 }
 
 async fn start_up_removes_what_a_crash_left_and_keeps_the_current_version(fx: Fixture) {
-    let source = FakeSource::new(false);
-    source.gate.add_permits(2);
-    let first = fx
-        .cache
-        .ensure(&fx.connection, source.clone(), &fx.table)
-        .await
-        .unwrap();
+    let (source, first) = fx.fetched(2).await;
     let folder = first.path.rsplit_once('/').unwrap().0.to_owned();
     // A crash left: a file completed but never committed, a temp file of a write cut off,
     // and a superseded version's file a reader held.
@@ -520,13 +514,7 @@ async fn start_up_removes_what_a_crash_left_and_keeps_the_current_version(fx: Fi
 }
 
 async fn start_up_forgets_an_entry_whose_file_is_gone(fx: Fixture) {
-    let source = FakeSource::new(false);
-    source.gate.add_permits(2);
-    let entry = fx
-        .cache
-        .ensure(&fx.connection, source.clone(), &fx.table)
-        .await
-        .unwrap();
+    let (source, entry) = fx.fetched(2).await;
     // Deleted behind Quarry's back (or the cache URL changed between runs).
     match &fx.place {
         Place::Local => std::fs::remove_file(fx.dir.path().join(&entry.path)).unwrap(),
@@ -548,13 +536,7 @@ async fn start_up_forgets_an_entry_whose_file_is_gone(fx: Fixture) {
 }
 
 async fn a_version_is_read_back_through_its_lease(fx: Fixture) {
-    let source = FakeSource::new(false);
-    source.gate.add_permits(1);
-    let entry = fx
-        .cache
-        .ensure(&fx.connection, source.clone(), &fx.table)
-        .await
-        .unwrap();
+    let (source, entry) = fx.fetched(1).await;
     let lease = fx.cache.lease(&entry);
     assert_eq!(read(&fx, &lease).await, [1, 2, 3]);
     // The memory tier loads it from the same storage.

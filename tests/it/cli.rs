@@ -117,6 +117,38 @@ fn a_bad_store_url_is_explained() {
 }
 
 #[test]
+fn a_bad_cache_url_is_explained_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = quarry(
+        dir.path(),
+        &["--cache-url", "gs://bucket/cache", "-c", "SELECT 1"],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("invalid cache URL 'gs://bucket/cache'")
+            && stderr.contains("s3://bucket/prefix"),
+        "{stderr}"
+    );
+    let out = quarry(
+        dir.path(),
+        &[
+            "--cache-url",
+            "s3://AKIA:topsecret@bucket/cache",
+            "-c",
+            "SELECT 1",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("credentials do not go in the URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("topsecret"), "{stderr}");
+}
+
+#[test]
 fn an_unreachable_store_names_the_cause_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     // Port 1 on loopback: nothing listens there, so the connection is refused at once.
@@ -343,6 +375,7 @@ fn help_shows_every_option_with_examples() {
         "--format",
         "--data-dir",
         "--store",
+        "--cache-url",
     ] {
         assert!(stdout.contains(option), "{option} missing from:\n{stdout}");
     }

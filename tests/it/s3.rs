@@ -497,6 +497,19 @@ async fn a_cache_url_that_cannot_work_says_why() {
     );
     let err = build("s3:///cache").await.unwrap_err().to_string();
     assert!(err.contains("names no bucket"), "{err}");
+    let err = build("s3://bucket/my%20cache")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the prefix may hold letters"), "{err}");
+    let err = build("s3://AKIA:hunter2@bucket/cache")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("credentials do not go in the URL") && !err.contains("hunter2"),
+        "{err}"
+    );
 
     // A bucket that does not exist fails at start-up, naming the cache URL.
     let bucket = Bucket::new().await;
