@@ -364,7 +364,7 @@ async fn sixteen_concurrent_requests_share_one_fetch(fx: Fixture) {
 }
 
 async fn a_purged_file_stays_until_its_lease_is_dropped(fx: Fixture) {
-    let (source, entry) = fx.fetched(1).await;
+    let (_source, entry) = fx.fetched(1).await;
     let lease = fx.cache.lease(&entry);
     let outcome = fx.cache.purge(&fx.connection.id, None, None).await.unwrap();
     assert_eq!(outcome.entries_removed, 1);
@@ -536,7 +536,7 @@ async fn start_up_forgets_an_entry_whose_file_is_gone(fx: Fixture) {
 }
 
 async fn a_version_is_read_back_through_its_lease(fx: Fixture) {
-    let (source, entry) = fx.fetched(1).await;
+    let (_source, entry) = fx.fetched(1).await;
     let lease = fx.cache.lease(&entry);
     assert_eq!(read(&fx, &lease).await, [1, 2, 3]);
     // The memory tier loads it from the same storage.
