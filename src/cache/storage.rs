@@ -28,11 +28,12 @@ use super::CACHE_DIR;
 use crate::error::{Error, Result};
 
 const TEMP_SUFFIX: &str = ".tmp";
-/// Bytes of one uploaded part (S3's minimum but for the last): two in flight at most, so
-/// a fetch's memory stays bounded however big the file.
+/// Bytes of one uploaded part (above S3's 5 MiB minimum for all but the last).
 const PART_BYTES: usize = 8 << 20;
-/// Parts uploading at once.
-const PARTS_IN_FLIGHT: usize = 2;
+/// Parts uploading at once, so a fetch holds at most this many parts in memory however big
+/// the file. The CSV fetch of the files bench took 1.8x local disk's time with 2, 1.4x with
+/// 4, and no less with 8.
+const PARTS_IN_FLIGHT: usize = 4;
 /// Bytes the Parquet writer hands the upload at a time.
 const CHUNK_BYTES: usize = 1 << 20;
 
