@@ -475,6 +475,46 @@ async fn removed_changed_and_unreadable_files_have_clear_errors() {
 }
 
 #[tokio::test]
+async fn a_parquet_file_read_in_place_that_was_removed_or_rewritten_says_so() {
+    let (_dir, root, engine) = folder(&[
+        ("p.parquet".to_owned(), sales_parquet(&sales(2023))),
+        ("q.parquet".to_owned(), sales_parquet(&sales(2023))),
+    ])
+    .await;
+    connect(&engine, "f", json!({"url": root.display().to_string()})).await;
+    // Read once (its footer is cached), then removed.
+    assert_eq!(
+        rows(&engine, "SELECT count(*) FROM f.main.p").await,
+        [["50"]]
+    );
+    std::fs::remove_file(root.join("p.parquet")).unwrap();
+    let error = failure(&engine, "SELECT sum(amount) FROM f.main.p").await;
+    assert!(
+        error.contains("file 'p.parquet' was removed after discovery")
+            && error.contains("discover_connection('f')"),
+        "{error}"
+    );
+    // Rewritten with more rows: the footer is not where discovery saw it.
+    let more: Vec<_> = sales(2023).into_iter().chain(sales(2024)).collect();
+    std::fs::write(root.join("q.parquet"), sales_parquet(&more)).unwrap();
+    let error = failure(&engine, "SELECT sum(amount) FROM f.main.q").await;
+    let size = std::fs::metadata(root.join("q.parquet")).unwrap().len();
+    assert!(
+        error.contains("file 'q.parquet' changed after discovery (")
+            && error.contains(&format!(
+                " bytes then, {size} now); run discover_connection('f')"
+            )),
+        "{error}"
+    );
+    // Discovery again, and the table reads as it is now.
+    engine.discover_connection("f").await.unwrap();
+    assert_eq!(
+        rows(&engine, "SELECT count(*) FROM f.main.q").await,
+        [["100"]]
+    );
+}
+
+#[tokio::test]
 async fn bad_configs_are_refused_with_the_rule() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;

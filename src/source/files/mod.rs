@@ -7,6 +7,7 @@
 
 mod bad_rows;
 mod config;
+mod explained;
 mod layout;
 mod scan;
 mod store;
@@ -264,7 +265,14 @@ impl FilesSource {
         projection: Option<Vec<usize>>,
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        scan::plan(state, &self.root.url, set, schema, files, projection, limit).await
+        let scan = scan::Scan {
+            store_url: &self.root.url,
+            set,
+            schema,
+            // In place, errors name the file and the connection to discover again.
+            explained_for: Some(&self.connection),
+        };
+        scan.plan(state, files, projection, limit).await
     }
 
     /// Reads one file into `sink` with DataFusion's reader; returns false if the sink closed.
@@ -276,16 +284,16 @@ impl FilesSource {
         sink: &mpsc::Sender<RecordBatch>,
     ) -> datafusion::error::Result<bool> {
         let state = self.context.state();
-        let plan = scan::plan(
-            &state,
-            &self.root.url,
+        let scan = scan::Scan {
+            store_url: &self.root.url,
             set,
-            &request.arrow_schema,
-            vec![scan::partitioned_file(set, file)],
-            None,
-            None,
-        )
-        .await?;
+            schema: &request.arrow_schema,
+            // A fetch explains its errors itself, knowing the file it reads.
+            explained_for: None,
+        };
+        let plan = scan
+            .plan(&state, vec![scan::partitioned_file(set, file)], None, None)
+            .await?;
         let plan = plan
             .repartitioned(state.config().target_partitions(), state.config_options())?
             .unwrap_or(plan);

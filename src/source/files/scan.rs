@@ -14,7 +14,9 @@ use datafusion::datasource::file_format::file_compression_type::FileCompressionT
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -178,36 +180,92 @@ pub fn prunes_exactly(set: &FileSet, filter: &Expr) -> bool {
         && datafusion::datasource::listing::helpers::expr_applicable_for_cols(&names, filter)
 }
 
-/// A scan of `files` (of `set`, whose table schema is `schema`) in up to
-/// `target_partitions` groups, projected and limited.
-pub async fn plan(
-    state: &dyn Session,
-    store_url: &ObjectStoreUrl,
-    set: &FileSet,
-    schema: &Schema,
-    files: Vec<PartitionedFile>,
-    projection: Option<Vec<usize>>,
-    limit: Option<usize>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let format = format(set, super::config::DEFAULT_SAMPLE_ROWS);
-    let statistics = statistics(schema, set, &files);
-    let table_schema = TableSchema::builder(file_schema(set, schema))
-        .with_table_partition_cols(partition_fields(set))
-        .build();
-    let groups = state
-        .config()
-        .target_partitions()
-        .max(1)
-        .min(files.len().max(1));
-    let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
-    for (i, file) in files.into_iter().enumerate() {
-        file_groups[i % groups].push(file);
+/// What an in-place or fetch scan reads: a table's files in a store.
+pub struct Scan<'a> {
+    /// Where DataFusion finds the store.
+    pub store_url: &'a ObjectStoreUrl,
+    /// The table's recorded files and format.
+    pub set: &'a FileSet,
+    /// The table's schema (partition columns last).
+    pub schema: &'a Schema,
+    /// The connection named by Parquet read errors that say which file failed and what to
+    /// do; `None` leaves DataFusion's errors as they are.
+    pub explained_for: Option<&'a str>,
+}
+
+impl Scan<'_> {
+    /// The DataFusion plan reading `files` (some of the set's), with `projection` and
+    /// `limit`, and statistics from what discovery recorded.
+    pub async fn plan(
+        &self,
+        state: &dyn Session,
+        files: Vec<PartitionedFile>,
+        projection: Option<Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (set, schema) = (self.set, self.schema);
+        let format = format(set, super::config::DEFAULT_SAMPLE_ROWS);
+        let statistics = statistics(schema, set, &files);
+        let table_schema = TableSchema::builder(file_schema(set, schema))
+            .with_table_partition_cols(partition_fields(set))
+            .build();
+        let groups = state
+            .config()
+            .target_partitions()
+            .max(1)
+            .min(files.len().max(1));
+        let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
+        for (i, file) in files.into_iter().enumerate() {
+            file_groups[i % groups].push(file);
+        }
+        let explained = match (set.format, self.explained_for) {
+            (FileFormat::Parquet, Some(connection)) => {
+                Some(self.explained_source(state, table_schema.clone(), connection)?)
+            }
+            _ => None,
+        };
+        let source = explained
+            .clone()
+            .unwrap_or_else(|| format.file_source(table_schema));
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
+            .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
+            .with_statistics(statistics)
+            .with_projection_indices(projection)?
+            .with_limit(limit)
+            .build();
+        match explained {
+            // What `ParquetFormat::create_physical_plan` does, with the readers wrapped
+            // (it would replace them).
+            Some(_) => Ok(DataSourceExec::from_data_source(config)),
+            None => format.create_physical_plan(state, config).await,
+        }
     }
-    let config = FileScanConfigBuilder::new(store_url.clone(), format.file_source(table_schema))
-        .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
-        .with_statistics(statistics)
-        .with_projection_indices(projection)?
-        .with_limit(limit)
-        .build();
-    format.create_physical_plan(state, config).await
+
+    /// A Parquet source reading through the footer cache, its errors explained.
+    fn explained_source(
+        &self,
+        state: &dyn Session,
+        table_schema: TableSchema,
+        connection: &str,
+    ) -> Result<Arc<dyn datafusion::datasource::physical_plan::FileSource>> {
+        let runtime = state.runtime_env();
+        let store = runtime.object_store(self.store_url)?;
+        let cached = Arc::new(CachedParquetFileReaderFactory::new(
+            Arc::clone(&store),
+            runtime.cache_manager.get_file_metadata_cache(),
+        ));
+        // The options `ParquetFormat::default()` gives, as the other formats' plans have.
+        let format = ParquetFormat::default();
+        let mut source = ParquetSource::new(table_schema)
+            .with_table_parquet_options(format.options().clone())
+            .with_parquet_file_reader_factory(Arc::new(super::explained::ExplainedReaders {
+                inner: cached,
+                store,
+                connection: connection.to_owned(),
+            }));
+        if let Some(hint) = format.metadata_size_hint() {
+            source = source.with_metadata_size_hint(hint);
+        }
+        Ok(Arc::new(source))
+    }
 }
