@@ -85,43 +85,33 @@ impl FileAsRecorded {
     }
 }
 
+/// `read` of `file`, with its error explained.
+fn explained<'a, T: Send + 'a>(
+    file: Arc<FileAsRecorded>,
+    read: BoxFuture<'a, Result<T>>,
+) -> BoxFuture<'a, Result<T>> {
+    async move {
+        match read.await {
+            Ok(value) => Ok(value),
+            Err(e) => Err(file.explain(e).await),
+        }
+    }
+    .boxed()
+}
+
 impl AsyncFileReader for ExplainedReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes>> {
-        let file = Arc::clone(&self.file);
-        let read = self.inner.get_bytes(range);
-        async move {
-            match read.await {
-                Ok(bytes) => Ok(bytes),
-                Err(e) => Err(file.explain(e).await),
-            }
-        }
-        .boxed()
+        explained(Arc::clone(&self.file), self.inner.get_bytes(range))
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, Result<Vec<Bytes>>> {
-        let file = Arc::clone(&self.file);
-        let read = self.inner.get_byte_ranges(ranges);
-        async move {
-            match read.await {
-                Ok(bytes) => Ok(bytes),
-                Err(e) => Err(file.explain(e).await),
-            }
-        }
-        .boxed()
+        explained(Arc::clone(&self.file), self.inner.get_byte_ranges(ranges))
     }
 
     fn get_metadata<'a>(
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
-        let file = Arc::clone(&self.file);
-        let read = self.inner.get_metadata(options);
-        async move {
-            match read.await {
-                Ok(metadata) => Ok(metadata),
-                Err(e) => Err(file.explain(e).await),
-            }
-        }
-        .boxed()
+        explained(Arc::clone(&self.file), self.inner.get_metadata(options))
     }
 }
