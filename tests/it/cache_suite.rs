@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use quarry::arrow::array::Int32Array;
 use quarry::arrow::datatypes::{DataType, Field, Schema};
 use quarry::arrow::record_batch::RecordBatch;
@@ -225,6 +224,14 @@ impl Fixture {
         (source, entry)
     }
 
+    /// A new version of the table, fetched with `source`.
+    async fn refetched(&self, source: &Arc<FakeSource>) -> CacheEntry {
+        self.cache
+            .fetch(&self.connection, source.clone(), &self.table)
+            .await
+            .unwrap()
+    }
+
     async fn current(&self) -> Option<CacheEntry> {
         self.store
             .current_cache_entry(&TableRef::new(&self.connection.id, "main", "t"))
@@ -253,14 +260,7 @@ impl Fixture {
                 }
             }
             Place::S3(bucket) => {
-                let listed: Vec<_> = bucket
-                    .store
-                    .list(Some(&Path::from(S3_PREFIX)))
-                    .try_collect()
-                    .await
-                    .unwrap();
-                for object in listed {
-                    let key = object.location.to_string();
+                for key in bucket.keys(S3_PREFIX).await {
                     found.push(key[S3_PREFIX.len() + 1..].to_owned());
                 }
             }
@@ -381,11 +381,7 @@ async fn a_purged_file_stays_until_its_lease_is_dropped(fx: Fixture) {
 async fn a_refresh_during_a_scan_keeps_the_old_file_for_the_scan(fx: Fixture) {
     let (source, first) = fx.fetched(2).await;
     let scan = fx.cache.lease(&first);
-    let second = fx
-        .cache
-        .fetch(&fx.connection, source.clone(), &fx.table)
-        .await
-        .unwrap();
+    let second = fx.refetched(&source).await;
     assert!(second.version > first.version);
     assert_eq!(fx.current().await.unwrap().version, second.version);
     let mut both = vec![first.path.clone(), second.path.clone()];
@@ -495,11 +491,7 @@ async fn start_up_removes_what_a_crash_left_and_keeps_the_current_version(fx: Fi
     fx.leave(&orphan, b"not committed").await;
     fx.leave(&temp, b"half written").await;
     let held = fx.cache.lease(&first);
-    let second = fx
-        .cache
-        .fetch(&fx.connection, source.clone(), &fx.table)
-        .await
-        .unwrap();
+    let second = fx.refetched(&source).await;
     std::mem::forget(held);
     let mut left = vec![first.path.clone(), second.path.clone(), orphan, temp];
     left.sort();
@@ -553,15 +545,7 @@ async fn a_version_is_read_back_through_its_lease(fx: Fixture) {
     let bytes = memory.load(&lease, schema, name).await;
     assert!(bytes.is_some_and(|b| b > 0), "{bytes:?}");
     let resident = memory.get(lease.path()).unwrap();
-    let values: Vec<i32> = resident
-        .batches
-        .iter()
-        .flat_map(|b| {
-            let column = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
-            column.values().to_vec()
-        })
-        .collect();
-    assert_eq!(values, [1, 2, 3]);
+    assert_eq!(values(&resident.batches), [1, 2, 3]);
 }
 
 /// The values of a leased version, read by DataFusion from the cache's storage.
@@ -574,6 +558,11 @@ async fn read(fx: &Fixture, lease: &quarry::cache::CacheLease) -> Vec<i32> {
         .collect()
         .await
         .unwrap();
+    values(&batches)
+}
+
+/// The int column's values across `batches`.
+fn values(batches: &[RecordBatch]) -> Vec<i32> {
     batches
         .iter()
         .flat_map(|b| {

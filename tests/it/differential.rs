@@ -632,6 +632,48 @@ fn show(rows: &Rows) -> String {
         .join("\n    ")
 }
 
+/// Quarry's rows for `sql`, or its error.
+async fn quarry_answer(engine: &quarry::Engine, sql: &str, kinds: &[Kind]) -> Result<Rows, String> {
+    match engine.sql(sql).await {
+        Ok(frame) => match frame.collect().await {
+            Ok(batches) => Ok(quarry_rows(&batches, kinds)),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What is wrong with `ours`, Quarry's answer to generated query `n` (seed `seed`) run
+/// as `mode` with `sql`, against the source's `theirs`; `note` adds to the report.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    n: u64,
+    seed: u64,
+    mode: &str,
+    sql: &str,
+    query: &Query,
+    note: &str,
+    ours: &Result<Rows, String>,
+    theirs: &Rows,
+) -> Option<String> {
+    match ours {
+        Ok(ours) if same_rows(ours, theirs, &query.kinds, query.ordered) => None,
+        Ok(ours) => Some(format!(
+            "query {n} {mode} (seed {}):\n  quarry: {sql}\n  source: {}{note}\n  quarry answered ({} rows):\n    {}\n  source answered ({} rows):\n    {}",
+            seed.wrapping_add(n),
+            query.source,
+            ours.len(),
+            show(ours),
+            theirs.len(),
+            show(theirs)
+        )),
+        Err(e) => Some(format!(
+            "query {n} {mode} (seed {}):\n  quarry: {sql}{note}\n  failed: {e}",
+            seed.wrapping_add(n),
+        )),
+    }
+}
+
 fn settings() -> (usize, u64) {
     let queries = std::env::var("QUARRY_DIFF_QUERIES")
         .ok()
@@ -753,36 +795,24 @@ async fn compare(source: Dialect) {
         pushed += usize::from(remote.iter().any(|l| l.contains("VirtualExecutionPlan")));
         let mut answers = Vec::new();
         for (mode, sql) in [("cached", &query.quarry), ("live", &live_sql)] {
-            let ours = match pg.engine.sql(sql).await {
-                Ok(frame) => match frame.collect().await {
-                    Ok(batches) => Ok(quarry_rows(&batches, &query.kinds)),
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
+            let ours = quarry_answer(&pg.engine, sql, &query.kinds).await;
             let pushed_down = if mode == "live" {
                 format!("\n  pushed down:\n    {}", remote.join("\n    "))
             } else {
                 String::new()
             };
-            if let Ok(ours) = &ours {
-                answers.push(ours.clone());
-            }
-            match ours {
-                Ok(ours) if same_rows(&ours, &theirs, &query.kinds, query.ordered) => {}
-                Ok(ours) => failures.push(format!(
-                    "query {n} {mode} (seed {}):\n  quarry: {sql}\n  source: {}{pushed_down}\n  quarry answered ({} rows):\n    {}\n  source answered ({} rows):\n    {}",
-                    seed.wrapping_add(n),
-                    query.source,
-                    ours.len(),
-                    show(&ours),
-                    theirs.len(),
-                    show(&theirs)
-                )),
-                Err(e) => failures.push(format!(
-                    "query {n} {mode} (seed {}):\n  quarry: {sql}{pushed_down}\n  failed: {e}",
-                    seed.wrapping_add(n),
-                )),
+            failures.extend(judge(
+                n,
+                seed,
+                mode,
+                sql,
+                &query,
+                &pushed_down,
+                &ours,
+                &theirs,
+            ));
+            if let Ok(ours) = ours {
+                answers.push(ours);
             }
         }
         // Pushed down or not, Quarry's answer is the same: averages too, to the last digit
@@ -948,26 +978,8 @@ async fn generated_queries_on_parquet_files_answer_as_postgresql_does() {
         .unwrap_or_else(|e| panic!("the source refused\n  {}\n: {e}", query.source));
         let cached_sql = generate(seed.wrapping_add(n), &cached).quarry;
         for (mode, sql) in [("in place", &query.quarry), ("cached", &cached_sql)] {
-            let ours = match pg.engine.sql(sql).await {
-                Ok(frame) => frame.collect().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match ours.map(|batches| quarry_rows(&batches, &query.kinds)) {
-                Ok(ours) if same_rows(&ours, &theirs, &query.kinds, query.ordered) => {}
-                Ok(ours) => failures.push(format!(
-                    "query {n} {mode} (seed {}):\n  quarry: {sql}\n  source: {}\n  quarry answered ({} rows):\n    {}\n  source answered ({} rows):\n    {}",
-                    seed.wrapping_add(n),
-                    query.source,
-                    ours.len(),
-                    show(&ours),
-                    theirs.len(),
-                    show(&theirs)
-                )),
-                Err(e) => failures.push(format!(
-                    "query {n} {mode} (seed {}):\n  quarry: {sql}\n  failed: {e}",
-                    seed.wrapping_add(n),
-                )),
-            }
+            let ours = quarry_answer(&pg.engine, sql, &query.kinds).await;
+            failures.extend(judge(n, seed, mode, sql, &query, "", &ours, &theirs));
         }
     }
     eprintln!("{queries} generated queries compared on Parquet files, in place and cached");

@@ -137,6 +137,20 @@ impl Bucket {
         .collect()
     }
 
+    /// The keys under `prefix`, sorted.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await
+            .unwrap();
+        let mut keys: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
     /// Multipart uploads begun and neither completed nor aborted.
     pub fn open_uploads(&self) -> usize {
         request(self.endpoint, "GET", &format!("/{}?uploads", self.name))
@@ -407,16 +421,7 @@ async fn engine_caching_in(dir: &std::path::Path, bucket: &Bucket, prefix: &str)
 
 /// The keys under `prefix` in `bucket`, sorted.
 async fn keys(bucket: &Bucket, prefix: &str) -> Vec<String> {
-    use futures::TryStreamExt;
-    let listed: Vec<_> = bucket
-        .store
-        .list(Some(&Path::from(prefix)))
-        .try_collect()
-        .await
-        .unwrap();
-    let mut keys: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
-    keys.sort();
-    keys
+    bucket.keys(prefix).await
 }
 
 #[tokio::test]

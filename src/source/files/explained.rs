@@ -71,10 +71,9 @@ impl FileAsRecorded {
     async fn explain(&self, error: ParquetError) -> ParquetError {
         let (path, connection) = (&self.location, &self.connection);
         ParquetError::General(match self.store.head(path).await {
-            Err(object_store::Error::NotFound { .. }) => format!(
-                "file '{path}' was removed after discovery; run \
-                 discover_connection('{connection}') to pick up the change"
-            ),
+            Err(object_store::Error::NotFound { .. }) => {
+                removed_after_discovery(path.as_ref(), connection)
+            }
             Ok(now) if now.size != self.recorded_size => format!(
                 "file '{path}' changed after discovery ({} bytes then, {} now); run \
                  discover_connection('{connection}') to pick up the change",
@@ -83,6 +82,15 @@ impl FileAsRecorded {
             _ => format!("cannot read file '{path}' of connection '{connection}': {error}"),
         })
     }
+}
+
+/// What to tell the user when file `path` of `connection` is gone since discovery (a
+/// fetch says it too).
+pub(super) fn removed_after_discovery(path: &str, connection: &str) -> String {
+    format!(
+        "file '{path}' was removed after discovery; run discover_connection('{connection}') \
+         to pick up the change"
+    )
 }
 
 /// `read` of `file`, with its error explained.

@@ -379,11 +379,7 @@ impl FilesSource {
         match e {
             object_store::Error::NotFound { .. } => request.error(
                 None,
-                format!(
-                    "file '{}' was removed after discovery; run discover_connection('{}') to \
-                     pick up the change",
-                    file.path, self.connection
-                ),
+                explained::removed_after_discovery(&file.path, &self.connection),
             ),
             other => self.store_error(&format!("reading file '{}' of", file.path), other),
         }
