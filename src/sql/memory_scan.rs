@@ -1,16 +1,24 @@
 //! Scans of a table's decoded batches (the memory tier). DataFusion's memory source does the
 //! reading; this source wraps it to take the filters DataFusion pushes down — the query's
 //! own and the dynamic ones joins and TopK make while running — and skip every batch whose
-//! value ranges rule them out, as the Parquet reader skips row groups and pages. Filters are
-//! kept for skipping only: the rows of a kept batch still go through them above.
+//! value ranges rule them out, as the Parquet reader skips row groups and pages. The
+//! query's own filters are kept for skipping only: the rows of a kept batch still go through
+//! them above. The dynamic ones are also applied to the rows of each kept batch (as the
+//! Parquet reader does with `pushdown_filters`), so a selective join drops most of a big
+//! table before it is repartitioned, aggregated or hashed (TPC-H Q17's subquery aggregated
+//! all 6M lineitem rows for the 2,000 parts it joins).
 
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::take;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::BatchCoalescer;
+use datafusion::arrow::compute::kernels::boolean::and;
+use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::cast::as_boolean_array;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
@@ -20,12 +28,14 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::{DataSource, DataSourceExec};
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_expr::utils::{collect_columns, split_conjunction};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr, conjunction};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::execution_plan::SchedulingType;
 use datafusion::physical_plan::expressions;
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
-use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::joins::HashTableLookupExpr;
 use datafusion::physical_plan::projection::ProjectionExprs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -59,6 +69,8 @@ pub fn plan(
         file,
         indices: Arc::new(indices),
         predicate: None,
+        filters: Arc::new(Vec::new()),
+        dynamic: Arc::new(Vec::new()),
     }))
 }
 
@@ -70,6 +82,11 @@ struct ResidentSource {
     indices: Arc<Vec<Vec<usize>>>,
     // Over the table's full schema, so projections never shift its columns.
     predicate: Option<Arc<dyn PhysicalExpr>>,
+    // The query's own filters, taken over from the filter above: one conjunct after another,
+    // each on the rows the ones before kept, cheapest first.
+    filters: Arc<Vec<Arc<dyn PhysicalExpr>>>,
+    // The dynamic filters among them, applied to rows too, each on its own.
+    dynamic: Arc<Vec<Arc<dyn PhysicalExpr>>>,
 }
 
 impl fmt::Debug for ResidentSource {
@@ -77,6 +94,8 @@ impl fmt::Debug for ResidentSource {
         f.debug_struct("ResidentSource")
             .field("batches", &self.file.batches.len())
             .field("predicate", &self.predicate)
+            .field("filters", &self.filters)
+            .field("dynamic", &self.dynamic)
             .finish()
     }
 }
@@ -174,7 +193,7 @@ impl DataSource for ResidentSource {
     fn open(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let schema = self.inner.original_schema();
         let projection = self.inner.projection().clone();
@@ -184,21 +203,32 @@ impl DataSource for ResidentSource {
             self.predicate.clone(),
             self.inner.fetch(),
         );
+        let reader = RowReader::new(&schema, projection.as_ref(), &self.filters, &self.dynamic)?;
         let indices = self.indices.get(partition).cloned().unwrap_or_default();
-        let stream_schema = Arc::clone(&projected);
+        let (stream_schema, batch_size) = (
+            Arc::clone(&projected),
+            context.session_config().batch_size(),
+        );
         let batches = futures::stream::once(async move {
             let keep = batches_to_read(&file, &schema, &indices, predicate.as_ref());
-            let batches = indices
+            let batches: Vec<RecordBatch> = indices
                 .iter()
                 .zip(keep)
                 .filter(|(_, keep)| *keep)
                 .map(|(&i, _)| file.batches[i].clone())
                 .collect();
-            Ok::<_, datafusion::error::DataFusionError>(
-                MemoryStream::try_new(batches, stream_schema, projection)?.with_fetch(fetch),
-            )
+            let read = Rows {
+                batches: batches.into_iter(),
+                coalescer: BatchCoalescer::new(stream_schema, batch_size)
+                    .with_biggest_coalesce_batch_size(Some(batch_size / 2)),
+                reader,
+                left: fetch.unwrap_or(usize::MAX),
+                read_all: false,
+            };
+            Ok::<_, datafusion::error::DataFusionError>(futures::stream::iter(read))
         })
-        .try_flatten();
+        .try_flatten()
+        .try_filter(|batch| futures::future::ready(batch.num_rows() > 0));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             projected,
             batches.boxed(),
@@ -207,9 +237,20 @@ impl DataSource for ResidentSource {
 
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         self.inner.fmt_as(t, f)?;
-        match &self.predicate {
-            Some(predicate) => write!(f, ", skips batches by {predicate}"),
-            None => Ok(()),
+        if let Some(predicate) = &self.predicate {
+            write!(f, ", skips batches by {predicate}")?;
+        }
+        if !self.filters.is_empty() {
+            let filters: Vec<String> = self.filters.iter().map(|f| f.to_string()).collect();
+            write!(f, ", filters rows by {}", filters.join(", then "))?;
+        }
+        match self.dynamic.as_slice() {
+            [] => Ok(()),
+            dynamic => write!(
+                f,
+                ", filters rows dynamically by {}",
+                conjunction(dynamic.iter().cloned())
+            ),
         }
     }
 
@@ -260,6 +301,10 @@ impl DataSource for ResidentSource {
                 statistic.max_value = precision(max);
             }
         }
+        // Filtered rows: the counts and ranges bound the rows returned, no more.
+        if !self.filters.is_empty() {
+            statistics = statistics.to_inexact();
+        }
         Ok(Arc::new(statistics))
     }
 
@@ -286,36 +331,43 @@ impl DataSource for ResidentSource {
         filters: Vec<Arc<dyn PhysicalExpr>>,
         _config: &ConfigOptions,
     ) -> Result<FilterPushdownPropagation<Arc<dyn DataSource>>> {
-        let parents = vec![PushedDown::No; filters.len()];
         let schema = self.inner.original_schema();
         // The filters name columns of the scan's output; the ranges are kept by table column.
-        let remapped: Vec<_> = filters
+        let remapped: Vec<Option<Arc<dyn PhysicalExpr>>> = filters
             .into_iter()
-            .filter_map(|filter| {
-                filter
-                    .transform(|expr| match expr.downcast_ref::<expressions::Column>() {
-                        Some(column) => {
-                            let index = schema.index_of(column.name())?;
-                            Ok(Transformed::yes(Arc::new(expressions::Column::new(
-                                column.name(),
-                                index,
-                            ))
-                                as Arc<dyn PhysicalExpr>))
-                        }
-                        None => Ok(Transformed::no(expr)),
-                    })
-                    .ok()
-                    .map(|t| t.data)
+            .map(|filter| remap(filter, |column| schema.index_of(column.name()).ok()))
+            .collect();
+        // The query's own filters are evaluated here; dynamic ones also above (their makers
+        // check the rows anyway).
+        let parents = remapped
+            .iter()
+            .map(|filter| match filter {
+                Some(filter) if !is_dynamic(filter) => PushedDown::Yes,
+                _ => PushedDown::No,
             })
             .collect();
+        let remapped: Vec<_> = remapped.into_iter().flatten().collect();
         if remapped.is_empty() {
             return Ok(FilterPushdownPropagation::with_parent_pushdown_result(
                 parents,
             ));
         }
+        let (dynamic, own): (Vec<_>, Vec<_>) = remapped.iter().cloned().partition(is_dynamic);
+        let mut filters: Vec<_> = self
+            .filters
+            .iter()
+            .cloned()
+            .chain(own.iter().flat_map(split_conjunction).cloned())
+            .collect();
+        // Fixed-width comparisons before text: a date range often drops most rows for less
+        // than one string comparison costs (TPC-H Q12's filter spent most of its time on
+        // l_shipmode). A stable sort keeps the written order otherwise.
+        filters.sort_by_key(|filter| !fixed_width(filter, &schema));
         let predicate = conjunction(self.predicate.iter().cloned().chain(remapped));
         let updated = ResidentSource {
             predicate: Some(predicate),
+            filters: Arc::new(filters),
+            dynamic: Arc::new(self.dynamic.iter().cloned().chain(dynamic).collect()),
             ..self.clone()
         };
         Ok(
@@ -332,5 +384,252 @@ impl DataSource for ResidentSource {
             Some(predicate) => f(predicate),
             None => Ok(TreeNodeRecursion::Continue),
         }
+    }
+}
+
+/// `expr` with each column's index replaced by `index(column)`; `None` if one has none.
+fn remap(
+    expr: Arc<dyn PhysicalExpr>,
+    index: impl Fn(&expressions::Column) -> Option<usize>,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    expr.transform(|e| match e.downcast_ref::<expressions::Column>() {
+        Some(column) => {
+            let at = index(column).ok_or_else(|| {
+                datafusion::error::DataFusionError::Plan(format!("no column {column}"))
+            })?;
+            Ok(Transformed::yes(
+                Arc::new(expressions::Column::new(column.name(), at)) as Arc<dyn PhysicalExpr>,
+            ))
+        }
+        None => Ok(Transformed::no(e)),
+    })
+    .ok()
+    .map(|t| t.data)
+}
+
+/// Whether `filter` reads only fixed-width columns (numbers, decimals, dates, booleans).
+fn fixed_width(filter: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> bool {
+    collect_columns(filter).iter().all(|column| {
+        let data_type = schema.field(column.index()).data_type();
+        data_type.is_primitive() || *data_type == DataType::Boolean
+    })
+}
+
+/// A partition's batches as the scan returns them: read, filtered, and gathered again into
+/// batches of the session's size (filtered batches are small, and every operator above
+/// pays per batch), up to the scan's limit.
+struct Rows {
+    batches: std::vec::IntoIter<RecordBatch>,
+    reader: RowReader,
+    coalescer: BatchCoalescer,
+    left: usize,
+    read_all: bool,
+}
+
+impl Iterator for Rows {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.left == 0 {
+                return None;
+            }
+            if let Some(batch) = self.coalescer.next_completed_batch() {
+                let batch = batch.slice(0, batch.num_rows().min(self.left));
+                self.left -= batch.num_rows();
+                return Some(Ok(batch));
+            }
+            if self.read_all {
+                return None;
+            }
+            let pushed = match self.batches.next() {
+                Some(batch) => self
+                    .reader
+                    .read(&batch)
+                    .and_then(|batch| Ok(self.coalescer.push_batch(batch)?)),
+                None => {
+                    self.read_all = true;
+                    self.coalescer.finish_buffered_batch().map_err(Into::into)
+                }
+            };
+            if let Err(e) = pushed {
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+/// Reads a scan's rows from the table's batches: the columns it needs, the rows its filters
+/// keep, the columns it returns.
+struct RowReader {
+    // Table columns the filters or the output need, in table order.
+    needed: Vec<usize>,
+    // Over `needed`.
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    rows: RowFilter,
+    // Positions in `needed` of the columns returned.
+    output: Vec<usize>,
+}
+
+impl RowReader {
+    fn new(
+        schema: &SchemaRef,
+        projection: Option<&Vec<usize>>,
+        filters: &[Arc<dyn PhysicalExpr>],
+        dynamic: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<Self> {
+        let returned: Vec<usize> = match projection {
+            Some(columns) => columns.clone(),
+            None => (0..schema.fields().len()).collect(),
+        };
+        let mut needed: Vec<usize> = returned
+            .iter()
+            .copied()
+            .chain(
+                filters
+                    .iter()
+                    .chain(dynamic)
+                    .flat_map(collect_columns)
+                    .map(|c| c.index()),
+            )
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let at = |column: &expressions::Column| needed.iter().position(|&i| i == column.index());
+        let over_needed = |filters: &[Arc<dyn PhysicalExpr>]| -> Result<Vec<_>> {
+            filters
+                .iter()
+                .map(|f| {
+                    remap(Arc::clone(f), at).ok_or_else(|| {
+                        datafusion::error::DataFusionError::Internal(format!(
+                            "the memory scan could not place the columns of {f}"
+                        ))
+                    })
+                })
+                .collect()
+        };
+        Ok(RowReader {
+            filters: over_needed(filters)?,
+            rows: RowFilter::new(&over_needed(dynamic)?),
+            output: returned
+                .iter()
+                .map(|c| needed.iter().position(|n| n == c).unwrap_or_default())
+                .collect(),
+            needed,
+        })
+    }
+
+    /// The rows and columns of one of the table's batches that the scan returns.
+    fn read(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let mut batch = batch.project(&self.needed)?;
+        // The rows are copied (only the columns still needed) once the filters so far keep
+        // less than an eighth of them: the filters after see only those. Until then the
+        // masks are combined, as one filter over the conjunction would: a comparison over
+        // every row costs less than copying the columns of many (TPC-H Q15 spent half its
+        // time copying after a date bound that kept 43%).
+        let mut pending: Option<BooleanArray> = None;
+        for filter in &self.filters {
+            let keep = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let keep = match pending.take() {
+                Some(before) => and(&before, as_boolean_array(&keep)?)?,
+                None => as_boolean_array(&keep)?.clone(),
+            };
+            if keep.true_count() * 8 < batch.num_rows() {
+                batch = filter_record_batch(&batch, &keep)?;
+                if batch.num_rows() == 0 {
+                    break;
+                }
+            } else {
+                pending = Some(keep);
+            }
+        }
+        if let Some(keep) = pending {
+            batch = filter_record_batch(&batch, &keep)?;
+        }
+        if batch.num_rows() > 0
+            && let Some(keep) = self.rows.keep(&batch)?
+        {
+            batch = filter_record_batch(&batch, &keep)?;
+        }
+        Ok(batch.project(&self.output)?)
+    }
+}
+
+/// Whether `filter` holds a filter that a join, TopK or aggregate fills in while running.
+fn is_dynamic(filter: &Arc<dyn PhysicalExpr>) -> bool {
+    filter
+        .exists(|e| Ok(e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some()))
+        .unwrap_or(false)
+}
+
+/// Whether `filter`, as its dynamic parts stand now, avoids looking rows up in a join's
+/// hash table. A join whose build side is too big for a value list filters by hashing
+/// every row and probing its table: about what the join's own probe costs, so it only pays
+/// in the join (TPC-H Q4 and Q9 ran 1.7x and 1.9x slower with it applied in the scan).
+fn cheap(filter: &Arc<dyn PhysicalExpr>) -> bool {
+    !filter
+        .exists(|e| {
+            if let Some(dynamic) = e.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                return Ok(dynamic.current().is_ok_and(|now| !cheap(&now)));
+            }
+            Ok(e.downcast_ref::<HashTableLookupExpr>().is_some())
+        })
+        .unwrap_or(true)
+}
+
+/// Batches read before a row filter that removes almost nothing is given up.
+const TRIAL_BATCHES: usize = 8;
+
+/// A scan's dynamic filters applied to the rows of the batches it reads, each on its own.
+/// One that keeps nearly every row of its first batches is dropped, as is one that turns
+/// into a hash table lookup: the operator that made it checks the rows anyway, so
+/// evaluating it twice would only cost time.
+struct RowFilter {
+    filters: Vec<Trial>,
+}
+
+/// One dynamic filter and what it kept so far.
+struct Trial {
+    filter: Arc<dyn PhysicalExpr>,
+    batches: usize,
+    rows: usize,
+    kept: usize,
+}
+
+impl RowFilter {
+    fn new(filters: &[Arc<dyn PhysicalExpr>]) -> Self {
+        let filters = filters
+            .iter()
+            .map(|filter| Trial {
+                filter: Arc::clone(filter),
+                batches: 0,
+                rows: 0,
+                kept: 0,
+            })
+            .collect();
+        RowFilter { filters }
+    }
+
+    /// Which rows of `batch` (in the table's schema) the filters keep; `None`: all of them.
+    fn keep(&mut self, batch: &RecordBatch) -> Result<Option<BooleanArray>> {
+        // A join's filter is complete only once its build side is read, which may be after
+        // this scan started: judged again on every batch.
+        self.filters.retain(|trial| cheap(&trial.filter));
+        let mut keep: Option<BooleanArray> = None;
+        for trial in &mut self.filters {
+            let kept = trial.filter.evaluate(batch)?.into_array(batch.num_rows())?;
+            let kept = as_boolean_array(&kept)?;
+            trial.batches += 1;
+            trial.rows += batch.num_rows();
+            trial.kept += kept.true_count();
+            keep = Some(match keep {
+                Some(keep) => and(&keep, kept)?,
+                None => kept.clone(),
+            });
+        }
+        // Less than a tenth of the rows dropped: not worth its cost.
+        self.filters
+            .retain(|t| t.batches < TRIAL_BATCHES || t.kept * 10 <= t.rows * 9);
+        Ok(keep)
     }
 }

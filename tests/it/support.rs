@@ -431,6 +431,15 @@ pub fn int32_column(batches: &[datafusion::arrow::record_batch::RecordBatch]) ->
         .collect()
 }
 
+/// The first column of `batches`, a string column of any width without NULLs, as text.
+pub fn string_column(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Vec<String> {
+    use datafusion::arrow::util::display::array_value_to_string;
+    batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(|row| array_value_to_string(b.column(0), row).unwrap()))
+        .collect()
+}
+
 /// Every file under `dir` (none if it does not exist).
 pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
