@@ -36,6 +36,7 @@ use datafusion::physical_plan::execution_plan::SchedulingType;
 use datafusion::physical_plan::expressions;
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
 use datafusion::physical_plan::joins::HashTableLookupExpr;
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 use datafusion::physical_plan::projection::ProjectionExprs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -71,6 +72,7 @@ pub fn plan(
         predicate: None,
         filters: Arc::new(Vec::new()),
         dynamic: Arc::new(Vec::new()),
+        metrics: ExecutionPlanMetricsSet::new(),
     }))
 }
 
@@ -87,6 +89,7 @@ struct ResidentSource {
     filters: Arc<Vec<Arc<dyn PhysicalExpr>>>,
     // The dynamic filters among them, applied to rows too, each on its own.
     dynamic: Arc<Vec<Arc<dyn PhysicalExpr>>>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl fmt::Debug for ResidentSource {
@@ -205,12 +208,17 @@ impl DataSource for ResidentSource {
         );
         let reader = RowReader::new(&schema, projection.as_ref(), &self.filters, &self.dynamic)?;
         let indices = self.indices.get(partition).cloned().unwrap_or_default();
+        let metric = MetricBuilder::new(&self.metrics);
+        let skipped = metric.clone().counter("batches_skipped", partition);
+        let rows_read = metric.clone().counter("rows_read", partition);
+        let output_rows = metric.output_rows(partition);
         let (stream_schema, batch_size) = (
             Arc::clone(&projected),
             context.session_config().batch_size(),
         );
         let batches = futures::stream::once(async move {
             let keep = batches_to_read(&file, &schema, &indices, predicate.as_ref());
+            skipped.add(keep.iter().filter(|keep| !**keep).count());
             let batches: Vec<RecordBatch> = indices
                 .iter()
                 .zip(keep)
@@ -222,6 +230,8 @@ impl DataSource for ResidentSource {
                 coalescer: BatchCoalescer::new(stream_schema, batch_size)
                     .with_biggest_coalesce_batch_size(Some(batch_size / 2)),
                 reader,
+                rows_read,
+                output_rows,
                 left: fetch.unwrap_or(usize::MAX),
                 read_all: false,
             };
@@ -316,6 +326,10 @@ impl DataSource for ResidentSource {
 
     fn fetch(&self) -> Option<usize> {
         self.inner.fetch()
+    }
+
+    fn metrics(&self) -> ExecutionPlanMetricsSet {
+        self.metrics.clone()
     }
 
     // The scan already reads only the columns the query needs.
@@ -422,6 +436,8 @@ struct Rows {
     batches: std::vec::IntoIter<RecordBatch>,
     reader: RowReader,
     coalescer: BatchCoalescer,
+    rows_read: Count,
+    output_rows: Count,
     left: usize,
     read_all: bool,
 }
@@ -437,16 +453,19 @@ impl Iterator for Rows {
             if let Some(batch) = self.coalescer.next_completed_batch() {
                 let batch = batch.slice(0, batch.num_rows().min(self.left));
                 self.left -= batch.num_rows();
+                self.output_rows.add(batch.num_rows());
                 return Some(Ok(batch));
             }
             if self.read_all {
                 return None;
             }
             let pushed = match self.batches.next() {
-                Some(batch) => self
-                    .reader
-                    .read(&batch)
-                    .and_then(|batch| Ok(self.coalescer.push_batch(batch)?)),
+                Some(batch) => {
+                    self.rows_read.add(batch.num_rows());
+                    self.reader
+                        .read(&batch)
+                        .and_then(|batch| Ok(self.coalescer.push_batch(batch)?))
+                }
                 None => {
                     self.read_all = true;
                     self.coalescer.finish_buffered_batch().map_err(Into::into)

@@ -216,8 +216,12 @@ async fn a_scan_in_memory_skips_batches_the_filter_rules_out() {
     let sql = "SELECT count(*) AS n, sum(amount) AS total FROM pg.public.orders WHERE id > 29000";
     let plan = text(&fx.engine, &format!("EXPLAIN ANALYZE {sql}")).await;
     assert!(plan.contains("skips batches by id@0 > 29000"), "{plan}");
-    // The ids are in file order, 8192 per batch: only the last batch (5424 rows) is read.
-    assert!(plan.contains("(1.00 K/5.42 K)"), "{plan}");
+    // The ids are in file order, 8192 per batch: only the last batch (5424 rows) is read,
+    // and the scan keeps its last 1000 rows.
+    assert!(plan.contains("filters rows by id@0 > 29000"), "{plan}");
+    assert!(plan.contains("batches_skipped=3"), "{plan}");
+    assert!(plan.contains("rows_read=5.42 K"), "{plan}");
+    assert!(plan.contains("output_rows=1.00 K"), "{plan}");
     let expected: (i64, String) =
         sqlx::query_as("SELECT count(*), sum(amount)::text FROM orders WHERE id > 29000")
             .fetch_one(&mut fx.admin)
@@ -234,22 +238,35 @@ async fn a_scan_in_memory_skips_batches_the_filter_rules_out() {
 #[tokio::test]
 async fn a_join_drops_the_rows_of_a_scan_in_memory_that_it_cannot_match() {
     let mut fx = orders_in_memory().await;
-    // Three ids spread over the whole table: no batch can be skipped by its range, but the
-    // join's dynamic filter removes every other row in the scan.
+    // Three ids spread over the table: the join's dynamic filter removes every other row
+    // in the scan.
     fx.exec("CREATE TABLE picked (id int PRIMARY KEY, note text)")
         .await;
     fx.exec("INSERT INTO picked VALUES (5, 'a'), (15000, 'b'), (29999, 'c')")
         .await;
     fx.engine.discover_connection("pg").await.unwrap();
+    // In memory too, so the optimizer knows it is the small side and builds on it.
+    fx.engine
+        .load_into_memory("pg", "public", "picked")
+        .await
+        .unwrap()
+        .unwrap();
     let sql = "SELECT p.note, o.amount FROM pg.public.picked p JOIN pg.public.orders o \
                ON o.id = p.id ORDER BY p.note";
     assert!(scans_memory(&fx.engine, sql).await);
     let plan = text(&fx.engine, &format!("EXPLAIN ANALYZE {sql}")).await;
     let scan = plan
         .lines()
-        .find(|l| l.contains("partition_sizes="))
-        .unwrap_or_else(|| panic!("no memory scan in\n{plan}"));
-    assert!(scan.contains("filters rows by DynamicFilter"), "{plan}");
+        .find(|l| l.contains("partition_sizes=") && l.contains("DynamicFilter"))
+        .unwrap_or_else(|| panic!("no memory scan of orders with a join's filter in\n{plan}"));
+    assert!(
+        scan.contains("filters rows dynamically by DynamicFilter"),
+        "{plan}"
+    );
+    // The third batch (ids 16385 to 24576) holds none of the three; the other three are
+    // read and all but three of their rows dropped in the scan.
+    assert!(scan.contains("batches_skipped=1,"), "{plan}");
+    assert!(scan.contains("rows_read=21.81 K"), "{plan}");
     assert!(scan.contains("output_rows=3,"), "{plan}");
     // The same answer as PostgreSQL's.
     let pairs = "SELECT p.note || '=' || CAST(o.amount AS VARCHAR) AS pair \
