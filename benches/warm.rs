@@ -220,13 +220,7 @@ fn check(query: usize, what: &str, expected: &[Vec<Value>], actual: &[Vec<Value>
 
 async fn quarry(engine: &quarry::Engine, sql: &str) -> (f64, Vec<RecordBatch>) {
     let start = Instant::now();
-    let batches = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = tpch::collect(engine, sql).await;
     (start.elapsed().as_secs_f64(), batches)
 }
 

@@ -291,12 +291,23 @@ pub async fn quarry_engine(dir: &std::path::Path, scale: f64) -> quarry::Engine 
 
 /// Runs `sql` on `engine` to the end; returns the rows of its result.
 pub async fn run(engine: &quarry::Engine, sql: &str) -> usize {
-    let batches = engine
+    collect(engine, sql)
+        .await
+        .iter()
+        .map(|b| b.num_rows())
+        .sum()
+}
+
+/// Runs `sql` on `engine` to the end; returns its result.
+pub async fn collect(
+    engine: &quarry::Engine,
+    sql: &str,
+) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    engine
         .sql(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .collect()
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    batches.iter().map(|b| b.num_rows()).sum()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
