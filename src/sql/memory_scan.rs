@@ -69,7 +69,6 @@ pub fn plan(
         inner,
         file,
         indices: Arc::new(indices),
-        predicate: None,
         filters: Arc::new(Vec::new()),
         dynamic: Arc::new(Vec::new()),
         metrics: ExecutionPlanMetricsSet::new(),
@@ -82,12 +81,11 @@ struct ResidentSource {
     file: Arc<ResidentFile>,
     // Which of the file's batches each partition reads, in order.
     indices: Arc<Vec<Vec<usize>>>,
-    // Over the table's full schema, so projections never shift its columns.
-    predicate: Option<Arc<dyn PhysicalExpr>>,
-    // The query's own filters, taken over from the filter above: one conjunct after another,
-    // each on the rows the ones before kept, cheapest first.
+    // The query's own filters, taken over from the filter above, as conjuncts in the order
+    // they run (cheapest first). Over the table's full schema, so projections never shift
+    // its columns.
     filters: Arc<Vec<Arc<dyn PhysicalExpr>>>,
-    // The dynamic filters among them, applied to rows too, each on its own.
+    // The dynamic filters pushed down: they skip batches, and filter rows while they pay.
     dynamic: Arc<Vec<Arc<dyn PhysicalExpr>>>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -96,7 +94,6 @@ impl fmt::Debug for ResidentSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResidentSource")
             .field("batches", &self.file.batches.len())
-            .field("predicate", &self.predicate)
             .field("filters", &self.filters)
             .field("dynamic", &self.dynamic)
             .finish()
@@ -109,6 +106,17 @@ impl ResidentSource {
             inner,
             ..self.clone()
         }
+    }
+
+    /// All the filters as one, to skip batches by (`None`: no filter).
+    fn predicate(&self) -> Option<Arc<dyn PhysicalExpr>> {
+        let all: Vec<_> = self
+            .filters
+            .iter()
+            .chain(self.dynamic.iter())
+            .cloned()
+            .collect();
+        (!all.is_empty()).then(|| conjunction(all))
     }
 }
 
@@ -201,11 +209,8 @@ impl DataSource for ResidentSource {
         let schema = self.inner.original_schema();
         let projection = self.inner.projection().clone();
         let projected = project_schema(&schema, projection.as_ref())?;
-        let (file, predicate, fetch) = (
-            Arc::clone(&self.file),
-            self.predicate.clone(),
-            self.inner.fetch(),
-        );
+        let (file, predicate, fetch) =
+            (Arc::clone(&self.file), self.predicate(), self.inner.fetch());
         let reader = RowReader::new(&schema, projection.as_ref(), &self.filters, &self.dynamic)?;
         let indices = self.indices.get(partition).cloned().unwrap_or_default();
         let metric = MetricBuilder::new(&self.metrics);
@@ -237,8 +242,7 @@ impl DataSource for ResidentSource {
             };
             Ok::<_, datafusion::error::DataFusionError>(futures::stream::iter(read))
         })
-        .try_flatten()
-        .try_filter(|batch| futures::future::ready(batch.num_rows() > 0));
+        .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             projected,
             batches.boxed(),
@@ -247,7 +251,7 @@ impl DataSource for ResidentSource {
 
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         self.inner.fmt_as(t, f)?;
-        if let Some(predicate) = &self.predicate {
+        if let Some(predicate) = self.predicate() {
             write!(f, ", skips batches by {predicate}")?;
         }
         if !self.filters.is_empty() {
@@ -312,7 +316,7 @@ impl DataSource for ResidentSource {
             }
         }
         // Filtered rows: the counts and ranges bound the rows returned, no more.
-        if !self.filters.is_empty() {
+        if !self.filters.is_empty() || !self.dynamic.is_empty() {
             statistics = statistics.to_inexact();
         }
         Ok(Arc::new(statistics))
@@ -377,9 +381,7 @@ impl DataSource for ResidentSource {
         // than one string comparison costs (TPC-H Q12's filter spent most of its time on
         // l_shipmode). A stable sort keeps the written order otherwise.
         filters.sort_by_key(|filter| !fixed_width(filter, &schema));
-        let predicate = conjunction(self.predicate.iter().cloned().chain(remapped));
         let updated = ResidentSource {
-            predicate: Some(predicate),
             filters: Arc::new(filters),
             dynamic: Arc::new(self.dynamic.iter().cloned().chain(dynamic).collect()),
             ..self.clone()
@@ -394,8 +396,8 @@ impl DataSource for ResidentSource {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        match &self.predicate {
-            Some(predicate) => f(predicate),
+        match self.predicate() {
+            Some(predicate) => f(&predicate),
             None => Ok(TreeNodeRecursion::Continue),
         }
     }
@@ -483,11 +485,43 @@ impl Iterator for Rows {
 struct RowReader {
     // Table columns the filters or the output need, in table order.
     needed: Vec<usize>,
-    // Over `needed`.
-    filters: Vec<Arc<dyn PhysicalExpr>>,
-    rows: RowFilter,
+    // Over `needed`: the query's own filters, then the dynamic ones.
+    conjuncts: Vec<Conjunct>,
     // Positions in `needed` of the columns returned.
     output: Vec<usize>,
+}
+
+/// One filter a scan applies to rows. A dynamic one is on trial: it is dropped once it
+/// turns into a hash table lookup, or keeps nearly every row of its first batches; the
+/// operator that made it checks the rows anyway, so evaluating it twice would only cost.
+struct Conjunct {
+    expr: Arc<dyn PhysicalExpr>,
+    trial: Option<Trial>,
+}
+
+/// What a dynamic filter kept so far.
+#[derive(Default)]
+struct Trial {
+    batches: usize,
+    rows: usize,
+    kept: usize,
+}
+
+/// Batches read before a dynamic filter that removes almost nothing is given up.
+const TRIAL_BATCHES: usize = 8;
+
+impl Conjunct {
+    /// Whether to keep evaluating it. A join's filter is complete only once its build side
+    /// is read, which may be after the scan started: judged again on every batch.
+    fn pays(&self) -> bool {
+        match &self.trial {
+            None => true,
+            // Less than a tenth of the rows dropped: not worth its cost.
+            Some(t) => {
+                (t.batches < TRIAL_BATCHES || t.kept * 10 <= t.rows * 9) && cheap(&self.expr)
+            }
+        }
+    }
 }
 
 impl RowReader {
@@ -515,21 +549,21 @@ impl RowReader {
         needed.sort_unstable();
         needed.dedup();
         let at = |column: &expressions::Column| needed.iter().position(|&i| i == column.index());
-        let over_needed = |filters: &[Arc<dyn PhysicalExpr>]| -> Result<Vec<_>> {
-            filters
-                .iter()
-                .map(|f| {
-                    remap(Arc::clone(f), at).ok_or_else(|| {
-                        datafusion::error::DataFusionError::Internal(format!(
-                            "the memory scan could not place the columns of {f}"
-                        ))
-                    })
-                })
-                .collect()
-        };
+        let conjuncts = filters
+            .iter()
+            .map(|f| (f, None))
+            .chain(dynamic.iter().map(|f| (f, Some(Trial::default()))))
+            .map(|(f, trial)| {
+                let expr = remap(Arc::clone(f), at).ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(format!(
+                        "the memory scan could not place the columns of {f}"
+                    ))
+                })?;
+                Ok(Conjunct { expr, trial })
+            })
+            .collect::<Result<_>>()?;
         Ok(RowReader {
-            filters: over_needed(filters)?,
-            rows: RowFilter::new(&over_needed(dynamic)?),
+            conjuncts,
             output: returned
                 .iter()
                 .map(|c| needed.iter().position(|n| n == c).unwrap_or_default())
@@ -541,33 +575,38 @@ impl RowReader {
     /// The rows and columns of one of the table's batches that the scan returns.
     fn read(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
         let mut batch = batch.project(&self.needed)?;
+        self.conjuncts.retain(Conjunct::pays);
         // The rows are copied (only the columns still needed) once the filters so far keep
         // less than an eighth of them: the filters after see only those. Until then the
         // masks are combined, as one filter over the conjunction would: a comparison over
         // every row costs less than copying the columns of many (TPC-H Q15 spent half its
         // time copying after a date bound that kept 43%).
         let mut pending: Option<BooleanArray> = None;
-        for filter in &self.filters {
-            let keep = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+        for conjunct in &mut self.conjuncts {
+            if batch.num_rows() == 0 {
+                break;
+            }
+            let keep = conjunct
+                .expr
+                .evaluate(&batch)?
+                .into_array(batch.num_rows())?;
+            let keep = as_boolean_array(&keep)?;
+            if let Some(trial) = &mut conjunct.trial {
+                trial.batches += 1;
+                trial.rows += batch.num_rows();
+                trial.kept += keep.true_count();
+            }
             let keep = match pending.take() {
-                Some(before) => and(&before, as_boolean_array(&keep)?)?,
-                None => as_boolean_array(&keep)?.clone(),
+                Some(before) => and(&before, keep)?,
+                None => keep.clone(),
             };
             if keep.true_count() * 8 < batch.num_rows() {
                 batch = filter_record_batch(&batch, &keep)?;
-                if batch.num_rows() == 0 {
-                    break;
-                }
             } else {
                 pending = Some(keep);
             }
         }
         if let Some(keep) = pending {
-            batch = filter_record_batch(&batch, &keep)?;
-        }
-        if batch.num_rows() > 0
-            && let Some(keep) = self.rows.keep(&batch)?
-        {
             batch = filter_record_batch(&batch, &keep)?;
         }
         Ok(batch.project(&self.output)?)
@@ -594,61 +633,4 @@ fn cheap(filter: &Arc<dyn PhysicalExpr>) -> bool {
             Ok(e.downcast_ref::<HashTableLookupExpr>().is_some())
         })
         .unwrap_or(true)
-}
-
-/// Batches read before a row filter that removes almost nothing is given up.
-const TRIAL_BATCHES: usize = 8;
-
-/// A scan's dynamic filters applied to the rows of the batches it reads, each on its own.
-/// One that keeps nearly every row of its first batches is dropped, as is one that turns
-/// into a hash table lookup: the operator that made it checks the rows anyway, so
-/// evaluating it twice would only cost time.
-struct RowFilter {
-    filters: Vec<Trial>,
-}
-
-/// One dynamic filter and what it kept so far.
-struct Trial {
-    filter: Arc<dyn PhysicalExpr>,
-    batches: usize,
-    rows: usize,
-    kept: usize,
-}
-
-impl RowFilter {
-    fn new(filters: &[Arc<dyn PhysicalExpr>]) -> Self {
-        let filters = filters
-            .iter()
-            .map(|filter| Trial {
-                filter: Arc::clone(filter),
-                batches: 0,
-                rows: 0,
-                kept: 0,
-            })
-            .collect();
-        RowFilter { filters }
-    }
-
-    /// Which rows of `batch` (in the table's schema) the filters keep; `None`: all of them.
-    fn keep(&mut self, batch: &RecordBatch) -> Result<Option<BooleanArray>> {
-        // A join's filter is complete only once its build side is read, which may be after
-        // this scan started: judged again on every batch.
-        self.filters.retain(|trial| cheap(&trial.filter));
-        let mut keep: Option<BooleanArray> = None;
-        for trial in &mut self.filters {
-            let kept = trial.filter.evaluate(batch)?.into_array(batch.num_rows())?;
-            let kept = as_boolean_array(&kept)?;
-            trial.batches += 1;
-            trial.rows += batch.num_rows();
-            trial.kept += kept.true_count();
-            keep = Some(match keep {
-                Some(keep) => and(&keep, kept)?,
-                None => kept.clone(),
-            });
-        }
-        // Less than a tenth of the rows dropped: not worth its cost.
-        self.filters
-            .retain(|t| t.batches < TRIAL_BATCHES || t.kept * 10 <= t.rows * 9);
-        Ok(keep)
-    }
 }
