@@ -63,6 +63,11 @@ impl LazyTable {
             connections,
         }
     }
+
+    /// Its stored record: the source's row estimate and constraints.
+    pub(crate) fn record(&self) -> &crate::table::TableRecord {
+        &self.table.record
+    }
 }
 
 /// Plans a scan of one cache version's files with everything DataFusion can push into it.

@@ -10,6 +10,7 @@ pub(crate) mod deferred_statement;
 pub(crate) mod files_table;
 pub(crate) mod functions;
 pub mod information_schema;
+pub(crate) mod join_order;
 pub mod lazy_table;
 pub(crate) mod lossy_cast;
 pub(crate) mod memory_scan;

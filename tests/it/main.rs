@@ -13,6 +13,7 @@ mod flight;
 mod flight_python;
 mod http;
 mod http_schemathesis;
+mod join_order;
 mod keys;
 mod malformed;
 mod memory_tier;
