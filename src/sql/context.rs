@@ -26,22 +26,14 @@ pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> 
     // where two joined tables share a column name (`x.id`, `y.id`), the filter meant for one
     // lands on the other and rows that match are dropped (apache/datafusion#25244, #25296;
     // fixed upstream by #25259, after 55.2). Off until a DataFusion with that fix is pinned.
+    // This one setting turns off the join, TopK and aggregate filters alike.
     config
         .options_mut()
-        .optimizer
-        .enable_dynamic_filter_pushdown = false;
-    config
-        .options_mut()
-        .optimizer
-        .enable_join_dynamic_filter_pushdown = false;
-    config
-        .options_mut()
-        .optimizer
-        .enable_topk_dynamic_filter_pushdown = false;
-    config
-        .options_mut()
-        .optimizer
-        .enable_aggregate_dynamic_filter_pushdown = false;
+        .set(
+            "datafusion.optimizer.enable_dynamic_filter_pushdown",
+            "false",
+        )
+        .expect("DataFusion has this setting");
     // `source_query` statements are described before planning (see `sql::source_query`).
     let source_queries = Arc::new(SourceQueries::new(Arc::clone(connections)));
     let config = config.with_extension(Arc::clone(&source_queries));

@@ -75,21 +75,20 @@ pub(super) fn estimate(plan: &LogicalPlan) -> Option<Estimate> {
             Some(grouped(aggregate, input))
         }
         LogicalPlan::Join(join) => {
-            let (kept, other) = match join.join_type {
-                JoinType::LeftSemi | JoinType::LeftAnti | JoinType::Left => {
-                    (&join.left, join.join_type)
-                }
-                JoinType::RightSemi | JoinType::RightAnti | JoinType::Right => {
-                    (&join.right, join.join_type)
-                }
+            let (kept, filters) = match join.join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti => (&join.left, true),
+                JoinType::RightSemi | JoinType::RightAnti => (&join.right, true),
+                JoinType::Left => (&join.left, false),
+                JoinType::Right => (&join.right, false),
                 _ => return None,
             };
             let mut e = estimate(kept)?;
-            if !matches!(other, JoinType::Left | JoinType::Right) {
+            if filters {
+                // A semi or anti join keeps some of its side's rows, each once.
                 e.rows *= 0.5;
-            }
-            if matches!(other, JoinType::Left | JoinType::Right) {
-                // A row may meet several on the other side: its keys no longer hold.
+            } else {
+                // An outer join keeps every row, but a row may meet several on the other
+                // side: its keys no longer hold.
                 e.keys.clear();
             }
             Some(e)
@@ -186,16 +185,12 @@ fn grouped(aggregate: &Aggregate, input: Estimate) -> Estimate {
     } else {
         input.rows
     };
-    let mut keys: Vec<BTreeSet<String>> = group.into_iter().collect();
-    // An input key inside the groups stays a key.
-    keys.extend(
-        input
-            .keys
-            .iter()
-            .filter(|k| keys.first().is_some_and(|g| k.is_subset(g)))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    let mut keys = Vec::new();
+    if let Some(group) = group {
+        // The groups are a key, and so is an input key among the group columns.
+        keys.extend(input.keys.iter().filter(|k| k.is_subset(&group)).cloned());
+        keys.push(group);
+    }
     Estimate {
         rows,
         base: rows,

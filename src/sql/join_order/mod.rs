@@ -11,7 +11,7 @@
 
 mod estimate;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -74,11 +74,24 @@ fn optimize(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
             Ok(t.data)
         })
         .collect::<Result<Vec<_>>>()?;
-    match reorder(&plan, inputs.clone(), predicates.clone(), &tree)? {
-        Some(reordered) => Ok(Transformed::yes(reordered)),
-        None if changed => Ok(Transformed::yes(rebuild(&tree, &inputs, predicates)?)),
-        None => Ok(Transformed::no(plan)),
+    let Some(conditions) = predicates
+        .into_iter()
+        .map(|p| Condition::new(p, &inputs))
+        .collect::<Option<Vec<_>>>()
+    else {
+        // A condition reads a column no input has (an outer reference): left as it is.
+        return plan.map_children(optimize);
+    };
+    if let Some(reordered) = reorder(&inputs, &conditions, &tree) {
+        let joined = rebuild(&reordered, &inputs, conditions)?;
+        let columns = plan.schema().columns().into_iter().map(Expr::Column);
+        let projection = Projection::try_new(columns.collect(), Arc::new(joined))?;
+        return Ok(Transformed::yes(LogicalPlan::Projection(projection)));
     }
+    if changed {
+        return Ok(Transformed::yes(rebuild(&tree, &inputs, conditions)?));
+    }
+    Ok(Transformed::no(plan))
 }
 
 /// An inner join whose order may change.
@@ -116,27 +129,18 @@ impl Tree {
 fn flatten(
     plan: &LogicalPlan,
     inputs: &mut Vec<LogicalPlan>,
-    predicates: &mut Vec<Predicate>,
+    predicates: &mut Vec<(Expr, bool)>,
 ) -> Tree {
     match plan {
         LogicalPlan::Join(join) if is_chain_join(plan) => {
             let left = flatten(&join.left, inputs, predicates);
             let right = flatten(&join.right, inputs, predicates);
             for (l, r) in &join.on {
-                let expr = Expr::BinaryExpr(BinaryExpr::new(
-                    Box::new(l.clone()),
-                    Operator::Eq,
-                    Box::new(r.clone()),
-                ));
-                predicates.push(Predicate { expr, key: true });
+                predicates.push((l.clone().eq(r.clone()), true));
             }
             if let Some(filter) = &join.filter {
                 let filters = split_conjunction_owned(filter.clone());
-                predicates.extend(
-                    filters
-                        .into_iter()
-                        .map(|expr| Predicate { expr, key: false }),
-                );
+                predicates.extend(filters.into_iter().map(|expr| (expr, false)));
             }
             Tree::Join(Box::new(left), Box::new(right))
         }
@@ -147,85 +151,92 @@ fn flatten(
     }
 }
 
-/// A condition of the chain.
-#[derive(Debug, Clone)]
-struct Predicate {
+/// The input of `inputs` that has `column`.
+fn owner(inputs: &[LogicalPlan], column: &Column) -> Option<usize> {
+    inputs.iter().position(|i| i.schema().has_column(column))
+}
+
+/// A condition of the chain and the inputs it reads.
+struct Condition {
     expr: Expr,
     /// An `ON` pair of the query's joins (a filter's equality stays a filter: DataFusion
     /// chose not to hash on it).
     key: bool,
+    reads: BTreeSet<usize>,
+    /// For `l = r`: the inputs each side reads.
+    sides: Option<(BTreeSet<usize>, BTreeSet<usize>)>,
+    /// For `a = b` between columns of two inputs: each side's input and column.
+    edge: Option<((usize, String), (usize, String))>,
+}
+
+impl Condition {
+    /// `None` if it reads a column that no input has.
+    fn new((expr, key): (Expr, bool), inputs: &[LogicalPlan]) -> Option<Condition> {
+        let reads_of = |e: &Expr| -> Option<BTreeSet<usize>> {
+            e.column_refs()
+                .into_iter()
+                .map(|c| owner(inputs, c))
+                .collect()
+        };
+        let reads = reads_of(&expr)?;
+        let (mut sides, mut edge) = (None, None);
+        if let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) = &expr
+        {
+            sides = Some((reads_of(left)?, reads_of(right)?));
+            if let (Expr::Column(a), Expr::Column(b)) = (left.as_ref(), right.as_ref()) {
+                let (x, y) = (owner(inputs, a)?, owner(inputs, b)?);
+                edge = (x != y).then(|| ((x, a.name.clone()), (y, b.name.clone())));
+            }
+        }
+        Some(Condition {
+            expr,
+            key,
+            reads,
+            sides,
+            edge,
+        })
+    }
+
+    /// As an `ON` pair of a join of `left` and `right`: a key equality whose sides each
+    /// read only one of them.
+    fn on_pair(&self, left: &BTreeSet<usize>, right: &BTreeSet<usize>) -> Option<(Expr, Expr)> {
+        let (l, r) = match (&self.expr, &self.sides) {
+            (Expr::BinaryExpr(b), Some(sides)) if self.key => ((&b.left, &b.right), sides),
+            _ => return None,
+        };
+        let within =
+            |set: &BTreeSet<usize>, side: &BTreeSet<usize>| !set.is_empty() && set.is_subset(side);
+        if within(&r.0, left) && within(&r.1, right) {
+            Some((*l.0.clone(), *l.1.clone()))
+        } else if within(&r.0, right) && within(&r.1, left) {
+            Some((*l.1.clone(), *l.0.clone()))
+        } else {
+            None
+        }
+    }
 }
 
 /// A set of inputs joined so far.
-#[derive(Debug, Clone)]
 struct Part {
     tree: Tree,
     members: BTreeSet<usize>,
     rows: f64,
 }
 
-/// A condition and the inputs it reads.
-struct Condition {
-    predicate: Predicate,
-    reads: BTreeSet<usize>,
-    /// For `a = b` between two inputs: each side's input and column.
-    edge: Option<((usize, String), (usize, String))>,
-    applied: bool,
-}
-
 /// The chain in greedy order, or `None` where it keeps its order: too short or too long,
 /// an input without an estimate, a volatile condition, or the same order found.
-fn reorder(
-    original: &LogicalPlan,
-    inputs: Vec<LogicalPlan>,
-    predicates: Vec<Predicate>,
-    tree: &Tree,
-) -> Result<Option<LogicalPlan>> {
+fn reorder(inputs: &[LogicalPlan], conditions: &[Condition], tree: &Tree) -> Option<Tree> {
     if inputs.len() < 3
         || inputs.len() > MAX_INPUTS
-        || predicates.iter().any(|p| p.expr.is_volatile())
+        || conditions.iter().any(|c| c.expr.is_volatile())
     {
-        return Ok(None);
+        return None;
     }
-    let Some(estimates) = inputs.iter().map(estimate).collect::<Option<Vec<_>>>() else {
-        return Ok(None);
-    };
-    let owner = |column: &Column| inputs.iter().position(|i| i.schema().has_column(column));
-    let mut conditions = Vec::new();
-    for predicate in predicates {
-        let Some(reads) = predicate
-            .expr
-            .column_refs()
-            .into_iter()
-            .map(owner)
-            .collect::<Option<BTreeSet<usize>>>()
-        else {
-            return Ok(None);
-        };
-        let edge = match &predicate.expr {
-            Expr::BinaryExpr(BinaryExpr {
-                left,
-                op: Operator::Eq,
-                right,
-            }) => match (left.as_ref(), right.as_ref()) {
-                (Expr::Column(a), Expr::Column(b)) => match (owner(a), owner(b)) {
-                    (Some(x), Some(y)) if x != y => {
-                        Some(((x, a.name.clone()), (y, b.name.clone())))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            },
-            _ => None,
-        };
-        conditions.push(Condition {
-            predicate,
-            reads,
-            edge,
-            applied: false,
-        });
-    }
-
+    let estimates = inputs.iter().map(estimate).collect::<Option<Vec<_>>>()?;
     let mut parts: Vec<Part> = estimates
         .iter()
         .enumerate()
@@ -239,7 +250,7 @@ fn reorder(
         let mut best: Option<(f64, bool, usize, usize)> = None;
         for a in 0..parts.len() {
             for b in a + 1..parts.len() {
-                let (rows, connected) = joined_rows(&parts[a], &parts[b], &conditions, &estimates);
+                let (rows, connected) = joined_rows(&parts[a], &parts[b], conditions, &estimates);
                 // Joins with a condition first; a cross product only when nothing else is left.
                 let better = match best {
                     None => true,
@@ -250,11 +261,10 @@ fn reorder(
                 }
             }
         }
-        let (rows, _, a, b) = best.expect("two parts remain");
+        let (rows, _, a, b) = best?;
         let right = parts.remove(b);
         let left = parts.remove(a);
-        let mut members = left.members.clone();
-        members.extend(&right.members);
+        let members = left.members.union(&right.members).copied().collect();
         parts.insert(
             a,
             Part {
@@ -264,22 +274,8 @@ fn reorder(
             },
         );
     }
-    let reordered = parts.remove(0).tree;
-    if reordered.canonical() == tree.canonical() {
-        return Ok(None);
-    }
-    let predicates = conditions.into_iter().map(|c| c.predicate).collect();
-    let joined = rebuild(&reordered, &inputs, predicates)?;
-    let columns = original
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
-    Ok(Some(LogicalPlan::Projection(Projection::try_new(
-        columns,
-        Arc::new(joined),
-    )?)))
+    let reordered = parts.pop()?.tree;
+    (reordered.canonical() != tree.canonical()).then_some(reordered)
 }
 
 /// Two inputs, one from each side of a join, and the columns each is compared on.
@@ -299,7 +295,7 @@ fn joined_rows(
     let product = a.rows * b.rows;
     let mut pairs: Vec<KeyPair> = Vec::new();
     let mut other_conditions = 0;
-    for c in conditions.iter().filter(|c| !c.applied) {
+    for c in conditions {
         let inside = |p: &Part| c.reads.is_subset(&p.members);
         let across = c
             .reads
@@ -352,18 +348,10 @@ fn joined_rows(
 
 /// Builds the join tree `tree` over `inputs`, each condition placed at the lowest join that
 /// has every input it reads; conditions that read no input go on top.
-fn rebuild(tree: &Tree, inputs: &[LogicalPlan], conditions: Vec<Predicate>) -> Result<LogicalPlan> {
-    let owner = |column: &Column| inputs.iter().position(|i| i.schema().has_column(column));
-    let mut pending: Vec<(Predicate, BTreeSet<usize>)> = conditions
-        .into_iter()
-        .map(|p| {
-            let reads = p.expr.column_refs().into_iter().filter_map(owner).collect();
-            (p, reads)
-        })
-        .collect();
+fn rebuild(tree: &Tree, inputs: &[LogicalPlan], conditions: Vec<Condition>) -> Result<LogicalPlan> {
+    let mut pending = conditions;
     let (plan, _) = build(tree, inputs, &mut pending)?;
-    let rest = pending.into_iter().map(|(p, _)| p.expr);
-    Ok(match conjunction(rest) {
+    Ok(match conjunction(pending.into_iter().map(|c| c.expr)) {
         Some(predicate) => LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(plan))?),
         None => plan,
     })
@@ -372,7 +360,7 @@ fn rebuild(tree: &Tree, inputs: &[LogicalPlan], conditions: Vec<Predicate>) -> R
 fn build(
     tree: &Tree,
     inputs: &[LogicalPlan],
-    pending: &mut Vec<(Predicate, BTreeSet<usize>)>,
+    pending: &mut Vec<Condition>,
 ) -> Result<(LogicalPlan, BTreeSet<usize>)> {
     let (left, right) = match tree {
         Tree::Input(i) => return Ok((inputs[*i].clone(), BTreeSet::from([*i]))),
@@ -381,23 +369,16 @@ fn build(
     let (left, left_members) = build(left, inputs, pending)?;
     let (right, right_members) = build(right, inputs, pending)?;
     let members: BTreeSet<usize> = left_members.union(&right_members).copied().collect();
+    let (here, rest): (Vec<Condition>, Vec<Condition>) = std::mem::take(pending)
+        .into_iter()
+        .partition(|c| !c.reads.is_empty() && c.reads.is_subset(&members));
+    *pending = rest;
     let mut on = Vec::new();
     let mut filters = Vec::new();
-    let mut i = 0;
-    while i < pending.len() {
-        let reads = &pending[i].1;
-        if reads.is_empty() || !reads.is_subset(&members) {
-            i += 1;
-            continue;
-        }
-        let (predicate, _) = pending.remove(i);
-        if !predicate.key {
-            filters.push(predicate.expr);
-            continue;
-        }
-        match split_equality(predicate.expr, &left_members, &right_members, inputs) {
-            Ok(pair) => on.push(pair),
-            Err(expr) => filters.push(expr),
+    for condition in here {
+        match condition.on_pair(&left_members, &right_members) {
+            Some(pair) => on.push(pair),
+            None => filters.push(condition.expr),
         }
     }
     let join = Join::try_new(
@@ -411,41 +392,6 @@ fn build(
         false,
     )?;
     Ok((LogicalPlan::Join(join), members))
-}
-
-/// `l = r` with `l` reading only the left inputs and `r` only the right ones (either way
-/// round) as an `ON` pair; anything else stays a filter.
-fn split_equality(
-    expr: Expr,
-    left: &BTreeSet<usize>,
-    right: &BTreeSet<usize>,
-    inputs: &[LogicalPlan],
-) -> std::result::Result<(Expr, Expr), Expr> {
-    let reads = |e: &Expr| -> HashSet<usize> {
-        e.column_refs()
-            .into_iter()
-            .filter_map(|c| inputs.iter().position(|i| i.schema().has_column(c)))
-            .collect()
-    };
-    let Expr::BinaryExpr(BinaryExpr {
-        left: l,
-        op: Operator::Eq,
-        right: r,
-    }) = &expr
-    else {
-        return Err(expr);
-    };
-    let (rl, rr) = (reads(l), reads(r));
-    let within = |set: &HashSet<usize>, side: &BTreeSet<usize>| {
-        !set.is_empty() && set.iter().all(|i| side.contains(i))
-    };
-    if within(&rl, left) && within(&rr, right) {
-        Ok((*l.clone(), *r.clone()))
-    } else if within(&rl, right) && within(&rr, left) {
-        Ok((*r.clone(), *l.clone()))
-    } else {
-        Err(expr)
-    }
 }
 
 #[cfg(test)]
