@@ -49,6 +49,7 @@ pub struct EngineBuilder {
     memory_cache: Option<u64>,
     cache_url: Option<String>,
     cache_options: Vec<(String, String)>,
+    shared_grace: Option<std::time::Duration>,
 }
 
 impl EngineBuilder {
@@ -86,6 +87,14 @@ impl EngineBuilder {
     /// The S3 client reads the `AWS_*` environment variables, then [`Self::cache_option`]s.
     pub fn cache_url(mut self, url: impl Into<String>) -> Self {
         self.cache_url = Some(url.into());
+        self
+    }
+
+    /// On a store several processes share, keeps superseded cache versions (another process
+    /// may still read one) and files not yet published for `grace` before deleting them
+    /// ([`crate::cache::SHARED_GRACE`] unless set).
+    pub fn shared_grace(mut self, grace: std::time::Duration) -> Self {
+        self.shared_grace = Some(grace);
         self
     }
 
@@ -131,7 +140,8 @@ impl EngineBuilder {
         let cache_location = storage.location();
         let store = store::open(&store_url).await?;
         let events = Events::default();
-        let cache = Cache::new(storage, Arc::clone(&store), events.clone(), memory_cache);
+        let cache = Cache::new(storage, Arc::clone(&store), events.clone(), memory_cache)
+            .with_grace(self.shared_grace.unwrap_or(crate::cache::SHARED_GRACE));
         cache.collect_garbage().await?;
         let snapshot = Arc::new(SnapshotCell::default());
         snapshot.reload(store.as_ref()).await?;
@@ -144,6 +154,7 @@ impl EngineBuilder {
             events,
             snapshot,
         ));
+        crate::connections::watch::start(&connections).await?;
         let session = session_over(&connections, &runtime);
         Ok(Engine {
             inner: Arc::new(EngineCore {

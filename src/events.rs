@@ -63,6 +63,9 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// The connections, tables and views planning reads were reloaded after a change
+    /// committed to a shared store (by another process, or this one).
+    StoreChangesLoaded,
     /// A cached table's base and delta files were merged into one file, as a new version.
     CacheCompacted {
         /// Which table.

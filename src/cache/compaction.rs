@@ -45,6 +45,7 @@ pub(super) fn start(job: FetchJob, version: i64) {
 pub(super) async fn compact(job: &FetchJob, version: Option<i64>) -> Result<Option<CacheEntry>> {
     let table = &job.name.table;
     let _writing = job.state.writer(table).lock_owned().await;
+    let _shared = job.store.lock_table(table).await?;
     let Some(current) = job.store.current_cache_entry(table).await? else {
         return Ok(None);
     };

@@ -60,8 +60,16 @@ pub(super) struct FetchJob {
 
 impl FetchJob {
     pub(super) async fn run(self) -> Result<CacheEntry> {
+        let requested = now_micros();
         if self.mode == FetchMode::Ensure
             && let Some(entry) = self.store.current_cache_entry(&self.name.table).await?
+        {
+            return Ok(entry);
+        }
+        let _writing = self.state.writer(&self.name.table).lock_owned().await;
+        let _shared = self.store.lock_table(&self.name.table).await?;
+        if self.store.is_shared()
+            && let Some(entry) = self.made_meanwhile(requested).await?
         {
             return Ok(entry);
         }
@@ -96,10 +104,20 @@ impl FetchJob {
         result
     }
 
+    /// The version another process of a shared store made while this job waited for the
+    /// table's lock, if it is what the job was asked for: any version for a first fetch, one
+    /// fetched after the request for a refresh (joined, as a refresh running here would be).
+    async fn made_meanwhile(&self, requested: chrono::DateTime<Utc>) -> Result<Option<CacheEntry>> {
+        let current = self.store.current_cache_entry(&self.name.table).await?;
+        Ok(
+            current
+                .filter(|entry| self.mode != FetchMode::Refresh || entry.fetched_at >= requested),
+        )
+    }
+
     /// A refresh of the kind the table's settings ask for: incremental when it has a copy to
     /// add to and no full refresh is due, else a whole fetch.
     async fn refresh(&self, label: &str, start: Instant) -> Result<CacheEntry> {
-        let _writing = self.state.writer(&self.name.table).lock_owned().await;
         if self.mode == FetchMode::Refresh {
             self.check_columns().await?;
         }
@@ -276,9 +294,15 @@ impl FetchJob {
             }
         };
         self.state.published(&entry);
-        for old in superseded {
-            self.store.delete_cache_entry(&old).await?;
-            self.state.retire_files(&old, Some(&entry));
+        if self.store.is_shared() {
+            // Another process may be reading the versions replaced: they go once their
+            // grace period is over.
+            super::retention::sweep(self.store.as_ref(), &self.state, Some(&entry.table)).await?;
+        } else {
+            for old in superseded {
+                self.store.delete_cache_entry(&old).await?;
+                self.state.retire_files(&old, Some(&entry));
+            }
         }
         Ok(entry)
     }

@@ -8,12 +8,14 @@ mod compaction;
 mod fetch;
 mod incremental;
 mod memory;
+mod retention;
 mod storage;
 mod writer;
 
 pub use incremental::IncrementalPlan;
 
 pub use memory::{MemoryTier, ResidentFile, extremes};
+pub use retention::SHARED_GRACE;
 pub use storage::CacheStorage;
 pub use writer::properties;
 
@@ -114,6 +116,8 @@ struct CacheState {
     /// One lock per table, held by whatever makes its next version (a fetch, an incremental
     /// refresh, a compaction), so a version is always made from the one before it.
     writers: Mutex<HashMap<TableRef, Arc<tokio::sync::Mutex<()>>>>,
+    /// How long a shared store keeps superseded versions and unpublished files.
+    grace: std::time::Duration,
 }
 
 impl CacheState {
@@ -125,6 +129,7 @@ impl CacheState {
             memory,
             published: Mutex::default(),
             writers: Mutex::default(),
+            grace: SHARED_GRACE,
         }
     }
 
@@ -326,43 +331,59 @@ impl Cache {
         self.state.lease(entry.files().map(PathBuf::from).collect())
     }
 
+    /// Sets how long a shared store keeps superseded versions and files not yet published
+    /// ([`SHARED_GRACE`] unless set); a store no other process uses keeps neither.
+    pub fn with_grace(mut self, grace: std::time::Duration) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.grace = grace;
+        }
+        self
+    }
+
     /// Start-up clean-up: deletes temp files, files no entry references, and superseded
     /// entries (no reader can hold them yet); forgets entries whose files are gone (deleted
-    /// by hand, or made under another cache URL), so their tables are fetched again.
-    /// Returns the number of files deleted.
+    /// by hand, or made under another cache URL), so their tables are fetched again. On a
+    /// shared store, what another process may still read or publish is kept for the grace
+    /// period (see `retention`). Returns the number of files deleted.
     pub async fn collect_garbage(&self) -> Result<usize> {
+        let grace = retention::grace(self.store.as_ref(), &self.state);
+        let cutoff = retention::cutoff(grace);
         let entries = self.store.all_cache_entries().await?;
+        let expired = if grace.is_zero() {
+            entries
+                .iter()
+                .filter(|e| !e.is_current)
+                .map(|e| (e.table.clone(), e.version))
+                .collect()
+        } else {
+            self.store
+                .expired_cache_entries(None, cutoff)
+                .await?
+                .into_iter()
+                .map(|e| (e.table, e.version))
+                .collect()
+        };
         // Listed after the entries were read: a file committed before its entry is here.
-        let present: std::collections::HashSet<PathBuf> =
-            self.storage.list().await?.into_iter().collect();
-        let mut keep = std::collections::HashSet::new();
-        let mut forgotten = 0;
-        for entry in &entries {
-            let files: Vec<PathBuf> = entry.files().map(PathBuf::from).collect();
-            if entry.is_current && files.iter().all(|f| present.contains(f)) {
-                keep.extend(files);
-            } else {
-                forgotten += usize::from(entry.is_current);
-                self.store.delete_cache_entry(entry).await?;
-            }
+        let present = self.storage.list().await?;
+        let plan = retention::plan(entries, &expired, present, cutoff);
+        for entry in &plan.forget {
+            self.store.delete_cache_entry(entry).await?;
         }
-        if forgotten > 0 {
+        if plan.forgotten_current > 0 {
             tracing::warn!(
-                forgotten,
+                forgotten = plan.forgotten_current,
                 location = %self.storage.location(),
                 "cache entries whose files are missing were forgotten; their tables will be fetched again"
             );
         }
-        let mut deleted = 0;
-        for file in present.difference(&keep) {
+        for file in &plan.delete {
             self.storage.delete(file);
-            deleted += 1;
         }
         self.storage.settle().await;
-        if deleted > 0 {
-            tracing::info!(deleted, "removed orphaned cache files");
+        if !plan.delete.is_empty() {
+            tracing::info!(deleted = plan.delete.len(), "removed orphaned cache files");
         }
-        Ok(deleted)
+        Ok(plan.delete.len())
     }
 
     /// The current cache entry of `table`, fetching it first if there is none.
@@ -486,6 +507,12 @@ impl Cache {
             outcome.bytes_freed += entry.byte_size.max(0) as u64;
         }
         Ok(outcome)
+    }
+
+    /// Forgets which entries this process published: another process may have purged or
+    /// replaced them since, so a scan that found none asks the store again.
+    pub fn forget_published(&self) {
+        self.state.lock_published().clear();
     }
 
     /// Deletes the files of entries the store already dropped (e.g. with their connection).

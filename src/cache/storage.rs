@@ -100,6 +100,15 @@ impl std::fmt::Debug for Place {
 /// The name DataFusion finds the cache's object store under.
 const STORE_URL: &str = "quarry://cache";
 
+/// A file found under the cache folder.
+#[derive(Debug)]
+pub(super) struct Listed {
+    /// Its path, relative to the storage.
+    pub(super) path: PathBuf,
+    /// When it was last written, where the storage says.
+    pub(super) modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 impl CacheStorage {
     /// Cache files under `data_dir`.
     pub fn local(data_dir: &Path) -> Self {
@@ -379,8 +388,8 @@ impl CacheStorage {
         }
     }
 
-    /// Every file under the cache folder (temp files too), relative.
-    pub(super) async fn list(&self) -> Result<Vec<PathBuf>> {
+    /// Every file under the cache folder (temp files too), relative, with its last change.
+    pub(super) async fn list(&self) -> Result<Vec<Listed>> {
         match &self.place {
             Place::Local { data_dir } => {
                 let mut found = Vec::new();
@@ -394,7 +403,14 @@ impl CacheStorage {
                         if item.file_type().is_ok_and(|t| t.is_dir()) {
                             pending.push(path);
                         } else if let Ok(relative) = path.strip_prefix(data_dir) {
-                            found.push(relative.to_owned());
+                            found.push(Listed {
+                                path: relative.to_owned(),
+                                modified: item
+                                    .metadata()
+                                    .and_then(|m| m.modified())
+                                    .ok()
+                                    .map(chrono::DateTime::from),
+                            });
                         }
                     }
                 }
@@ -417,7 +433,10 @@ impl CacheStorage {
                             "" => location,
                             prefix => location.strip_prefix(prefix)?.strip_prefix('/')?,
                         };
-                        Some(PathBuf::from(relative))
+                        Some(Listed {
+                            path: PathBuf::from(relative),
+                            modified: Some(m.last_modified),
+                        })
                     })
                     .collect())
             }

@@ -6,6 +6,7 @@
 mod reports;
 mod schedule;
 pub mod snapshot;
+pub(crate) mod watch;
 
 pub use reports::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TableFreshness, TestReport};
 pub use schedule::{RETRIES, ScheduledRefresh};
@@ -155,6 +156,29 @@ impl Connections {
     /// Re-reads the snapshot planning uses, after a change to connections or tables.
     async fn reload_snapshot(&self) -> Result<()> {
         self.snapshot.reload(self.store.as_ref()).await
+    }
+
+    /// Reloads the snapshot after a change committed to a shared store, and closes the open
+    /// sources of connections changed or dropped there (they reopen with the new config).
+    async fn reload_from_store(&self) -> Result<()> {
+        let before = self.snapshot();
+        self.reload_snapshot().await?;
+        let after = self.snapshot();
+        let now: HashMap<&ConnectionId, &Connection> = after
+            .connections
+            .values()
+            .map(|c| (&c.connection.id, &c.connection))
+            .collect();
+        for old in before.connections.values() {
+            let old = &old.connection;
+            if now
+                .get(&old.id)
+                .is_none_or(|new| new.updated_at != old.updated_at)
+            {
+                self.forget_source(&old.id);
+            }
+        }
+        Ok(())
     }
 
     /// The connections and tables planning sees right now; reading it does no I/O.

@@ -149,6 +149,14 @@ impl MetadataStore for Recording {
         self.record("all_cache_entries".into());
         self.inner.all_cache_entries().await
     }
+    async fn expired_cache_entries(
+        &self,
+        table: Option<&TableRef>,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<CacheEntry>> {
+        self.record("expired_cache_entries".into());
+        self.inner.expired_cache_entries(table, before).await
+    }
     async fn views(&self) -> Result<Vec<ViewRecord>> {
         self.record("views".into());
         self.inner.views().await

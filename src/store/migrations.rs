@@ -48,6 +48,7 @@ static SQLITE: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/sqlite/v4.sql"),
         include_str!("../../migrations/sqlite/v5.sql"),
         include_str!("../../migrations/sqlite/v6.sql"),
+        include_str!("../../migrations/sqlite/v7.sql"),
     ])
 });
 static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
@@ -58,6 +59,7 @@ static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/postgres/v4.sql"),
         include_str!("../../migrations/postgres/v5.sql"),
         include_str!("../../migrations/postgres/v6.sql"),
+        include_str!("../../migrations/postgres/v7.sql"),
     ])
 });
 

@@ -4,11 +4,13 @@
 
 mod dialect;
 mod migrations;
+mod shared;
 mod sql;
 mod url;
 
 pub use dialect::Dialect;
 pub use migrations::{MIGRATIONS_TABLE, Migration, migrations};
+pub use shared::{StoreChange, TableLock};
 pub use sql::SqlStore;
 pub use url::{STORE_FILE, StoreUrl};
 
@@ -76,6 +78,23 @@ pub trait MetadataStore: Send + Sync + Debug {
     /// Where the store lives, for messages (never shows a password).
     fn describe(&self) -> String;
 
+    /// Whether other processes may use this store at the same time (PostgreSQL): their
+    /// changes arrive through [`MetadataStore::watch`], and cache versions they may still
+    /// read are kept for a grace period after they are superseded.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Waits for the right to make `table`'s next version, held across every process of a
+    /// shared store until the lock is dropped.
+    async fn lock_table(&self, _table: &TableRef) -> Result<TableLock> {
+        Ok(TableLock::local())
+    }
+    /// The changes committed to a shared store, by any process; `None` when no other
+    /// process uses the store.
+    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<StoreChange>>> {
+        Ok(None)
+    }
+
     /// Stores a new connection and its sealed secrets. Fails if the name is taken.
     async fn insert_connection(&self, new: &NewConnection) -> Result<Connection>;
     /// The connection with this id.
@@ -135,6 +154,12 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn cache_entries(&self, id: &ConnectionId) -> Result<Vec<CacheEntry>>;
     /// Every cache entry in the store, for start-up clean-up.
     async fn all_cache_entries(&self) -> Result<Vec<CacheEntry>>;
+    /// The entries of `table` (of every table when `None`) superseded before `before`.
+    async fn expired_cache_entries(
+        &self,
+        table: Option<&TableRef>,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<CacheEntry>>;
 
     /// Every stored view, ordered by name.
     async fn views(&self) -> Result<Vec<ViewRecord>>;

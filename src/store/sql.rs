@@ -13,8 +13,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Connection as _, Row};
 
 use super::{
-    CacheEntry, ColumnRecord, ConfigUpdate, Dialect, MetadataStore, NewConnection, TableRecord,
-    ViewRecord, migrations,
+    CacheEntry, ColumnRecord, ConfigUpdate, Dialect, MetadataStore, NewConnection, StoreChange,
+    TableLock, TableRecord, ViewRecord, migrations,
 };
 use crate::access::TableOptions;
 use crate::connection::SourceType;
@@ -33,6 +33,10 @@ pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
     describe: String,
+    /// How to open a connection of its own (a table lock's, the change feed's).
+    options: AnyConnectOptions,
+    /// The PostgreSQL URL the change feed listens on; `None` for SQLite.
+    listen_url: Option<String>,
 }
 
 /// Store timestamps are RFC 3339 UTC text with microseconds: portable, and they sort.
@@ -254,15 +258,15 @@ impl SqlStore {
     pub async fn open(url: &StoreUrl) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let describe = url.to_string();
-        let (dialect, any_url) = match url {
+        let (dialect, any_url, listen_url) = match url {
             StoreUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(Error::io("cannot create the store's directory", dir))?;
                 }
-                (Dialect::Sqlite, sqlite_url(path)?)
+                (Dialect::Sqlite, sqlite_url(path)?, None)
             }
-            StoreUrl::Postgres(url) => (Dialect::Postgres, url.clone()),
+            StoreUrl::Postgres(url) => (Dialect::Postgres, url.clone(), Some(url.clone())),
         };
         let options =
             AnyConnectOptions::from_str(&any_url).map_err(|e| Error::InvalidStoreUrl {
@@ -280,7 +284,7 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(dialect.max_connections())
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(Error::store(format!("opening the store at {describe}")))?;
         if dialect == Dialect::Sqlite {
@@ -295,6 +299,8 @@ impl SqlStore {
             pool,
             dialect,
             describe,
+            options,
+            listen_url,
         })
     }
 
@@ -469,6 +475,27 @@ async fn upsert_secrets(
 impl MetadataStore for SqlStore {
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    fn is_shared(&self) -> bool {
+        self.listen_url.is_some()
+    }
+
+    async fn lock_table(&self, table: &TableRef) -> Result<TableLock> {
+        match self.dialect {
+            // One process per SQLite store: its own per-table lock is enough.
+            Dialect::Sqlite => Ok(TableLock::local()),
+            Dialect::Postgres => {
+                super::shared::lock_table(&self.options, &self.describe, table).await
+            }
+        }
+    }
+
+    async fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<StoreChange>>> {
+        match &self.listen_url {
+            Some(url) => super::shared::watch(url, &self.describe).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn insert_connection(&self, new: &NewConnection) -> Result<Connection> {
@@ -864,12 +891,14 @@ impl MetadataStore for SqlStore {
             .map(cache_entry_from_row)
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
             sqlx::query(
-                "UPDATE cache_entries SET is_current = 0
-                 WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3",
+                "UPDATE cache_entries SET is_current = 0, superseded_at = $4
+                 WHERE connection_id = $1 AND table_schema = $2 AND table_name = $3
+                     AND is_current = 1",
             )
             .bind(entry.table.connection_id.as_str())
             .bind(&entry.table.schema)
             .bind(&entry.table.table)
+            .bind(timestamp(Utc::now()))
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -955,6 +984,34 @@ impl MetadataStore for SqlStore {
 
     async fn all_cache_entries(&self) -> Result<Vec<CacheEntry>> {
         self.load_cache_entries("", None).await
+    }
+
+    async fn expired_cache_entries(
+        &self,
+        table: Option<&TableRef>,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<CacheEntry>> {
+        // Entries superseded before v7 recorded no time: they are long expired.
+        let mut sql = format!(
+            "SELECT {CACHE_COLUMNS} FROM cache_entries
+             WHERE is_current = 0 AND (superseded_at IS NULL OR superseded_at < $1)"
+        );
+        if table.is_some() {
+            sql.push_str(" AND connection_id = $2 AND table_schema = $3 AND table_name = $4");
+        }
+        sql.push_str(" ORDER BY connection_id, table_schema, table_name, version");
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(timestamp(before));
+        if let Some(table) = table {
+            query = query
+                .bind(table.connection_id.as_str())
+                .bind(&table.schema)
+                .bind(&table.table);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .and_then(|rows| rows.iter().map(cache_entry_from_row).collect())
+            .map_err(Error::store("reading superseded cache entries"))
     }
 
     async fn views(&self) -> Result<Vec<ViewRecord>> {

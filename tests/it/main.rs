@@ -24,6 +24,7 @@ mod render;
 mod repl;
 mod s3;
 mod secrets;
+mod shared_store;
 mod source_query;
 mod sql_layer;
 mod sqlite_source;
