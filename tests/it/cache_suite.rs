@@ -115,6 +115,8 @@ enum Place {
 const S3_PREFIX: &str = "cache-root";
 
 struct Fixture {
+    /// The PostgreSQL database of a store several processes share (`None`: a SQLite file).
+    shared: Option<crate::support::PgDatabase>,
     dir: tempfile::TempDir,
     place: Place,
     store: Arc<dyn MetadataStore>,
@@ -124,15 +126,22 @@ struct Fixture {
 }
 
 async fn fixture(on_s3: bool) -> Fixture {
+    fixture_on(on_s3, None).await
+}
+
+/// A fixture whose store is `shared`'s PostgreSQL database when given.
+async fn fixture_on(on_s3: bool, shared: Option<crate::support::PgDatabase>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let place = if on_s3 {
         Place::S3(Bucket::new().await)
     } else {
         Place::Local
     };
-    let store = quarry::store::open(&StoreUrl::default_in(dir.path()))
-        .await
-        .unwrap();
+    let url = match &shared {
+        Some(db) => StoreUrl::parse(&db.url).unwrap(),
+        None => StoreUrl::default_in(dir.path()),
+    };
+    let store = quarry::store::open(&url).await.unwrap();
     let connection = store
         .insert_connection(&NewConnection {
             id: ConnectionId::generate(),
@@ -173,6 +182,7 @@ async fn fixture(on_s3: bool) -> Fixture {
         .unwrap();
     let cache = restart(&place, dir.path(), &store).await;
     Fixture {
+        shared,
         dir,
         place,
         store,
@@ -207,6 +217,24 @@ async fn restart(
 }
 
 impl Fixture {
+    /// Another process on the same shared store and files: a store connection and a cache
+    /// of its own, keeping superseded versions for `grace`, after start-up clean-up.
+    async fn another_process(&self, grace: std::time::Duration) -> Arc<Cache> {
+        let db = self.shared.as_ref().expect("a fixture on a shared store");
+        let store = quarry::store::open(&StoreUrl::parse(&db.url).unwrap())
+            .await
+            .unwrap();
+        let cache = Cache::new(
+            storage(&self.place, self.dir.path()),
+            store,
+            Events::default(),
+            0,
+        )
+        .with_grace(grace);
+        cache.collect_garbage().await.unwrap();
+        Arc::new(cache)
+    }
+
     /// A new cache over the same store and files, after start-up clean-up.
     async fn restart(&self) -> Arc<Cache> {
         restart(&self.place, self.dir.path(), &self.store).await
@@ -391,6 +419,44 @@ async fn a_refresh_during_a_scan_keeps_the_old_file_for_the_scan(fx: Fixture) {
     assert_eq!(read(&fx, &scan).await, [1, 2, 3]);
     drop(scan);
     assert_eq!(fx.files().await, [second.path]);
+}
+
+/// Two processes on one PostgreSQL store and one bucket: a refresh in one keeps the version
+/// the other is reading for the grace period, and a process starting after it deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_another_process_reads_outlives_its_refresh_for_the_grace_period() {
+    let fx = fixture_on(true, Some(crate::support::PgDatabase::create().await)).await;
+    let (source, first) = fx.fetched(2).await;
+    let scan = fx.cache.lease(&first);
+    let other = fx.another_process(quarry::cache::SHARED_GRACE).await;
+    let second = other
+        .fetch(&fx.connection, source.clone(), &fx.table)
+        .await
+        .unwrap();
+    assert!(second.version > first.version);
+    assert_eq!(fx.current().await.unwrap().version, second.version);
+    // Its reader here is all the refreshing process could not know about.
+    drop(other);
+    assert_eq!(read(&fx, &scan).await, [1, 2, 3]);
+    drop(scan);
+    let mut both = vec![first.path.clone(), second.path.clone()];
+    both.sort();
+    assert_eq!(fx.files().await, both, "kept for the grace period");
+    // A process starting within the grace period keeps both.
+    drop(fx.another_process(quarry::cache::SHARED_GRACE).await);
+    assert_eq!(fx.files().await, both);
+    // One starting after it (a grace of zero: it has passed) deletes the old version.
+    drop(fx.another_process(std::time::Duration::ZERO).await);
+    assert_eq!(fx.files().await, [second.path.clone()]);
+    let versions: Vec<i64> = fx
+        .store
+        .cache_entries(&fx.connection.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [second.version]);
 }
 
 async fn a_fill_takes_an_entry_published_after_it_looked_and_fetches_after_a_purge(fx: Fixture) {
