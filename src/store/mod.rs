@@ -5,6 +5,7 @@
 mod dialect;
 mod migrations;
 mod shared;
+mod single_process;
 mod sql;
 mod url;
 

@@ -37,6 +37,8 @@ pub struct SqlStore {
     options: AnyConnectOptions,
     /// The PostgreSQL URL the change feed listens on; `None` for SQLite.
     listen_url: Option<String>,
+    /// This process's hold on a SQLite store; `None` for PostgreSQL.
+    single: Option<super::single_process::StoreLock>,
 }
 
 /// Store timestamps are RFC 3339 UTC text with microseconds: portable, and they sort.
@@ -258,12 +260,14 @@ impl SqlStore {
     pub async fn open(url: &StoreUrl) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let describe = url.to_string();
+        let mut single = None;
         let (dialect, any_url, listen_url) = match url {
             StoreUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(Error::io("cannot create the store's directory", dir))?;
                 }
+                single = Some(super::single_process::claim(path));
                 (Dialect::Sqlite, sqlite_url(path)?, None)
             }
             StoreUrl::Postgres(url) => (Dialect::Postgres, url.clone(), Some(url.clone())),
@@ -301,6 +305,7 @@ impl SqlStore {
             describe,
             options,
             listen_url,
+            single,
         })
     }
 
@@ -478,7 +483,7 @@ impl MetadataStore for SqlStore {
     }
 
     fn is_shared(&self) -> bool {
-        self.listen_url.is_some()
+        self.listen_url.is_some() || self.single.as_ref().is_some_and(|s| s.contended)
     }
 
     async fn lock_table(&self, table: &TableRef) -> Result<TableLock> {

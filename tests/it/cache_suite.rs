@@ -447,7 +447,7 @@ async fn a_version_another_process_reads_outlives_its_refresh_for_the_grace_peri
     assert_eq!(fx.files().await, both);
     // One starting after it (a grace of zero: it has passed) deletes the old version.
     drop(fx.another_process(std::time::Duration::ZERO).await);
-    assert_eq!(fx.files().await, [second.path.clone()]);
+    assert_eq!(fx.files().await, std::slice::from_ref(&second.path));
     let versions: Vec<i64> = fx
         .store
         .cache_entries(&fx.connection.id)

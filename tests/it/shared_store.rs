@@ -372,3 +372,26 @@ async fn a_process_killed_in_the_middle_of_a_fetch_leaves_nothing_stuck_or_behin
         "{keys:?}"
     );
 }
+
+#[tokio::test]
+async fn a_second_process_on_a_sqlite_store_is_told_to_share_a_postgresql_one() {
+    let home = tempfile::tempdir().unwrap();
+    let alone = crate::support::quarry(home.path(), &["-c", "SELECT 1"]);
+    assert!(alone.status.success());
+    let said = crate::support::text(&alone.stderr);
+    assert!(!said.contains("another Quarry process"), "{said}");
+    // This test's engine holds the store while the second process starts.
+    let _first = quarry::Engine::builder()
+        .data_dir(home.path())
+        .build()
+        .await
+        .unwrap();
+    let second = crate::support::quarry(home.path(), &["-c", "SELECT 1"]);
+    assert!(second.status.success());
+    let said = crate::support::text(&second.stderr);
+    assert!(
+        said.contains("another Quarry process is using this metadata store")
+            && said.contains("--store postgres://"),
+        "{said}"
+    );
+}
