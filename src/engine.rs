@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::secrets::{KeySource, SecretCipher, SecretKey};
 use crate::session::Session;
+use crate::sql::context::Placement;
 use crate::store;
 use crate::store::StoreUrl;
 
@@ -50,6 +51,8 @@ pub struct EngineBuilder {
     cache_url: Option<String>,
     cache_options: Vec<(String, String)>,
     shared_grace: Option<std::time::Duration>,
+    #[cfg(feature = "distributed")]
+    ballista: Option<crate::sql::distributed::Ballista>,
 }
 
 impl EngineBuilder {
@@ -98,6 +101,17 @@ impl EngineBuilder {
         self
     }
 
+    /// Sends statements that read only cached tables to the Ballista cluster whose scheduler
+    /// is at `url` (`df://host:port`); with `fallback`, a statement the cluster cannot run
+    /// (it reads a live table, say) runs here instead of failing. The cluster's executors
+    /// read the cache's files, so the cache must be on object storage they share
+    /// ([`Self::cache_url`]).
+    #[cfg(feature = "distributed")]
+    pub fn ballista(mut self, url: &str, fallback: bool) -> Result<Self> {
+        self.ballista = Some(crate::sql::distributed::Ballista::parse(url, fallback)?);
+        Ok(self)
+    }
+
     /// Sets an S3 option of the cache URL's client (`endpoint`, `region`,
     /// `access_key_id`, `secret_access_key`, `allow_http`, ...).
     pub fn cache_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -137,6 +151,17 @@ impl EngineBuilder {
             Some(url) => CacheStorage::open(&url, &self.cache_options)?,
             None => CacheStorage::local(&data_dir),
         };
+        #[cfg(feature = "distributed")]
+        if let Some(ballista) = &self.ballista
+            && storage.is_local()
+        {
+            return Err(Error::InvalidBallistaUrl {
+                url: ballista.url().to_owned(),
+                problem: "the cluster's executors read the cache's files, so the cache must be \
+                          on object storage they share: add --cache-url s3://bucket/prefix"
+                    .into(),
+            });
+        }
         let cache_location = storage.location();
         let store = store::open(&store_url).await?;
         let events = Events::default();
@@ -155,7 +180,11 @@ impl EngineBuilder {
             snapshot,
         ));
         crate::connections::watch::start(&connections).await?;
-        let session = session_over(&connections, &runtime);
+        let placement = Placement {
+            #[cfg(feature = "distributed")]
+            ballista: self.ballista,
+        };
+        let session = session_over(&connections, &runtime, &placement);
         Ok(Engine {
             inner: Arc::new(EngineCore {
                 config: Config {
@@ -167,6 +196,7 @@ impl EngineBuilder {
                 connections,
                 session,
                 runtime,
+                placement,
             }),
         })
     }
@@ -186,6 +216,8 @@ struct EngineCore {
     session: Session,
     /// Shared by every session: memory pool, spill files, file statistics.
     runtime: Arc<RuntimeEnv>,
+    /// Where sessions run their statements.
+    placement: Placement,
 }
 
 impl std::fmt::Debug for EngineCore {
@@ -198,9 +230,13 @@ impl std::fmt::Debug for EngineCore {
 }
 
 /// A new session over `connections`, sharing `runtime`.
-fn session_over(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> Session {
+fn session_over(
+    connections: &Arc<Connections>,
+    runtime: &Arc<RuntimeEnv>,
+    placement: &Placement,
+) -> Session {
     Session::new(
-        crate::sql::context::new(connections, runtime),
+        crate::sql::context::new(connections, runtime, placement),
         Arc::clone(connections.snapshot_cell()),
         Arc::clone(connections.store()),
     )
@@ -235,7 +271,11 @@ impl Engine {
     /// A new session of its own: settings, temporary tables and views and prepared
     /// statements that no other session sees, over the same connections and cache.
     pub fn new_session(&self) -> Session {
-        session_over(&self.inner.connections, &self.inner.runtime)
+        session_over(
+            &self.inner.connections,
+            &self.inner.runtime,
+            &self.inner.placement,
+        )
     }
 
     /// Plans one SQL statement in the engine's session; run the returned frame to

@@ -161,6 +161,14 @@ pub enum Error {
     #[error("invalid cache URL '{url}': {problem}")]
     InvalidCacheUrl { url: String, problem: String },
 
+    /// A Ballista scheduler or executor could not start or stopped.
+    #[error("Ballista cluster: {0}")]
+    Cluster(String),
+
+    /// The Ballista scheduler's URL cannot be used.
+    #[error("cannot use the Ballista scheduler at '{url}': {problem}")]
+    InvalidBallistaUrl { url: String, problem: String },
+
     /// The object store holding the cache failed.
     #[error("the cache at {url}: {message}; check the cache URL, its bucket and credentials")]
     CacheStorage {
@@ -293,7 +301,8 @@ impl Error {
             | Error::UnknownSourceType { .. }
             | Error::InvalidConfig { .. }
             | Error::InvalidSetting { .. }
-            | Error::InvalidCacheUrl { .. } => Kind::Invalid,
+            | Error::InvalidCacheUrl { .. }
+            | Error::InvalidBallistaUrl { .. } => Kind::Invalid,
             Error::CacheStorage {
                 unavailable: true, ..
             } => Kind::Unavailable,
@@ -303,7 +312,10 @@ impl Error {
             Error::ConnectionExists { .. } | Error::ViewExists { .. } => Kind::AlreadyExists,
             Error::Unauthenticated(_) => Kind::Unauthenticated,
             Error::TooManySessions { .. } => Kind::ResourceExhausted,
-            Error::Source { .. } | Error::Fetch { .. } | Error::Remote { .. } => Kind::Unavailable,
+            Error::Source { .. }
+            | Error::Fetch { .. }
+            | Error::Remote { .. }
+            | Error::Cluster(_) => Kind::Unavailable,
             Error::SchemaChanged { .. } => Kind::Invalid,
             Error::Shared(inner) => inner.kind(),
             Error::Sql(e) => sql_kind(e),

@@ -11,6 +11,8 @@
 
 pub mod access;
 pub mod cache;
+#[cfg(feature = "distributed")]
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod connections;

@@ -152,7 +152,18 @@ pub async fn ensure_postgres(admin_url: &str, scale: f64) -> String {
         .execute(&mut admin)
         .await
         .unwrap();
-    let pool = PgPool::connect(&db_url).await.unwrap();
+    load_postgres(&db_url, scale).await;
+    sqlx::raw_sql("CREATE TABLE quarry_tpch_loaded (at timestamptz DEFAULT now())")
+        .execute(&mut PgConnection::connect(&db_url).await.unwrap())
+        .await
+        .unwrap();
+    db_url
+}
+
+/// Creates and fills the TPC-H tables at `scale` in the empty database at `db_url`, with
+/// their primary keys, analyzed.
+pub async fn load_postgres(db_url: &str, scale: f64) {
+    let pool = PgPool::connect(db_url).await.unwrap();
     for &(table, columns) in TABLES {
         sqlx::raw_sql(AssertSqlSafe(format!("CREATE TABLE {table} ({columns})")))
             .execute(&pool)
@@ -176,12 +187,8 @@ pub async fn ensure_postgres(admin_url: &str, scale: f64) -> String {
         .await
         .unwrap();
     }
-    sqlx::raw_sql("ANALYZE; CREATE TABLE quarry_tpch_loaded (at timestamptz DEFAULT now())")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::raw_sql("ANALYZE").execute(&pool).await.unwrap();
     pool.close().await;
-    db_url
 }
 
 /// Splits a tpchgen CSV line into fields (only comments are quoted, never with quotes inside).

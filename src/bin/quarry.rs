@@ -70,6 +70,18 @@ struct Cli {
     )]
     cache_url: Option<String>,
 
+    /// Run statements that read only cached tables on the Ballista cluster whose scheduler
+    /// is at df://host:port (the cache must be on object storage its executors share)
+    #[cfg(feature = "distributed")]
+    #[arg(long, env = "QUARRY_BALLISTA", value_name = "URL", global = true)]
+    ballista: Option<String>,
+
+    /// With --ballista: run a statement the cluster cannot (it reads a live table, say)
+    /// in this process instead of failing it
+    #[cfg(feature = "distributed")]
+    #[arg(long, requires = "ballista", global = true)]
+    ballista_fallback: bool,
+
     /// Run these SQL statements (and dot-commands), print their results and exit
     #[arg(
         short = 'c',
@@ -106,6 +118,38 @@ enum Action {
     Serve(ServeArgs),
     /// Print the argon2 hash of a password read from standard input, for a users file
     HashPassword,
+    /// Run a process of an Apache DataFusion Ballista cluster that runs cached-table
+    /// queries, reading the cache at --cache-url
+    #[cfg(feature = "distributed")]
+    #[command(subcommand)]
+    Ballista(BallistaProcess),
+}
+
+/// A Ballista cluster's processes.
+#[cfg(feature = "distributed")]
+#[derive(Subcommand, Debug)]
+enum BallistaProcess {
+    /// The scheduler: plans queries into stages and hands tasks to executors
+    Scheduler {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+        bind: std::net::SocketAddr,
+    },
+    /// An executor: runs tasks, reading the cache's files and serving shuffle data
+    Executor {
+        /// The scheduler's address
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+        scheduler: String,
+        /// Address its Arrow Flight service (shuffle data) listens on
+        #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+        bind: std::net::SocketAddr,
+        /// Port of its gRPC service
+        #[arg(long, default_value_t = 50052, value_name = "PORT")]
+        grpc_port: u16,
+        /// Tasks it runs at once [default: the machine's cores]
+        #[arg(long, value_name = "N")]
+        vcores: Option<usize>,
+    },
 }
 
 const SERVE_HELP: &str = "\
@@ -214,6 +258,12 @@ fn run(runtime: &tokio::runtime::Runtime, mut cli: Cli) -> quarry::Result<usize>
     if let Some(Action::HashPassword) = cli.action {
         return hash_password().map(|()| 0);
     }
+    #[cfg(feature = "distributed")]
+    if let Some(Action::Ballista(process)) = cli.action {
+        return runtime
+            .block_on(ballista_process(process, cli.cache_url))
+            .map(|()| 0);
+    }
     let mut builder = Engine::builder();
     if let Some(dir) = cli.data_dir.take() {
         builder = builder.data_dir(dir);
@@ -226,6 +276,10 @@ fn run(runtime: &tokio::runtime::Runtime, mut cli: Cli) -> quarry::Result<usize>
     }
     if let Some(url) = cli.cache_url.take() {
         builder = builder.cache_url(url);
+    }
+    #[cfg(feature = "distributed")]
+    if let Some(url) = cli.ballista.take() {
+        builder = builder.ballista(&url, cli.ballista_fallback)?;
     }
     let engine = runtime.block_on(builder.build())?;
     let handle = engine.clone();
@@ -267,6 +321,55 @@ fn run_with(runtime: &tokio::runtime::Runtime, engine: Engine, cli: Cli) -> quar
     Ok(runtime
         .block_on(shell.run_script(&script, origin.as_deref(), cli.keep_going))
         .0)
+}
+
+/// Runs a Ballista scheduler or executor over the cache at `cache_url` until it stops.
+#[cfg(feature = "distributed")]
+async fn ballista_process(
+    process: BallistaProcess,
+    cache_url: Option<String>,
+) -> quarry::Result<()> {
+    let Some(url) = cache_url else {
+        return Err(quarry::Error::Usage(
+            "a Ballista process reads the cache's files: give it the cache URL the Quarry \
+             servers use (--cache-url s3://bucket/prefix, or QUARRY_CACHE_URL)"
+                .into(),
+        ));
+    };
+    let cache = quarry::cache::CacheStorage::open(&url, &[])?;
+    match process {
+        BallistaProcess::Scheduler { bind } => {
+            eprintln!("Ballista scheduler listening on df://{bind}");
+            quarry::cluster::run_scheduler(bind, &cache).await
+        }
+        BallistaProcess::Executor {
+            scheduler,
+            bind,
+            grpc_port,
+            vcores,
+        } => {
+            let (host, port) = scheduler
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                .ok_or_else(|| {
+                    quarry::Error::Usage(format!("--scheduler '{scheduler}' is not HOST:PORT"))
+                })?;
+            let vcores = vcores.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            eprintln!("Ballista executor on {bind}, {vcores} task slots, scheduler {scheduler}");
+            quarry::cluster::run_executor(
+                quarry::cluster::ExecutorOptions {
+                    scheduler: (host, port),
+                    bind,
+                    grpc_port,
+                    vcores,
+                },
+                &cache,
+            )
+            .await
+        }
+    }
 }
 
 /// Reads a password from standard input and prints its hash.

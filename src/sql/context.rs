@@ -15,9 +15,23 @@ use super::lossy_cast::KeepLossyCasts;
 use super::source_query::{SourceQueries, SourceQueryFunction};
 use crate::connections::Connections;
 
+/// Where a session's statements run: in this process, or on a Ballista cluster (Cargo
+/// feature `distributed`).
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// The cluster cached-table statements go to, if any.
+    #[cfg(feature = "distributed")]
+    pub ballista: Option<super::distributed::Ballista>,
+}
+
 /// A new session context over the shared `runtime` (memory pool, disk and file caches);
-/// its catalogs read the snapshot of `connections`, and its tables fetch through them.
-pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> SessionContext {
+/// its catalogs read the snapshot of `connections`, and its tables fetch through them. Its
+/// statements run where `placement` says.
+pub(crate) fn new(
+    connections: &Arc<Connections>,
+    runtime: &Arc<RuntimeEnv>,
+    placement: &Placement,
+) -> SessionContext {
     let mut config = SessionConfig::new().with_information_schema(true);
     // `o_totalprice = 190720.34` must compare with the exact decimal, as PostgreSQL and
     // MySQL do, not with the nearest double (190720.339999999983616).
@@ -37,6 +51,7 @@ pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> 
     // `source_query` statements are described before planning (see `sql::source_query`).
     let source_queries = Arc::new(SourceQueries::new(Arc::clone(connections)));
     let config = config.with_extension(Arc::clone(&source_queries));
+    let (config, planner) = planner(config, placement);
     // The pushdown rule sits among DataFusion's own, and federated sub-plans are planned
     // as statements sent to their sources.
     let mut rules = super::pushdown::optimizer_rules(Optimizer::new().rules);
@@ -51,7 +66,7 @@ pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> 
         .with_runtime_env(Arc::clone(runtime))
         .with_default_features()
         .with_optimizer_rules(rules)
-        .with_query_planner(Arc::new(super::pushdown::PushDownPlanner))
+        .with_query_planner(planner)
         .with_physical_optimizer_rule(Arc::new(super::pushdown::AdoptRemoteScans))
         .build();
     let context = SessionContext::new_with_state(state);
@@ -76,6 +91,24 @@ pub(crate) fn new(connections: &Arc<Connections>, runtime: &Arc<RuntimeEnv>) -> 
     // (DataFusion 55.2, `single_distinct_to_groupby.rs`); restore it once fixed there.
     context.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
     context
+}
+
+/// The session's query planner where `placement` says, and its config for it.
+fn planner(
+    config: SessionConfig,
+    placement: &Placement,
+) -> (
+    SessionConfig,
+    Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>,
+) {
+    #[cfg(feature = "distributed")]
+    if let Some(ballista) = &placement.ballista {
+        let config = ballista.session_config(config);
+        let planner = Arc::new(ballista.planner(&config));
+        return (config, planner);
+    }
+    let _ = placement;
+    (config, Arc::new(super::pushdown::PushDownPlanner))
 }
 
 /// `version()`: Quarry's version and the DataFusion it runs on (DataFusion's own names

@@ -68,6 +68,44 @@ impl LazyTable {
     pub(crate) fn record(&self) -> &crate::table::TableRecord {
         &self.table.record
     }
+
+    /// Its current cache version as a plain Parquet table of the cache's files, and the
+    /// lease that keeps them: what a Ballista cluster reads. The table is fetched first if it
+    /// is not cached, and refreshed first if it is older than `max_age` (unless its
+    /// `on_stale` serves the old copy), as a local scan would.
+    pub(crate) async fn cached_files(
+        &self,
+    ) -> Result<(
+        datafusion::datasource::listing::ListingTable,
+        Arc<CacheLease>,
+    )> {
+        let engine = &self.connections;
+        let record = &self.table.record;
+        let freshness = engine
+            .cache()
+            .fresh_entry(&self.connection, record)
+            .await
+            .map_err(external)?;
+        let serve_stale = record.refresh_settings(&self.connection.config).on_stale
+            == Some(crate::refresh::OnStale::Serve);
+        let entry = match freshness {
+            Freshness::Fresh(entry) => entry,
+            Freshness::Stale(entry) if serve_stale => {
+                engine.refresh_in_background(&self.connection, record);
+                entry
+            }
+            Freshness::Stale(_) => engine
+                .fetch_table(&self.connection, record, FetchMode::Refresh)
+                .await
+                .map_err(external)?,
+            Freshness::Missing => engine
+                .fetch_table(&self.connection, record, FetchMode::Ensure)
+                .await
+                .map_err(external)?,
+        };
+        let lease = Arc::new(engine.cache().lease(&entry));
+        Ok((lease.table(self.schema())?, lease))
+    }
 }
 
 /// Plans a scan of one cache version's files with everything DataFusion can push into it.
@@ -208,13 +246,14 @@ impl TableProvider for LazyTable {
 }
 
 /// Keeps a cache file's lease for as long as the scan plan above it exists.
-struct LeaseExec {
+pub(crate) struct LeaseExec {
     input: Arc<dyn ExecutionPlan>,
     lease: Arc<CacheLease>,
 }
 
 impl LeaseExec {
-    fn new(input: Arc<dyn ExecutionPlan>, lease: Arc<CacheLease>) -> Self {
+    /// `input`, holding `lease` until it and its streams are dropped.
+    pub(crate) fn new(input: Arc<dyn ExecutionPlan>, lease: Arc<CacheLease>) -> Self {
         LeaseExec { input, lease }
     }
 }

@@ -7,6 +7,8 @@ pub(crate) mod context;
 pub mod default_schema;
 pub(crate) mod deferred;
 pub(crate) mod deferred_statement;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub(crate) mod files_table;
 pub(crate) mod functions;
 pub mod information_schema;

@@ -227,7 +227,11 @@ async fn setup() -> (
 }
 
 async fn run(connections: &Arc<Connections>, sql: &str) -> String {
-    let context = super::context::new(connections, &Arc::new(RuntimeEnv::default()));
+    let context = super::context::new(
+        connections,
+        &Arc::new(RuntimeEnv::default()),
+        &super::context::Placement::default(),
+    );
     let batches = context.sql(sql).await.unwrap().collect().await.unwrap();
     datafusion::arrow::util::pretty::pretty_format_batches(&batches)
         .unwrap()

@@ -368,7 +368,11 @@ impl SchemaProvider for StoredViews {
         };
         // Stored definitions name views and session-free tables explicitly (see
         // `sql::views`); the rest resolves in the default schema the view was made in.
-        let context = super::context::new(&self.connections, &self.runtime);
+        let context = super::context::new(
+            &self.connections,
+            &self.runtime,
+            &super::context::Placement::default(),
+        );
         crate::sql::default_schema::DefaultSchema {
             catalog: view.default_catalog.clone(),
             schema: view.default_schema.clone(),
