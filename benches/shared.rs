@@ -10,8 +10,10 @@
 //!
 //! Run: `cargo bench --bench shared` (needs `pip install "moto[server]"`).
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+#[path = "common/s3.rs"]
+mod s3;
 
 use quarry::events::Event;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Row};
@@ -44,7 +46,7 @@ fn main() {
 }
 
 async fn bench(args: Args) {
-    let endpoint = start_s3();
+    let endpoint = s3::start(BUCKET);
     let mut admin = PgConnection::connect(PG_ADMIN).await.unwrap();
     admin
         .execute(AssertSqlSafe(format!(
@@ -131,20 +133,15 @@ async fn engines(
 ) -> Vec<quarry::Engine> {
     let mut engines = Vec::new();
     for i in 0..count {
-        let engine = quarry::Engine::builder()
+        let mut builder = quarry::Engine::builder()
             .data_dir(dir.join(format!("engine-{i}")))
             .store_url(store)
             .memory_cache(0)
-            .cache_url(format!("s3://{BUCKET}/{prefix}"))
-            .cache_option("endpoint", endpoint)
-            .cache_option("allow_http", "true")
-            .cache_option("region", "us-east-1")
-            .cache_option("access_key_id", "bench")
-            .cache_option("secret_access_key", "bench")
-            .build()
-            .await
-            .unwrap();
-        engines.push(engine);
+            .cache_url(format!("s3://{BUCKET}/{prefix}"));
+        for (key, value) in s3::cache_options(endpoint) {
+            builder = builder.cache_option(key, value);
+        }
+        engines.push(builder.build().await.unwrap());
     }
     engines
 }
@@ -275,41 +272,4 @@ async fn propagation(
         took[took.len() / 2],
         took[(took.len() * 99).div_ceil(100) - 1],
     )
-}
-
-/// Starts moto's S3 server on a free port (it stops when this process's end of its stdin
-/// closes) and makes the bench's bucket; returns the endpoint.
-fn start_s3() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
-             cat >/dev/null; kill $pid"
-        ))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    std::mem::forget(child);
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..300 {
-        if let Ok(mut socket) = TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            write!(
-                socket,
-                "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut response = String::new();
-            socket.read_to_string(&mut response).unwrap();
-            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-            return endpoint;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("moto's S3 server did not start (pip install \"moto[server]\")");
 }
