@@ -102,12 +102,22 @@ async fn bench(args: Args) {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    let one = quarry::cluster::start_in_process(&storage, 1, SLOTS).await.unwrap();
-    let two = quarry::cluster::start_in_process(&storage, 2, SLOTS).await.unwrap();
+    let one = quarry::cluster::start_in_process(&storage, 1, SLOTS)
+        .await
+        .unwrap();
+    let two = quarry::cluster::start_in_process(&storage, 2, SLOTS)
+        .await
+        .unwrap();
     let sides = [
         ("local", local),
-        ("1 executor", engine(dir.path(), &endpoint, &prefix, Some(&one)).await),
-        ("2 executors", engine(dir.path(), &endpoint, &prefix, Some(&two)).await),
+        (
+            "1 executor",
+            engine(dir.path(), &endpoint, &prefix, Some(&one)).await,
+        ),
+        (
+            "2 executors",
+            engine(dir.path(), &endpoint, &prefix, Some(&two)).await,
+        ),
     ];
     for (_, engine) in &sides {
         tpch::collect(engine, "USE tpch.public").await;
@@ -126,8 +136,18 @@ async fn bench(args: Args) {
                 }
             }
         }
-        assert_eq!(answers[1], answers[0], "Q{}: 1 executor differs from local", q + 1);
-        assert_eq!(answers[2], answers[0], "Q{}: 2 executors differ from local", q + 1);
+        assert_eq!(
+            answers[1],
+            answers[0],
+            "Q{}: 1 executor differs from local",
+            q + 1
+        );
+        assert_eq!(
+            answers[2],
+            answers[0],
+            "Q{}: 2 executors differ from local",
+            q + 1
+        );
         println!(
             "Q{:<2} local {:.3} s, 1 executor {:.3} s ({:.2}x), 2 executors {:.3} s ({:.2}x)",
             q + 1,
@@ -139,7 +159,11 @@ async fn bench(args: Args) {
         );
     }
     let column = |s: usize| best.iter().map(|b| b[s]).collect::<Vec<_>>();
-    let (local, one, two) = (geomean(&column(0)), geomean(&column(1)), geomean(&column(2)));
+    let (local, one, two) = (
+        geomean(&column(0)),
+        geomean(&column(1)),
+        geomean(&column(2)),
+    );
     println!(
         "TPC-H scale {} geomean: local {local:.3} s, Ballista 1 executor {one:.3} s ({:.2}x local), 2 executors {two:.3} s ({:.2}x local); answers equal",
         args.scale,

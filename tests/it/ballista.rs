@@ -118,3 +118,122 @@ async fn tpch_on_a_ballista_cluster_gives_the_local_answers() {
     let counted = answer(&with_fallback, mixed).await.unwrap();
     assert!(counted.contains("| 25 "), "{counted}");
 }
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `quarry` process of the cluster (or its client) with the bucket's credentials.
+fn cluster_command(home: &std::path::Path, bucket: &Bucket) -> std::process::Command {
+    let mut command = crate::support::quarry_command(home);
+    command
+        .env("AWS_ENDPOINT", bucket.endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("QUARRY_CACHE_URL", format!("s3://{}/{PREFIX}", bucket.name));
+    command
+}
+
+/// Kills the process when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something listens on `port` (the process has started its service).
+async fn listening(port: u16, process: &mut Running) {
+    let start = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            process.0.try_wait().unwrap().is_none(),
+            "the process exited before listening on {port}"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "nothing listens on {port}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarry_runs_the_scheduler_and_executors_that_answer_its_queries() {
+    let bucket = Bucket::new().await;
+    let home = tempfile::tempdir().unwrap();
+    let (source, _conn) = crate::support::sqlite_source(
+        home.path(),
+        "CREATE TABLE t (x INTEGER NOT NULL); \
+         WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 1000) \
+         INSERT INTO t SELECT x FROM g;",
+    )
+    .await;
+    let scheduler = free_port();
+    let mut processes = vec![Running(
+        cluster_command(home.path(), &bucket)
+            .args(["ballista", "scheduler", "--bind"])
+            .arg(format!("127.0.0.1:{scheduler}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )];
+    listening(scheduler, &mut processes[0]).await;
+    for _ in 0..2 {
+        let (flight, grpc) = (free_port(), free_port());
+        let mut executor = Running(
+            cluster_command(home.path(), &bucket)
+                .args(["ballista", "executor", "--vcores", "1", "--scheduler"])
+                .arg(format!("127.0.0.1:{scheduler}"))
+                .arg("--bind")
+                .arg(format!("127.0.0.1:{flight}"))
+                .arg("--grpc-port")
+                .arg(grpc.to_string())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        listening(flight, &mut executor).await;
+        processes.push(executor);
+    }
+    let config = serde_json::json!({ "path": source, "mode": "cache" });
+    let script = format!(
+        "SELECT name FROM create_connection('lite', 'sqlite', '{config}');\n\
+         SELECT sum(x) AS total, count(*) AS n FROM lite.main.t;\n\
+         EXPLAIN ANALYZE SELECT sum(x) FROM lite.main.t;"
+    );
+    let out = cluster_command(home.path(), &bucket)
+        .args([
+            "--ballista",
+            &format!("df://127.0.0.1:{scheduler}"),
+            "-c",
+            &script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = crate::support::text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        crate::support::text(&out.stderr)
+    );
+    assert!(
+        crate::support::has_row(&stdout, &["500500", "1000"]),
+        "{stdout}"
+    );
+    // The cluster ran it: its stages and shuffle are in the analyzed plan.
+    assert!(stdout.contains("ShuffleWriterExec"), "{stdout}");
+}
