@@ -236,4 +236,15 @@ async fn quarry_runs_the_scheduler_and_executors_that_answer_its_queries() {
     );
     // The cluster ran it: its stages and shuffle are in the analyzed plan.
     assert!(stdout.contains("ShuffleWriterExec"), "{stdout}");
+    // With the scheduler gone, a cached table's statement fails and says where it went.
+    drop(processes.remove(0));
+    let out = cluster_command(home.path(), &bucket)
+        .args(["--ballista", &format!("df://127.0.0.1:{scheduler}"), "-c"])
+        .arg("SELECT count(*) FROM lite.main.t")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = crate::support::text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("127.0.0.1:{scheduler}")), "{stderr}");
 }
