@@ -246,5 +246,8 @@ async fn quarry_runs_the_scheduler_and_executors_that_answer_its_queries() {
         .unwrap();
     let stderr = crate::support::text(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&format!("127.0.0.1:{scheduler}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{scheduler}")),
+        "{stderr}"
+    );
 }

@@ -395,3 +395,58 @@ async fn a_second_process_on_a_sqlite_store_is_told_to_share_a_postgresql_one() 
         "{said}"
     );
 }
+
+/// Waits for `engine`'s next reload after a store change.
+async fn next_reload(events: &mut tokio::sync::broadcast::Receiver<quarry::Event>) {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(quarry::Event::StoreChangesLoaded) => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    tokio::time::timeout(PROPAGATION_DEADLINE, wait)
+        .await
+        .expect("no reload after the store changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_change_feed_reconnects_reloads_and_follows_again() {
+    let store = PgDatabase::create().await;
+    let homes = tempfile::tempdir().unwrap();
+    let engine = |n: usize| {
+        quarry::Engine::builder()
+            .data_dir(homes.path().join(format!("engine-{n}")))
+            .store_url(&store.url)
+            .build()
+    };
+    let (a, b) = (engine(1).await.unwrap(), engine(2).await.unwrap());
+    let mut events = b.subscribe();
+    // The server drops the listening connections, as a restart or a network cut would.
+    let mut admin = PgConnection::connect(&crate::support::pg_admin_url())
+        .await
+        .unwrap();
+    let dropped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND query LIKE 'LISTEN %') AS t",
+    )
+    .bind(&store.name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(dropped, 2, "each engine listens on one connection");
+    // Changes made while it was down were not announced: it reloads once it listens again.
+    next_reload(&mut events).await;
+    // And it follows the changes after that.
+    a.sql("CREATE VIEW made_after AS SELECT 1 AS x")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    while !b.snapshot().views.contains_key("made_after") {
+        next_reload(&mut events).await;
+    }
+}
