@@ -48,12 +48,7 @@ fn main() {
 async fn bench(args: Args) {
     let endpoint = s3::start(BUCKET);
     let mut admin = PgConnection::connect(PG_ADMIN).await.unwrap();
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {SOURCE_DB} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
+    drop_database(&mut admin, SOURCE_DB).await;
     admin
         .execute(AssertSqlSafe(format!("CREATE DATABASE {SOURCE_DB}")))
         .await
@@ -95,9 +90,13 @@ async fn bench(args: Args) {
         median.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
     );
+    drop_database(&mut admin, SOURCE_DB).await;
+}
+
+async fn drop_database(admin: &mut PgConnection, name: &str) {
     admin
         .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {SOURCE_DB} WITH (FORCE)"
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
         )))
         .await
         .unwrap();
@@ -109,12 +108,7 @@ fn db_url(name: &str) -> String {
 
 /// A fresh store database `name`.
 async fn fresh_store(admin: &mut PgConnection, name: &str) -> String {
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
+    drop_database(admin, name).await;
     admin
         .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
@@ -212,12 +206,7 @@ async fn cold_fetch(admin: &mut PgConnection, endpoint: &str, round: usize, coun
         engine.shutdown().await;
     }
     drop(engines);
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
+    drop_database(admin, &name).await;
     secs
 }
 
@@ -262,12 +251,7 @@ async fn propagation(
     }
     took.sort();
     drop(engines);
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
+    drop_database(admin, name).await;
     (
         took[took.len() / 2],
         took[(took.len() * 99).div_ceil(100) - 1],

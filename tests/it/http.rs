@@ -785,11 +785,23 @@ async fn concurrent_writes_wait_for_each_other_instead_of_failing() {
 
 /// One HTTP/1.1 request over a plain socket: the status and the body.
 async fn http_request(addr: &str, method: &str, path: &str, authorization: &str) -> (u16, String) {
+    http_call(addr, method, path, authorization, "").await
+}
+
+/// One HTTP/1.1 request with a JSON `body` over a plain socket: the status and the body.
+pub async fn http_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    authorization: &str,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();

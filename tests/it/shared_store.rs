@@ -15,6 +15,7 @@ use sqlx::{Connection, PgConnection, Row};
 use tonic::transport::Channel;
 
 use crate::flight::listening_addresses;
+use crate::http::http_call as http;
 use crate::s3::Bucket;
 use crate::support::{PgDatabase, pg_source_config, quarry_command};
 
@@ -190,29 +191,6 @@ fn basic() -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("quarry:{PASSWORD}"))
     )
-}
-
-/// One HTTP/1.1 request with a JSON body over a plain socket: the status and the body.
-async fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    authorization: &str,
-    body: &str,
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
 }
 
 /// A Flight SQL client of `process`, logged in.
