@@ -87,10 +87,14 @@ pub(super) async fn lock_table(
     let mut connection = AnyConnection::connect_with(options)
         .await
         .map_err(failed())?;
-    sqlx::raw_sql("SET client_connection_check_interval = '1s'")
+    // PostgreSQL 14 and later notice a waiter that went away within a second; older
+    // servers only when they next write to it.
+    if let Err(e) = sqlx::raw_sql("SET client_connection_check_interval = '1s'")
         .execute(&mut connection)
         .await
-        .map_err(failed())?;
+    {
+        tracing::debug!(error = %e, "the store cannot check for waiters that went away");
+    }
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(lock_key(table))
         .execute(&mut connection)
