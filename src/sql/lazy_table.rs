@@ -73,6 +73,7 @@ impl LazyTable {
     /// lease that keeps them: what a Ballista cluster reads. The table is fetched first if it
     /// is not cached, and refreshed first if it is older than `max_age` (unless its
     /// `on_stale` serves the old copy), as a local scan would.
+    #[cfg(feature = "distributed")]
     pub(crate) async fn cached_files(
         &self,
     ) -> Result<(
