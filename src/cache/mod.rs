@@ -349,20 +349,14 @@ impl Cache {
         let grace = retention::grace(self.store.as_ref(), &self.state);
         let cutoff = retention::cutoff(grace);
         let entries = self.store.all_cache_entries().await?;
-        let expired = if grace.is_zero() {
-            entries
-                .iter()
-                .filter(|e| !e.is_current)
-                .map(|e| (e.table.clone(), e.version))
-                .collect()
-        } else {
-            self.store
-                .expired_cache_entries(None, cutoff)
-                .await?
-                .into_iter()
-                .map(|e| (e.table, e.version))
-                .collect()
-        };
+        // Everything superseded before now, on a store no other process uses.
+        let expired = self
+            .store
+            .expired_cache_entries(None, cutoff)
+            .await?
+            .into_iter()
+            .map(|e| (e.table, e.version))
+            .collect();
         // Listed after the entries were read: a file committed before its entry is here.
         let present = self.storage.list().await?;
         let plan = retention::plan(entries, &expired, present, cutoff);

@@ -16,7 +16,7 @@ use ballista_core::planner::BallistaQueryPlanner;
 use datafusion::catalog::Session;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
-use datafusion::datasource::{TableProvider, provider_as_source, source_as_provider};
+use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{LogicalPlan, TableSource};
@@ -106,7 +106,7 @@ impl std::fmt::Debug for DistributedPlanner {
 #[derive(Default)]
 struct Reads {
     /// The cached tables, by the name the plan scans them under.
-    cached: HashMap<TableReference, Arc<dyn TableProvider>>,
+    cached: HashMap<TableReference, Arc<LazyTable>>,
     /// The first thing it reads that the cluster cannot.
     other: Option<String>,
 }
@@ -117,12 +117,16 @@ impl Reads {
         plan.apply_with_subqueries(|node| {
             match node {
                 LogicalPlan::TableScan(scan) => {
-                    let provider = source_as_provider(&scan.source).ok();
-                    match provider {
-                        Some(p) if (p.as_ref() as &dyn std::any::Any).is::<LazyTable>() => {
-                            reads.cached.insert(scan.table_name.clone(), p);
+                    let lazy = source_as_provider(&scan.source).ok().and_then(|p| {
+                        (p as Arc<dyn std::any::Any + Send + Sync>)
+                            .downcast::<LazyTable>()
+                            .ok()
+                    });
+                    match lazy {
+                        Some(lazy) => {
+                            reads.cached.insert(scan.table_name.clone(), lazy);
                         }
-                        _ => {
+                        None => {
                             reads
                                 .other
                                 .get_or_insert_with(|| format!("the table {}", scan.table_name));
@@ -171,10 +175,7 @@ impl QueryPlanner for DistributedPlanner {
         }
         let mut sources: HashMap<TableReference, Arc<dyn TableSource>> = HashMap::new();
         let mut leases = Vec::new();
-        for (name, provider) in &reads.cached {
-            let lazy = (provider.as_ref() as &dyn std::any::Any)
-                .downcast_ref::<LazyTable>()
-                .expect("only lazy tables are collected");
+        for (name, lazy) in &reads.cached {
             let (files, lease) = lazy.cached_files().await?;
             sources.insert(name.clone(), provider_as_source(Arc::new(files)));
             leases.push(lease);
