@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
@@ -30,12 +31,28 @@ fn failed(what: &str) -> impl FnOnce(ballista_core::error::BallistaError) -> Err
     move |e| Error::Cluster(format!("{what}: {e}"))
 }
 
-/// Runs a Ballista scheduler on `bind` until the process ends.
-pub async fn run_scheduler(bind: SocketAddr, cache: &CacheStorage) -> Result<()> {
+/// What a Ballista scheduler needs to know.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// The address its gRPC service listens on.
+    pub bind: SocketAddr,
+    /// How long an executor may go without a heartbeat before the scheduler takes it for
+    /// dead and runs its tasks elsewhere.
+    pub executor_timeout: Duration,
+}
+
+/// Runs a Ballista scheduler until the process ends.
+pub async fn run_scheduler(options: SchedulerOptions, cache: &CacheStorage) -> Result<()> {
     let runtime = runtime(cache);
+    let bind = options.bind;
+    let timeout = options.executor_timeout.as_secs().max(1);
     let config = SchedulerConfig {
         bind_host: bind.ip().to_string(),
         bind_port: bind.port(),
+        executor_timeout_seconds: timeout,
+        // Checked a few times per timeout, so that a dead executor is noticed within
+        // about 1.3 timeouts (Ballista checks every 15 s whatever the timeout).
+        expire_dead_executor_interval_seconds: (timeout / 3).clamp(1, 15),
         override_session_builder: Some(Arc::new(move |config: SessionConfig| {
             Ok(SessionStateBuilder::new()
                 .with_config(config)
@@ -64,6 +81,9 @@ pub struct ExecutorOptions {
     pub grpc_port: u16,
     /// Tasks it runs at once.
     pub vcores: usize,
+    /// How often it tells the scheduler it is alive; well under the scheduler's executor
+    /// timeout.
+    pub heartbeat: Duration,
 }
 
 /// Runs a Ballista executor until the process ends or it is told to stop.
@@ -76,6 +96,7 @@ pub async fn run_executor(options: ExecutorOptions, cache: &CacheStorage) -> Res
         scheduler_host: options.scheduler.0,
         scheduler_port: options.scheduler.1,
         vcores: options.vcores,
+        executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
         override_runtime_producer: Some(Arc::new(move |_| Ok(Arc::clone(&runtime)))),
         ..ExecutorProcessConfig::default()
     };

@@ -134,6 +134,10 @@ enum BallistaProcess {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
         bind: std::net::SocketAddr,
+        /// Seconds an executor may miss heartbeats before its tasks are run elsewhere
+        #[arg(long, default_value_t = 30, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        executor_timeout: u64,
     },
     /// An executor: runs tasks, reading the cache's files and serving shuffle data
     Executor {
@@ -149,6 +153,11 @@ enum BallistaProcess {
         /// Tasks it runs at once [default: the machine's cores]
         #[arg(long, value_name = "N")]
         vcores: Option<usize>,
+        /// Seconds between heartbeats to the scheduler (keep it under a third of the
+        /// scheduler's --executor-timeout)
+        #[arg(long, default_value_t = 10, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        heartbeat_interval: u64,
     },
 }
 
@@ -338,15 +347,23 @@ async fn ballista_process(
     };
     let cache = quarry::cache::CacheStorage::open(&url, &[])?;
     match process {
-        BallistaProcess::Scheduler { bind } => {
+        BallistaProcess::Scheduler {
+            bind,
+            executor_timeout,
+        } => {
             eprintln!("Ballista scheduler listening on df://{bind}");
-            quarry::cluster::run_scheduler(bind, &cache).await
+            let options = quarry::cluster::SchedulerOptions {
+                bind,
+                executor_timeout: std::time::Duration::from_secs(executor_timeout),
+            };
+            quarry::cluster::run_scheduler(options, &cache).await
         }
         BallistaProcess::Executor {
             scheduler,
             bind,
             grpc_port,
             vcores,
+            heartbeat_interval,
         } => {
             let (host, port) = scheduler
                 .rsplit_once(':')
@@ -364,6 +381,7 @@ async fn ballista_process(
                     bind,
                     grpc_port,
                     vcores,
+                    heartbeat: std::time::Duration::from_secs(heartbeat_interval),
                 },
                 &cache,
             )

@@ -2,7 +2,9 @@
 //! scheduler and two executors) reading the cache on the S3 server: the 22 TPC-H queries at
 //! scale 0.1 give the answers local execution gives; a live table's statement runs here,
 //! and one that mixes it with cached tables fails with an error saying so, or runs here
-//! when fallback is asked for.
+//! when fallback is asked for. Then the cluster as `quarry ballista` processes: they answer
+//! a client's queries, and an executor killed in the middle of one costs time, not the
+//! answer.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -14,6 +16,7 @@ mod tpch;
 mod tpch_queries;
 
 use crate::s3::Bucket;
+use crate::support::proxy::Proxy;
 use crate::support::{PgDatabase, pg_source_config};
 
 const PREFIX: &str = "cluster-cache";
@@ -170,44 +173,83 @@ async fn listening(port: u16, process: &mut Running) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quarry_runs_the_scheduler_and_executors_that_answer_its_queries() {
-    let bucket = Bucket::new().await;
-    let home = tempfile::tempdir().unwrap();
-    let (source, _conn) = crate::support::sqlite_source(
-        home.path(),
+/// A scheduler process listening on a free port, taking an executor for dead after
+/// `executor_timeout` seconds without a heartbeat; returns it with its port.
+async fn scheduler(
+    home: &std::path::Path,
+    bucket: &Bucket,
+    executor_timeout: u64,
+) -> (Running, u16) {
+    let port = free_port();
+    let mut process = Running(
+        cluster_command(home, bucket)
+            .args(["ballista", "scheduler", "--bind"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--executor-timeout")
+            .arg(executor_timeout.to_string())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    listening(port, &mut process).await;
+    (process, port)
+}
+
+/// An executor process of one task slot joined to the scheduler on `scheduler`, given
+/// extra environment (its own S3 endpoint, say).
+async fn executor(
+    home: &std::path::Path,
+    bucket: &Bucket,
+    scheduler: u16,
+    env: &[(&str, String)],
+) -> Running {
+    let (flight, grpc) = (free_port(), free_port());
+    let mut command = cluster_command(home, bucket);
+    command
+        .args([
+            "ballista",
+            "executor",
+            "--vcores",
+            "1",
+            "--heartbeat-interval",
+            "1",
+        ])
+        .arg("--scheduler")
+        .arg(format!("127.0.0.1:{scheduler}"))
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{flight}"))
+        .arg("--grpc-port")
+        .arg(grpc.to_string())
+        .stderr(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut process = Running(command.spawn().unwrap());
+    listening(flight, &mut process).await;
+    process
+}
+
+/// A SQLite source of one table `t` holding 1..=1000, in `home`.
+async fn thousand_rows(home: &std::path::Path) -> (String, sqlx::SqliteConnection) {
+    crate::support::sqlite_source(
+        home,
         "CREATE TABLE t (x INTEGER NOT NULL); \
          WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 1000) \
          INSERT INTO t SELECT x FROM g;",
     )
-    .await;
-    let scheduler = free_port();
-    let mut processes = vec![Running(
-        cluster_command(home.path(), &bucket)
-            .args(["ballista", "scheduler", "--bind"])
-            .arg(format!("127.0.0.1:{scheduler}"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    )];
-    listening(scheduler, &mut processes[0]).await;
-    for _ in 0..2 {
-        let (flight, grpc) = (free_port(), free_port());
-        let mut executor = Running(
-            cluster_command(home.path(), &bucket)
-                .args(["ballista", "executor", "--vcores", "1", "--scheduler"])
-                .arg(format!("127.0.0.1:{scheduler}"))
-                .arg("--bind")
-                .arg(format!("127.0.0.1:{flight}"))
-                .arg("--grpc-port")
-                .arg(grpc.to_string())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        listening(flight, &mut executor).await;
-        processes.push(executor);
-    }
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarry_runs_the_scheduler_and_executors_that_answer_its_queries() {
+    let bucket = Bucket::new().await;
+    let home = tempfile::tempdir().unwrap();
+    let (source, _conn) = thousand_rows(home.path()).await;
+    let (scheduler_process, scheduler) = scheduler(home.path(), &bucket, 30).await;
+    let _executors = [
+        executor(home.path(), &bucket, scheduler, &[]).await,
+        executor(home.path(), &bucket, scheduler, &[]).await,
+    ];
     let config = serde_json::json!({ "path": source, "mode": "cache" });
     let script = format!(
         "SELECT name FROM create_connection('lite', 'sqlite', '{config}');\n\
@@ -237,7 +279,7 @@ async fn quarry_runs_the_scheduler_and_executors_that_answer_its_queries() {
     // The cluster ran it: its stages and shuffle are in the analyzed plan.
     assert!(stdout.contains("ShuffleWriterExec"), "{stdout}");
     // With the scheduler gone, a cached table's statement fails and says where it went.
-    drop(processes.remove(0));
+    drop(scheduler_process);
     let out = cluster_command(home.path(), &bucket)
         .args(["--ballista", &format!("df://127.0.0.1:{scheduler}"), "-c"])
         .arg("SELECT count(*) FROM lite.main.t")
@@ -249,5 +291,86 @@ async fn quarry_runs_the_scheduler_and_executors_that_answer_its_queries() {
     assert!(
         stderr.contains(&format!("127.0.0.1:{scheduler}")),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_killed_mid_query_has_its_task_run_elsewhere_and_the_answer_is_right() {
+    let bucket = Bucket::new().await;
+    let home = tempfile::tempdir().unwrap();
+    let (source, _conn) = thousand_rows(home.path()).await;
+    // The table is cached first, by a Quarry process of its own.
+    let config = serde_json::json!({ "path": source, "mode": "cache" });
+    let out = cluster_command(home.path(), &bucket)
+        .arg("-c")
+        .arg(format!(
+            "SELECT name FROM create_connection('lite', 'sqlite', '{config}');\n\
+             SELECT count(*) FROM lite.main.t;"
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::text(&out.stderr)
+    );
+
+    // Each executor reads the cache through a proxy that holds its requests: the first
+    // executor to make one is running the scan's task.
+    let s3 = tokio::net::lookup_host(bucket.endpoint.trim_start_matches("http://"))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxies = [Proxy::held(s3).await, Proxy::held(s3).await];
+    let (_scheduler_process, scheduler) = scheduler(home.path(), &bucket, 3).await;
+    let mut executors = Vec::new();
+    for proxy in &proxies {
+        let endpoint = format!("http://127.0.0.1:{}", proxy.port());
+        executors.push(Some(
+            executor(
+                home.path(),
+                &bucket,
+                scheduler,
+                &[("AWS_ENDPOINT", endpoint)],
+            )
+            .await,
+        ));
+    }
+    let client = cluster_command(home.path(), &bucket)
+        .args(["--ballista", &format!("df://127.0.0.1:{scheduler}"), "-c"])
+        .arg("SELECT sum(x) AS total, count(*) AS n FROM lite.main.t")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = tokio::select! {
+        () = proxies[0].first_connection() => 0,
+        () = proxies[1].first_connection() => 1,
+    };
+    // SIGKILL: the executor says nothing to the scheduler; its heartbeats stop.
+    drop(executors[running].take());
+    for proxy in &proxies {
+        proxy.release();
+    }
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || client.wait_with_output()),
+    )
+    .await
+    .expect("the query neither finished nor failed within 120 s of losing an executor")
+    .unwrap()
+    .unwrap();
+    let (stdout, stderr) = (
+        crate::support::text(&out.stdout),
+        crate::support::text(&out.stderr),
+    );
+    // Ballista runs the lost task again on the other executor: the whole answer, once.
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        crate::support::has_row(&stdout, &["500500", "1000"]),
+        "{stdout}"
     );
 }

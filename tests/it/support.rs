@@ -1,6 +1,8 @@
 //! Test fixtures: a throw-away data dir, and a uniquely named PostgreSQL database that is
 //! dropped when the fixture is.
 
+pub mod proxy;
+
 use std::path::Path;
 
 use quarry::secrets::{KeySource, SecretKey};
