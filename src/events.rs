@@ -9,8 +9,10 @@ use crate::connection::Connection;
 use crate::id::ConnectionId;
 use crate::table::{TableRecord, TableRef};
 
-/// Something that happened in the engine.
-#[derive(Clone, Debug, PartialEq)]
+/// Something that happened in the engine. Serialized (for the REST API's event stream)
+/// with its kind in `type`, in snake case, and durations in milliseconds.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// A connection test finished and recorded a new status.
@@ -45,6 +47,7 @@ pub enum Event {
         /// Its size in bytes.
         bytes: u64,
         /// How long the fetch took.
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
     },
     /// A cached table was decoded into the memory tier: later statements read memory.
@@ -54,6 +57,7 @@ pub enum Event {
         /// Bytes of decoded batches it holds.
         bytes: u64,
         /// How long decoding took.
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
     },
     /// A fetch failed; nothing was published.
@@ -79,9 +83,10 @@ pub enum Event {
 
 /// A table as an event shows it: which table, and its connection's name when the event
 /// was sent (a rename later does not change what was shown).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct TableName {
     /// Which table.
+    #[serde(flatten)]
     pub table: TableRef,
     /// The connection's name when the event was sent.
     pub connection_name: String,
@@ -105,6 +110,10 @@ impl std::fmt::Display for TableName {
             self.connection_name, self.table.schema, self.table.table
         )
     }
+}
+
+fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The sending side, held by the engine.

@@ -14,7 +14,7 @@ use crate::id::ConnectionId;
 use crate::refresh::{RefreshSettings, RefreshStatus};
 
 /// A table of a connection: how the store, the cache, events and fetches name it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct TableRef {
     /// The owning connection.
     pub connection_id: ConnectionId,

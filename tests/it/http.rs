@@ -934,3 +934,54 @@ async fn integers_beyond_2_pow_53_are_strings_in_json() {
         "{document}"
     );
 }
+
+#[tokio::test]
+async fn the_event_stream_carries_a_connection_test_to_a_signed_in_client() {
+    use futures::StreamExt;
+    let api = Api::new().await;
+    let (status, _, _) = api
+        .send(Method::GET, "/events", None, As::Nobody, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let request = Request::builder()
+        .uri("/events")
+        .header(header::AUTHORIZATION, format!("Bearer {}", api.token))
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body().into_data_stream();
+    let id = api.pg_id().await;
+    let (status, _) = api
+        .call(Method::POST, &format!("/connections/{id}/test"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut text = String::new();
+    let message = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+            .await
+            .expect("no event within 30 s of the test")
+            .expect("the stream ended")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        if let Some(message) = text
+            .split("\n\n")
+            .find(|m| m.contains("event: connection_tested"))
+        {
+            break message.to_owned();
+        }
+    };
+    let data = message
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        event,
+        json!({ "type": "connection_tested", "connection_id": id, "ok": true, "error": null })
+    );
+}

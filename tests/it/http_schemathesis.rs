@@ -38,6 +38,9 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
             "1",
             "--request-timeout",
             "30",
+            // An endless stream: a request of it never ends by itself.
+            "--exclude-path",
+            "/events",
         ])
         .arg("-H")
         .arg(format!("Authorization: Bearer {}", api.token))
@@ -51,7 +54,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{report}");
-    // It really tested: every operation of the document was exercised.
-    assert!(report.contains("Selected: 16/16"), "{report}");
+    // It really tested: every operation of the document but the endless event stream.
+    assert!(report.contains("Selected: 16/17"), "{report}");
     server.shutdown().await.unwrap();
 }

@@ -6,6 +6,7 @@ mod ballista;
 mod cache_suite;
 mod cli;
 mod config_rules;
+mod console;
 mod correctness;
 mod differential;
 mod files;

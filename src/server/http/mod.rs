@@ -2,7 +2,9 @@
 //! an OpenAPI document, on the same engine, users and tokens as the Flight SQL server.
 
 pub mod connections;
+pub mod console;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod model;
 pub mod openapi;
@@ -77,8 +79,11 @@ pub fn router(engine: Engine, auth: Arc<Authenticator>, sessions: Arc<ClientSess
             post(connections::refresh_table),
         )
         .route("/query", post(query::query))
+        .route("/events", get(events::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
+        .route("/", get(console::index))
+        .route("/assets/{file}", get(console::assets))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::document))
         .route("/login", post(login))

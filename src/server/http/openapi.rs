@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{connections, query};
+use super::{connections, events, query};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,7 @@ use super::{connections, query};
         connections::tables,
         connections::set_table_options,
         query::query,
+        events::events,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = [])),

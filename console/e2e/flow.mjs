@@ -1,0 +1,196 @@
+// The console's flow in headless Chromium against a running `quarry serve`, driven by the
+// integration test `console::` (tests/it/console.rs), which sets up the server and sources
+// and passes them in the environment:
+//   QUARRY_URL       the server's HTTP address, http://127.0.0.1:port
+//   QUARRY_PASSWORD  the password of the user `quarry`
+//   QUARRY_SECRET    a connection password stored in the server: it must never reach the page
+//   CHROMIUM         the browser to drive
+//   QUARRY_SHORT_URL a second server whose tokens expire after a second
+//   ARTIFACTS        where screenshots go
+// Any failed expectation throws, and the process exits non-zero with the reason.
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const url = env('QUARRY_URL');
+const password = env('QUARRY_PASSWORD');
+const secret = env('QUARRY_SECRET');
+const artifacts = env('ARTIFACTS');
+mkdirSync(artifacts, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: env('CHROMIUM'),
+  // The tests run as root, where Chromium's sandbox cannot start.
+  args: ['--no-sandbox'],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+const page = await context.newPage();
+page.setDefaultTimeout(15_000);
+
+// Every response of the run, to look for the secret afterwards.
+const responses = [];
+page.on('response', (response) => {
+  responses.push(
+    response
+      .body()
+      .then((body) => ({ url: response.url(), body: body.toString('utf8') }))
+      .catch(() => ({ url: response.url(), body: '' })),
+  );
+});
+const shot = (name) => page.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
+const row = (name) => page.locator(`tr[data-connection="${name}"]`);
+
+async function step(name, run) {
+  try {
+    await run();
+    console.log(`ok: ${name}`);
+  } catch (error) {
+    await shot(`failed-${name.replaceAll(' ', '-')}`).catch(() => {});
+    throw new Error(`step '${name}' failed: ${error.message}`);
+  }
+}
+
+await step('the page is served with a content security policy', async () => {
+  const response = await page.goto(url);
+  const csp = response.headers()['content-security-policy'];
+  assert.ok(csp && csp.includes("script-src 'self'"), `CSP header: ${csp}`);
+});
+
+await step('a wrong password is refused', async () => {
+  await page.getByLabel('User').fill('quarry');
+  await page.getByLabel('Password').fill('not-the-password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').waitFor();
+  assert.match(await page.getByRole('alert').innerText(), /password|credentials|user/i);
+  await shot('sign-in');
+});
+
+await step('sign in', async () => {
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Connections' }).waitFor();
+  await row('shop').waitFor();
+  await row('demo').waitFor();
+  await shot('connections');
+});
+
+await step('filter by type', async () => {
+  await page.getByLabel('Type').selectOption('sqlite');
+  await row('shop').waitFor({ state: 'detached' });
+  assert.equal(await row('demo').count(), 1);
+  await page.getByLabel('Type').selectOption('');
+  await row('shop').waitFor();
+});
+
+await step('test a connection', async () => {
+  await row('shop').getByRole('button', { name: 'Test' }).click();
+  await page.getByRole('status').filter({ hasText: 'Test shop' }).waitFor();
+  await row('shop').locator('.badge.ok').waitFor();
+  assert.match(await row('shop').locator('td.status').innerText(), /tested .* ago, \d+ ms/);
+});
+
+await step('filter by status', async () => {
+  await page.getByLabel('Status').selectOption('ok');
+  await row('demo').waitFor({ state: 'detached' });
+  assert.equal(await row('shop').count(), 1);
+  await page.getByLabel('Status').selectOption('');
+});
+
+await step('rename', async () => {
+  await row('demo').getByRole('button', { name: 'Rename' }).click();
+  await page.getByLabel('New name of demo').fill('demo_shop');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await row('demo_shop').waitFor();
+  assert.equal(await row('demo').count(), 0);
+});
+
+await step('delete asks first', async () => {
+  await row('demo_shop').getByRole('button', { name: 'Delete' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.waitFor();
+  await shot('delete-dialog');
+  await dialog.getByRole('button', { name: 'Cancel' }).click();
+  assert.equal(await row('demo_shop').count(), 1);
+  await row('demo_shop').getByRole('button', { name: 'Delete' }).click();
+  await dialog.getByRole('button', { name: 'Delete' }).click();
+  await row('demo_shop').waitFor({ state: 'detached' });
+});
+
+await step('usable at phone width', async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than the screen`);
+  await shot('connections-phone');
+  await page.setViewportSize({ width: 1280, height: 800 });
+});
+
+await step('keyboard reaches every action', async () => {
+  await page.locator('body').focus();
+  const reached = new Set();
+  for (let i = 0; i < 40; i++) {
+    await page.keyboard.press('Tab');
+    reached.add(await page.evaluate(() => document.activeElement?.textContent?.trim() ?? ''));
+  }
+  for (const action of ['Test', 'Discover', 'Refresh', 'Purge', 'Rename', 'Delete']) {
+    assert.ok(reached.has(action), `Tab never reached ${action}: ${[...reached].join(', ')}`);
+  }
+});
+
+await step('every control has a label', async () => {
+  const unlabeled = await page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea, button')]
+      .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.textContent?.trim()))
+      .map((el) => el.outerHTML),
+  );
+  assert.deepEqual(unlabeled, []);
+});
+
+await step('no secret in the page, the storage or any response', async () => {
+  const html = await page.content();
+  assert.ok(!html.includes(secret), 'the page holds the stored password');
+  const storage = await page.evaluate(() => ({
+    local: { ...localStorage },
+    session: { ...sessionStorage },
+    cookies: document.cookie,
+  }));
+  assert.deepEqual(Object.keys(storage.local), []);
+  assert.deepEqual(Object.keys(storage.session), ['quarry.token']);
+  assert.equal(storage.cookies, '');
+  assert.ok(!page.url().includes(secret) && !page.url().includes(storage.session['quarry.token']));
+  for (const { url: where, body } of await Promise.all(responses)) {
+    assert.ok(!body.includes(secret), `the response of ${where} holds the stored password`);
+  }
+});
+
+await step('a forged token goes back to sign-in', async () => {
+  await page.evaluate(() => sessionStorage.setItem('quarry.token', 'forged-token'));
+  await page.reload();
+  await page.getByRole('button', { name: 'Sign in' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('quarry.token')), null);
+});
+
+await step('an expired token goes back to sign-in', async () => {
+  await page.goto(env('QUARRY_SHORT_URL'));
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Connections' }).waitFor();
+  // Until the server itself refuses the token.
+  const status = () =>
+    page.evaluate(async () => {
+      const token = sessionStorage.getItem('quarry.token');
+      return (await fetch('/connections', { headers: { Authorization: `Bearer ${token}` } })).status;
+    });
+  for (let tries = 0; (await status()) !== 401; tries++) {
+    assert.ok(tries < 100, 'the token did not expire within 20 s');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  await page.getByRole('button', { name: 'Reload' }).click();
+  await page.getByRole('button', { name: 'Sign in' }).waitFor();
+});
+
+await browser.close();

@@ -1,0 +1,47 @@
+// The API's shapes, as GET /openapi.json describes them.
+
+export interface TestState {
+  state: 'untested' | 'ok' | 'failed' | string;
+  last_tested_at: string | null;
+  latency_ms: number | null;
+  server_version: string | null;
+  error: string | null;
+}
+
+export interface ConnectionSummary {
+  id: string;
+  name: string;
+  source_type: string;
+  status: TestState;
+  tables: number;
+  tables_cached: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ConnectionDetails extends ConnectionSummary {
+  config: Record<string, unknown>;
+}
+
+export interface TableFreshness {
+  refresh_mode?: string;
+  last_refresh_at?: string | null;
+  age_secs?: number | null;
+  next_refresh_at?: string | null;
+  last_error?: string | null;
+  [key: string]: unknown;
+}
+
+export interface TableInfo {
+  schema: string;
+  name: string;
+  table_type: string;
+  row_estimate: number | null;
+  byte_estimate: number | null;
+  access_mode: string;
+  options: Record<string, unknown>;
+  columns: number;
+  cached: boolean;
+  cache: { rows: number; bytes: number; fetched_at: string; version: number } | null;
+  freshness: TableFreshness;
+}
