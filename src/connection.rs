@@ -159,6 +159,16 @@ impl SourceType {
         }
     }
 
+    /// The name people know it by, as forms title it.
+    pub fn title(self) -> &'static str {
+        match self {
+            SourceType::Postgres => "PostgreSQL",
+            SourceType::Mysql => "MySQL / MariaDB",
+            SourceType::Sqlite => "SQLite",
+            SourceType::Files => "Files (folder, S3 bucket or URL)",
+        }
+    }
+
     /// Parses a source type; `postgresql` and `mariadb` are accepted as aliases.
     pub fn parse(text: &str) -> Result<Self> {
         match text.to_ascii_lowercase().as_str() {

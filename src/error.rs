@@ -54,6 +54,8 @@ pub enum Error {
     InvalidConfig {
         source_type: String,
         message: String,
+        /// The config key the rule concerns, where it concerns one.
+        field: Option<String>,
     },
 
     /// The secret key could not be loaded or created, or is malformed.
@@ -236,6 +238,38 @@ impl Error {
         Error::InvalidConfig {
             source_type: source_type.into(),
             message: message.into(),
+            field: None,
+        }
+    }
+
+    /// An `InvalidConfig` error for `source_type` about the config key `field`.
+    pub(crate) fn config_field(
+        source_type: impl Into<String>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::InvalidConfig {
+            source_type: source_type.into(),
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    /// The connection config key this error concerns, for forms that show it beside the
+    /// field: the key a rule is about, or the key a source's refusal points at (the password
+    /// for a failed login, the host for an unknown host).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::InvalidConfig { field, .. } => field.as_deref(),
+            Error::Source { class, .. } => match class {
+                FailureClass::Authentication => Some("password"),
+                FailureClass::UnknownHost => Some("host"),
+                FailureClass::Refused => Some("port"),
+                FailureClass::NoDatabase => Some("database"),
+                FailureClass::Tls => Some("ssl_mode"),
+                _ => None,
+            },
+            _ => None,
         }
     }
 

@@ -6,6 +6,8 @@
 //   QUARRY_SECRET    a connection password stored in the server: it must never reach the page
 //   CHROMIUM         the browser to drive
 //   QUARRY_SHORT_URL a second server whose tokens expire after a second
+//   PG_HOST, PG_PORT, PG_DATABASE, PG_USER  a PostgreSQL database with three tables
+//   PG_REFUSED_USER  a role of that server that may not log in
 //   ARTIFACTS        where screenshots go
 // Any failed expectation throws, and the process exits non-zero with the reason.
 import assert from 'node:assert/strict';
@@ -77,6 +79,51 @@ await step('sign in', async () => {
   await row('shop').waitFor();
   await row('demo').waitFor();
   await shot('connections');
+});
+
+await step('a new connection with refused credentials shows the error beside the password', async () => {
+  await page.getByRole('button', { name: 'New connection' }).click();
+  const form = page.getByRole('form', { name: 'New connection' });
+  await form.waitFor();
+  await form.getByLabel('Source type').selectOption('postgres');
+  await form.getByLabel('Name *').fill('sales');
+  await form.getByLabel('Host *').fill(env('PG_HOST'));
+  await form.getByLabel('Port').fill(env('PG_PORT'));
+  await form.getByLabel('Database *').fill(env('PG_DATABASE'));
+  await form.getByLabel('User *').fill(env('PG_REFUSED_USER'));
+  await form.getByLabel('Password').fill('wrong-password');
+  // Required first, advanced folded away.
+  assert.equal(await form.getByLabel('Statement timeout').isVisible(), false);
+  await form.getByRole('button', { name: 'Test' }).click();
+  const beside = form.locator('#field-password-error');
+  await beside.waitFor();
+  assert.match(await beside.innerText(), /authentication failed for user/);
+  await shot('editor-refused');
+});
+
+await step('fixed, tested and saved', async () => {
+  const form = page.getByRole('form', { name: 'New connection' });
+  await form.getByLabel('User *').fill(env('PG_USER'));
+  await form.getByLabel('Password').fill(secret);
+  await form.getByRole('button', { name: 'Test' }).click();
+  await form.getByRole('status').filter({ hasText: 'Connected' }).waitFor();
+  assert.equal(await form.locator('#field-password-error').count(), 0);
+  await form.getByRole('button', { name: 'Create' }).click();
+  await page.getByRole('status').filter({ hasText: 'Created sales: 3 tables found' }).waitFor();
+  await row('sales').waitFor();
+});
+
+await step('the editor shows a stored password as set, never its value', async () => {
+  await row('sales').getByRole('button', { name: 'Edit' }).click();
+  const form = page.getByRole('form', { name: 'Edit sales' });
+  await form.waitFor();
+  const password = form.getByLabel('Password');
+  assert.equal(await password.inputValue(), '');
+  assert.match(await password.getAttribute('placeholder'), /^set/);
+  assert.equal(await form.getByLabel('Database *').inputValue(), env('PG_DATABASE'));
+  await shot('editor-edit');
+  await form.getByRole('button', { name: 'Cancel' }).click();
+  await form.waitFor({ state: 'detached' });
 });
 
 await step('filter by type', async () => {

@@ -373,6 +373,12 @@ impl Connections {
         which: impl Into<ConnectionRef<'a>>,
     ) -> Result<SourceConfig> {
         let connection = self.resolve(which.into()).await?;
+        let full = self.full_config(&connection).await?;
+        SourceConfig::parse(connection.source_type, &full)
+    }
+
+    /// The connection's stored config with its credentials decrypted into it.
+    async fn full_config(&self, connection: &Connection) -> Result<Value> {
         let mut full = connection.config.clone();
         for sealed in self.store.secrets(&connection.id).await? {
             let value = self
@@ -380,7 +386,7 @@ impl Connections {
                 .open(&connection.id, connection.name.as_str(), &sealed)?;
             full[sealed.field.as_str()] = Value::String(value.expose_secret().to_owned());
         }
-        SourceConfig::parse(connection.source_type, &full)
+        Ok(full)
     }
 
     /// Subscribes to engine events (tests, fetch progress).
@@ -455,6 +461,44 @@ impl Connections {
             error: status.test_error.clone(),
         });
         outcome
+    }
+
+    /// Connects with a config that is not saved (a form's, before it is saved) and reports
+    /// how it went; records nothing. With `base`, `config` is a merge patch of that
+    /// connection's config, so that its stored credentials are used unless replaced.
+    /// Messages name the connection `name` (else the edited one's name, else "new").
+    pub async fn test_config(
+        &self,
+        source_type: SourceType,
+        config: &Value,
+        base: Option<&Connection>,
+        name: Option<&str>,
+    ) -> Result<TestOutcome> {
+        let config = source::expand_url(source_type, config)?;
+        let (default_name, full) = match base {
+            Some(connection) => {
+                if connection.source_type != source_type {
+                    return Err(Error::config(
+                        source_type.as_str(),
+                        format!(
+                            "connection '{}' is a {} connection; its source type cannot change",
+                            connection.name,
+                            connection.source_type.as_str()
+                        ),
+                    ));
+                }
+                let stored = self.full_config(connection).await?;
+                let merged = merge_patch(&stored, &config, source_type)?;
+                (connection.name.to_string(), merged)
+            }
+            None => ("new".to_owned(), config),
+        };
+        let name = match name.filter(|n| !n.trim().is_empty()) {
+            Some(given) => given.to_owned(),
+            None => default_name,
+        };
+        let parsed = SourceConfig::parse(source_type, &full)?;
+        source::open(&name, &parsed)?.test().await
     }
 
     /// Reads the source's tables and columns into the store: adds new tables, removes

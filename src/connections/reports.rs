@@ -25,6 +25,9 @@ pub struct TestReport {
     pub latency_ms: Option<f64>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The config key the failure points at (`password` for a refused login), for forms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl TestReport {
@@ -36,12 +39,14 @@ impl TestReport {
                 server_version: Some(o.server_version.clone()),
                 latency_ms: Some(o.latency_ms()),
                 error: None,
+                field: None,
             },
             Err(e) => TestReport {
                 ok: false,
                 server_version: None,
                 latency_ms: None,
                 error: Some(e.to_string()),
+                field: e.field().map(str::to_owned),
             },
         }
     }

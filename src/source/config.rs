@@ -430,12 +430,17 @@ impl<'a> Fields<'a> {
             .as_object()
             .ok_or_else(|| not_an_object(source_type))?;
         check_keys(map, source_type.config_keys())
-            .map_err(|message| Error::config(source_type.as_str(), message))?;
+            .map_err(|(key, message)| Error::config_field(source_type.as_str(), &key, message))?;
         Ok(Fields { source_type, map })
     }
 
     pub(super) fn error(&self, message: String) -> Error {
         Error::config(self.source_type.as_str(), message)
+    }
+
+    /// An error about the key `key`.
+    pub(super) fn field_error(&self, key: &str, message: String) -> Error {
+        Error::config_field(self.source_type.as_str(), key, message)
     }
 
     fn is_secret(&self, key: &str) -> bool {
@@ -447,20 +452,22 @@ impl<'a> Fields<'a> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() && !self.is_secret(key) => {
-                Err(self.error(format!("'{key}' must not be empty")))
+                Err(self.field_error(key, format!("'{key}' must not be empty")))
             }
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) if self.is_secret(key) => Err(self.error(format!(
-                "'{key}' must be a string, got a {}",
-                json_kind(other)
-            ))),
-            Some(other) => Err(self.error(format!("'{key}' must be a string, got {other}"))),
+            Some(other) if self.is_secret(key) => Err(self.field_error(
+                key,
+                format!("'{key}' must be a string, got a {}", json_kind(other)),
+            )),
+            Some(other) => {
+                Err(self.field_error(key, format!("'{key}' must be a string, got {other}")))
+            }
         }
     }
 
     pub(super) fn required_string(&self, key: &str, what: &str) -> Result<String> {
         self.string(key)?
-            .ok_or_else(|| self.error(format!("'{key}' is required: {what}")))
+            .ok_or_else(|| self.field_error(key, format!("'{key}' is required: {what}")))
     }
 
     fn port(&self) -> Result<u16> {
@@ -469,18 +476,23 @@ impl<'a> Fields<'a> {
             None | Some(Value::Null) => Ok(default),
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
-                _ => Err(self.error(format!("'port' must be between 1 and 65535, got {n}"))),
+                _ => Err(self.field_error(
+                    "port",
+                    format!("'port' must be between 1 and 65535, got {n}"),
+                )),
             },
             // "5432" as environment variables and URLs give it.
             Some(Value::String(text)) => match text.trim().parse::<u16>() {
                 Ok(p) if p >= 1 => Ok(p),
-                _ => Err(self.error(format!(
-                    "'port' must be an integer between 1 and 65535, got \"{text}\""
-                ))),
+                _ => Err(self.field_error(
+                    "port",
+                    format!("'port' must be an integer between 1 and 65535, got \"{text}\""),
+                )),
             },
-            Some(other) => Err(self.error(format!(
-                "'port' must be an integer between 1 and 65535, got {other}"
-            ))),
+            Some(other) => Err(self.field_error(
+                "port",
+                format!("'port' must be an integer between 1 and 65535, got {other}"),
+            )),
         }
     }
 
@@ -490,14 +502,16 @@ impl<'a> Fields<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
-            Some(other) => Err(self.error(format!("'{key}' must be true or false, got {other}"))),
+            Some(other) => {
+                Err(self.field_error(key, format!("'{key}' must be true or false, got {other}")))
+            }
         }
     }
 
     fn duration(&self, key: &str) -> Result<Option<Duration>> {
         match self.duration_or_zero(key)? {
             Some(duration) if duration.is_zero() => {
-                Err(self.error(format!("'{key}' must be greater than zero")))
+                Err(self.field_error(key, format!("'{key}' must be greater than zero")))
             }
             other => Ok(other),
         }
@@ -506,10 +520,13 @@ impl<'a> Fields<'a> {
     /// A duration where zero means "none" (a retry budget of `0s`: never retry).
     fn duration_or_zero(&self, key: &str) -> Result<Option<Duration>> {
         let bad = |got: &Value| {
-            self.error(format!(
-                "'{key}' must be a positive duration: seconds as a number, or text such as \
+            self.field_error(
+                key,
+                format!(
+                    "'{key}' must be a positive duration: seconds as a number, or text such as \
                  \"30s\", \"500ms\" or \"2m\"; got {got}"
-            ))
+                ),
+            )
         };
         let duration = match self.map.get(key) {
             None | Some(Value::Null) => return Ok(None),
@@ -530,12 +547,16 @@ impl<'a> Fields<'a> {
         let defaults = AccessOptions::default();
         let present = |key: &str| self.map.get(key).filter(|v| !v.is_null());
         let mode = match present("mode") {
-            Some(value) => crate::access::parse_mode(value, "mode").map_err(|m| self.error(m))?,
+            Some(value) => {
+                crate::access::parse_mode(value, "mode").map_err(|m| self.field_error("mode", m))?
+            }
             None => defaults.mode,
         };
         let size = |key: &str| {
             present(key)
-                .map(|value| crate::access::parse_bytes(value, key).map_err(|m| self.error(m)))
+                .map(|value| {
+                    crate::access::parse_bytes(value, key).map_err(|m| self.field_error(key, m))
+                })
                 .transpose()
         };
         Ok(AccessOptions {
@@ -554,14 +575,20 @@ impl<'a> Fields<'a> {
         match std::fs::metadata(&path) {
             // Absolute, so the connection works from any working directory later.
             Ok(meta) if meta.is_file() => Ok(std::fs::canonicalize(&path).unwrap_or(path)),
-            Ok(_) => Err(self.error(format!(
-                "'{key}' must name a file, but '{}' is a directory",
-                path.display()
-            ))),
-            Err(_) => Err(self.error(format!(
-                "'{key}' file '{}' does not exist or cannot be read",
-                path.display()
-            ))),
+            Ok(_) => Err(self.field_error(
+                key,
+                format!(
+                    "'{key}' must name a file, but '{}' is a directory",
+                    path.display()
+                ),
+            )),
+            Err(_) => Err(self.field_error(
+                key,
+                format!(
+                    "'{key}' file '{}' does not exist or cannot be read",
+                    path.display()
+                ),
+            )),
         }
     }
 
@@ -574,10 +601,10 @@ impl<'a> Fields<'a> {
         let ssl_mode = match self.string("ssl_mode")? {
             None => SslMode::Prefer,
             Some(mode) => SslMode::parse(&mode).ok_or_else(|| {
-                self.error(format!(
-                    "'ssl_mode' must be one of {}, got '{mode}'",
-                    SslMode::NAMES
-                ))
+                self.field_error(
+                    "ssl_mode",
+                    format!("'ssl_mode' must be one of {}, got '{mode}'", SslMode::NAMES),
+                )
             })?,
         };
         let ssl_root_cert = match self.string("ssl_root_cert")? {
@@ -585,32 +612,38 @@ impl<'a> Fields<'a> {
             None => None,
         };
         if matches!(ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) && ssl_root_cert.is_none() {
-            return Err(self.error(format!(
-                "ssl_mode '{}' needs 'ssl_root_cert', the path of the CA certificate to verify \
+            return Err(self.field_error(
+                "ssl_root_cert",
+                format!(
+                    "ssl_mode '{}' needs 'ssl_root_cert', the path of the CA certificate to verify \
                  the server with",
-                ssl_mode.as_str()
-            )));
+                    ssl_mode.as_str()
+                ),
+            ));
         }
         let numeric_as_float64 = self.boolean("numeric_as_float64")?.unwrap_or(false);
-        let schemas = match self.map.get("schemas") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .map(|item| match item {
+        let schemas =
+            match self.map.get("schemas") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) if !items.is_empty() => items
+                    .iter()
+                    .map(|item| {
+                        match item {
                     Value::String(name) if !name.trim().is_empty() => Ok(name.clone()),
-                    other => Err(self.error(format!(
+                    other => Err(self.field_error("schemas", format!(
                         "each entry of 'schemas' must be a database name or a pattern with *, \
                          got {other}"
                     ))),
-                })
-                .collect::<Result<_>>()?,
-            Some(other) => {
-                return Err(self.error(format!(
+                }
+                    })
+                    .collect::<Result<_>>()?,
+                Some(other) => {
+                    return Err(self.field_error("schemas", format!(
                     "'schemas' must be a non-empty list of database names or patterns with *, \
                      such as [\"sales\", \"archive_*\"]; got {other}"
                 )));
-            }
-        };
+                }
+            };
         Ok(ServerConfig {
             numeric_as_float64,
             schemas,
@@ -630,7 +663,7 @@ impl<'a> Fields<'a> {
 pub(super) fn check_keys(
     map: &Map<String, Value>,
     valid: &[&str],
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), (String, String)> {
     for key in map.keys() {
         if !valid.contains(&key.as_str()) {
             let suggestion = known_alias(key)
@@ -644,9 +677,12 @@ pub(super) fn check_keys(
                 })
                 .map(|k| format!(" (did you mean '{k}'?)"))
                 .unwrap_or_default();
-            return Err(format!(
-                "unknown key '{key}'{suggestion}; valid keys: {}",
-                valid.join(", ")
+            return Err((
+                key.clone(),
+                format!(
+                    "unknown key '{key}'{suggestion}; valid keys: {}",
+                    valid.join(", ")
+                ),
             ));
         }
     }

@@ -4,6 +4,7 @@
 mod builders;
 mod cells;
 mod config;
+pub mod config_schema;
 mod cursor;
 mod describe;
 mod discovery;

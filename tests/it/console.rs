@@ -111,6 +111,15 @@ async fn the_console_manages_connections_in_a_real_browser() {
     .await
     .unwrap();
 
+    let refused = format!("{}_nologin", db.name);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {refused} NOLOGIN"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let pg = pg_source_config(&db.name);
+
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[]);
     let short_home = tempfile::tempdir().unwrap();
@@ -143,7 +152,16 @@ async fn the_console_manages_connections_in_a_real_browser() {
         .env("QUARRY_SECRET", &secret)
         .env("CHROMIUM", &chromium)
         .env("ARTIFACTS", &artifacts)
+        .env("PG_HOST", pg["host"].as_str().unwrap())
+        .env("PG_PORT", pg["port"].to_string())
+        .env("PG_DATABASE", &db.name)
+        .env("PG_USER", pg["user"].as_str().unwrap())
+        .env("PG_REFUSED_USER", &refused)
         .output()
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE {refused}")))
+        .execute(&mut admin)
         .await
         .unwrap();
     let report = format!(
@@ -161,12 +179,18 @@ async fn the_console_manages_connections_in_a_real_browser() {
         report.contains("ok: an expired token goes back to sign-in"),
         "{report}"
     );
-    // What the console did, the server did: `demo` was renamed, then deleted.
+    // What the console did, the server did: `sales` was created with its password and
+    // discovered; `demo` was renamed, then deleted.
     let (_, list) = http_call(&server.http, "GET", "/connections", &auth, "").await;
-    let names: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&list)
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(names, ["shop"], "{list}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    let mut names: Vec<&str> = list.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["sales", "shop"], "{list:?}");
+    let sales = list.iter().find(|c| c["name"] == "sales").unwrap();
+    assert_eq!(sales["tables"], 3, "{sales}");
+    let path = format!("/connections/{}", sales["id"].as_str().unwrap());
+    let (_, details) = http_call(&server.http, "GET", &path, &auth, "").await;
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(details["config"]["password_set"], true, "{details}");
+    assert_eq!(details["config"]["user"], pg["user"], "{details}");
 }

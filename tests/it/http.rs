@@ -985,3 +985,87 @@ async fn the_event_stream_carries_a_connection_test_to_a_signed_in_client() {
         json!({ "type": "connection_tested", "connection_id": id, "ok": true, "error": null })
     );
 }
+
+#[tokio::test]
+async fn source_types_describe_each_config_for_forms() {
+    let api = Api::new().await;
+    let (status, body) = api.call(Method::GET, "/source-types", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let types: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["source_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["postgres", "mysql", "sqlite", "files"]);
+    let postgres = &body[0]["config_schema"];
+    assert_eq!(postgres["required"], json!(["host", "database", "user"]));
+    assert_eq!(postgres["properties"]["password"]["writeOnly"], true);
+    assert_eq!(postgres["properties"]["port"]["default"], 5432);
+    assert_eq!(postgres["properties"]["ssl_mode"]["x-advanced"], true);
+    assert_eq!(
+        body[1]["config_schema"]["properties"]["port"]["default"],
+        3306
+    );
+}
+
+#[tokio::test]
+async fn unsaved_settings_are_tested_and_their_errors_name_the_field() {
+    let api = Api::new().await;
+    let test = |body: Value| api.call(Method::POST, "/connection-tests", Some(body));
+    let mut config = pg_source_config(&api.fixture.db.name);
+    // A broken rule: 422, beside its key.
+    config["port"] = json!(70000);
+    let (status, body) = test(json!({ "source_type": "postgres", "config": config })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "port", "{body}");
+    let (status, body) =
+        test(json!({ "source_type": "postgres", "config": { "hostname": "h" } })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "hostname", "{body}");
+    // Good settings connect; nothing is saved.
+    let (status, body) = test(json!({
+        "source_type": "postgres",
+        "config": pg_source_config(&api.fixture.db.name),
+        "name": "trial",
+    }))
+    .await;
+    assert_eq!(
+        (status, &body["ok"]),
+        (StatusCode::OK, &json!(true)),
+        "{body}"
+    );
+    let (_, list) = api.call(Method::GET, "/connections", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // A refused login points at the password, and names the connection it will be.
+    let mut mysql = crate::support::mysql_source_config("mysql");
+    mysql["password"] = json!("not-the-password");
+    let (status, body) =
+        test(json!({ "source_type": "mysql", "config": mysql, "name": "trial" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ok"], false, "{body}");
+    assert_eq!(body["field"], "password", "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("connection 'trial'") && error.contains("authentication failed"),
+        "{error}"
+    );
+    assert!(!error.contains("not-the-password"), "{error}");
+    // Editing a connection: the patch is tested over its stored config.
+    let id = api.pg_id().await;
+    let (status, body) =
+        test(json!({ "source_type": "postgres", "config": {}, "connection_id": id })).await;
+    assert_eq!(
+        (status, &body["ok"]),
+        (StatusCode::OK, &json!(true)),
+        "{body}"
+    );
+    let (status, body) = test(json!({
+        "source_type": "postgres",
+        "config": { "database": "quarry_no_such_database" },
+        "connection_id": id,
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["field"], "database", "{body}");
+}

@@ -45,3 +45,34 @@ export interface TableInfo {
   cache: { rows: number; bytes: number; fetched_at: string; version: number } | null;
   freshness: TableFreshness;
 }
+
+/** A JSON Schema property of a source type's config, as GET /source-types gives it. */
+export interface ConfigProperty {
+  type: string | string[];
+  title: string;
+  description: string;
+  default?: unknown;
+  enum?: string[];
+  writeOnly?: boolean;
+  format?: string;
+  'x-advanced'?: boolean;
+  'x-order'?: number;
+}
+
+export interface SourceTypeInfo {
+  source_type: string;
+  title: string;
+  config_schema: {
+    title: string;
+    properties: Record<string, ConfigProperty>;
+    required: string[];
+  };
+}
+
+export interface TestReport {
+  ok: boolean;
+  server_version: string | null;
+  latency_ms: number | null;
+  error: string | null;
+  field?: string;
+}

@@ -9,11 +9,11 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
 use super::model::{
-    ConnectionDetails, ConnectionSummary, CreateConnection, Created, DiscoveryOutcome,
-    DiscoveryResult, ErrorBody, PurgeOutcome, RefreshOutcome, TableInfo, TestReport,
-    UpdateConnection,
+    ConfigTest, ConnectionDetails, ConnectionSummary, CreateConnection, Created, DiscoveryOutcome,
+    DiscoveryResult, ErrorBody, PurgeOutcome, RefreshOutcome, SourceTypeInfo, TableInfo,
+    TestReport, UpdateConnection,
 };
-use crate::connection::{Connection, ConnectionName};
+use crate::connection::{Connection, ConnectionName, SourceType};
 use crate::engine::Engine;
 use crate::id::ConnectionId;
 use crate::source::CommonOptions;
@@ -239,6 +239,58 @@ pub async fn test(
     let connection = by_id(&app.engine, &id).await?;
     let outcome = app.engine.test_connection(&connection).await;
     Ok(Json(TestReport::of(&outcome)))
+}
+
+/// The source types and the description of each one's config, from which forms are built.
+#[utoipa::path(get, path = "/source-types", tag = "connections",
+    responses(
+        (status = 200, description = "Every source type", body = Vec<SourceTypeInfo>),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+    ))]
+pub async fn source_types() -> Json<Vec<SourceTypeInfo>> {
+    Json(
+        SourceType::ALL
+            .iter()
+            .map(|t| SourceTypeInfo {
+                source_type: t.as_str().to_owned(),
+                title: t.title().to_owned(),
+                config_schema: crate::source::config_schema::json_schema(*t),
+            })
+            .collect(),
+    )
+}
+
+/// Connect with settings that are not saved yet and report how it went; nothing is stored.
+#[utoipa::path(post, path = "/connection-tests", tag = "connections",
+    request_body = ConfigTest,
+    responses(
+        (status = 200, description = "The outcome; a source that cannot be reached is ok: \
+            false, with the config key the failure points at in `field`", body = TestReport),
+        (status = 400, description = "The body is not valid", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No connection has that id", body = ErrorBody),
+        (status = 422, description = "The settings break a rule; `field` names the key",
+            body = ErrorBody),
+    ))]
+pub async fn test_config(
+    State(app): State<AppState>,
+    JsonBody(request): JsonBody<ConfigTest>,
+) -> ApiResult<Json<TestReport>> {
+    let source_type = SourceType::parse(&request.source_type)?;
+    let base = match &request.connection_id {
+        Some(id) => Some(by_id(&app.engine, id).await?),
+        None => None,
+    };
+    let config = serde_json::Value::Object(request.config);
+    let outcome = app
+        .engine
+        .test_config(source_type, &config, base.as_ref(), request.name.as_deref())
+        .await;
+    match outcome {
+        // A config that breaks a rule is the request's fault, not the source's.
+        Err(e) if e.kind() == crate::error::Kind::Invalid => Err(e.into()),
+        outcome => Ok(Json(TestReport::of(&outcome))),
+    }
 }
 
 /// Read the source's tables and columns again.

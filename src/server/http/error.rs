@@ -13,6 +13,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -22,6 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
     }
 
@@ -45,6 +47,7 @@ impl ApiError {
         ErrorDetail {
             code: self.code.to_owned(),
             message: self.message.clone(),
+            field: self.field.clone(),
         }
     }
 }
@@ -62,7 +65,10 @@ impl From<Error> for ApiError {
             Kind::ResourceExhausted => (StatusCode::SERVICE_UNAVAILABLE, "resources_exhausted"),
             Kind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        ApiError::new(status, code, error.to_string())
+        ApiError {
+            field: error.field().map(str::to_owned),
+            ..ApiError::new(status, code, error.to_string())
+        }
     }
 }
 

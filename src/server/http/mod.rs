@@ -78,6 +78,8 @@ pub fn router(engine: Engine, auth: Arc<Authenticator>, sessions: Arc<ClientSess
             "/connections/{id}/tables/{schema}/{table}/refresh",
             post(connections::refresh_table),
         )
+        .route("/source-types", get(connections::source_types))
+        .route("/connection-tests", post(connections::test_config))
         .route("/query", post(query::query))
         .route("/events", get(events::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

@@ -27,6 +27,11 @@ pub struct ErrorDetail {
     pub code: String,
     /// What was wrong and what to do about it.
     pub message: String,
+    /// The connection config key the error concerns, where it concerns one: the key a
+    /// validation rule is about, or the one a source's refusal points at (`password` for a
+    /// failed login).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// `POST /connections`: a new connection.
@@ -53,6 +58,37 @@ pub struct UpdateConnection {
     /// database or path drops the connection's cache.
     #[schema(value_type = Option<Object>)]
     pub config: Option<Map<String, Value>>,
+}
+
+/// One source type and the description of its config.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceTypeInfo {
+    /// Its name, as `source_type` takes it.
+    pub source_type: String,
+    /// The name people know it by.
+    pub title: String,
+    /// Its config as a JSON Schema (draft 2020-12): `title`, `description` and `default` of
+    /// each key, `required` keys, `enum` choices, credentials marked `writeOnly`, and
+    /// settings most users leave alone marked `"x-advanced": true`, and the order to show
+    /// keys in as `x-order`.
+    #[schema(value_type = Object)]
+    pub config_schema: Value,
+}
+
+/// `POST /connection-tests`: settings to try before they are saved.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigTest {
+    /// postgres (or postgresql), mysql (or mariadb), sqlite or files.
+    pub source_type: String,
+    /// The settings. With `connection_id`, a JSON merge patch of that connection's config:
+    /// credentials left out keep their stored values.
+    #[schema(value_type = Object)]
+    pub config: Map<String, Value>,
+    /// The connection being edited, if any.
+    pub connection_id: Option<String>,
+    /// The name the connection will have, for the messages.
+    pub name: Option<String>,
 }
 
 /// A connection's last test.

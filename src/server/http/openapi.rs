@@ -21,6 +21,8 @@ use super::{connections, events, query};
         connections::update,
         connections::delete,
         connections::test,
+        connections::source_types,
+        connections::test_config,
         connections::discover,
         connections::refresh,
         connections::purge,

@@ -177,10 +177,13 @@ impl FilesConfig {
                 "allow_http",
             ] {
                 if fields.map.get(key).is_some_and(|v| !v.is_null()) {
-                    return Err(fields.error(format!(
-                        "'{key}' applies to s3:// URLs only; this connection's url is {}://",
-                        url.scheme()
-                    )));
+                    return Err(fields.field_error(
+                        key,
+                        format!(
+                            "'{key}' applies to s3:// URLs only; this connection's url is {}://",
+                            url.scheme()
+                        ),
+                    ));
                 }
             }
         }
@@ -198,7 +201,8 @@ impl FilesConfig {
             session_token: fields.string("session_token")?.map(SecretString::from),
         };
         if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
-            return Err(fields.error(
+            return Err(fields.field_error(
+                "secret_access_key",
                 "'access_key_id' and 'secret_access_key' go together; give both, or neither to \
                  use the environment's credentials"
                     .into(),
@@ -207,21 +211,24 @@ impl FilesConfig {
         let parse = parse_options(fields.map, &|m| fields.error(m))?;
         let glob = fields
             .string("glob")?
-            .map(|g| pattern(&g, "'glob'", &|m| fields.error(m)))
+            .map(|g| pattern(&g, "'glob'", &|m| fields.field_error("glob", m)))
             .transpose()?;
-        let tables = match fields.map.get("tables") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(tables)) => tables
-                .iter()
-                .map(|(name, table)| declared_table(name, table, &|m| fields.error(m)))
-                .collect::<Result<_>>()?,
-            Some(other) => {
-                return Err(fields.error(format!(
+        let tables =
+            match fields.map.get("tables") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Object(tables)) => tables
+                    .iter()
+                    .map(|(name, table)| {
+                        declared_table(name, table, &|m| fields.field_error("tables", m))
+                    })
+                    .collect::<Result<_>>()?,
+                Some(other) => {
+                    return Err(fields.field_error("tables", format!(
                     "'tables' must be an object of table name → {{\"glob\": ..., \"format\": \
                      ...}}; got {other}"
                 )));
-            }
-        };
+                }
+            };
         Ok(FilesConfig {
             url,
             s3,
@@ -240,55 +247,65 @@ fn parse_url(fields: &Fields<'_>) -> Result<url::Url> {
         "where the files are: file:///data/exports, s3://bucket/prefix or https://host/file.csv",
     )?;
     let local = |path: std::path::PathBuf| -> Result<url::Url> {
-        let path = match std::fs::canonicalize(&path) {
-            Ok(path) => path,
-            Err(_) => {
-                return Err(fields.error(format!(
+        let path =
+            match std::fs::canonicalize(&path) {
+                Ok(path) => path,
+                Err(_) => {
+                    return Err(fields.field_error("url", format!(
                     "'url' names the local path '{}', which does not exist or cannot be read",
                     path.display()
                 )));
-            }
-        };
+                }
+            };
         let url = if path.is_dir() {
             url::Url::from_directory_path(&path)
         } else {
             url::Url::from_file_path(&path)
         };
-        url.map_err(|()| fields.error(format!("'{}' is not a usable path", path.display())))
+        url.map_err(|()| {
+            fields.field_error("url", format!("'{}' is not a usable path", path.display()))
+        })
     };
     if !text.contains("://") {
         return local(std::path::PathBuf::from(&text));
     }
     let url = url::Url::parse(&text)
-        .map_err(|e| fields.error(format!("'url' is not a URL ({e}): {text}")))?;
+        .map_err(|e| fields.field_error("url", format!("'url' is not a URL ({e}): {text}")))?;
     match url.scheme() {
         "file" => {
-            let path = url
-                .to_file_path()
-                .map_err(|()| fields.error(format!("'url' {text} is not a local path")))?;
+            let path = url.to_file_path().map_err(|()| {
+                fields.field_error("url", format!("'url' {text} is not a local path"))
+            })?;
             local(path)
         }
         "s3" => {
             if url.host_str().is_none_or(str::is_empty) {
-                return Err(fields.error(format!(
-                    "'url' {text} names no bucket; write s3://bucket/prefix"
-                )));
+                return Err(fields.field_error(
+                    "url",
+                    format!("'url' {text} names no bucket; write s3://bucket/prefix"),
+                ));
             }
             Ok(url)
         }
         "http" | "https" => {
             if url.path().ends_with('/') {
-                return Err(fields.error(format!(
-                    "'url' {text} is a folder; an http(s) URL must name one file (folders \
+                return Err(fields.field_error(
+                    "url",
+                    format!(
+                        "'url' {text} is a folder; an http(s) URL must name one file (folders \
                      cannot be listed over HTTP)"
-                )));
+                    ),
+                ));
             }
             Ok(url)
         }
-        other => Err(fields.error(format!(
-            "'url' has the scheme '{other}'; files are read from file://, s3://, http:// or \
+        other => Err(fields.field_error(
+            "url",
+            format!(
+                "'url' has the scheme '{other}'; files are read from file://, s3://, http:// or \
              https:// URLs"
-        ))),
+            ),
+        )),
     }
 }
 
@@ -401,7 +418,7 @@ fn declared_table(name: &str, table: &Value, bad: Bad<'_>) -> Result<DeclaredTab
         )));
     };
     let valid = [TABLE_KEYS, FORMAT_KEYS].concat();
-    check_keys(map, &valid).map_err(|m| bad(format!("table '{name}' in 'tables': {m}")))?;
+    check_keys(map, &valid).map_err(|(_, m)| bad(format!("table '{name}' in 'tables': {m}")))?;
     let string = |key: &str| match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
