@@ -126,6 +126,29 @@ await step('the editor shows a stored password as set, never its value', async (
   await form.waitFor({ state: 'detached' });
 });
 
+await step('the tables page refreshes and purges a table', async () => {
+  await row('sales').getByRole('link', { name: 'sales' }).click();
+  await page.getByRole('heading', { name: 'Tables of sales' }).waitFor();
+  const table = (name) => page.locator(`tr[data-table="public.${name}"]`);
+  for (const name of ['customers', 'orders', 'notes']) await table(name).waitFor();
+  assert.match(await table('orders').innerText(), /not cached/);
+  await table('orders').getByRole('button', { name: 'Refresh' }).click();
+  await page.getByRole('status').filter({ hasText: 'Refresh public.orders' }).waitFor();
+  const cells = async () => (await table('orders').locator('td').allInnerTexts()).map((c) => c.trim());
+  let [, , cache, version, rows] = await cells();
+  assert.deepEqual([cache, version, rows], ['cached', '1', '3']);
+  await table('orders').getByRole('button', { name: 'Refresh' }).click();
+  await page.getByRole('status').filter({ hasText: 'Refresh public.orders' }).waitFor();
+  await table('orders').locator('td', { hasText: /^2$/ }).waitFor();
+  await shot('tables');
+  await table('orders').getByRole('button', { name: 'Purge' }).click();
+  await page.getByRole('status').filter({ hasText: 'Purge public.orders' }).waitFor();
+  [, , cache] = await cells();
+  assert.equal(cache, 'not cached');
+  await page.getByRole('link', { name: 'All connections' }).click();
+  await row('sales').waitFor();
+});
+
 await step('filter by type', async () => {
   await page.getByLabel('Type').selectOption('sqlite');
   await row('shop').waitFor({ state: 'detached' });

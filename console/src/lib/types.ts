@@ -24,12 +24,16 @@ export interface ConnectionDetails extends ConnectionSummary {
 }
 
 export interface TableFreshness {
-  refresh_mode?: string;
-  last_refresh_at?: string | null;
-  age_secs?: number | null;
-  next_refresh_at?: string | null;
-  last_error?: string | null;
-  [key: string]: unknown;
+  refresh_mode: string;
+  last_refresh_kind: string | null;
+  last_refresh_at: string | null;
+  last_refresh_rows: number | null;
+  last_refresh_ms: number | null;
+  age_seconds: number | null;
+  next_refresh_at: string | null;
+  cache_files: number | null;
+  last_error: string | null;
+  last_error_at: string | null;
 }
 
 export interface TableInfo {
@@ -42,7 +46,7 @@ export interface TableInfo {
   options: Record<string, unknown>;
   columns: number;
   cached: boolean;
-  cache: { rows: number; bytes: number; fetched_at: string; version: number } | null;
+  cache: { rows: number; bytes: number; fetched_at: string; version: number; memory_bytes: number } | null;
   freshness: TableFreshness;
 }
 

@@ -440,7 +440,9 @@ pub async fn tables(
                 let freshness = app
                     .engine
                     .freshness(&connection, t, t.current_entry(&cached));
-                TableInfo::of(t, &cached, &access, freshness)
+                TableInfo::of(t, &cached, &access, freshness, |e| {
+                    app.engine.cache().resident_bytes(e)
+                })
             })
             .collect(),
     ))
@@ -475,5 +477,11 @@ pub async fn set_table_options(
     let freshness = app
         .engine
         .freshness(&connection, &record, record.current_entry(&cached));
-    Ok(Json(TableInfo::of(&record, &cached, &access, freshness)))
+    Ok(Json(TableInfo::of(
+        &record,
+        &cached,
+        &access,
+        freshness,
+        |e| app.engine.cache().resident_bytes(e),
+    )))
 }

@@ -172,6 +172,8 @@ pub struct CacheState {
     pub fetched_at: String,
     /// How many times the table has been fetched.
     pub version: i64,
+    /// Bytes it holds decoded in the memory tier (0 when it is not there).
+    pub memory_bytes: i64,
 }
 
 /// One table of `GET /connections/{id}/tables`.
@@ -308,18 +310,21 @@ impl ConnectionDetails {
 }
 
 impl TableInfo {
-    /// `table` with its current cache entry, if any, read with `access` (its connection's).
+    /// `table` with its current cache entry, if any, read with `access` (its connection's);
+    /// `resident` tells the bytes an entry holds in the memory tier.
     pub fn of(
         table: &TableRecord,
         cached: &[CacheEntry],
         access: &AccessOptions,
         freshness: TableFreshness,
+        resident: impl Fn(&CacheEntry) -> u64,
     ) -> Self {
         let cache = table.current_entry(cached).map(|e| CacheState {
             rows: e.row_count,
             bytes: e.byte_size,
             fetched_at: e.fetched_at.to_rfc3339(),
             version: e.version,
+            memory_bytes: i64::try_from(resident(e)).unwrap_or(i64::MAX),
         });
         TableInfo {
             schema: table.schema.clone(),
