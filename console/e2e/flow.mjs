@@ -8,6 +8,7 @@
 //   QUARRY_SHORT_URL a second server whose tokens expire after a second
 //   PG_HOST, PG_PORT, PG_DATABASE, PG_USER  a PostgreSQL database with three tables
 //   PG_REFUSED_USER  a role of that server that may not log in
+//   EXPECTED_JOIN    the join's rows as PostgreSQL answers it: [[name, total], ...]
 //   ARTIFACTS        where screenshots go
 // Any failed expectation throws, and the process exits non-zero with the reason.
 import assert from 'node:assert/strict';
@@ -146,6 +147,84 @@ await step('the tables page refreshes and purges a table', async () => {
   [, , cache] = await cells();
   assert.equal(cache, 'not cached');
   await page.getByRole('link', { name: 'All connections' }).click();
+  await row('sales').waitFor();
+});
+
+await step('the SQL page completes names, runs a join and shows the source\'s values', async () => {
+  await page.getByRole('link', { name: 'SQL' }).click();
+  const editor = page.getByRole('textbox', { name: 'SQL statement' });
+  await editor.waitFor();
+  await editor.click();
+  await page.keyboard.type('SELECT * FROM sales.public.cus');
+  await page.keyboard.press('Control+Space');
+  await page.getByRole('option', { name: /customers/ }).first().waitFor();
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Control+a');
+  await page.keyboard.press('Delete');
+  await page.keyboard.type(
+    'SELECT c.name, sum(o.total) AS total FROM sales.public.customers c ' +
+      'JOIN sales.public.orders o ON o.customer_id = c.id GROUP BY c.name ORDER BY c.name',
+  );
+  await page.keyboard.press('Escape');
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  await page.getByRole('status').filter({ hasText: /\d+ rows in/ }).waitFor();
+  const grid = page.getByRole('table', { name: 'Result' });
+  const cells = await grid.locator('tbody tr').evaluateAll((rows) =>
+    rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent.trim())),
+  );
+  const expected = JSON.parse(env('EXPECTED_JOIN'));
+  assert.equal(cells.length, expected.length, JSON.stringify(cells));
+  cells.forEach(([name, total], i) => {
+    assert.equal(name, expected[i][0]);
+    // Decimals arrive as exact text, scale and all.
+    assert.equal(total, expected[i][1], `${name}: ${total} vs ${expected[i][1]}`);
+  });
+  await shot('sql');
+});
+
+await step('explain shows the plan', async () => {
+  await page.getByRole('button', { name: 'Explain' }).click();
+  const plan = page.getByLabel('Plan');
+  await plan.waitFor();
+  assert.match(await plan.innerText(), /logical_plan/);
+});
+
+await step('an error shows Quarry\'s message', async () => {
+  await page.keyboard.press('Control+a');
+  await page.getByRole('textbox', { name: 'SQL statement' }).click();
+  await page.keyboard.press('Control+a');
+  await page.keyboard.type('SELECT nope FROM sales.public.customers');
+  await page.keyboard.press('Escape');
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  const alert = page.getByRole('alert');
+  await alert.waitFor();
+  assert.match(await alert.innerText(), /nope/);
+});
+
+await step('a long query is cancelled', async () => {
+  await page.getByRole('textbox', { name: 'SQL statement' }).click();
+  await page.keyboard.press('Control+a');
+  await page.keyboard.type('SELECT count(*) FROM range(1, 100000000000)');
+  await page.keyboard.press('Escape');
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  const cancel = page.getByRole('button', { name: 'Cancel' });
+  await cancel.click();
+  await page.getByRole('status').filter({ hasText: 'Cancelled' }).waitFor();
+});
+
+await step('a million rows: the first ones show before the rest, up to the cap', async () => {
+  await page.getByRole('textbox', { name: 'SQL statement' }).click();
+  await page.keyboard.press('Control+a');
+  await page.keyboard.type('SELECT value, value * 2 AS twice FROM range(1000000)');
+  await page.keyboard.press('Escape');
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  const status = page.getByRole('status').filter({ hasText: 'the cap' });
+  await status.waitFor();
+  const text = await status.innerText();
+  assert.match(text, /First 10,000 rows shown/);
+  assert.equal(await page.getByRole('table', { name: 'Result' }).locator('tbody tr').count(), 10_000);
+  console.log(`figure: 1M-row result: ${text}`);
+  await page.getByRole('link', { name: 'Connections' }).click();
   await row('sales').waitFor();
 });
 

@@ -119,6 +119,13 @@ async fn the_console_manages_connections_in_a_real_browser() {
     .await
     .unwrap();
     let pg = pg_source_config(&db.name);
+    let expected_join: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.name, sum(o.total)::text FROM customers c JOIN orders o ON o.customer_id = c.id \
+         GROUP BY c.name ORDER BY c.name",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
 
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[]);
@@ -157,6 +164,10 @@ async fn the_console_manages_connections_in_a_real_browser() {
         .env("PG_DATABASE", &db.name)
         .env("PG_USER", pg["user"].as_str().unwrap())
         .env("PG_REFUSED_USER", &refused)
+        .env(
+            "EXPECTED_JOIN",
+            serde_json::to_string(&expected_join).unwrap(),
+        )
         .output()
         .await
         .unwrap();
@@ -174,6 +185,9 @@ async fn the_console_manages_connections_in_a_real_browser() {
         "{report}\n(screenshots in {})",
         artifacts.display()
     );
+    for figure in report.lines().filter(|l| l.starts_with("figure:")) {
+        println!("{figure}");
+    }
     // The flow ran to its end.
     assert!(
         report.contains("ok: an expired token goes back to sign-in"),

@@ -1069,3 +1069,50 @@ async fn unsaved_settings_are_tested_and_their_errors_name_the_field() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["field"], "database", "{body}");
 }
+
+#[tokio::test]
+async fn query_results_come_as_ndjson_rows_in_column_order() {
+    let api = Api::new().await;
+    let body = json!({
+        "sql": "SELECT x.id, y.id, x.name, CAST(9007199254740993 AS BIGINT) AS big, x.price \
+                FROM pg.public.items x JOIN pg.public.items y ON x.id = y.id + 1 \
+                WHERE x.id IN (2, 10) ORDER BY x.id"
+    });
+    let (status, headers, bytes) = api
+        .send(
+            Method::POST,
+            "/query",
+            Some(Body::from(body.to_string())),
+            As::Token(&api.token),
+            Some("application/x-ndjson"),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(headers[header::CONTENT_TYPE], "application/x-ndjson");
+    let lines: Vec<Value> = std::str::from_utf8(&bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines[0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["id", "id", "name", "big", "price"]);
+    // Same-named columns keep their own values; a NULL is null; a big integer is exact, and
+    // a decimal keeps its scale (items.price is numeric(10,2): id * 1.25).
+    assert_eq!(
+        lines[1..],
+        [
+            json!([2, 1, "item 2", "9007199254740993", "2.50"]),
+            json!([10, 9, null, "9007199254740993", "12.50"]),
+        ]
+    );
+}

@@ -11,7 +11,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, UInt64Type};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
+use datafusion::arrow::json::writer::{
+    Encoder, EncoderFactory, EncoderOptions, NullableEncoder, make_encoder,
+};
 use datafusion::arrow::json::{ArrayWriter, WriterBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -26,6 +28,9 @@ use crate::server::auth::Caller;
 
 /// The media type of an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+/// The media type of newline-delimited JSON: the columns on the first line, then one row per
+/// line as an array of values in column order (names can repeat; positions cannot).
+pub const NDJSON: &str = "application/x-ndjson";
 
 type BodyChunk = Result<Bytes, Error>;
 
@@ -37,6 +42,7 @@ type BodyChunk = Result<Bytes, Error>;
             content(
                 (QueryResult = "application/json"),
                 (Vec<u8> = "application/vnd.apache.arrow.stream"),
+                (String = "application/x-ndjson"),
             )),
         (status = 400, description = "The body or the SQL is not valid", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody),
@@ -65,16 +71,10 @@ pub async fn query(
     // Wait for the first batch before answering: a fetch that fails (the common failure)
     // then gets its own status instead of a cut-off 200.
     let first = batches.next().await.transpose().map_err(Error::from)?;
-    let arrow = wants_arrow(&headers);
-    let body = if arrow {
-        arrow_body(schema, first, batches)?
-    } else {
-        json_body(&schema, first, batches)?
-    };
-    let media = if arrow {
-        ARROW_STREAM
-    } else {
-        "application/json"
+    let (body, media) = match Format::wanted(&headers) {
+        Format::Arrow => (arrow_body(schema, first, batches)?, ARROW_STREAM),
+        Format::Ndjson => (ndjson_body(&schema, first, batches)?, NDJSON),
+        Format::Json => (json_body(&schema, first, batches)?, "application/json"),
     };
     let mut response = Response::new(body);
     response
@@ -83,18 +83,34 @@ pub async fn query(
     Ok(response)
 }
 
-/// Whether the client asked for Arrow rather than JSON.
-fn wants_arrow(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case(ARROW_STREAM))
-        })
+/// How a result is written.
+enum Format {
+    Json,
+    Ndjson,
+    Arrow,
+}
+
+impl Format {
+    /// The first of Arrow and NDJSON the client accepts; else one JSON document.
+    fn wanted(headers: &HeaderMap) -> Format {
+        let mut media = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|v| v.split(';').next().map(str::trim));
+        media
+            .find_map(|m| {
+                if m.eq_ignore_ascii_case(ARROW_STREAM) {
+                    Some(Format::Arrow)
+                } else if m.eq_ignore_ascii_case(NDJSON) {
+                    Some(Format::Ndjson)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(Format::Json)
+    }
 }
 
 /// The rest of the batches after `first`, as a stream of results.
@@ -133,11 +149,8 @@ fn arrow_body(
     ))
 }
 
-fn json_body(
-    schema: &SchemaRef,
-    first: Option<RecordBatch>,
-    batches: SendableRecordBatchStream,
-) -> Result<Body, Error> {
+/// The result's columns as a JSON array of `ColumnInfo`.
+fn columns_json(schema: &SchemaRef) -> Result<String, Error> {
     let columns: Vec<ColumnInfo> = schema
         .fields()
         .iter()
@@ -147,9 +160,60 @@ fn json_body(
             nullable: f.is_nullable(),
         })
         .collect();
-    let columns = serde_json::to_string(&columns)
-        .map_err(|e| Error::Usage(format!("cannot encode the result columns: {e}")))?;
-    let head = Bytes::from(format!("{{\"columns\":{columns},\"rows\":["));
+    serde_json::to_string(&columns)
+        .map_err(|e| Error::Usage(format!("cannot encode the result columns: {e}")))
+}
+
+fn ndjson_body(
+    schema: &SchemaRef,
+    first: Option<RecordBatch>,
+    batches: SendableRecordBatchStream,
+) -> Result<Body, Error> {
+    let head = Bytes::from(format!("{{\"columns\":{}}}\n", columns_json(schema)?));
+    let rows = rest(first, batches).map(|batch| batch.and_then(|b| ndjson_rows(&b)));
+    Ok(body_of(stream::iter([Ok(head)]).chain(rows)))
+}
+
+/// The rows of `batch`, each a JSON array of its values on a line of its own.
+fn ndjson_rows(batch: &RecordBatch) -> Result<Bytes, Error> {
+    let json = |e| Error::Usage(format!("cannot encode the result as JSON: {e}"));
+    let options = EncoderOptions::default()
+        .with_explicit_nulls(true)
+        .with_encoder_factory(std::sync::Arc::new(ExactNumbers));
+    let fields = batch.schema().fields().clone();
+    let mut encoders = fields
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| make_encoder(field, column.as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(json)?;
+    let mut out = Vec::new();
+    for row in 0..batch.num_rows() {
+        out.push(b'[');
+        for (i, encoder) in encoders.iter_mut().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if encoder.is_null(row) {
+                out.extend_from_slice(b"null");
+            } else {
+                encoder.encode(row, &mut out);
+            }
+        }
+        out.extend_from_slice(b"]\n");
+    }
+    Ok(Bytes::from(out))
+}
+
+fn json_body(
+    schema: &SchemaRef,
+    first: Option<RecordBatch>,
+    batches: SendableRecordBatchStream,
+) -> Result<Body, Error> {
+    let head = Bytes::from(format!(
+        "{{\"columns\":{},\"rows\":[",
+        columns_json(schema)?
+    ));
     let rows = rest(first, batches).scan(false, |wrote_any, batch| {
         let chunk = batch.and_then(|batch| json_rows(&batch, wrote_any));
         futures::future::ready(Some(chunk))
@@ -211,6 +275,51 @@ impl EncoderFactory for ExactIntegers {
             _ => return Ok(None),
         };
         Ok(Some(NullableEncoder::new(encoder, array.nulls().cloned())))
+    }
+}
+
+/// As `ExactIntegers`, and decimals as strings of their digits (`"15.50"`), which keeps
+/// their scale and every digit; for NDJSON, which browsers read.
+#[derive(Debug)]
+struct ExactNumbers;
+
+impl EncoderFactory for ExactNumbers {
+    fn make_default_encoder<'a>(
+        &self,
+        field: &'a FieldRef,
+        array: &'a dyn Array,
+        options: &'a EncoderOptions,
+    ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
+        let encoder: Box<dyn Encoder + 'a> = match array.data_type() {
+            DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..) => Box::new(DecimalText(array)),
+            _ => return ExactIntegers.make_default_encoder(field, array, options),
+        };
+        Ok(Some(NullableEncoder::new(encoder, array.nulls().cloned())))
+    }
+}
+
+/// A decimal as a JSON string of its digits.
+struct DecimalText<'a>(&'a dyn Array);
+
+impl Encoder for DecimalText<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        use datafusion::arrow::datatypes::{
+            Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type,
+        };
+        let text = match self.0.data_type() {
+            DataType::Decimal32(..) => self.0.as_primitive::<Decimal32Type>().value_as_string(idx),
+            DataType::Decimal64(..) => self.0.as_primitive::<Decimal64Type>().value_as_string(idx),
+            DataType::Decimal128(..) => {
+                self.0.as_primitive::<Decimal128Type>().value_as_string(idx)
+            }
+            _ => self.0.as_primitive::<Decimal256Type>().value_as_string(idx),
+        };
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
     }
 }
 
