@@ -10,7 +10,8 @@ use crate::id::ConnectionId;
 use crate::table::{TableRecord, TableRef};
 
 /// Something that happened in the engine. Serialized (for the REST API's event stream)
-/// with its kind in `type`, in snake case, and durations in milliseconds.
+/// with its kind in `type`, in snake case, a table as `connection_id`, `connection_name`,
+/// `schema` and `table` members, and durations in milliseconds.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -27,6 +28,7 @@ pub enum Event {
     /// A table fetch into the cache started.
     FetchStarted {
         /// Which table.
+        #[serde(flatten)]
         table: TableName,
         /// The source's row estimate, for progress bars.
         row_estimate: Option<i64>,
@@ -34,6 +36,7 @@ pub enum Event {
     /// Rows fetched so far.
     FetchProgress {
         /// Which table.
+        #[serde(flatten)]
         table: TableName,
         /// Rows written so far.
         rows: u64,
@@ -41,6 +44,7 @@ pub enum Event {
     /// A fetch finished and its cache entry is published.
     FetchFinished {
         /// Which table.
+        #[serde(flatten)]
         table: TableName,
         /// Rows in the new cache file.
         rows: u64,
@@ -53,6 +57,7 @@ pub enum Event {
     /// A cached table was decoded into the memory tier: later statements read memory.
     TableInMemory {
         /// Which table.
+        #[serde(flatten)]
         table: TableName,
         /// Bytes of decoded batches it holds.
         bytes: u64,
@@ -63,6 +68,7 @@ pub enum Event {
     /// A fetch failed; nothing was published.
     FetchFailed {
         /// Which table.
+        #[serde(flatten)]
         table: TableName,
         /// Why.
         error: String,
@@ -73,6 +79,7 @@ pub enum Event {
     /// A cached table's base and delta files were merged into one file, as a new version.
     CacheCompacted {
         /// Which table.
+        #[serde(flatten)]
         table: TableName,
         /// The files merged.
         files: usize,
@@ -139,5 +146,37 @@ impl Events {
     /// Sends `event`; having no subscriber is fine.
     pub fn send(&self, event: Event) {
         let _ = self.sender.send(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_serializes_flat_with_its_kind_and_table() {
+        let id = ConnectionId::parse("conn_0123456789abcdefghijkl").unwrap();
+        let event = Event::FetchFinished {
+            table: TableName {
+                table: TableRef::new(&id, "public", "orders"),
+                connection_name: "sales".into(),
+            },
+            rows: 3,
+            bytes: 1100,
+            elapsed: Duration::from_millis(42),
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            serde_json::json!({
+                "type": "fetch_finished",
+                "connection_id": "conn_0123456789abcdefghijkl",
+                "connection_name": "sales",
+                "schema": "public",
+                "table": "orders",
+                "rows": 3,
+                "bytes": 1100,
+                "elapsed_ms": 42,
+            })
+        );
     }
 }

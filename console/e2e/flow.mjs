@@ -110,7 +110,43 @@ await step('fixed, tested and saved', async () => {
   await form.getByRole('status').filter({ hasText: 'Connected' }).waitFor();
   assert.equal(await form.locator('#field-password-error').count(), 0);
   await form.getByRole('button', { name: 'Create' }).click();
-  await page.getByRole('status').filter({ hasText: 'Created sales: 3 tables found' }).waitFor();
+  await page.getByRole('heading', { name: 'Import sales' }).waitFor();
+});
+
+await step('import two of three tables with a pattern, with live progress and a summary', async () => {
+  const kept = page.getByRole('list', { name: 'Kept tables' });
+  await kept.locator('li').nth(2).waitFor();
+  assert.equal(await kept.locator('li').count(), 3);
+  await page.getByLabel('Include tables').fill('public.*');
+  await page.getByLabel('Exclude tables').fill('[bad');
+  await page.getByRole('button', { name: 'Apply patterns' }).click();
+  await page.locator('#exclude-error').waitFor();
+  await page.getByLabel('Exclude tables').fill('notes');
+  await page.getByRole('button', { name: 'Apply patterns' }).click();
+  await page.getByRole('status').filter({ hasText: '2 tables kept' }).waitFor();
+  assert.deepEqual(
+    await kept.locator('li').evaluateAll((items) => items.map((i) => i.dataset.table)),
+    ['public.customers', 'public.orders'],
+  );
+  // The preview: each column with its source and Arrow types.
+  await kept.locator('li[data-table="public.orders"] summary').click();
+  const columns = kept.getByRole('table', { name: 'Columns of public.orders' });
+  const total = await columns.locator('tr', { hasText: 'total' }).locator('td').allInnerTexts();
+  assert.deepEqual(total.slice(0, 3), ['total', 'numeric(10,2)', 'Decimal128(10, 2)']);
+  await shot('import-tables');
+  await page.getByRole('button', { name: 'Next' }).click();
+  await page.getByLabel('Access mode').selectOption('cache');
+  await page.getByLabel('Refresh mode').selectOption('full');
+  await page.getByRole('button', { name: 'Next' }).click();
+  await page.getByRole('button', { name: 'Import 2 tables' }).click();
+  const summary = page.getByRole('status', { name: 'Summary' });
+  await summary.waitFor();
+  assert.match(await summary.innerText(), /Imported 2 tables: 5 rows/);
+  const progress = page.getByRole('table', { name: 'Import progress' });
+  const orders = await progress.locator('tr[data-table="public.orders"] td').allInnerTexts();
+  assert.deepEqual(orders.slice(0, 3).map((c) => c.trim()), ['public.orders', 'done', '3']);
+  await shot('import-summary');
+  await page.getByRole('link', { name: 'All connections' }).click();
   await row('sales').waitFor();
 });
 
@@ -131,13 +167,11 @@ await step('the tables page refreshes and purges a table', async () => {
   await row('sales').getByRole('link', { name: 'sales' }).click();
   await page.getByRole('heading', { name: 'Tables of sales' }).waitFor();
   const table = (name) => page.locator(`tr[data-table="public.${name}"]`);
-  for (const name of ['customers', 'orders', 'notes']) await table(name).waitFor();
-  assert.match(await table('orders').innerText(), /not cached/);
-  await table('orders').getByRole('button', { name: 'Refresh' }).click();
-  await page.getByRole('status').filter({ hasText: 'Refresh public.orders' }).waitFor();
+  for (const name of ['customers', 'orders']) await table(name).waitFor();
+  assert.equal(await table('notes').count(), 0);
   const cells = async () => (await table('orders').locator('td').allInnerTexts()).map((c) => c.trim());
-  let [, , cache, version, rows] = await cells();
-  assert.deepEqual([cache, version, rows], ['cached', '1', '3']);
+  let [, mode, cache, version, rows] = await cells();
+  assert.deepEqual([mode, cache, version, rows], ['cache', 'cached', '1', '3']);
   await table('orders').getByRole('button', { name: 'Refresh' }).click();
   await page.getByRole('status').filter({ hasText: 'Refresh public.orders' }).waitFor();
   await table('orders').locator('td', { hasText: /^2$/ }).waitFor();

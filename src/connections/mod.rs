@@ -509,7 +509,10 @@ impl Connections {
     ) -> Result<DiscoveryOutcome> {
         let connection = self.resolve(which.into()).await?;
         let source = self.source(&connection).await?;
-        let found = source.discover().await?;
+        // The stored config was validated when saved.
+        let filter = source::TableFilter::parse(&connection.config).unwrap_or_default();
+        let mut found = source.discover().await?;
+        found.retain(|t| filter.keeps(&t.schema, &t.name));
         let store = &self.store;
         let before = store.tables(&connection.id).await?;
         let mut outcome = DiscoveryOutcome::default();

@@ -29,15 +29,24 @@ const SERVER_KEYS: &[&str] = &[
     "cache_max_bytes",
 ];
 /// PostgreSQL takes the server keys, the refresh keys and its own.
-static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| [SERVER_KEYS, REFRESH_KEYS, &["numeric_as_float64"]].concat());
+static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    [
+        SERVER_KEYS,
+        REFRESH_KEYS,
+        FILTER_KEYS,
+        &["numeric_as_float64"],
+    ]
+    .concat()
+});
 /// MySQL takes the server keys, the refresh keys and its own.
 static MYSQL_KEYS: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| [SERVER_KEYS, REFRESH_KEYS, &["schemas"]].concat());
+    std::sync::LazyLock::new(|| [SERVER_KEYS, REFRESH_KEYS, FILTER_KEYS, &["schemas"]].concat());
 /// SQLite takes its keys and the refresh keys.
 static SQLITE_KEYS: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| [SQLITE_OWN_KEYS, REFRESH_KEYS].concat());
+    std::sync::LazyLock::new(|| [SQLITE_OWN_KEYS, REFRESH_KEYS, FILTER_KEYS].concat());
 const REFRESH_KEYS: &[&str] = crate::refresh::RefreshSettings::CONNECTION_KEYS;
+/// Every source type takes the table filter's keys.
+const FILTER_KEYS: &[&str] = super::table_filter::KEYS;
 const SQLITE_OWN_KEYS: &[&str] = &[
     "path",
     "connect_timeout",
@@ -230,6 +239,7 @@ impl SourceConfig {
             access: fields.access()?,
         };
         crate::refresh::RefreshSettings::from_config(config).map_err(|m| fields.error(m))?;
+        super::TableFilter::parse(config).map_err(|(key, m)| fields.field_error(key, m))?;
         Ok(match source_type {
             SourceType::Postgres => SourceConfig::Postgres(fields.server(options)?),
             SourceType::Mysql => SourceConfig::Mysql(fields.server(options)?),

@@ -436,7 +436,27 @@ fn fields(source_type: SourceType) -> Vec<Field> {
         SourceType::Sqlite => {}
     }
     fields.extend(refresh_fields());
+    fields.extend(filter_fields());
     fields
+}
+
+/// Which tables discovery keeps.
+fn filter_fields() -> Vec<Field> {
+    vec![
+        field(
+            "include",
+            Kind::List,
+            "Include tables",
+            "Patterns of the tables to keep, such as public.* or orders (default: all). A \
+             pattern with a dot matches schema.table, one without the table's name.",
+        ),
+        field(
+            "exclude",
+            Kind::List,
+            "Exclude tables",
+            "Patterns of tables to leave out, even when included.",
+        ),
+    ]
 }
 
 /// The JSON Schema of `source_type`'s config.

@@ -15,6 +15,7 @@ mod postgres;
 mod remote_cancel;
 mod retry;
 mod sqlite;
+pub mod table_filter;
 
 pub use crate::connection::SourceType;
 pub use crate::error::FailureClass;
@@ -22,6 +23,7 @@ pub use config::{CommonOptions, ServerConfig, SourceConfig, SqliteConfig, SslMod
 pub(crate) use config::{expand_url, merge_patch};
 pub use cursor::CursorFilter;
 pub use failure::Endpoint;
+pub use table_filter::TableFilter;
 
 use std::fmt;
 use std::sync::Arc;

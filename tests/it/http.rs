@@ -1116,3 +1116,59 @@ async fn query_results_come_as_ndjson_rows_in_column_order() {
         ]
     );
 }
+
+#[tokio::test]
+async fn include_and_exclude_patterns_on_a_connection_hold_for_every_discovery() {
+    let api = Api::new().await;
+    let id = api.pg_id().await;
+    let discover = format!("/connections/{id}/discover");
+    api.call(Method::POST, &discover, None).await;
+    assert_eq!(table_names(&api, &id).await, ["items", "tags"]);
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            &format!("/connections/{id}"),
+            Some(json!({ "config": { "include": ["public.*"], "exclude": ["tag?"] } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api.call(Method::POST, &discover, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tables_removed"], 1, "{body}");
+    assert_eq!(table_names(&api, &id).await, ["items"]);
+    // A new table that matches is found; one that does not stays out.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&api.fixture.db.url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE tagz (x int); CREATE TABLE orders (x int);")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    api.call(Method::POST, &discover, None).await;
+    assert_eq!(table_names(&api, &id).await, ["items", "orders"]);
+    // A bad pattern is refused beside its key.
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            &format!("/connections/{id}"),
+            Some(json!({ "config": { "exclude": ["[oops"] } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "exclude", "{body}");
+}
+
+/// The names of the tables of connection `id`, sorted.
+async fn table_names(api: &Api, id: &str) -> Vec<String> {
+    let (_, list) = api
+        .call(Method::GET, &format!("/connections/{id}/tables"), None)
+        .await;
+    let mut names: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort_unstable();
+    names
+}

@@ -45,6 +45,7 @@ export interface TableInfo {
   access_mode: string;
   options: Record<string, unknown>;
   columns: number;
+  column_types: { name: string; source_type: string; arrow_type: string; nullable: boolean }[];
   cached: boolean;
   cache: { rows: number; bytes: number; fetched_at: string; version: number; memory_bytes: number } | null;
   freshness: TableFreshness;

@@ -196,6 +196,8 @@ pub struct TableInfo {
     pub options: Value,
     /// How many columns it has.
     pub columns: i64,
+    /// Its columns, in order, with their source and Arrow types.
+    pub column_types: Vec<TableColumn>,
     /// Whether a cached copy exists.
     pub cached: bool,
     /// The cached copy.
@@ -203,6 +205,19 @@ pub struct TableInfo {
     /// How fresh the copy is: refresh mode, last refresh, age, next scheduled refresh and
     /// last error.
     pub freshness: TableFreshness,
+}
+
+/// A column of a discovered table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableColumn {
+    /// Its name.
+    pub name: String,
+    /// Its type at the source, such as `numeric(10,2)`.
+    pub source_type: String,
+    /// The Arrow type Quarry reads it as.
+    pub arrow_type: String,
+    /// Whether it may hold nulls.
+    pub nullable: bool,
 }
 
 /// `POST /query`: one SQL statement.
@@ -335,6 +350,16 @@ impl TableInfo {
             access_mode: table.options.mode(access).to_string(),
             options: serde_json::to_value(&table.options).expect("table options always serialize"),
             columns: table.columns.len() as i64,
+            column_types: table
+                .columns
+                .iter()
+                .map(|c| TableColumn {
+                    name: c.name.clone(),
+                    source_type: c.source_type.clone(),
+                    arrow_type: c.arrow_type.clone(),
+                    nullable: c.is_nullable,
+                })
+                .collect(),
             cached: cache.is_some(),
             cache,
             freshness,

@@ -51,6 +51,7 @@ pub static CONFIG_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::Lazy
         OWN_KEYS,
         FORMAT_KEYS,
         crate::refresh::RefreshSettings::CONNECTION_KEYS,
+        crate::source::table_filter::KEYS,
     ]
     .concat()
 });
