@@ -136,9 +136,21 @@ async fn the_console_manages_connections_in_a_real_browser() {
     let secret = format!("pw-{}", nanoid::nanoid!(16));
     let mut config = pg_source_config(&db.name);
     config["password"] = serde_json::json!(secret);
+    let many_home = tempfile::tempdir().unwrap();
+    let many = Server::start(many_home.path(), &[]);
+    let many_auth = many.bearer().await;
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.db");
+    for n in 0..100 {
+        many.create(
+            &many_auth,
+            &format!("demo_{n:03}"),
+            "sqlite",
+            serde_json::json!({ "path": demo }),
+        )
+        .await;
+    }
     let auth = server.bearer().await;
     server.create(&auth, "shop", "postgres", config).await;
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.db");
     server
         .create(&auth, "demo", "sqlite", serde_json::json!({ "path": demo }))
         .await;
@@ -155,6 +167,7 @@ async fn the_console_manages_connections_in_a_real_browser() {
         .current_dir(&console)
         .env("QUARRY_URL", format!("http://{}", server.http))
         .env("QUARRY_SHORT_URL", format!("http://{}", short.http))
+        .env("QUARRY_MANY_URL", format!("http://{}", many.http))
         .env("QUARRY_PASSWORD", PASSWORD)
         .env("QUARRY_SECRET", &secret)
         .env("CHROMIUM", &chromium)

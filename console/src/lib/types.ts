@@ -15,6 +15,7 @@ export interface ConnectionSummary {
   status: TestState;
   tables: number;
   tables_cached: number;
+  oldest_fetch_at: string | null;
   created_at: string;
   updated_at: string;
 }

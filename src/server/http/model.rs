@@ -121,6 +121,8 @@ pub struct ConnectionSummary {
     pub tables: i64,
     /// How many of them are cached.
     pub tables_cached: i64,
+    /// When the oldest of its cached copies was fetched (RFC 3339): how fresh its cache is.
+    pub oldest_fetch_at: Option<String>,
     /// When it was created (RFC 3339).
     pub created_at: String,
     /// When it was last changed (RFC 3339).
@@ -298,6 +300,12 @@ impl ConnectionSummary {
             status: TestState::of(connection),
             tables: tables.len() as i64,
             tables_cached: cached.iter().filter(|e| e.is_current).count() as i64,
+            oldest_fetch_at: cached
+                .iter()
+                .filter(|e| e.is_current)
+                .map(|e| e.fetched_at)
+                .min()
+                .map(|t| t.to_rfc3339()),
             created_at: connection.created_at.to_rfc3339(),
             updated_at: connection.updated_at.to_rfc3339(),
         }
