@@ -16,6 +16,7 @@ mod tpch;
 mod tpch_queries;
 
 use crate::s3::Bucket;
+use crate::support::Running;
 use crate::support::proxy::Proxy;
 use crate::support::{PgDatabase, pg_source_config};
 
@@ -142,16 +143,6 @@ fn cluster_command(home: &std::path::Path, bucket: &Bucket) -> std::process::Com
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("QUARRY_CACHE_URL", format!("s3://{}/{PREFIX}", bucket.name));
     command
-}
-
-/// Kills the process when dropped.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Waits until something listens on `port` (the process has started its service).

@@ -70,14 +70,14 @@ fn unknown_keys_list_the_valid_keys() {
          keys: host, port, database, user, password, ssl_mode, ssl_root_cert, connect_timeout, \
          statement_timeout, retry_budget, max_age, mode, inline_fetch_max, cache_max_bytes, \
          refresh, cursor_column, overlap, full_every, refresh_interval, on_stale, \
-         on_schema_change, max_concurrent_refreshes, numeric_as_float64"
+         on_schema_change, max_concurrent_refreshes, include, exclude, numeric_as_float64"
     );
     assert_eq!(
         error("sqlite", json!({"file": "/x"})),
         "invalid sqlite connection config: unknown key 'file' (did you mean 'path'?); valid \
          keys: path, connect_timeout, statement_timeout, max_age, mode, inline_fetch_max, \
          cache_max_bytes, refresh, cursor_column, overlap, full_every, refresh_interval, \
-         on_stale, on_schema_change, max_concurrent_refreshes"
+         on_stale, on_schema_change, max_concurrent_refreshes, include, exclude"
     );
 }
 

@@ -5,13 +5,13 @@
 //! `$CARGO_TARGET_DIR/console-artifacts`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use base64::Engine as _;
 
 use crate::flight::listening_addresses;
 use crate::http::http_call;
-use crate::support::{PgDatabase, pg_source_config, quarry_command};
+use crate::support::{PgDatabase, Running, pg_source_config, quarry_command};
 
 const PASSWORD: &str = "console-test-password";
 
@@ -43,14 +43,7 @@ fn console_dir() -> PathBuf {
 /// A `quarry serve` process; killed when dropped.
 struct Server {
     http: String,
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _process: Running,
 }
 
 impl Server {
@@ -69,7 +62,10 @@ impl Server {
             .spawn()
             .unwrap();
         let http = listening_addresses(&mut child, 2).remove(0);
-        Server { http, child }
+        Server {
+            http,
+            _process: Running(child),
+        }
     }
 
     /// A bearer authorization header for the user `quarry`.

@@ -3,7 +3,7 @@
 //! process asks, a connection made through one is seen by the others without a restart, and
 //! a process killed in the middle of a fetch leaves nothing stuck or behind.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use crate::flight::listening_addresses;
 use crate::http::http_call as http;
 use crate::s3::Bucket;
-use crate::support::{PgDatabase, pg_source_config, quarry_command};
+use crate::support::{PgDatabase, Running, pg_source_config, quarry_command};
 
 const PASSWORD: &str = "shared store test";
 /// The cache's prefix in the bucket.
@@ -37,16 +37,9 @@ struct Team {
 
 /// One `quarry serve` process and its two addresses.
 struct Process {
-    child: Child,
+    child: Running,
     http: String,
     flight: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Team {
@@ -100,7 +93,7 @@ impl Team {
         Process {
             http: addrs[0].clone(),
             flight: addrs[1].clone(),
-            child,
+            child: Running(child),
         }
     }
 
@@ -321,8 +314,8 @@ async fn a_process_killed_in_the_middle_of_a_fetch_leaves_nothing_stuck_or_behin
             async move { run(&mut through_a, "SELECT count(*) FROM shop.public.items").await },
         );
     let a_holder = team.table_lock_taken(&[]).await;
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
+    a.child.0.kill().unwrap();
+    a.child.0.wait().unwrap();
     assert!(
         stuck.await.unwrap().is_err(),
         "a query of a killed process cannot succeed"

@@ -306,6 +306,16 @@ pub fn mysql_source_config(name: &str) -> serde_json::Value {
     config
 }
 
+/// A child process, killed and reaped when dropped, so a failing test leaves none behind.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The trimmed cells of every table row in `output`.
 pub fn cells(output: &str) -> Vec<Vec<String>> {
     output
