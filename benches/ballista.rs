@@ -35,10 +35,6 @@ struct Args {
     bench: bool,
 }
 
-fn geomean(values: &[f64]) -> f64 {
-    (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
-}
-
 fn main() {
     let args = <Args as clap::Parser>::parse();
     tokio::runtime::Runtime::new()
@@ -160,9 +156,9 @@ async fn bench(args: Args) {
     }
     let column = |s: usize| best.iter().map(|b| b[s]).collect::<Vec<_>>();
     let (local, one, two) = (
-        geomean(&column(0)),
-        geomean(&column(1)),
-        geomean(&column(2)),
+        tpch::geomean(&column(0)),
+        tpch::geomean(&column(1)),
+        tpch::geomean(&column(2)),
     );
     println!(
         "TPC-H scale {} geomean: local {local:.3} s, Ballista 1 executor {one:.3} s ({:.2}x local), 2 executors {two:.3} s ({:.2}x local); answers equal",

@@ -35,10 +35,6 @@ struct Args {
     s3_cache_only: bool,
 }
 
-fn geomean(values: &[f64]) -> f64 {
-    (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
-}
-
 fn main() {
     let args = <Args as clap::Parser>::parse();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -251,7 +247,7 @@ async fn bench(scale: f64) {
     }
     println!(
         "TPC-H SF{scale} Parquet in place: geomean quarry/duckdb = {:.2}x",
-        geomean(&quarry_times) / geomean(&duck_times)
+        tpch::geomean(&quarry_times) / tpch::geomean(&duck_times)
     );
 
     // 2. lineitem as one CSV file: the first query parses it into the cache.
@@ -314,7 +310,7 @@ async fn bench(scale: f64) {
     }
     println!(
         "warm queries on the CSV's copy / on Parquet in place: geomean {:.2}x",
-        geomean(&ratios)
+        tpch::geomean(&ratios)
     );
 
     // 4. The same fetch with the cache on S3.

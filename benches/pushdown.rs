@@ -37,10 +37,6 @@ struct Args {
     bench: bool,
 }
 
-fn geomean(values: &[f64]) -> f64 {
-    (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
-}
-
 /// The median of `runs` timings of the async block `body`.
 macro_rules! median {
     ($runs:expr, $body:expr) => {{
@@ -242,15 +238,15 @@ async fn main() {
     println!(
         "geometric mean over {} queries PostgreSQL finished: postgres {:.3} s, live {:.3} s ({:.2}x postgres)",
         pg_times.len(),
-        geomean(&pg_times),
-        geomean(&live_times),
-        geomean(&live_times) / geomean(&pg_times)
+        tpch::geomean(&pg_times),
+        tpch::geomean(&live_times),
+        tpch::geomean(&live_times) / tpch::geomean(&pg_times)
     );
     println!(
         "all 22 warm: cache {:.3} s, auto {:.3} s ({:.2}x cache)",
-        geomean(&cache_times),
-        geomean(&auto_times),
-        geomean(&auto_times) / geomean(&cache_times)
+        tpch::geomean(&cache_times),
+        tpch::geomean(&auto_times),
+        tpch::geomean(&auto_times) / tpch::geomean(&cache_times)
     );
     println!(
         "answers equal to the cached ones: {}/22{}",

@@ -19,10 +19,6 @@ use sqlx::{Connection, Executor, PgConnection};
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-fn geomean(values: &[f64]) -> f64 {
-    (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
-}
-
 /// TPC-H through Quarry: every table cached, then the 22 queries on the memory tier and on
 /// the cache files, against PostgreSQL itself.
 #[derive(clap::Parser)]
@@ -162,9 +158,9 @@ async fn main() {
         }
     }
     let (pg_mean, quarry_mean, file_mean) = (
-        geomean(&pg_times),
-        geomean(&quarry_times),
-        geomean(&file_times),
+        tpch::geomean(&pg_times),
+        tpch::geomean(&quarry_times),
+        tpch::geomean(&file_times),
     );
     println!(
         "geometric mean over {} queries PostgreSQL finished: postgres {pg_mean:.3} s, quarry {quarry_mean:.3} s ({:.1}x faster), quarry on files only {file_mean:.3} s ({:.1}x faster)",
@@ -331,7 +327,7 @@ async fn time_queries(ctx: &datafusion::prelude::SessionContext) -> f64 {
         ctx.sql(sql).await.unwrap().collect().await.unwrap();
         times.push(start.elapsed().as_secs_f64());
     }
-    geomean(&times)
+    tpch::geomean(&times)
 }
 
 /// Copies one Parquet file with other writer settings.

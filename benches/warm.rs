@@ -55,10 +55,6 @@ struct Args {
     bench: bool,
 }
 
-fn geomean(values: &[f64]) -> f64 {
-    (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
-}
-
 /// DuckDB in a Python child: one connection with views over the Parquet files, one with
 /// the same tables copied into memory. Each request is a JSON line; the answer is the
 /// seconds the statement took (execution materialises the result) and its rows.
@@ -326,7 +322,7 @@ async fn main() {
             all.push(best);
         }
     }
-    let [quarry_mean, parquet_mean, memory_mean, files_mean] = times.map(|t| geomean(&t));
+    let [quarry_mean, parquet_mean, memory_mean, files_mean] = times.map(|t| tpch::geomean(&t));
     println!(
         "geometric mean over {} queries: quarry {quarry_mean:.3} s, DuckDB on Parquet \
          {parquet_mean:.3} s ({:.2}x), DuckDB in memory {memory_mean:.3} s ({:.2}x)",

@@ -5,9 +5,10 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// Starts moto's S3 server on a free port (it stops when this process's end of its stdin
-/// closes), makes `bucket` there, and returns the endpoint.
-pub fn start(bucket: &str) -> String {
+/// Spawns moto's S3 server with `python` on a free port and returns the port. The server
+/// lives as long as this process: it is stopped when this process's end of its stdin
+/// closes, at exit. It takes a moment to listen.
+pub fn spawn_moto(python: &str) -> u16 {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -16,13 +17,19 @@ pub fn start(bucket: &str) -> String {
     let child = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
+            "{python} -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
              cat >/dev/null; kill $pid"
         ))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("sh runs");
     std::mem::forget(child);
+    port
+}
+
+/// Starts moto's S3 server, makes `bucket` there, and returns the endpoint.
+pub fn start(bucket: &str) -> String {
+    let port = spawn_moto("python3");
     let endpoint = format!("http://127.0.0.1:{port}");
     for _ in 0..300 {
         if let Ok(mut socket) = TcpStream::connect(("127.0.0.1", port)) {

@@ -9,6 +9,11 @@ use std::fmt::Display;
 use sqlx::postgres::PgPoolCopyExt;
 use sqlx::{AssertSqlSafe, Connection, MySqlConnection, PgConnection, PgPool};
 
+/// The geometric mean of `values`: how the benches sum up per-query times and ratios.
+pub fn geomean(values: &[f64]) -> f64 {
+    (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
+}
+
 /// PostgreSQL DDL of the eight TPC-H tables (column types as in the specification).
 pub const TABLES: &[(&str, &str)] = &[
     (

@@ -17,6 +17,9 @@ use crate::files::{
 };
 use crate::support::{ensure_python_packages, python};
 
+#[path = "../../benches/common/s3.rs"]
+mod moto;
+
 /// The endpoint of the S3 server the tests use.
 static ENDPOINT: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
 
@@ -29,24 +32,7 @@ async fn endpoint() -> &'static str {
                 return endpoint;
             }
             ensure_python_packages("import moto.server", &["moto[server]"]).await;
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            // The server lives as long as this process: it is stopped when our end of its
-            // stdin closes, at exit.
-            let child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "{} -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
-                     cat >/dev/null; kill $pid",
-                    python()
-                ))
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .expect("sh runs");
-            std::mem::forget(child);
+            let port = moto::spawn_moto(&python());
             for _ in 0..300 {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return format!("http://127.0.0.1:{port}");

@@ -1,6 +1,7 @@
 // The server's event stream (GET /events, server-sent events), read with fetch so that the
 // token travels in a header rather than the URL.
 import { call } from './api';
+import { pieces } from './stream';
 
 export interface EngineEvent {
   type: string;
@@ -18,16 +19,9 @@ export interface EngineEvent {
 /** Calls `onevent` for each event until `signal` aborts. Resolves once subscribed. */
 export async function followEvents(signal: AbortSignal, onevent: (event: EngineEvent) => void): Promise<void> {
   const response = await call('GET', '/events', undefined, { signal, headers: { Accept: 'text/event-stream' } });
-  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
   (async () => {
-    let buffered = '';
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        buffered += value;
-        const messages = buffered.split('\n\n');
-        buffered = messages.pop() ?? '';
+      for await (const messages of pieces(response, '\n\n')) {
         for (const message of messages) {
           const data = message
             .split('\n')

@@ -1,6 +1,7 @@
 // Runs one statement through POST /query as newline-delimited JSON, handing rows over as
 // they arrive, up to a cap; aborting the request stops the query on the server.
 import { call } from './api';
+import { pieces } from './stream';
 
 export interface Column {
   name: string;
@@ -26,16 +27,9 @@ export async function streamQuery(
   onrows: (columns: Column[], rows: unknown[][]) => void,
 ): Promise<Streamed> {
   const response = await call('POST', '/query', { sql }, { signal, headers: { Accept: 'application/x-ndjson' } });
-  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = '';
   let columns: Column[] | null = null;
   const rows: unknown[][] = [];
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffered += value;
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
+  for await (const lines of pieces(response, '\n')) {
     const fresh: unknown[][] = [];
     for (const line of lines) {
       if (!line) continue;
@@ -51,10 +45,8 @@ export async function streamQuery(
       rows.push(...fresh);
       onrows(columns!, fresh);
     }
-    if (rows.length >= cap) {
-      await reader.cancel();
-      return { columns: columns ?? [], rows, capped: true };
-    }
+    // Leaving the loop cancels the body, which stops the query.
+    if (rows.length >= cap) return { columns: columns!, rows, capped: true };
   }
   return { columns: columns ?? [], rows, capped: false };
 }
