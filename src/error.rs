@@ -255,6 +255,15 @@ impl Error {
         }
     }
 
+    /// What a source failure means (refused, bad credentials, ...), if this is one.
+    pub fn failure_class(&self) -> Option<FailureClass> {
+        match self {
+            Error::Source { class, .. } => Some(*class),
+            Error::Shared(inner) => inner.failure_class(),
+            _ => None,
+        }
+    }
+
     /// The connection config key this error concerns, for forms that show it beside the
     /// field: the key a rule is about, or the key a source's refusal points at (the password
     /// for a failed login, the host for an unknown host).
@@ -267,6 +276,8 @@ impl Error {
                 FailureClass::Refused => Some("port"),
                 FailureClass::NoDatabase => Some("database"),
                 FailureClass::Tls => Some("ssl_mode"),
+                FailureClass::Credential => Some("password"),
+                FailureClass::HostKey => Some("ssh"),
                 _ => None,
             },
             _ => None,
@@ -482,6 +493,10 @@ pub enum FailureClass {
     Timeout,
     /// The connection broke mid-way.
     Reset,
+    /// A credential given by reference (environment variable, file, keyring) cannot be read.
+    Credential,
+    /// An SSH server's host key is not the one `known_hosts` records, or is not recorded.
+    HostKey,
     /// The server rejected a statement.
     Query,
     /// Anything else.
@@ -507,6 +522,8 @@ impl FailureClass {
             FailureClass::Tls => "tls",
             FailureClass::Timeout => "timeout",
             FailureClass::Reset => "reset",
+            FailureClass::Credential => "credential",
+            FailureClass::HostKey => "host_key",
             FailureClass::Query => "query",
             FailureClass::Other => "other",
         }

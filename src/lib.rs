@@ -45,7 +45,7 @@ pub use engine::{Config, Engine, EngineBuilder};
 pub use engine::{
     ConnectionRef, Created, DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport,
 };
-pub use error::{Error, Result};
+pub use error::{Error, FailureClass, Result};
 pub use events::{Event, TableName};
 pub use id::ConnectionId;
 pub use session::Session;

@@ -118,11 +118,27 @@ enum Action {
     Serve(ServeArgs),
     /// Print the argon2 hash of a password read from standard input, for a users file
     HashPassword,
+    /// Store a secret read from standard input in the operating system's keyring, for a
+    /// connection to use as {"keyring": {"service": SERVICE, "user": USER}}
+    #[command(subcommand)]
+    Keyring(KeyringAction),
     /// Run a process of an Apache DataFusion Ballista cluster that runs cached-table
     /// queries, reading the cache at --cache-url
     #[cfg(feature = "distributed")]
     #[command(subcommand)]
     Ballista(BallistaProcess),
+}
+
+/// What `quarry keyring` does.
+#[derive(Subcommand, Debug)]
+enum KeyringAction {
+    /// Store (or replace) the entry SERVICE, USER with the secret on standard input
+    Set {
+        /// The entry's service
+        service: String,
+        /// The entry's user
+        user: String,
+    },
 }
 
 /// A Ballista cluster's processes.
@@ -265,7 +281,18 @@ fn main() -> ExitCode {
 /// Runs what the command line asks for; returns how many statements failed.
 fn run(runtime: &tokio::runtime::Runtime, mut cli: Cli) -> quarry::Result<usize> {
     if let Some(Action::HashPassword) = cli.action {
-        return hash_password().map(|()| 0);
+        let password = read_secret("echo 's3cret' | quarry hash-password")?;
+        println!("{}", quarry::server::auth::hash_password(&password)?);
+        return Ok(0);
+    }
+    if let Some(Action::Keyring(KeyringAction::Set { service, user })) = &cli.action {
+        let example = format!("echo 's3cret' | quarry keyring set {service} {user}");
+        let secret = read_secret(&example)?;
+        quarry::source::credential::store_in_keyring(service, user, &secret)?;
+        eprintln!(
+            "stored; use it as {{\"keyring\": {{\"service\": \"{service}\", \"user\": \"{user}\"}}}}"
+        );
+        return Ok(0);
     }
     #[cfg(feature = "distributed")]
     if let Some(Action::Ballista(process)) = cli.action {
@@ -391,22 +418,22 @@ async fn ballista_process(
 }
 
 /// Reads a password from standard input and prints its hash.
-fn hash_password() -> quarry::Result<()> {
+/// One line of standard input, without its line end; `example` shows how to give it.
+fn read_secret(example: &str) -> quarry::Result<secrecy::SecretString> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
         .map_err(quarry::Error::io(
-            "cannot read the password",
+            "cannot read the secret",
             "standard input",
         ))?;
-    let password = secrecy::SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned());
-    if secrecy::ExposeSecret::expose_secret(&password).is_empty() {
-        return Err(quarry::Error::Usage(
-            "no password on standard input; try: echo 's3cret' | quarry hash-password".into(),
-        ));
+    let secret = secrecy::SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned());
+    if secrecy::ExposeSecret::expose_secret(&secret).is_empty() {
+        return Err(quarry::Error::Usage(format!(
+            "nothing on standard input; try: {example}"
+        )));
     }
-    println!("{}", quarry::server::auth::hash_password(&password)?);
-    Ok(())
+    Ok(secret)
 }
 
 /// Runs the Flight SQL server (and the HTTP API when asked) until Ctrl-C.

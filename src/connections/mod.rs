@@ -28,7 +28,9 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
 use crate::id::ConnectionId;
 use crate::secrets::SecretCipher;
-use crate::source::{self, QueryRequest, Source, SourceConfig, TestOutcome, merge_patch};
+use crate::source::{
+    self, Credential, QueryRequest, Source, SourceConfig, TestOutcome, merge_patch, secret_path,
+};
 use crate::store::{ConfigUpdate, MetadataStore, NewConnection};
 use crate::table::{CacheEntry, TableRecord, TableRef};
 
@@ -321,10 +323,14 @@ impl Connections {
             .iter()
             .map(|(field, value)| self.cipher.seal(&connection.id, field, value))
             .collect::<Result<_>>()?;
+        // A secret set to null goes, and so does one now given by reference.
         let remove_secrets = source_type
             .secret_keys()
             .iter()
-            .filter(|field| patch.get(**field).is_some_and(Value::is_null))
+            .filter(|field| {
+                secret_path::get(&patch, field).is_some_and(Value::is_null)
+                    || secret_path::get(&public, field).is_some_and(Credential::is_reference)
+            })
             .map(|field| field.to_string())
             .collect();
         let moved = source_type
@@ -384,7 +390,8 @@ impl Connections {
             let value = self
                 .cipher
                 .open(&connection.id, connection.name.as_str(), &sealed)?;
-            full[sealed.field.as_str()] = Value::String(value.expose_secret().to_owned());
+            let value = Value::String(value.expose_secret().to_owned());
+            secret_path::set(&mut full, &sealed.field, value);
         }
         Ok(full)
     }

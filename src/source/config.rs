@@ -7,7 +7,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use super::credential::Credential;
 use super::files::FilesConfig;
+pub use super::ssh::SshConfig;
 use crate::access::AccessOptions;
 use crate::connection::SourceType;
 use crate::error::{Error, Result};
@@ -27,6 +29,7 @@ const SERVER_KEYS: &[&str] = &[
     "mode",
     "inline_fetch_max",
     "cache_max_bytes",
+    "ssh",
 ];
 /// PostgreSQL takes the server keys, the refresh keys and its own.
 static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
@@ -56,7 +59,8 @@ const SQLITE_OWN_KEYS: &[&str] = &[
     "inline_fetch_max",
     "cache_max_bytes",
 ];
-const SERVER_SECRETS: &[&str] = &["password"];
+/// A server's secrets; `ssh.` ones sit inside the `ssh` object.
+const SERVER_SECRETS: &[&str] = &["password", "ssh.password", "ssh.key_passphrase"];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time spent retrying a refused or dropped connection, past the first try: enough for a
 /// server that is restarting, short enough that a server that is down is reported soon.
@@ -73,7 +77,8 @@ impl SourceType {
         }
     }
 
-    /// The config keys holding credentials, stored encrypted and never shown.
+    /// The config keys holding credentials, stored encrypted and never shown; a key inside
+    /// an object is written `object.key` (`ssh.password`).
     pub fn secret_keys(self) -> &'static [&'static str] {
         match self {
             SourceType::Postgres | SourceType::Mysql => SERVER_SECRETS,
@@ -123,8 +128,8 @@ pub struct ServerConfig {
     pub database: String,
     /// User to log in as.
     pub user: String,
-    /// Password, if any; `Debug` shows it redacted.
-    pub password: Option<SecretString>,
+    /// Password, if any, or where to read it; `Debug` shows a value redacted.
+    pub password: Option<Credential>,
     /// TLS policy.
     pub ssl_mode: SslMode,
     /// CA certificate for the verify-* modes.
@@ -136,6 +141,8 @@ pub struct ServerConfig {
     /// MySQL only: the databases (MySQL's schemas) to discover, each a name or a pattern
     /// with `*`; empty means the configured `database` alone.
     pub schemas: Vec<String>,
+    /// The SSH tunnel the server is reached through, if any.
+    pub ssh: Option<SshConfig>,
 }
 
 /// Config of a SQLite file source.
@@ -286,9 +293,10 @@ impl SourceConfig {
                 public.insert(key.into(), Value::String(path.display().to_string()));
             }
         }
+        // A value is sealed; a reference (an object) is not a secret and stays as given.
         let mut secrets = Vec::new();
         for key in source_type.secret_keys() {
-            if let Some(Value::String(secret)) = public.remove(*key) {
+            if let Some(Value::String(secret)) = secret_path::take(&mut public, key) {
                 secrets.push((key.to_string(), SecretString::from(secret)));
             }
         }
@@ -457,6 +465,14 @@ impl<'a> Fields<'a> {
         self.source_type.secret_keys().contains(&key)
     }
 
+    /// A secret field: a value, or a reference to where it is kept.
+    pub(super) fn credential(&self, key: &str) -> Result<Option<Credential>> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(value) => Credential::parse(key, value).map_err(|m| self.field_error(key, m)),
+        }
+    }
+
     /// A string field; never echoes the value of a secret field.
     pub(super) fn string(&self, key: &str) -> Result<Option<String>> {
         match self.map.get(key) {
@@ -607,7 +623,7 @@ impl<'a> Fields<'a> {
         let port = self.port()?;
         let database = self.required_string("database", "the database to read")?;
         let user = self.required_string("user", "the user to log in as")?;
-        let password = self.string("password")?.map(SecretString::from);
+        let password = self.credential("password")?;
         let ssl_mode = match self.string("ssl_mode")? {
             None => SslMode::Prefer,
             Some(mode) => SslMode::parse(&mode).ok_or_else(|| {
@@ -654,7 +670,12 @@ impl<'a> Fields<'a> {
                 )));
                 }
             };
+        let ssh = match self.map.get("ssh") {
+            None | Some(Value::Null) => None,
+            Some(value) => SshConfig::parse(value).map_err(|m| self.field_error("ssh", m))?,
+        };
         Ok(ServerConfig {
+            ssh,
             numeric_as_float64,
             schemas,
             host,
@@ -707,5 +728,47 @@ fn json_kind(value: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
+    }
+}
+
+/// Secret keys inside objects: `ssh.password` is the `password` of the `ssh` object.
+pub(crate) mod secret_path {
+    use serde_json::{Map, Value};
+
+    /// Removes and returns the value at `path` if it is a string (a reference stays).
+    pub fn take(map: &mut Map<String, Value>, path: &str) -> Option<Value> {
+        let (parent, key) = match path.split_once('.') {
+            Some((object, key)) => (map.get_mut(object)?.as_object_mut()?, key),
+            None => (map, path),
+        };
+        match parent.get(key) {
+            Some(Value::String(_)) => parent.remove(key),
+            _ => None,
+        }
+    }
+
+    /// The value at `path`, if any.
+    pub fn get<'a>(map: &'a Value, path: &str) -> Option<&'a Value> {
+        match path.split_once('.') {
+            Some((object, key)) => map.get(object)?.get(key),
+            None => map.get(path),
+        }
+    }
+
+    /// Sets `path` to `value`; an `object.key` path whose object is absent is not set (the
+    /// secret belongs to a part of the config that was removed).
+    pub fn set(map: &mut Value, path: &str, value: Value) {
+        match path.split_once('.') {
+            Some((object, key)) => {
+                if let Some(parent) = map.get_mut(object).and_then(Value::as_object_mut) {
+                    parent.insert(key.to_owned(), value);
+                }
+            }
+            None => {
+                if let Some(map) = map.as_object_mut() {
+                    map.insert(path.to_owned(), value);
+                }
+            }
+        }
     }
 }

@@ -74,7 +74,9 @@ impl Field {
     fn schema(&self) -> Value {
         let mut schema = Map::new();
         let kind = match self.kind {
-            Kind::Text | Kind::Path | Kind::Secret | Kind::Choice(_) => json!("string"),
+            Kind::Text | Kind::Path | Kind::Choice(_) => json!("string"),
+            // A value, or a reference: {"env": ...}, {"file": ...}, {"keyring": {...}}.
+            Kind::Secret => json!(["string", "object"]),
             Kind::Integer => json!("integer"),
             Kind::Boolean => json!("boolean"),
             Kind::Duration | Kind::Size => json!(["string", "number"]),
@@ -154,6 +156,14 @@ fn server_fields(port: u16) -> Vec<Field> {
             Kind::Path,
             "CA certificate",
             "The CA certificate that verify-ca and verify-full check the server against.",
+        ),
+        field(
+            "ssh",
+            Kind::Object,
+            "SSH tunnel",
+            "Reach the server through an SSH server: {host, port, user, auth (key, password or \
+             agent), key_path, key_passphrase, password, known_hosts}. The server's host key \
+             must be in known_hosts (default ~/.ssh/known_hosts).",
         ),
     ]
 }
@@ -506,7 +516,12 @@ mod tests {
                 .filter(|(_, p)| p["writeOnly"] == json!(true))
                 .map(|(k, _)| k.as_str())
                 .collect();
-            let secret: BTreeSet<&str> = source_type.secret_keys().iter().copied().collect();
+            let secret: BTreeSet<&str> = source_type
+                .secret_keys()
+                .iter()
+                .copied()
+                .filter(|key| !key.contains('.'))
+                .collect();
             assert_eq!(write_only, secret, "{source_type:?}");
         }
     }

@@ -16,6 +16,9 @@ pub struct Endpoint {
     pub user: Option<String>,
     /// The database, or file.
     pub database: String,
+    /// The SSH tunnel the server is reached through: a broken connection is explained by
+    /// the tunnel's own failure, when it had one.
+    pub tunnel: Option<std::sync::Arc<super::ssh::Tunnel>>,
 }
 
 impl Endpoint {
@@ -94,6 +97,11 @@ impl Endpoint {
         let address = &self.address;
         let user = self.user.as_deref().unwrap_or("");
         let database = &self.database;
+        if let (sqlx::Error::Io(_), Some(tunnel)) = (e, &self.tunnel)
+            && let Some((class, message)) = tunnel.take_failure()
+        {
+            return self.error(class, message);
+        }
         match e {
             sqlx::Error::Io(io) => {
                 let text = io.to_string();

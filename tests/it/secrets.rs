@@ -38,7 +38,7 @@ async fn the_key_file_is_created_on_first_use_with_mode_0600() {
         engine.source_config(conn.id.as_str()).await.unwrap()
     );
     assert!(
-        shown.contains("password: Some(SecretBox<str>([REDACTED]))"),
+        shown.contains("password: Some(Credential::Value([redacted]))"),
         "{shown}"
     );
     assert_eq!(

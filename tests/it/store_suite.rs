@@ -161,7 +161,12 @@ fn password_of(config: &quarry::SourceConfig) -> Option<String> {
     use secrecy::ExposeSecret;
     match config {
         quarry::SourceConfig::Postgres(c) | quarry::SourceConfig::Mysql(c) => {
-            c.password.as_ref().map(|p| p.expose_secret().to_owned())
+            c.password.as_ref().map(|p| {
+                p.resolve("test", "password")
+                    .unwrap()
+                    .expose_secret()
+                    .to_owned()
+            })
         }
         quarry::SourceConfig::Sqlite(_) | quarry::SourceConfig::Files(_) => None,
     }

@@ -2,6 +2,7 @@
 //! dropped when the fixture is.
 
 pub mod proxy;
+pub mod sshd;
 
 use std::path::Path;
 
@@ -16,7 +17,7 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-fn unique_name(prefix: &str) -> String {
+pub fn unique_name(prefix: &str) -> String {
     let suffix: String = quarry::ConnectionId::generate().as_str()[5..17].to_owned();
     format!("{prefix}_{suffix}")
 }
@@ -63,7 +64,7 @@ impl Drop for PgDatabase {
 }
 
 /// Runs `work` to completion on a private runtime in its own thread: `Drop` cannot await.
-fn finish_in_background(work: impl std::future::Future<Output = ()> + Send + 'static) {
+pub fn finish_in_background(work: impl std::future::Future<Output = ()> + Send + 'static) {
     let _ = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

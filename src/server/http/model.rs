@@ -320,9 +320,17 @@ impl ConnectionDetails {
             _ => Map::new(),
         };
         for field in connection.source_type.secret_keys() {
-            // The stored config never holds a credential; removing is belt and braces.
-            config.remove(*field);
-            let set = connection.secret_fields.iter().any(|f| f == field);
+            // A reference (`{"env": ...}`) is shown as it is stored; the stored config never
+            // holds a value, and removing one is belt and braces.
+            if field.contains('.') {
+                // Inside an object (`ssh.password`): the object is shown without it.
+                continue;
+            }
+            let by_reference = connection.config.get(*field).is_some_and(Value::is_object);
+            if !by_reference {
+                config.remove(*field);
+            }
+            let set = by_reference || connection.secret_fields.iter().any(|f| f == field);
             config.insert(format!("{field}_set"), Value::Bool(set));
         }
         ConnectionDetails {

@@ -2,13 +2,13 @@
 //! to parse them, and tables declared by glob.
 
 use datafusion::arrow::datatypes::DataType;
-use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 use crate::error::Result;
 use crate::file_set::{BadRows, Compression, CsvOptions, FileFormat};
 use crate::source::CommonOptions;
 use crate::source::config::{Fields, check_keys};
+use crate::source::credential::Credential;
 
 /// Keys for parsing files, valid on the connection (defaults) and on a declared table.
 const FORMAT_KEYS: &[&str] = &[
@@ -86,10 +86,10 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     /// Access key id (default: the environment's credentials).
     pub access_key_id: Option<String>,
-    /// Secret access key.
-    pub secret_access_key: Option<SecretString>,
-    /// Session token of temporary credentials.
-    pub session_token: Option<SecretString>,
+    /// Secret access key, or where to read it.
+    pub secret_access_key: Option<Credential>,
+    /// Session token of temporary credentials, or where to read it.
+    pub session_token: Option<Credential>,
     /// `endpoint/bucket/key` requests rather than `bucket.endpoint/key` (default true with
     /// an endpoint).
     pub path_style: bool,
@@ -198,8 +198,8 @@ impl FilesConfig {
             }),
             endpoint,
             access_key_id: fields.string("access_key_id")?,
-            secret_access_key: fields.string("secret_access_key")?.map(SecretString::from),
-            session_token: fields.string("session_token")?.map(SecretString::from),
+            secret_access_key: fields.credential("secret_access_key")?,
+            session_token: fields.credential("session_token")?,
         };
         if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
             return Err(fields.field_error(

@@ -13,6 +13,8 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use secrecy::ExposeSecret;
 
+use crate::source::credential::Credential;
+
 use super::config::FilesConfig;
 use crate::error::{Error, Result};
 use crate::file_set::FileFormat;
@@ -83,12 +85,12 @@ pub fn open(connection: &str, config: &FilesConfig) -> Result<RootedStore> {
                 builder = builder.with_endpoint(endpoint);
             }
             if let (Some(key), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
-                builder = builder
-                    .with_access_key_id(key)
-                    .with_secret_access_key(secret.expose_secret());
-            }
-            if let Some(token) = &s3.session_token {
-                builder = builder.with_token(token.expose_secret());
+                builder = builder.with_credentials(Arc::new(S3Credentials {
+                    connection: connection.to_owned(),
+                    key_id: key.clone(),
+                    secret: secret.clone(),
+                    token: s3.session_token.clone(),
+                }));
             }
             let s3_store = builder.build().map_err(|e| {
                 bad(format!(
@@ -181,5 +183,41 @@ fn client_options(config: &FilesConfig) -> ClientOptions {
     match config.options.statement_timeout {
         Some(timeout) => options.with_timeout(timeout),
         None => options.with_timeout_disabled(),
+    }
+}
+
+/// S3 keys whose secret (and token) are read on each request, so that a key given by
+/// reference and rotated is used at once.
+#[derive(Debug)]
+struct S3Credentials {
+    connection: String,
+    key_id: String,
+    secret: Credential,
+    token: Option<Credential>,
+}
+
+#[async_trait::async_trait]
+impl object_store::CredentialProvider for S3Credentials {
+    type Credential = object_store::aws::AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<Self::Credential>> {
+        let read = |credential: &Credential, key: &str| {
+            credential
+                .resolve(&self.connection, key)
+                .map(|value| value.expose_secret().to_owned())
+                .map_err(|e| object_store::Error::Generic {
+                    store: "S3",
+                    source: Box::new(e),
+                })
+        };
+        Ok(Arc::new(object_store::aws::AwsCredential {
+            key_id: self.key_id.clone(),
+            secret_key: read(&self.secret, "secret_access_key")?,
+            token: self
+                .token
+                .as_ref()
+                .map(|token| read(token, "session_token"))
+                .transpose()?,
+        }))
     }
 }

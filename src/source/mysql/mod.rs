@@ -22,6 +22,7 @@ use crate::source::cells::{BatchBuilder, Cell};
 use crate::source::discovery::{
     DiscoveredColumn, TableCollector, TableColumnRow, attach_constraints, read_constraint_rows,
 };
+use crate::source::login::Login;
 use crate::source::remote_cancel::{CancelVia, RemoteCancel};
 use crate::source::retry::with_backoff;
 use crate::source::{
@@ -37,7 +38,7 @@ const MAX_SESSIONS: u32 = 10;
 #[derive(Debug)]
 pub struct MySqlSource {
     endpoint: Endpoint,
-    options: MySqlConnectOptions,
+    login: Login,
     pool: MySqlPool,
     connect_timeout: Duration,
     retry_budget: Duration,
@@ -48,9 +49,10 @@ pub struct MySqlSource {
 impl MySqlSource {
     /// A source for `config`; nothing connects until first use.
     pub fn new(connection: &str, config: &ServerConfig) -> Result<Self> {
+        let (login, host, port) = Login::new(connection, config)?;
         let mut options = MySqlConnectOptions::new()
-            .host(&config.host)
-            .port(config.port)
+            .host(&host)
+            .port(port)
             .database(&config.database)
             .username(&config.user)
             .charset("utf8mb4")
@@ -62,7 +64,7 @@ impl MySqlSource {
                 SslMode::VerifyCa => MySqlSslMode::VerifyCa,
                 SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
             });
-        if let Some(password) = &config.password {
+        if let Some(password) = login.given_password() {
             options = options.password(password.expose_secret());
         }
         if let Some(cert) = &config.ssl_root_cert {
@@ -76,15 +78,16 @@ impl MySqlSource {
             .after_connect(move |conn, _| {
                 Box::pin(async move { prepare_session(conn, statement_timeout).await })
             })
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(options);
         Ok(MySqlSource {
             endpoint: Endpoint {
                 connection: connection.to_owned(),
                 address: format!("{}:{}", config.host, config.port),
                 user: Some(config.user.clone()),
                 database: config.database.clone(),
+                tunnel: login.tunnel(),
             },
-            options,
+            login,
             pool,
             connect_timeout,
             retry_budget: config.options.retry_budget,
@@ -99,14 +102,14 @@ impl MySqlSource {
 
 impl MySqlSource {
     async fn connect_once(&self) -> Result<MySqlConnection> {
-        self.endpoint
-            .connect(&self.options, self.connect_timeout)
-            .await
+        let options = self.login.prepare(&self.pool).await?;
+        self.endpoint.connect(&*options, self.connect_timeout).await
     }
 
     async fn probe_if_idle(&self) -> Result<()> {
+        let options = self.login.prepare(&self.pool).await?;
         self.endpoint
-            .probe_if_idle::<MySqlConnection>(&self.pool, &self.options, self.connect_timeout)
+            .probe_if_idle::<MySqlConnection>(&self.pool, &*options, self.connect_timeout)
             .await
     }
 }
@@ -425,11 +428,12 @@ const MAX_PARTITIONS: usize = 4;
 impl MySqlSource {
     /// A pooled session for a fetch, closed after it (an abandoned result set stays behind).
     async fn acquire(&self) -> Result<Session> {
+        let options = self.login.prepare(&self.pool).await?;
         self.endpoint
             .acquire_for_fetch::<MySqlConnection>(
                 "connecting to MySQL",
                 &self.pool,
-                &self.options,
+                &*options,
                 self.connect_timeout,
                 self.retry_budget,
             )

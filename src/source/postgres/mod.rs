@@ -20,6 +20,7 @@ use crate::error::Result;
 use crate::source::discovery::{
     DiscoveredColumn, TableCollector, TableColumnRow, attach_constraints, read_constraint_rows,
 };
+use crate::source::login::Login;
 use crate::source::remote_cancel::{CancelVia, RemoteCancel};
 use crate::source::retry::with_backoff;
 use crate::source::{
@@ -36,7 +37,7 @@ const MAX_SESSIONS: u32 = 10;
 #[derive(Debug)]
 pub struct PgSource {
     endpoint: Endpoint,
-    options: PgConnectOptions,
+    login: Login,
     pool: PgPool,
     connect_timeout: Duration,
     retry_budget: Duration,
@@ -46,9 +47,10 @@ pub struct PgSource {
 impl PgSource {
     /// A source for `config`; nothing connects until first use.
     pub fn new(connection: &str, config: &ServerConfig) -> Result<Self> {
+        let (login, host, port) = Login::new(connection, config)?;
         let mut options = PgConnectOptions::new()
-            .host(&config.host)
-            .port(config.port)
+            .host(&host)
+            .port(port)
             .database(&config.database)
             .username(&config.user)
             .application_name("quarry")
@@ -59,7 +61,7 @@ impl PgSource {
                 SslMode::VerifyCa => PgSslMode::VerifyCa,
                 SslMode::VerifyFull => PgSslMode::VerifyFull,
             });
-        if let Some(password) = &config.password {
+        if let Some(password) = login.given_password() {
             options = options.password(password.expose_secret());
         }
         if let Some(cert) = &config.ssl_root_cert {
@@ -81,15 +83,16 @@ impl PgSource {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_SESSIONS)
             .acquire_timeout(connect_timeout)
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(options);
         Ok(PgSource {
             endpoint: Endpoint {
                 connection: connection.to_owned(),
                 address: format!("{}:{}", config.host, config.port),
                 user: Some(config.user.clone()),
                 database: config.database.clone(),
+                tunnel: login.tunnel(),
             },
-            options,
+            login,
             pool,
             connect_timeout,
             retry_budget: config.options.retry_budget,
@@ -98,14 +101,14 @@ impl PgSource {
     }
 
     async fn connect_once(&self) -> Result<PgConnection> {
-        self.endpoint
-            .connect(&self.options, self.connect_timeout)
-            .await
+        let options = self.login.prepare(&self.pool).await?;
+        self.endpoint.connect(&*options, self.connect_timeout).await
     }
 
     async fn probe_if_idle(&self) -> Result<()> {
+        let options = self.login.prepare(&self.pool).await?;
         self.endpoint
-            .probe_if_idle::<PgConnection>(&self.pool, &self.options, self.connect_timeout)
+            .probe_if_idle::<PgConnection>(&self.pool, &*options, self.connect_timeout)
             .await
     }
 }
@@ -426,11 +429,12 @@ impl Source for PgSource {
 impl PgSource {
     /// A pooled session for a fetch, closed after it (a COPY left unread stays behind).
     async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        let options = self.login.prepare(&self.pool).await?;
         self.endpoint
             .acquire_for_fetch::<PgConnection>(
                 "connecting to PostgreSQL",
                 &self.pool,
-                &self.options,
+                &*options,
                 self.connect_timeout,
                 self.retry_budget,
             )

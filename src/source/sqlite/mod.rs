@@ -68,6 +68,7 @@ impl SqliteSource {
                 address: path.clone(),
                 user: None,
                 database: path,
+                tunnel: None,
             },
             pool,
         })
