@@ -290,6 +290,12 @@ impl Engine {
         self.inner.connections.start_refresh_schedule();
     }
 
+    /// Checks the open connections every `keepalive_interval`, in the background, until
+    /// `shutdown` (the server and the interactive shell start it).
+    pub fn start_keepalive(&self) {
+        self.inner.connections.start_keepalive();
+    }
+
     /// Starts the scheduled refreshes due at `now` and returns them: the schedule's clock
     /// turned by hand (tests, tools).
     pub async fn run_scheduled(

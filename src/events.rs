@@ -25,6 +25,17 @@ pub enum Event {
         /// The classified error of a failed test.
         error: Option<String>,
     },
+    /// A connection's live status changed (see `quarry::connections::health`).
+    ConnectionStatus {
+        /// The connection.
+        connection_id: ConnectionId,
+        /// Where it stands now.
+        status: crate::connections::health::LinkState,
+        /// The class of the failure, if it failed (`refused`, `authentication`, ...).
+        error_class: Option<String>,
+        /// The failure's message.
+        error: Option<String>,
+    },
     /// A table fetch into the cache started.
     FetchStarted {
         /// Which table.

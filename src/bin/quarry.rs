@@ -472,6 +472,7 @@ async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
     }
     // A server runs for long: tables with a refresh_interval are refreshed while it does.
     engine.start_refresh_schedule();
+    engine.start_keepalive();
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     let auth = std::sync::Arc::new(Authenticator::new(users, args.token_ttl));
     let sessions = std::sync::Arc::new(ClientSessions::new(

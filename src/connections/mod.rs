@@ -3,6 +3,7 @@
 //! purges their tables through the cache. The engine, the SQL layer and the servers all
 //! manage connections through it.
 
+pub mod health;
 mod reports;
 mod schedule;
 pub mod snapshot;
@@ -84,6 +85,8 @@ pub struct Connections {
     background: BackgroundCopies,
     /// The tables refreshed on a schedule, and when each is next due.
     schedule: schedule::Schedule,
+    /// The live status of the connections open in this process.
+    health: health::Health,
 }
 
 /// Copies of tables into the cache that no statement waits for.
@@ -132,6 +135,7 @@ impl Connections {
             snapshot,
             background: BackgroundCopies::default(),
             schedule: schedule::Schedule::default(),
+            health: health::Health::default(),
         }
     }
 
@@ -411,10 +415,18 @@ impl Connections {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.health.forget(id);
+    }
+
+    /// The open source of `connection` for a statement: fails at once while its server is
+    /// known to be down (reconnecting or disconnected).
+    pub(crate) async fn source(&self, connection: &Connection) -> Result<Arc<dyn Source>> {
+        self.check_link(connection)?;
+        self.open_source(connection).await
     }
 
     /// The open source of `connection`, opening it (lazily connecting) on first use.
-    pub(crate) async fn source(&self, connection: &Connection) -> Result<Arc<dyn Source>> {
+    async fn open_source(&self, connection: &Connection) -> Result<Arc<dyn Source>> {
         if let Some(source) = self
             .sources
             .lock()
@@ -425,6 +437,11 @@ impl Connections {
         }
         let config = self.source_config(connection).await?;
         let opened = source::open(connection.name.as_str(), &config)?;
+        self.health.opened(
+            &connection.id,
+            chrono::Utc::now(),
+            health::keepalive_interval(connection),
+        );
         Ok(Arc::clone(
             self.sources
                 .lock()
@@ -441,10 +458,15 @@ impl Connections {
         which: impl Into<ConnectionRef<'a>>,
     ) -> Result<TestOutcome> {
         let connection = self.resolve(which.into()).await?;
-        let outcome = match self.source(&connection).await {
+        let outcome = match self.open_source(&connection).await {
             Ok(source) => source.test().await,
             Err(e) => Err(e),
         };
+        // A test is a check: it may bring a reconnecting connection back at once.
+        if let Some(interval) = health::keepalive_interval(&connection) {
+            let result = outcome.as_ref().map(|_| ());
+            self.record_link(&connection, chrono::Utc::now(), interval, result);
+        }
         let status = match &outcome {
             Ok(ok) => ConnectionStatus {
                 last_tested_at: Some(chrono::Utc::now()),

@@ -459,6 +459,7 @@ pub fn run_interactive(runtime: &Runtime, engine: Engine, settings: Settings) ->
     {
         let _runtime = runtime.enter();
         engine.start_refresh_schedule();
+        engine.start_keepalive();
     }
     let history = engine.config().data_dir.join("history.txt");
     let config = EditorConfig::builder()

@@ -30,6 +30,7 @@ const SERVER_KEYS: &[&str] = &[
     "inline_fetch_max",
     "cache_max_bytes",
     "ssh",
+    "keepalive_interval",
 ];
 /// PostgreSQL takes the server keys, the refresh keys and its own.
 static POSTGRES_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
@@ -181,6 +182,16 @@ impl CommonOptions {
             .flatten()
     }
 
+    /// The `keepalive_interval` of a stored, validated config (`None`: not given; zero:
+    /// off).
+    pub fn keepalive_of(source_type: SourceType, config: &Value) -> Option<Duration> {
+        Fields::new(source_type, config)
+            .ok()?
+            .duration_or_zero("keepalive_interval")
+            .ok()
+            .flatten()
+    }
+
     /// The access options of a stored, validated config (the defaults if unreadable).
     pub fn access_of(source_type: SourceType, config: &Value) -> AccessOptions {
         Fields::new(source_type, config)
@@ -245,6 +256,7 @@ impl SourceConfig {
             max_age: fields.duration("max_age")?,
             access: fields.access()?,
         };
+        fields.duration_or_zero("keepalive_interval")?;
         crate::refresh::RefreshSettings::from_config(config).map_err(|m| fields.error(m))?;
         super::TableFilter::parse(config).map_err(|(key, m)| fields.field_error(key, m))?;
         Ok(match source_type {

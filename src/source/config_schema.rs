@@ -158,6 +158,14 @@ fn server_fields(port: u16) -> Vec<Field> {
             "The CA certificate that verify-ca and verify-full check the server against.",
         ),
         field(
+            "keepalive_interval",
+            Kind::Duration,
+            "Keepalive",
+            "How often an open connection is checked, so that a dropped server is noticed \
+             and reconnected (0s: never).",
+        )
+        .default(json!("60s")),
+        field(
             "ssh",
             Kind::Object,
             "SSH tunnel",

@@ -18,6 +18,7 @@ mod http;
 mod http_schemathesis;
 mod join_order;
 mod keys;
+mod live_status;
 mod malformed;
 mod memory_tier;
 mod mysql_source;

@@ -8,11 +8,20 @@ export interface TestState {
   error: string | null;
 }
 
+/** A connection's live status in the server: idle, connected, reconnecting, disconnected or error. */
+export interface LiveState {
+  state: string;
+  since: string;
+  error_class: string | null;
+  error: string | null;
+}
+
 export interface ConnectionSummary {
   id: string;
   name: string;
   source_type: string;
   status: TestState;
+  live: LiveState;
   tables: number;
   tables_cached: number;
   oldest_fetch_at: string | null;

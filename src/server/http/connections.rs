@@ -65,7 +65,12 @@ async fn tables_and_cache(
 
 async fn details(engine: &Engine, connection: &Connection) -> ApiResult<ConnectionDetails> {
     let (tables, cached) = tables_and_cache(engine, connection).await?;
-    Ok(ConnectionDetails::of(connection, &tables, &cached))
+    Ok(ConnectionDetails::of(
+        connection,
+        &engine.connection_status(&connection.id),
+        &tables,
+        &cached,
+    ))
 }
 
 /// List connections.
@@ -78,7 +83,12 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<Json<Vec<ConnectionS
     let mut out = Vec::new();
     for connection in app.engine.connections().await? {
         let (tables, cached) = tables_and_cache(&app.engine, &connection).await?;
-        out.push(ConnectionSummary::of(&connection, &tables, &cached));
+        out.push(ConnectionSummary::of(
+            &connection,
+            &app.engine.connection_status(&connection.id),
+            &tables,
+            &cached,
+        ));
     }
     Ok(Json(out))
 }

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::access::AccessOptions;
 use crate::connection::Connection;
 pub use crate::connections::TableFreshness;
+use crate::connections::health::LinkStatus;
 pub use crate::engine::{DiscoveryOutcome, PurgeOutcome, RefreshOutcome, TestReport};
 use crate::table::{CacheEntry, TableRecord};
 
@@ -106,6 +107,20 @@ pub struct TestState {
     pub error: Option<String>,
 }
 
+/// A connection's live status in the server process: `idle` (not open), `connected`,
+/// `reconnecting`, `disconnected` or `error`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveState {
+    /// Where it stands.
+    pub state: String,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// The class of the failure that put it there (`refused`, `authentication`, ...).
+    pub error_class: Option<String>,
+    /// The failure's message.
+    pub error: Option<String>,
+}
+
 /// One line of `GET /connections`. Holds no config, so no secret.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectionSummary {
@@ -117,6 +132,8 @@ pub struct ConnectionSummary {
     pub source_type: String,
     /// Its last test.
     pub status: TestState,
+    /// Its live status: checked every keepalive_interval while open.
+    pub live: LiveState,
     /// How many tables discovery found.
     pub tables: i64,
     /// How many of them are cached.
@@ -292,12 +309,23 @@ impl TestState {
 
 impl ConnectionSummary {
     /// The summary of `connection`, with its table counts.
-    pub fn of(connection: &Connection, tables: &[TableRecord], cached: &[CacheEntry]) -> Self {
+    pub fn of(
+        connection: &Connection,
+        live: &LinkStatus,
+        tables: &[TableRecord],
+        cached: &[CacheEntry],
+    ) -> Self {
         ConnectionSummary {
             id: connection.id.to_string(),
             name: connection.name.to_string(),
             source_type: connection.source_type.as_str().to_owned(),
             status: TestState::of(connection),
+            live: LiveState {
+                state: live.state.as_str().to_owned(),
+                since: live.since.to_rfc3339(),
+                error_class: live.error_class.map(|c| c.as_str().to_owned()),
+                error: live.error.clone(),
+            },
             tables: tables.len() as i64,
             tables_cached: cached.iter().filter(|e| e.is_current).count() as i64,
             oldest_fetch_at: cached
@@ -314,7 +342,12 @@ impl ConnectionSummary {
 
 impl ConnectionDetails {
     /// `connection` with its config; each credential is shown only as `<field>_set`.
-    pub fn of(connection: &Connection, tables: &[TableRecord], cached: &[CacheEntry]) -> Self {
+    pub fn of(
+        connection: &Connection,
+        live: &LinkStatus,
+        tables: &[TableRecord],
+        cached: &[CacheEntry],
+    ) -> Self {
         let mut config = match &connection.config {
             Value::Object(map) => map.clone(),
             _ => Map::new(),
@@ -334,7 +367,7 @@ impl ConnectionDetails {
             config.insert(format!("{field}_set"), Value::Bool(set));
         }
         ConnectionDetails {
-            summary: ConnectionSummary::of(connection, tables, cached),
+            summary: ConnectionSummary::of(connection, live, tables, cached),
             config,
         }
     }

@@ -1,4 +1,5 @@
-//! `quarry.information_schema.connections`: each connection and its last test.
+//! `quarry.information_schema.connections`: each connection, its last test and its live
+//! status in this process.
 
 use std::sync::Arc;
 
@@ -19,11 +20,18 @@ pub(super) fn schema() -> SchemaRef {
         field("test_status", DataType::Utf8),
         field("test_latency_ms", DataType::Int64),
         field("test_error", DataType::Utf8),
+        field("status", DataType::Utf8),
+        field("status_since", utc()),
+        field("status_error", DataType::Utf8),
     ]))
 }
 
 pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRef>> {
     let all = connections.connections().await?;
+    let live: Vec<_> = all
+        .iter()
+        .map(|c| connections.connection_status(&c.id))
+        .collect();
     Ok(vec![
         strings(all.iter().map(|c| Some(c.id.to_string()))),
         strings(all.iter().map(|c| Some(c.name.to_string()))),
@@ -34,5 +42,8 @@ pub(super) async fn rows(connections: &Connections) -> crate::Result<Vec<ArrayRe
         strings(all.iter().map(|c| c.status.test_status.clone())),
         ints(all.iter().map(|c| c.status.test_latency_ms)),
         strings(all.iter().map(|c| c.status.test_error.clone())),
+        strings(live.iter().map(|s| Some(s.state.as_str().to_owned()))),
+        times(live.iter().map(|s| Some(s.since))),
+        strings(live.iter().map(|s| s.error.clone())),
     ])
 }
