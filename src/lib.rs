@@ -10,6 +10,7 @@
 //! ```
 
 pub mod access;
+pub mod audit;
 pub mod cache;
 #[cfg(feature = "distributed")]
 pub mod cluster;

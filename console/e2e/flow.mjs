@@ -39,6 +39,8 @@ page.setDefaultTimeout(15_000);
 // Every response of the run, to look for the secret afterwards.
 const responses = [];
 page.on('response', (response) => {
+  // The event stream stays open while a page follows it: its body never ends.
+  if ((response.headers()['content-type'] ?? '').startsWith('text/event-stream')) return;
   responses.push(
     response
       .body()

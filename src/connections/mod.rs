@@ -3,6 +3,7 @@
 //! purges their tables through the cache. The engine, the SQL layer and the servers all
 //! manage connections through it.
 
+mod audited;
 pub mod health;
 mod reports;
 mod schedule;
@@ -214,10 +215,8 @@ impl Connections {
         })
     }
 
-    /// Stores a connection without contacting its source (validating its name and config;
-    /// credentials in `config` are split out and stored encrypted). Its tables appear once
-    /// `discover_connection` runs.
-    pub async fn register_connection(
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn register_unaudited(
         &self,
         name: &str,
         source_type: &str,
@@ -293,8 +292,8 @@ impl Connections {
         self.store.connections().await
     }
 
-    /// Renames a connection; its id, tables and cache stay as they are.
-    pub async fn rename_connection<'a>(
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn rename_unaudited<'a>(
         &self,
         which: impl Into<ConnectionRef<'a>>,
         new_name: &str,
@@ -309,11 +308,8 @@ impl Connections {
         Ok(renamed)
     }
 
-    /// Changes a connection's config with a JSON merge patch: keys given replace the old
-    /// values, keys set to `null` are removed, others are kept (including the password).
-    /// When the patch moves the connection to other data (host, port, database or path),
-    /// its cache is dropped: the files hold the old location's rows.
-    pub async fn update_connection<'a>(
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn update_unaudited<'a>(
         &self,
         which: impl Into<ConnectionRef<'a>>,
         patch: Value,
@@ -360,11 +356,8 @@ impl Connections {
         Ok(updated)
     }
 
-    /// Deletes a connection with its secrets, tables, columns and cache; returns it.
-    pub async fn drop_connection<'a>(
-        &self,
-        which: impl Into<ConnectionRef<'a>>,
-    ) -> Result<Connection> {
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn drop_unaudited<'a>(&self, which: impl Into<ConnectionRef<'a>>) -> Result<Connection> {
         let connection = self.resolve(which.into()).await?.into_owned();
         let entries = self.store.cache_entries(&connection.id).await?;
         if !self.store.delete_connection(&connection.id).await? {
@@ -451,12 +444,8 @@ impl Connections {
         ))
     }
 
-    /// Connects to the source afresh, records the outcome on the connection, and returns it
-    /// (a failure is returned as the classified error, after being recorded).
-    pub async fn test_connection<'a>(
-        &self,
-        which: impl Into<ConnectionRef<'a>>,
-    ) -> Result<TestOutcome> {
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn test_unaudited<'a>(&self, which: impl Into<ConnectionRef<'a>>) -> Result<TestOutcome> {
         let connection = self.resolve(which.into()).await?;
         let outcome = match self.open_source(&connection).await {
             Ok(source) => source.test().await,
@@ -530,9 +519,8 @@ impl Connections {
         source::open(&name, &parsed)?.test().await
     }
 
-    /// Reads the source's tables and columns into the store: adds new tables, removes
-    /// vanished ones with their cache, and invalidates the cache of changed ones.
-    pub async fn discover_connection<'a>(
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn discover_unaudited<'a>(
         &self,
         which: impl Into<ConnectionRef<'a>>,
     ) -> Result<DiscoveryOutcome> {
@@ -804,8 +792,8 @@ impl Connections {
         Ok(self.cache.memory().load(&lease, arrow, name).await)
     }
 
-    /// Fetches a new version of a table; queries already running keep reading the old one.
-    pub async fn refresh_table<'a>(
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn refresh_table_unaudited<'a>(
         &self,
         which: impl Into<ConnectionRef<'a>>,
         schema: &str,
@@ -829,8 +817,8 @@ impl Connections {
         self.cache.compact(&connection, source, &record).await
     }
 
-    /// Fetches a new version of every discovered table of a connection, one by one.
-    pub async fn refresh_connection<'a>(
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn refresh_connection_unaudited<'a>(
         &self,
         which: impl Into<ConnectionRef<'a>>,
     ) -> Result<RefreshOutcome> {
@@ -907,9 +895,8 @@ impl Connections {
         Ok((connection.into_owned(), record))
     }
 
-    /// Drops cache entries of a connection (optionally of one schema or table); the tables
-    /// stay, and the next query fetches them again.
-    pub async fn purge_cache<'a>(
+    /// The work of the public method of the same name (`audited.rs`), unrecorded.
+    async fn purge_unaudited<'a>(
         &self,
         which: impl Into<ConnectionRef<'a>>,
         schema: Option<&str>,

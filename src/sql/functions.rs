@@ -378,10 +378,14 @@ impl ManagementFunction {
         function.check(&args)?;
         let fields = function.fields();
         let row_fields = fields.clone();
+        // The user planning it is the one it runs as (for the audit log), whichever task
+        // executes it.
+        let actor = crate::audit::Actor::current();
         let effect: Effect = Arc::new(move |connections: Arc<Connections>| {
             let (args, fields) = (Arc::clone(&args), row_fields.clone());
+            let actor = actor.clone();
             Box::pin(async move {
-                let report = function.run(&connections, &args).await?;
+                let report = actor.scope(function.run(&connections, &args)).await?;
                 one_row(&fields, &report)
             })
         });

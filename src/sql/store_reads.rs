@@ -117,6 +117,12 @@ impl MetadataStore for Recording {
         self.record(format!("record_refresh_error {}", key(table)));
         self.inner.record_refresh_error(table, error).await
     }
+    async fn record_audit(&self, record: &crate::audit::AuditRecord) -> Result<()> {
+        self.inner.record_audit(record).await
+    }
+    async fn audit_log(&self, limit: i64) -> Result<Vec<crate::audit::AuditRecord>> {
+        self.inner.audit_log(limit).await
+    }
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()> {
         self.record(format!("record_test {id}"));
         self.inner.record_test(id, status).await

@@ -49,6 +49,7 @@ static SQLITE: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/sqlite/v5.sql"),
         include_str!("../../migrations/sqlite/v6.sql"),
         include_str!("../../migrations/sqlite/v7.sql"),
+        include_str!("../../migrations/sqlite/v8.sql"),
     ])
 });
 static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
@@ -60,6 +61,7 @@ static POSTGRES: LazyLock<Vec<Migration>> = LazyLock::new(|| {
         include_str!("../../migrations/postgres/v5.sql"),
         include_str!("../../migrations/postgres/v6.sql"),
         include_str!("../../migrations/postgres/v7.sql"),
+        include_str!("../../migrations/postgres/v8.sql"),
     ])
 });
 

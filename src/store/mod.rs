@@ -134,6 +134,10 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn record_refresh(&self, table: &TableRef, refreshed: &Refreshed) -> Result<()>;
     /// Records a failed refresh; the table's last success stays.
     async fn record_refresh_error(&self, table: &TableRef, error: &str) -> Result<()>;
+    /// Appends a row to the audit log.
+    async fn record_audit(&self, record: &crate::audit::AuditRecord) -> Result<()>;
+    /// The audit log, newest first, at most `limit` rows.
+    async fn audit_log(&self, limit: i64) -> Result<Vec<crate::audit::AuditRecord>>;
     /// Records the outcome of a connection test.
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()>;
 

@@ -823,6 +823,64 @@ impl MetadataStore for SqlStore {
         Ok(())
     }
 
+    async fn record_audit(&self, record: &crate::audit::AuditRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, connection_id, connection_name, outcome, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(timestamp(record.at))
+        .bind(&record.actor)
+        .bind(&record.action)
+        .bind(record.connection_id.as_ref().map(|id| id.as_str().to_owned()))
+        .bind(&record.connection_name)
+        .bind(&record.outcome)
+        .bind(&record.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::store("recording an audit log row"))?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: i64) -> Result<Vec<crate::audit::AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, connection_id, connection_name, outcome, detail
+             FROM audit_log ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::store("reading the audit log"))?;
+        rows.iter()
+            .map(|row| {
+                let read = || -> std::result::Result<_, sqlx::Error> {
+                    let at: String = row.try_get("at")?;
+                    let id: Option<String> = row.try_get("connection_id")?;
+                    Ok((at, id))
+                };
+                let (at, id) = read().map_err(Error::store("reading the audit log"))?;
+                Ok(crate::audit::AuditRecord {
+                    at: parse_timestamp(&at).map_err(Error::store("reading the audit log"))?,
+                    actor: row
+                        .try_get("actor")
+                        .map_err(Error::store("reading the audit log"))?,
+                    action: row
+                        .try_get("action")
+                        .map_err(Error::store("reading the audit log"))?,
+                    connection_id: id.map(|id| ConnectionId::parse(&id)).transpose()?,
+                    connection_name: row
+                        .try_get("connection_name")
+                        .map_err(Error::store("reading the audit log"))?,
+                    outcome: row
+                        .try_get("outcome")
+                        .map_err(Error::store("reading the audit log"))?,
+                    detail: row
+                        .try_get("detail")
+                        .map_err(Error::store("reading the audit log"))?,
+                })
+            })
+            .collect()
+    }
+
     async fn record_test(&self, id: &ConnectionId, status: &ConnectionStatus) -> Result<()> {
         sqlx::query(
             "UPDATE connections SET last_tested_at = $1, test_status = $2, test_latency_ms = $3,

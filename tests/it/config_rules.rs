@@ -69,7 +69,7 @@ fn unknown_keys_list_the_valid_keys() {
         "invalid postgres connection config: unknown key 'hots' (did you mean 'host'?); valid \
          keys: host, port, database, user, password, ssl_mode, ssl_root_cert, connect_timeout, \
          statement_timeout, retry_budget, max_age, mode, inline_fetch_max, cache_max_bytes, \
-         refresh, cursor_column, overlap, full_every, refresh_interval, on_stale, \
+         ssh, keepalive_interval, refresh, cursor_column, overlap, full_every, refresh_interval, on_stale, \
          on_schema_change, max_concurrent_refreshes, include, exclude, numeric_as_float64"
     );
     assert_eq!(
@@ -140,7 +140,8 @@ fn strings_must_be_strings() {
 fn a_password_of_the_wrong_type_is_not_echoed() {
     assert_eq!(
         error("postgres", server(json!({"password": 123456}))),
-        "invalid postgres connection config: 'password' must be a string, got a number"
+        "invalid postgres connection config: 'password' must be a string or a reference: \
+         {\"env\": \"NAME\"}, {\"file\": \"/path\"} or {\"keyring\": {\"service\": \"...\", \"user\": \"...\"}}"
     );
 }
 

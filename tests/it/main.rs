@@ -2,6 +2,7 @@
 //! talk to the real PostgreSQL/MariaDB given by QUARRY_TEST_PG_URL / QUARRY_TEST_MYSQL_URL.
 
 mod access_modes;
+mod audit;
 mod ballista;
 mod cache_suite;
 mod cli;

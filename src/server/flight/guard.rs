@@ -14,6 +14,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::status;
+use crate::audit::Actor;
 use crate::server::auth::Authenticator;
 
 /// Checks credentials, then hands the call to `inner`.
@@ -29,15 +30,16 @@ impl<S> Guarded<S> {
     }
 
     /// Checks the call's credentials and records who makes it, for the service to find
-    /// the caller's session.
-    async fn check<T>(&self, request: &mut Request<T>) -> Result<(), Status> {
+    /// the caller's session; the call then runs as that user (for the audit log).
+    async fn check<T>(&self, request: &mut Request<T>) -> Result<Actor, Status> {
         let caller = self
             .auth
             .caller(authorization(request))
             .await
             .map_err(|e| status(&e))?;
+        let actor = Actor::user(&caller.user);
         request.extensions_mut().insert(caller);
-        Ok(())
+        Ok(actor)
     }
 }
 
@@ -87,71 +89,71 @@ impl<S: FlightService> FlightService for Guarded<S> {
         &self,
         mut request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.check(&mut request).await?;
-        self.inner.list_flights(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.list_flights(request)).await
     }
 
     async fn get_flight_info(
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&mut request).await?;
-        self.inner.get_flight_info(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.get_flight_info(request)).await
     }
 
     async fn poll_flight_info(
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        self.check(&mut request).await?;
-        self.inner.poll_flight_info(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.poll_flight_info(request)).await
     }
 
     async fn get_schema(
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        self.check(&mut request).await?;
-        self.inner.get_schema(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.get_schema(request)).await
     }
 
     async fn do_get(
         &self,
         mut request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        self.check(&mut request).await?;
-        self.inner.do_get(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.do_get(request)).await
     }
 
     async fn do_put(
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        self.check(&mut request).await?;
-        self.inner.do_put(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.do_put(request)).await
     }
 
     async fn do_exchange(
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        self.check(&mut request).await?;
-        self.inner.do_exchange(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.do_exchange(request)).await
     }
 
     async fn do_action(
         &self,
         mut request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        self.check(&mut request).await?;
-        self.inner.do_action(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.do_action(request)).await
     }
 
     async fn list_actions(
         &self,
         mut request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        self.check(&mut request).await?;
-        self.inner.list_actions(request).await
+        let actor = self.check(&mut request).await?;
+        actor.scope(self.inner.list_actions(request)).await
     }
 }

@@ -1,6 +1,7 @@
 //! The REST API (`quarry serve --http-addr`): connection management by id, queries, and
 //! an OpenAPI document, on the same engine, users and tokens as the Flight SQL server.
 
+pub mod audit;
 pub mod connections;
 pub mod console;
 pub mod error;
@@ -82,6 +83,7 @@ pub fn router(engine: Engine, auth: Arc<Authenticator>, sessions: Arc<ClientSess
         .route("/connection-tests", post(connections::test_config))
         .route("/query", post(query::query))
         .route("/events", get(events::events))
+        .route("/audit-log", get(audit::audit_log))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/", get(console::index))
@@ -108,9 +110,11 @@ async fn authenticate(
     next: Next,
 ) -> std::result::Result<Response, ApiError> {
     // Recorded for the routes that run SQL in the caller's session.
+    // The call runs as the caller's user, for the audit log.
     let caller = app.auth.caller(authorization(&request)).await?;
+    let actor = crate::audit::Actor::user(&caller.user);
     request.extensions_mut().insert(caller);
-    Ok(next.run(request).await)
+    Ok(actor.scope(next.run(request)).await)
 }
 
 /// Whether the server is up. Needs no credentials.

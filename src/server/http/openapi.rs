@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{connections, events, query};
+use super::{audit, connections, events, query};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,7 @@ use super::{connections, events, query};
         connections::set_table_options,
         query::query,
         events::events,
+        audit::audit_log,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = [])),

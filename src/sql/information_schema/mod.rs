@@ -1,7 +1,8 @@
 //! `quarry.information_schema`: one view per file (`connections`, `tables` with cache
-//! state, `columns`, `key_column_usage`), also reachable as `quarry.catalog.*`. Each is read from the metadata
+//! state, `columns`, `key_column_usage`, `audit_log`), also reachable as `quarry.catalog.*`. Each is read from the metadata
 //! store when a query scans it. No config and no secret is ever shown.
 
+mod audit_log;
 mod columns;
 mod connections;
 mod key_column_usage;
@@ -34,15 +35,18 @@ pub enum View {
     Columns,
     /// `key_column_usage`: one row per column of each discovered key, constraint and index.
     KeyColumnUsage,
+    /// `audit_log`: one row per connection operation, newest first.
+    AuditLog,
 }
 
 impl View {
     /// Every view.
-    pub const ALL: [View; 4] = [
+    pub const ALL: [View; 5] = [
         View::Connections,
         View::Tables,
         View::Columns,
         View::KeyColumnUsage,
+        View::AuditLog,
     ];
 
     /// The name a query uses.
@@ -52,6 +56,7 @@ impl View {
             View::Tables => "tables",
             View::Columns => "columns",
             View::KeyColumnUsage => "key_column_usage",
+            View::AuditLog => "audit_log",
         }
     }
 
@@ -66,6 +71,7 @@ impl View {
             View::Tables => tables::schema(),
             View::Columns => columns::schema(),
             View::KeyColumnUsage => key_column_usage::schema(),
+            View::AuditLog => audit_log::schema(),
         }
     }
 
@@ -75,6 +81,7 @@ impl View {
             View::Tables => tables::rows(connections).await,
             View::Columns => columns::rows(connections).await,
             View::KeyColumnUsage => key_column_usage::rows(connections).await,
+            View::AuditLog => audit_log::rows(connections).await,
         }
     }
 }
