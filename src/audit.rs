@@ -1,8 +1,9 @@
-//! Who did what to which connection: the audit log's records, and the actor an operation
-//! runs as. A face (the REST API, Flight SQL) runs each call in its user's scope
-//! ([`Actor::scope`]); the embedded shell and library act as the local user. The
-//! connection service reads the actor where it records an operation, so its methods keep
-//! their signatures for every caller.
+//! Who does what: the actor an operation runs as, with its role, and the audit log's
+//! records. A face (the REST API, Flight SQL) runs each call in its user's scope
+//! ([`Actor::scope`]); the embedded shell and library act as the local admin. The
+//! connection service and the catalogs read the actor where they decide what a user may
+//! see and change, and where they record an operation, so their methods keep their
+//! signatures for every caller.
 
 use std::future::Future;
 
@@ -10,11 +11,44 @@ use chrono::{DateTime, Utc};
 
 use crate::id::ConnectionId;
 
+/// What a user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Sees and changes every connection, manages users, reads the audit log.
+    Admin,
+    /// Sees public and locked connections and their own; changes their own unless locked.
+    Member,
+}
+
+impl Role {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    /// The role called `text`.
+    pub fn parse(text: &str) -> crate::Result<Self> {
+        match text {
+            "admin" => Ok(Role::Admin),
+            "member" => Ok(Role::Member),
+            other => Err(crate::Error::Usage(format!(
+                "unknown role '{other}'; use admin or member"
+            ))),
+        }
+    }
+}
+
 /// Who an operation runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
     /// The user's name (`local` for the embedded shell and library).
     pub name: String,
+    /// What they may do.
+    pub role: Role,
 }
 
 tokio::task_local! {
@@ -22,18 +56,54 @@ tokio::task_local! {
 }
 
 impl Actor {
-    /// The local user: the embedded shell and the library.
+    /// The local user: the embedded shell and the library, an admin.
     pub fn local() -> Self {
         Actor {
             name: "local".to_owned(),
+            role: Role::Admin,
         }
     }
 
     /// A server user.
-    pub fn user(name: &str) -> Self {
+    pub fn user(name: &str, role: Role) -> Self {
         Actor {
             name: name.to_owned(),
+            role,
         }
+    }
+
+    /// Whether this is an admin.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether this actor sees `connection`: public and locked ones, its own, all for admins.
+    pub fn sees(&self, connection: &crate::connection::Connection) -> bool {
+        connection.visibility != crate::connection::Visibility::Private
+            || self.is_admin()
+            || connection.owner == self.name
+    }
+
+    /// Why this actor may not change `connection`, if it may not: only its owner or an
+    /// admin changes it, and only an admin once it is locked.
+    pub fn may_not_change(&self, connection: &crate::connection::Connection) -> Option<String> {
+        use crate::connection::Visibility;
+        if self.is_admin() {
+            return None;
+        }
+        if connection.visibility == Visibility::Locked {
+            return Some(format!(
+                "connection '{}' is locked: only admins change it",
+                connection.name
+            ));
+        }
+        if connection.owner != self.name {
+            return Some(format!(
+                "connection '{}' belongs to {}: only its owner or an admin changes it",
+                connection.name, connection.owner
+            ));
+        }
+        None
     }
 
     /// The actor of the running task: the one a face scoped it to, else the local user.
@@ -68,6 +138,8 @@ pub enum AuditAction {
     Rename,
     /// Dropped.
     Drop,
+    /// Its visibility set.
+    Visibility,
 }
 
 impl AuditAction {
@@ -82,6 +154,7 @@ impl AuditAction {
             AuditAction::Purge => "purge",
             AuditAction::Rename => "rename",
             AuditAction::Drop => "drop",
+            AuditAction::Visibility => "visibility",
         }
     }
 }

@@ -110,6 +110,76 @@ pub struct Connection {
     pub updated_at: DateTime<Utc>,
     /// Outcome of the last connection test, if any.
     pub status: ConnectionStatus,
+    /// The user who created it (`local` for the shell and library).
+    pub owner: String,
+    /// Who sees it and who may change it.
+    pub visibility: Visibility,
+}
+
+/// Who sees a connection and who may change it. Its owner and admins always may.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Every user sees and queries it.
+    #[default]
+    Public,
+    /// Only its owner and admins see it: to others it does not exist.
+    Private,
+    /// Every user sees and queries it; only admins change it.
+    Locked,
+}
+
+impl Visibility {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+            Visibility::Locked => "locked",
+        }
+    }
+
+    /// The visibility called `text`.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "public" => Ok(Visibility::Public),
+            "private" => Ok(Visibility::Private),
+            "locked" => Ok(Visibility::Locked),
+            other => Err(Error::Usage(format!(
+                "unknown visibility '{other}'; use public, private or locked"
+            ))),
+        }
+    }
+}
+
+/// Where a connection's server stands, as this process last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Nothing is open to the server (not used yet in this process, or changed since).
+    Idle,
+    /// The last check or use reached the server.
+    Connected,
+    /// The server dropped or cannot be reached; checks retry with backoff.
+    Reconnecting,
+    /// Still unreachable after several tries; checked at the keepalive interval.
+    Disconnected,
+    /// The server refused the login, or a credential or host key is wrong: retrying does
+    /// not help until the config or the server changes.
+    Error,
+}
+
+impl LinkState {
+    /// Its name, as information_schema, the API and events show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Idle => "idle",
+            LinkState::Connected => "connected",
+            LinkState::Reconnecting => "reconnecting",
+            LinkState::Disconnected => "disconnected",
+            LinkState::Error => "error",
+        }
+    }
 }
 
 /// The outcome of the last connection test.

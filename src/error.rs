@@ -205,6 +205,11 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(String),
 
+    /// The user may not do this (change a connection they do not own, a locked one, or
+    /// what only admins do).
+    #[error("{0}")]
+    Forbidden(String),
+
     /// `CREATE VIEW` of a name a stored view has.
     #[error(
         "a view named '{name}' exists already; CREATE OR REPLACE VIEW replaces it, DROP VIEW \
@@ -319,6 +324,8 @@ pub enum Kind {
     AlreadyExists,
     /// The call carried no valid credentials.
     Unauthenticated,
+    /// The caller may not do this.
+    PermissionDenied,
     /// A source could not be reached or failed.
     Unavailable,
     /// The query needed more memory or disk than allowed.
@@ -356,6 +363,7 @@ impl Error {
             }
             Error::ConnectionExists { .. } | Error::ViewExists { .. } => Kind::AlreadyExists,
             Error::Unauthenticated(_) => Kind::Unauthenticated,
+            Error::Forbidden(_) => Kind::PermissionDenied,
             Error::TooManySessions { .. } => Kind::ResourceExhausted,
             Error::Source { .. }
             | Error::Fetch { .. }

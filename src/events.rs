@@ -30,7 +30,7 @@ pub enum Event {
         /// The connection.
         connection_id: ConnectionId,
         /// Where it stands now.
-        status: crate::connections::health::LinkState,
+        status: crate::connection::LinkState,
         /// The class of the failure, if it failed (`refused`, `authentication`, ...).
         error_class: Option<String>,
         /// The failure's message.

@@ -474,7 +474,9 @@ async fn serve(engine: Engine, args: ServeArgs) -> quarry::Result<()> {
     engine.start_refresh_schedule();
     engine.start_keepalive();
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
-    let auth = std::sync::Arc::new(Authenticator::new(users, args.token_ttl));
+    let auth = std::sync::Arc::new(
+        Authenticator::new(users, args.token_ttl).with_managed_users(engine.clone()),
+    );
     let sessions = std::sync::Arc::new(ClientSessions::new(
         engine.clone(),
         args.max_sessions_per_user.max(1),

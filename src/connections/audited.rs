@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{ConnectionRef, Connections, DiscoveryOutcome, PurgeOutcome, RefreshOutcome};
 use crate::audit::{Actor, AuditAction, AuditRecord};
-use crate::connection::Connection;
+use crate::connection::{Connection, Visibility};
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 use crate::source::TestOutcome;
@@ -72,9 +72,48 @@ impl Connections {
         }
     }
 
-    /// The audit log, newest first, at most `limit` rows.
+    /// The audit log, newest first, at most `limit` rows; admins only.
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRecord>> {
+        if !Actor::current().is_admin() {
+            return Err(Error::Forbidden("only admins read the audit log".into()));
+        }
         self.store.audit_log(limit).await
+    }
+
+    /// Fails unless the current actor may change the connection `which` names.
+    async fn may_change(&self, which: ConnectionRef<'_>) -> Result<()> {
+        let connection = self.resolve(which).await?;
+        match Actor::current().may_not_change(&connection) {
+            Some(why) => Err(Error::Forbidden(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets who sees a connection and who may change it; its owner or an admin may (a
+    /// locked one: an admin).
+    pub async fn set_visibility<'a>(
+        &self,
+        which: impl Into<ConnectionRef<'a>>,
+        visibility: Visibility,
+    ) -> Result<Connection> {
+        let which = which.into();
+        let target = self.target(which);
+        let result = async {
+            self.may_change(which).await?;
+            let connection = self.resolve(which).await?;
+            let changed = self
+                .store
+                .set_visibility(&connection.id, visibility)
+                .await?;
+            self.reload_snapshot().await?;
+            Ok(changed)
+        }
+        .await;
+        let detail = result
+            .as_ref()
+            .map(|_| Some(visibility.as_str().to_owned()));
+        self.audit(AuditAction::Visibility, target, detail).await;
+        result
     }
 
     /// Stores a connection without contacting its source (validating its name and config;
@@ -86,7 +125,21 @@ impl Connections {
         source_type: &str,
         config: Value,
     ) -> Result<Connection> {
-        let result = self.register_unaudited(name, source_type, config).await;
+        self.register_connection_with(name, source_type, config, Visibility::Public)
+            .await
+    }
+
+    /// `register_connection`, with who sees the connection from the start.
+    pub async fn register_connection_with(
+        &self,
+        name: &str,
+        source_type: &str,
+        config: Value,
+        visibility: Visibility,
+    ) -> Result<Connection> {
+        let result = self
+            .register_unaudited(name, source_type, config, visibility)
+            .await;
         let target = match &result {
             Ok(c) => Target {
                 id: Some(c.id.clone()),
@@ -112,7 +165,10 @@ impl Connections {
     ) -> Result<Connection> {
         let which = which.into();
         let target = self.target(which);
-        let result = self.rename_unaudited(which, new_name).await;
+        let result = match self.may_change(which).await {
+            Ok(()) => self.rename_unaudited(which, new_name).await,
+            Err(e) => Err(e),
+        };
         let detail = result
             .as_ref()
             .map(|c| Some(format!("renamed to {}", c.name)));
@@ -136,7 +192,10 @@ impl Connections {
             .as_object()
             .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
-        let result = self.update_unaudited(which, patch).await;
+        let result = match self.may_change(which).await {
+            Ok(()) => self.update_unaudited(which, patch).await,
+            Err(e) => Err(e),
+        };
         let detail = result.as_ref().map(|_| Some(format!("changed {keys}")));
         self.audit(AuditAction::Update, target, detail).await;
         result
@@ -149,7 +208,10 @@ impl Connections {
     ) -> Result<Connection> {
         let which = which.into();
         let target = self.target(which);
-        let result = self.drop_unaudited(which).await;
+        let result = match self.may_change(which).await {
+            Ok(()) => self.drop_unaudited(which).await,
+            Err(e) => Err(e),
+        };
         self.audit(AuditAction::Drop, target, result.as_ref().map(|_| None))
             .await;
         result
@@ -177,7 +239,10 @@ impl Connections {
     ) -> Result<DiscoveryOutcome> {
         let which = which.into();
         let target = self.target(which);
-        let result = self.discover_unaudited(which).await;
+        let result = match self.may_change(which).await {
+            Ok(()) => self.discover_unaudited(which).await,
+            Err(e) => Err(e),
+        };
         let detail = result.as_ref().map(|o| {
             Some(format!(
                 "{} added, {} removed, {} changed",
@@ -227,7 +292,10 @@ impl Connections {
     ) -> Result<PurgeOutcome> {
         let which = which.into();
         let target = self.target(which);
-        let result = self.purge_unaudited(which, schema, table).await;
+        let result = match self.may_change(which).await {
+            Ok(()) => self.purge_unaudited(which, schema, table).await,
+            Err(e) => Err(e),
+        };
         let scope = match (schema, table) {
             (Some(s), Some(t)) => Some(format!("{s}.{t}")),
             (Some(s), None) => Some(s.to_owned()),

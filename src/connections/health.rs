@@ -18,6 +18,7 @@ fn after(at: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
 }
 
 use super::Connections;
+pub use crate::connection::LinkState;
 use crate::connection::{Connection, SourceType};
 use crate::error::{Error, FailureClass, Result};
 use crate::events::Event;
@@ -29,41 +30,6 @@ const RECONNECT_TRIES: u32 = 5;
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 /// How often the loop started by `start_keepalive` looks for due checks.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Where a connection's server stands, as this process last saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    /// Nothing is open to the server (not used yet in this process, or changed since).
-    Idle,
-    /// The last check or use reached the server.
-    Connected,
-    /// The server dropped or cannot be reached; checks retry with backoff.
-    Reconnecting,
-    /// Still unreachable after several tries; checked at the keepalive interval.
-    Disconnected,
-    /// The server refused the login, or a credential or host key is wrong: retrying does
-    /// not help until the config or the server changes.
-    Error,
-}
-
-impl LinkState {
-    /// Its name, as information_schema, the API and events show it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkState::Idle => "idle",
-            LinkState::Connected => "connected",
-            LinkState::Reconnecting => "reconnecting",
-            LinkState::Disconnected => "disconnected",
-            LinkState::Error => "error",
-        }
-    }
-
-    /// Whether statements that need the server fail at once.
-    fn fails_fast(self) -> bool {
-        matches!(self, LinkState::Reconnecting | LinkState::Disconnected)
-    }
-}
 
 /// A connection's live status.
 #[derive(Clone, Debug, PartialEq)]
@@ -188,6 +154,11 @@ impl Health {
     }
 }
 
+/// Whether statements that need the server fail at once.
+fn fails_fast(state: LinkState) -> bool {
+    matches!(state, LinkState::Reconnecting | LinkState::Disconnected)
+}
+
 /// The wait before check `failures` (1, 2, ...) of a reconnecting connection: 1 s,
 /// doubling, never more than the keepalive interval.
 fn backoff(interval: Duration, failures: u32) -> Duration {
@@ -276,7 +247,7 @@ impl Connections {
     /// Fails at once when the connection's server is known to be down.
     pub(super) fn check_link(&self, connection: &Connection) -> Result<()> {
         let status = self.health.status(&connection.id);
-        if !status.state.fails_fast() {
+        if !fails_fast(status.state) {
             return Ok(());
         }
         Err(Error::Source {
@@ -296,18 +267,8 @@ impl Connections {
     /// Checks the open connections when they are due, in the background, until
     /// `shutdown`. For long-running processes: the server and the interactive shell.
     pub fn start_keepalive(self: &Arc<Self>) {
-        let this = Arc::clone(self);
-        let cancel = self.background.cancel.clone();
-        self.background.tasks.spawn(async move {
-            let mut ticks = tokio::time::interval(TICK);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    () = cancel.cancelled() => return,
-                }
-                this.check_connections(Utc::now()).await;
-            }
+        self.every(TICK, |this| async move {
+            this.check_connections(Utc::now()).await;
         });
     }
 }
@@ -379,6 +340,6 @@ mod tests {
             )
             .unwrap();
         assert_eq!(status.state, LinkState::Error);
-        assert!(!status.state.fails_fast());
+        assert!(!fails_fast(status.state));
     }
 }

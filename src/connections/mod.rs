@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::snapshot::{Snapshot, SnapshotCell};
+use crate::audit::Actor;
 use crate::cache::{Cache, FetchMode};
-use crate::connection::{Connection, ConnectionName, ConnectionStatus, SourceType};
+use crate::connection::{Connection, ConnectionName, ConnectionStatus, SourceType, Visibility};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, TableName};
 use crate::id::ConnectionId;
@@ -207,7 +208,21 @@ impl Connections {
         source_type: &str,
         config: Value,
     ) -> Result<Created> {
-        let connection = self.register_connection(name, source_type, config).await?;
+        self.create_connection_with(name, source_type, config, Visibility::Public)
+            .await
+    }
+
+    /// `create_connection`, with who sees the connection from the start.
+    pub async fn create_connection_with(
+        &self,
+        name: &str,
+        source_type: &str,
+        config: Value,
+        visibility: Visibility,
+    ) -> Result<Created> {
+        let connection = self
+            .register_connection_with(name, source_type, config, visibility)
+            .await?;
         let discovery = self.discover_connection(&connection).await;
         Ok(Created {
             connection,
@@ -221,6 +236,7 @@ impl Connections {
         name: &str,
         source_type: &str,
         config: Value,
+        visibility: Visibility,
     ) -> Result<Connection> {
         let name = ConnectionName::parse(name)?;
         let source_type = SourceType::parse(source_type)?;
@@ -239,6 +255,8 @@ impl Connections {
                 source_type,
                 config: public,
                 secrets,
+                owner: Actor::current().name,
+                visibility,
             })
             .await?;
         self.reload_snapshot().await?;
@@ -250,7 +268,21 @@ impl Connections {
         Ok(self.resolve(which.into()).await?.into_owned())
     }
 
+    /// The connection `which` names, if the current actor sees it: a private connection of
+    /// another user does not exist for them.
     async fn resolve<'a>(&self, which: ConnectionRef<'a>) -> Result<Cow<'a, Connection>> {
+        let found = self.resolve_any(which).await?;
+        if Actor::current().sees(&found) {
+            return Ok(found);
+        }
+        Err(Error::ConnectionNotFound(match which {
+            ConnectionRef::Connection(c) => c.name.to_string(),
+            ConnectionRef::Id(id) => id.to_string(),
+            ConnectionRef::NameOrId(text) => text.to_owned(),
+        }))
+    }
+
+    async fn resolve_any<'a>(&self, which: ConnectionRef<'a>) -> Result<Cow<'a, Connection>> {
         match which {
             ConnectionRef::Connection(connection) => Ok(Cow::Borrowed(connection)),
             ConnectionRef::Id(id) => self
@@ -278,7 +310,13 @@ impl Connections {
         };
         found.ok_or_else(|| {
             let snapshot = self.snapshot();
-            match crate::suggest::closest(name_or_id, snapshot.connections.keys()) {
+            let actor = Actor::current();
+            let visible = snapshot
+                .connections
+                .iter()
+                .filter(|(_, c)| actor.sees(&c.connection))
+                .map(|(name, _)| name);
+            match crate::suggest::closest(name_or_id, visible) {
                 Some(near) => Error::NotFound(format!(
                     "no connection named or with id '{name_or_id}'; did you mean '{near}'?"
                 )),
@@ -289,7 +327,10 @@ impl Connections {
 
     /// Every connection, ordered by name.
     pub async fn connections(&self) -> Result<Vec<Connection>> {
-        self.store.connections().await
+        let actor = Actor::current();
+        let mut all = self.store.connections().await?;
+        all.retain(|c| actor.sees(c));
+        Ok(all)
     }
 
     /// The work of the public method of the same name (`audited.rs`), unrecorded.
@@ -641,7 +682,9 @@ impl Connections {
         match self.cache.run(connection, source, record, mode).await {
             Err(e) if e.is_schema_change() && self.evolves(connection, record) => {
                 // Discovery takes the new columns (and drops the old copy); then a whole fetch.
-                self.discover_connection(connection).await?;
+                // The connection's own setting asks for it, so whoever's query met the
+                // change needs no right to change the connection.
+                self.discover_unaudited(connection).await?;
                 let record = self
                     .table_record(connection, &record.schema, &record.name)
                     .await?;

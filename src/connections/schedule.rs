@@ -84,19 +84,30 @@ impl Connections {
     /// Refreshes tables with a `refresh_interval` when they are due, in the background,
     /// until `shutdown`. For long-running processes: the server and the interactive shell.
     pub fn start_refresh_schedule(self: &Arc<Self>) {
+        self.every(TICK, |this| async move {
+            if let Err(e) = this.run_scheduled(Utc::now()).await {
+                tracing::warn!(error = %e, "could not read which tables are due a refresh");
+            }
+        });
+    }
+
+    /// Runs `work` every `tick` in the background, until `shutdown`.
+    pub(super) fn every<F, Fut>(self: &Arc<Self>, tick: Duration, work: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let this = Arc::clone(self);
         let cancel = self.background.cancel.clone();
         self.background.tasks.spawn(async move {
-            let mut ticks = tokio::time::interval(TICK);
+            let mut ticks = tokio::time::interval(tick);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
                     () = cancel.cancelled() => return,
                 }
-                if let Err(e) = this.run_scheduled(Utc::now()).await {
-                    tracing::warn!(error = %e, "could not read which tables are due a refresh");
-                }
+                work(Arc::clone(&this)).await;
             }
         });
     }

@@ -50,7 +50,13 @@ impl Snapshot {
     pub fn nearest_tables(&self, parts: &[String]) -> Vec<String> {
         let given = parts.join(".").to_lowercase();
         let mut scored: Vec<(usize, String)> = Vec::new();
-        for (connection, found) in &self.connections {
+        // Never a name from a private connection the current user does not see.
+        let actor = crate::audit::Actor::current();
+        let visible = self
+            .connections
+            .iter()
+            .filter(|(_, found)| actor.sees(&found.connection));
+        for (connection, found) in visible {
             for (schema, tables) in &found.schemas {
                 for table in tables.keys() {
                     let compared = match parts.len() {

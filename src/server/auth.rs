@@ -15,6 +15,8 @@ use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::audit::{Actor, Role};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// The user `QUARRY_SERVER_PASSWORD` logs in.
@@ -102,6 +104,15 @@ impl Users {
     }
 }
 
+/// Whether `password` matches the PHC string `hash`.
+fn verify_hash(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
 /// The hash of a password nobody has, checked against for unknown user names.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Hn7tFgJ2Xo9mZ1zjIu9j1ZqN3KxWc0v3dG8yQm9kWk0";
 
@@ -169,12 +180,22 @@ pub struct Caller {
     pub user: String,
     /// The bearer token and when it expires; `None` for basic credentials on the call.
     pub token: Option<(String, Instant)>,
+    /// What the user may do.
+    pub role: Role,
+}
+
+impl Caller {
+    /// The actor the call runs as.
+    pub fn actor(&self) -> Actor {
+        Actor::user(&self.user, self.role)
+    }
 }
 
 impl std::fmt::Debug for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Caller")
             .field("user", &self.user)
+            .field("role", &self.role)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -227,11 +248,22 @@ fn credentials(header: Option<&[u8]>) -> Result<Credentials> {
     )))
 }
 
-/// Users and tokens together: what the servers check calls against.
-#[derive(Debug)]
+/// Users and tokens together: what the servers check calls against. The users given at
+/// start (the users file, or `QUARRY_SERVER_PASSWORD`'s user) are admins; with an engine,
+/// the users admins add through the API (kept in its store, each with a role) log in too.
 pub struct Authenticator {
     users: std::sync::Arc<Users>,
     tokens: Tokens,
+    engine: Option<Engine>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("users", &self.users)
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Authenticator {
@@ -240,7 +272,44 @@ impl Authenticator {
         Authenticator {
             users: std::sync::Arc::new(users),
             tokens: Tokens::new(ttl),
+            engine: None,
         }
+    }
+
+    /// Also lets in the users admins manage through the API, kept in `engine`'s store.
+    pub fn with_managed_users(mut self, engine: Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Whether `name` is one of the users given at start (who cannot be managed).
+    pub fn is_given_user(&self, name: &str) -> bool {
+        self.users.hashes.contains_key(name)
+    }
+
+    /// The names of the users given at start.
+    pub fn given_users(&self) -> Vec<String> {
+        self.users.hashes.keys().cloned().collect()
+    }
+
+    /// The role of `user`: admin for the users given at start, the stored one otherwise.
+    async fn role_of(&self, user: &str) -> Result<Role> {
+        if self.is_given_user(user) {
+            return Ok(Role::Admin);
+        }
+        if let Some(engine) = &self.engine
+            && let Some(found) = engine
+                .store()
+                .users()
+                .await?
+                .into_iter()
+                .find(|u| u.name == user)
+        {
+            return Ok(found.role);
+        }
+        Err(unauthenticated(format!(
+            "user '{user}' no longer exists; log in as another user"
+        )))
     }
 
     /// How long a token stays valid.
@@ -274,14 +343,21 @@ impl Authenticator {
         match credentials(header)? {
             Credentials::Bearer(token) => {
                 let (user, expires) = self.tokens.holder(&token).ok_or_else(expired)?;
+                let role = self.role_of(&user).await?;
                 Ok(Caller {
                     user,
                     token: Some((token, expires)),
+                    role,
                 })
             }
             Credentials::Basic { user, password } => {
                 self.check_password(user.clone(), password).await?;
-                Ok(Caller { user, token: None })
+                let role = self.role_of(&user).await?;
+                Ok(Caller {
+                    user,
+                    token: None,
+                    role,
+                })
             }
         }
     }
@@ -290,9 +366,22 @@ impl Authenticator {
         // Hashing is CPU-heavy by design; keep it off the I/O threads.
         let users = std::sync::Arc::clone(&self.users);
         let name = user.clone();
-        let ok = tokio::task::spawn_blocking(move || users.verify(&name, &password))
-            .await
-            .unwrap_or(false);
+        let stored = match &self.engine {
+            Some(engine) if !self.is_given_user(&user) => engine
+                .store()
+                .users()
+                .await?
+                .into_iter()
+                .find(|u| u.name == user)
+                .map(|u| u.password_hash),
+            _ => None,
+        };
+        let ok = tokio::task::spawn_blocking(move || match stored {
+            Some(hash) => verify_hash(&hash, &password),
+            None => users.verify(&name, &password),
+        })
+        .await
+        .unwrap_or(false);
         if ok {
             Ok(())
         } else {

@@ -61,7 +61,16 @@ impl CatalogProviderList for QuarryCatalogList {
 
     fn catalog_names(&self) -> Vec<String> {
         let mut names = vec!["datafusion".to_owned(), SYSTEM_CATALOG.to_owned()];
-        names.extend(self.connections.snapshot().connections.keys().cloned());
+        // A private connection of another user is no catalog of theirs.
+        let actor = crate::audit::Actor::current();
+        names.extend(
+            self.connections
+                .snapshot()
+                .connections
+                .iter()
+                .filter(|(_, c)| actor.sees(&c.connection))
+                .map(|(name, _)| name.clone()),
+        );
         names
     }
 
@@ -76,6 +85,9 @@ impl CatalogProviderList for QuarryCatalogList {
             )));
         }
         let connection = self.connections.snapshot().connections.get(name)?.clone();
+        if !crate::audit::Actor::current().sees(&connection.connection) {
+            return None;
+        }
         Some(Arc::new(ConnectionCatalog {
             connection,
             runtime: Arc::clone(&self.runtime),

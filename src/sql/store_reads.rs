@@ -117,6 +117,22 @@ impl MetadataStore for Recording {
         self.record(format!("record_refresh_error {}", key(table)));
         self.inner.record_refresh_error(table, error).await
     }
+    async fn set_visibility(
+        &self,
+        id: &ConnectionId,
+        visibility: crate::connection::Visibility,
+    ) -> Result<Connection> {
+        self.inner.set_visibility(id, visibility).await
+    }
+    async fn users(&self) -> Result<Vec<crate::store::UserRecord>> {
+        self.inner.users().await
+    }
+    async fn put_user(&self, user: &crate::store::UserRecord) -> Result<()> {
+        self.inner.put_user(user).await
+    }
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        self.inner.delete_user(name).await
+    }
     async fn record_audit(&self, record: &crate::audit::AuditRecord) -> Result<()> {
         self.inner.record_audit(record).await
     }

@@ -45,6 +45,32 @@ pub struct NewConnection {
     pub config: serde_json::Value,
     /// Sealed credentials.
     pub secrets: Vec<SealedSecret>,
+    /// The user creating it.
+    pub owner: String,
+    /// Who sees it.
+    pub visibility: crate::connection::Visibility,
+}
+
+/// A server user managed through the API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The name they log in with.
+    pub name: String,
+    /// What they may do.
+    pub role: crate::audit::Role,
+    /// The argon2id PHC string of their password.
+    pub password_hash: String,
+    /// When they were added.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A change to a connection's config and secrets.
@@ -134,6 +160,18 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn record_refresh(&self, table: &TableRef, refreshed: &Refreshed) -> Result<()>;
     /// Records a failed refresh; the table's last success stays.
     async fn record_refresh_error(&self, table: &TableRef, error: &str) -> Result<()>;
+    /// Sets who sees a connection.
+    async fn set_visibility(
+        &self,
+        id: &ConnectionId,
+        visibility: crate::connection::Visibility,
+    ) -> Result<Connection>;
+    /// The server users managed through the API, by name.
+    async fn users(&self) -> Result<Vec<UserRecord>>;
+    /// Adds a user, or replaces one of the same name.
+    async fn put_user(&self, user: &UserRecord) -> Result<()>;
+    /// Deletes a user; returns whether one existed.
+    async fn delete_user(&self, name: &str) -> Result<bool>;
     /// Appends a row to the audit log.
     async fn record_audit(&self, record: &crate::audit::AuditRecord) -> Result<()>;
     /// The audit log, newest first, at most `limit` rows.

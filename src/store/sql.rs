@@ -133,7 +133,7 @@ async fn set_refreshed(
     Ok(())
 }
 
-const CONNECTION_COLUMNS: &str = "id, name, source_type, config, created_at, updated_at, \
+const CONNECTION_COLUMNS: &str = "id, name, source_type, config, created_at, updated_at, owner, visibility, \
      last_tested_at, test_status, test_latency_ms, test_error, server_version";
 
 impl SqlStore {
@@ -397,6 +397,10 @@ impl SqlStore {
                 row.try_get::<String, _>("name")?,
                 row.try_get::<String, _>("source_type")?,
                 row.try_get::<String, _>("config")?,
+                (
+                    row.try_get::<String, _>("owner")?,
+                    row.try_get::<String, _>("visibility")?,
+                ),
                 parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
                 parse_timestamp(&row.try_get::<String, _>("updated_at")?)?,
                 ConnectionStatus {
@@ -408,7 +412,7 @@ impl SqlStore {
                 },
             ))
         };
-        let (id, name, source_type, config, created_at, updated_at, status) =
+        let (id, name, source_type, config, (owner, visibility), created_at, updated_at, status) =
             read().map_err(Error::store("reading a connection"))?;
         let config = serde_json::from_str(&config).map_err(|e| Error::Store {
             context: format!("reading the config of connection {id}"),
@@ -423,6 +427,8 @@ impl SqlStore {
             created_at,
             updated_at,
             status,
+            owner,
+            visibility: crate::connection::Visibility::parse(&visibility).unwrap_or_default(),
         })
     }
 
@@ -508,8 +514,9 @@ impl MetadataStore for SqlStore {
         let insert = async {
             let mut tx = self.begin_write().await?;
             sqlx::query(
-                "INSERT INTO connections (id, name, source_type, config, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO connections
+                 (id, name, source_type, config, created_at, updated_at, owner, visibility)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(new.id.as_str())
             .bind(new.name.as_str())
@@ -517,6 +524,8 @@ impl MetadataStore for SqlStore {
             .bind(new.config.to_string())
             .bind(&now)
             .bind(&now)
+            .bind(&new.owner)
+            .bind(new.visibility.as_str())
             .execute(&mut *tx)
             .await?;
             upsert_secrets(&mut tx, &new.id, &new.secrets).await?;
@@ -821,6 +830,78 @@ impl MetadataStore for SqlStore {
             table.schema, table.table
         )))?;
         Ok(())
+    }
+
+    async fn set_visibility(
+        &self,
+        id: &ConnectionId,
+        visibility: crate::connection::Visibility,
+    ) -> Result<Connection> {
+        let changed =
+            sqlx::query("UPDATE connections SET visibility = $1, updated_at = $2 WHERE id = $3")
+                .bind(visibility.as_str())
+                .bind(timestamp(Utc::now()))
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(Error::store(format!("setting the visibility of {id}")))?;
+        if changed.rows_affected() == 0 {
+            return Err(Error::ConnectionNotFound(id.to_string()));
+        }
+        self.must_get(id).await
+    }
+
+    async fn users(&self) -> Result<Vec<crate::store::UserRecord>> {
+        let rows =
+            sqlx::query("SELECT name, role, password_hash, created_at FROM users ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(Error::store("reading users"))?;
+        rows.iter()
+            .map(|row| {
+                let read = || -> std::result::Result<_, sqlx::Error> {
+                    Ok((
+                        row.try_get::<String, _>("name")?,
+                        row.try_get::<String, _>("role")?,
+                        row.try_get::<String, _>("password_hash")?,
+                        parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
+                    ))
+                };
+                let (name, role, password_hash, created_at) =
+                    read().map_err(Error::store("reading users"))?;
+                Ok(crate::store::UserRecord {
+                    name,
+                    role: crate::audit::Role::parse(&role)?,
+                    password_hash,
+                    created_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_user(&self, user: &crate::store::UserRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (name, role, password_hash, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE
+             SET role = excluded.role, password_hash = excluded.password_hash",
+        )
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(&user.password_hash)
+        .bind(timestamp(user.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::store(format!("storing user '{}'", user.name)))?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM users WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::store(format!("deleting user '{name}'")))?;
+        Ok(deleted.rows_affected() > 0)
     }
 
     async fn record_audit(&self, record: &crate::audit::AuditRecord) -> Result<()> {

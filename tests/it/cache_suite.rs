@@ -149,6 +149,8 @@ async fn fixture_on(on_s3: bool, shared: Option<crate::support::PgDatabase>) -> 
             source_type: SourceType::Sqlite,
             config: serde_json::json!({ "path": "/nowhere.db" }),
             secrets: vec![],
+            owner: "local".into(),
+            visibility: quarry::connection::Visibility::Public,
         })
         .await
         .unwrap();

@@ -425,6 +425,7 @@ async fn client_sessions_follow_their_token_and_are_capped_per_user() {
     let caller = |user: &str, token: &str, expires: Instant| Caller {
         user: user.into(),
         token: Some((token.into(), expires)),
+        role: quarry::audit::Role::Member,
     };
     let first = sessions.get(&caller("ann", "t1", later)).unwrap();
     let again = sessions.get(&caller("ann", "t1", later)).unwrap();

@@ -54,7 +54,10 @@ impl Api {
             .await;
         fixture.engine.discover_connection("pg").await.unwrap();
         let users = Users::with_password(&SecretString::from(PASSWORD)).unwrap();
-        let auth = Arc::new(Authenticator::new(users, Duration::from_secs(600)));
+        let auth = Arc::new(
+            Authenticator::new(users, Duration::from_secs(600))
+                .with_managed_users(fixture.engine.clone()),
+        );
         let sessions = Arc::new(ClientSessions::new(
             fixture.engine.clone(),
             DEFAULT_SESSIONS_PER_USER,

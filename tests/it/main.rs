@@ -36,3 +36,4 @@ mod sqlite_source;
 mod ssh_tunnel;
 mod store_suite;
 mod support;
+mod visibility;

@@ -37,7 +37,7 @@ impl<S> Guarded<S> {
             .caller(authorization(request))
             .await
             .map_err(|e| status(&e))?;
-        let actor = Actor::user(&caller.user);
+        let actor = caller.actor();
         request.extensions_mut().insert(caller);
         Ok(actor)
     }

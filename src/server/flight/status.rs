@@ -15,6 +15,7 @@ fn code(kind: Kind) -> Code {
         Kind::NotFound => Code::NotFound,
         Kind::AlreadyExists => Code::AlreadyExists,
         Kind::Unauthenticated => Code::Unauthenticated,
+        Kind::PermissionDenied => Code::PermissionDenied,
         Kind::Unavailable => Code::Unavailable,
         Kind::ResourceExhausted => Code::ResourceExhausted,
         Kind::Internal => Code::Internal,

@@ -111,14 +111,19 @@ pub async fn create(
     JsonBody(request): JsonBody<CreateConnection>,
 ) -> ApiResult<Response> {
     let engine = &app.engine;
+    let visibility = match request.visibility.as_deref() {
+        Some(text) => crate::connection::Visibility::parse(text)?,
+        None => crate::connection::Visibility::Public,
+    };
     let crate::Created {
         connection: created,
         discovery,
     } = engine
-        .create_connection(
+        .create_connection_with(
             &request.name,
             &request.source_type,
             serde_json::Value::Object(request.config),
+            visibility,
         )
         .await?;
     let discovery = discovery_result(discovery);
@@ -174,6 +179,7 @@ pub async fn get(
         (status = 200, description = "The connection as changed", body = ConnectionDetails),
         (status = 400, description = "The body is not a valid request", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "Not its owner or an admin, or locked", body = ErrorBody),
         (status = 404, description = "No connection has this id", body = ErrorBody),
         (status = 409, description = "The new name is taken", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
@@ -186,11 +192,16 @@ pub async fn update(
 ) -> ApiResult<Json<ConnectionDetails>> {
     let engine = &app.engine;
     let connection = by_id(engine, &id).await?;
-    if request.name.is_none() && request.config.is_none() {
+    if request.name.is_none() && request.config.is_none() && request.visibility.is_none() {
         return Err(ApiError::bad_request(
-            "nothing to change: give 'name', 'config' or both",
+            "nothing to change: give 'name', 'config', 'visibility' or several",
         ));
     }
+    let visibility = request
+        .visibility
+        .as_deref()
+        .map(crate::connection::Visibility::parse)
+        .transpose()?;
     // Check the new name before changing anything, so a taken or invalid name leaves the
     // config as it was.
     if let Some(name) = &request.name {
@@ -212,6 +223,9 @@ pub async fn update(
     if let Some(name) = &request.name {
         engine.rename_connection(&connection.id, name).await?;
     }
+    if let Some(visibility) = visibility {
+        engine.set_visibility(&connection.id, visibility).await?;
+    }
     let connection = engine.connection(&connection.id).await?;
     Ok(Json(details(engine, &connection).await?))
 }
@@ -222,6 +236,7 @@ pub async fn update(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "Not its owner or an admin, or locked", body = ErrorBody),
         (status = 404, description = "No connection has this id", body = ErrorBody),
     ))]
 pub async fn delete(

@@ -60,6 +60,7 @@ impl From<Error> for ApiError {
             Kind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Kind::AlreadyExists => (StatusCode::CONFLICT, "conflict"),
             Kind::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Kind::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),
             // The source is the upstream server that failed, not Quarry.
             Kind::Unavailable => (StatusCode::BAD_GATEWAY, "source_unavailable"),
             Kind::ResourceExhausted => (StatusCode::SERVICE_UNAVAILABLE, "resources_exhausted"),

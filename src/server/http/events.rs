@@ -12,7 +12,6 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use super::model::ErrorBody;
-use crate::events::Event;
 
 /// Follow the engine's events: connection tests, fetch progress, cache changes.
 #[utoipa::path(get, path = "/events", tag = "server",
@@ -26,21 +25,49 @@ pub async fn events(
     State(app): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let receiver = app.engine.subscribe();
-    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-        let message = match receiver.recv().await {
-            Ok(event) => message(&event),
-            Err(RecvError::Lagged(missed)) => SseEvent::default()
-                .event("lagged")
-                .data(format!(r#"{{"type":"lagged","missed":{missed}}}"#)),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(message), receiver))
+    // The caller sees the events of the connections they see, and no others.
+    let actor = crate::audit::Actor::current();
+    let engine = app.engine.clone();
+    let stream = futures::stream::unfold(receiver, move |mut receiver| {
+        let (actor, engine) = (actor.clone(), engine.clone());
+        async move {
+            let message = loop {
+                match receiver.recv().await {
+                    Ok(event) => {
+                        let data = serde_json::to_value(&event).unwrap_or_default();
+                        if hidden(&engine, &actor, &data) {
+                            continue;
+                        }
+                        break message(&data);
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        break SseEvent::default()
+                            .event("lagged")
+                            .data(format!(r#"{{"type":"lagged","missed":{missed}}}"#));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            };
+            Some((Ok(message), receiver))
+        }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-fn message(event: &Event) -> SseEvent {
-    let data = serde_json::to_value(event).unwrap_or_default();
+/// Whether an event is about a connection `actor` does not see.
+fn hidden(engine: &crate::Engine, actor: &crate::audit::Actor, data: &serde_json::Value) -> bool {
+    let Some(id) = data.get("connection_id").and_then(|v| v.as_str()) else {
+        return false;
+    };
+    engine
+        .snapshot()
+        .connections
+        .values()
+        .find(|c| c.connection.id.as_str() == id)
+        .is_some_and(|c| !actor.sees(&c.connection))
+}
+
+fn message(data: &serde_json::Value) -> SseEvent {
     let kind = data
         .get("type")
         .and_then(|t| t.as_str())

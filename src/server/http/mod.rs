@@ -10,6 +10,7 @@ pub mod extract;
 pub mod model;
 pub mod openapi;
 pub mod query;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub fn router(engine: Engine, auth: Arc<Authenticator>, sessions: Arc<ClientSess
         .route("/query", post(query::query))
         .route("/events", get(events::events))
         .route("/audit-log", get(audit::audit_log))
+        .route("/users", get(users::list).post(users::put))
+        .route("/users/{name}", axum::routing::delete(users::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/", get(console::index))
@@ -112,7 +115,7 @@ async fn authenticate(
     // Recorded for the routes that run SQL in the caller's session.
     // The call runs as the caller's user, for the audit log.
     let caller = app.auth.caller(authorization(&request)).await?;
-    let actor = crate::audit::Actor::user(&caller.user);
+    let actor = caller.actor();
     request.extensions_mut().insert(caller);
     Ok(actor.scope(next.run(request)).await)
 }

@@ -46,6 +46,9 @@ pub struct CreateConnection {
     /// The source type's settings, such as host, port, database, user, password or path.
     #[schema(value_type = Object)]
     pub config: Map<String, Value>,
+    /// Who sees it: public (the default), private (you and admins) or locked (everyone
+    /// sees and queries it, only admins change it).
+    pub visibility: Option<String>,
 }
 
 /// `PUT /connections/{id}`: a new name, config changes, or both.
@@ -59,6 +62,9 @@ pub struct UpdateConnection {
     /// database or path drops the connection's cache.
     #[schema(value_type = Option<Object>)]
     pub config: Option<Map<String, Value>>,
+    /// Who sees it: public (everyone), private (its owner and admins) or locked (everyone
+    /// sees and queries it, only admins change it). Its owner or an admin sets it.
+    pub visibility: Option<String>,
 }
 
 /// One source type and the description of its config.
@@ -134,6 +140,10 @@ pub struct ConnectionSummary {
     pub status: TestState,
     /// Its live status: checked every keepalive_interval while open.
     pub live: LiveState,
+    /// The user who created it (`local` for the shell and library).
+    pub owner: String,
+    /// public, private or locked.
+    pub visibility: String,
     /// How many tables discovery found.
     pub tables: i64,
     /// How many of them are cached.
@@ -326,6 +336,8 @@ impl ConnectionSummary {
                 error_class: live.error_class.map(|c| c.as_str().to_owned()),
                 error: live.error.clone(),
             },
+            owner: connection.owner.clone(),
+            visibility: connection.visibility.as_str().to_owned(),
             tables: tables.len() as i64,
             tables_cached: cached.iter().filter(|e| e.is_current).count() as i64,
             oldest_fetch_at: cached

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, connections, events, query};
+use super::{audit, connections, events, query, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +33,9 @@ use super::{audit, connections, events, query};
         query::query,
         events::events,
         audit::audit_log,
+        users::list,
+        users::put,
+        users::delete,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = [])),

@@ -103,6 +103,7 @@ impl SchemaProvider for InformationSchema {
             Arc::new(ViewTable {
                 view,
                 connections: Arc::clone(&self.connections),
+                actor: crate::audit::Actor::current(),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -112,10 +113,12 @@ impl SchemaProvider for InformationSchema {
     }
 }
 
-/// One view as a table: its rows are read when the scan is planned.
+/// One view as a table: its rows are read when the scan is planned, as the user who named
+/// it sees them (whichever task plans the scan).
 struct ViewTable {
     view: View,
     connections: Arc<Connections>,
+    actor: crate::audit::Actor,
 }
 
 impl fmt::Debug for ViewTable {
@@ -142,8 +145,9 @@ impl TableProvider for ViewTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let columns = self
-            .view
-            .rows(&self.connections)
+            .actor
+            .clone()
+            .scope(self.view.rows(&self.connections))
             .await
             .map_err(super::deferred::external)?;
         let batch = RecordBatch::try_new(self.schema(), columns)?;
