@@ -38,13 +38,10 @@ impl Shared {
         body: Option<Value>,
         who: &str,
     ) -> (StatusCode, Value) {
-        let (user, password) = who.split_once(':').unwrap();
-        use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let request = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::AUTHORIZATION, format!("Basic {basic}"))
+            .header(header::AUTHORIZATION, basic(who))
             .header(header::CONTENT_TYPE, "application/json")
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
             .unwrap();
@@ -61,12 +58,9 @@ impl Shared {
 
     /// `who`'s server-sent event stream.
     async fn events(&self, who: &str) -> EventStream {
-        let (user, password) = who.split_once(':').unwrap();
-        use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let request = Request::builder()
             .uri("/events")
-            .header(header::AUTHORIZATION, format!("Basic {basic}"))
+            .header(header::AUTHORIZATION, basic(who))
             .body(Body::empty())
             .unwrap();
         let response = self.router.clone().oneshot(request).await.unwrap();
@@ -87,6 +81,15 @@ impl Shared {
         client.handshake(user, password).await.unwrap();
         client
     }
+}
+
+/// The `Authorization` header of `user:password`.
+fn basic(who: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(who)
+    )
 }
 
 /// An open event stream.
