@@ -22,6 +22,8 @@ export interface ConnectionSummary {
   source_type: string;
   status: TestState;
   live: LiveState;
+  owner: string;
+  visibility: string;
   tables: number;
   tables_cached: number;
   oldest_fetch_at: string | null;
