@@ -277,3 +277,48 @@ async fn an_ssh_password_is_sealed_and_never_shown() {
         "ssh-secret-pw"
     );
 }
+
+#[tokio::test]
+async fn a_mysql_connection_goes_through_the_tunnel_too() {
+    let server = Sshd::start();
+    let mut fixture = crate::support::MySqlSourceFixture::new().await;
+    fixture
+        .exec("CREATE TABLE t (x INT); INSERT INTO t VALUES (1), (2), (3);")
+        .await;
+    let mut config = crate::support::mysql_source_config(&fixture.name);
+    config["ssh"] = server.key_config();
+    config["mode"] = json!("live");
+    fixture
+        .engine
+        .create_connection("my_ssh", "mysql", config)
+        .await
+        .unwrap()
+        .discovery
+        .expect("discovery runs through the tunnel");
+    let batches = fixture
+        .engine
+        .sql(&format!(
+            "SELECT sum(x) AS s FROM my_ssh.{}.t",
+            fixture.name
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let total = datafusion::arrow::array::AsArray::as_primitive::<
+        datafusion::arrow::datatypes::Int64Type,
+    >(batches[0].column(0))
+    .value(0);
+    assert_eq!(total, 6);
+    let admin = url::Url::parse(&crate::support::mysql_admin_url()).unwrap();
+    let port = admin.port().unwrap_or(3306);
+    assert!(
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("direct_tcpip") && l.contains(&format!("port {port}"))),
+        "{}",
+        server.log()
+    );
+}
