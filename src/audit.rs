@@ -159,22 +159,25 @@ impl AuditAction {
     }
 }
 
-/// One row of the audit log. Holds no secret: the detail is a name, a table or an error
-/// message, never a config.
+/// One row of the audit log, as the store keeps it and the REST API sends it. Holds no
+/// secret: the detail is a name, a table or an error message, never a config.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct AuditRecord {
-    /// When it was done.
+    /// When it was done (RFC 3339).
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub at: DateTime<Utc>,
-    /// Who did it.
+    /// Who did it (`local` for the embedded shell and library).
     pub actor: String,
-    /// What was done.
+    /// create, update, test, discover, refresh, purge, rename, drop or visibility.
     pub action: String,
     /// The connection's id, when it existed.
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
     pub connection_id: Option<ConnectionId>,
     /// The connection's name (or what the caller named it).
     pub connection_name: String,
     /// `ok` or `failed`.
     pub outcome: String,
-    /// The table, new name or error message.
+    /// The table, new name, keys changed or error message.
     pub detail: Option<String>,
 }

@@ -80,12 +80,13 @@ impl Connections {
         self.store.audit_log(limit).await
     }
 
-    /// Fails unless the current actor may change the connection `which` names.
-    async fn may_change(&self, which: ConnectionRef<'_>) -> Result<()> {
-        let connection = self.resolve(which).await?;
+    /// The connection `which` names, if the current actor may change it; the operation
+    /// then works on it without reading it again.
+    async fn changeable(&self, which: ConnectionRef<'_>) -> Result<Connection> {
+        let connection = self.resolve(which).await?.into_owned();
         match Actor::current().may_not_change(&connection) {
             Some(why) => Err(Error::Forbidden(why)),
-            None => Ok(()),
+            None => Ok(connection),
         }
     }
 
@@ -99,8 +100,7 @@ impl Connections {
         let which = which.into();
         let target = self.target(which);
         let result = async {
-            self.may_change(which).await?;
-            let connection = self.resolve(which).await?;
+            let connection = self.changeable(which).await?;
             let changed = self
                 .store
                 .set_visibility(&connection.id, visibility)
@@ -165,8 +165,8 @@ impl Connections {
     ) -> Result<Connection> {
         let which = which.into();
         let target = self.target(which);
-        let result = match self.may_change(which).await {
-            Ok(()) => self.rename_unaudited(which, new_name).await,
+        let result = match self.changeable(which).await {
+            Ok(connection) => self.rename_unaudited(&connection, new_name).await,
             Err(e) => Err(e),
         };
         let detail = result
@@ -192,8 +192,8 @@ impl Connections {
             .as_object()
             .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
-        let result = match self.may_change(which).await {
-            Ok(()) => self.update_unaudited(which, patch).await,
+        let result = match self.changeable(which).await {
+            Ok(connection) => self.update_unaudited(&connection, patch).await,
             Err(e) => Err(e),
         };
         let detail = result.as_ref().map(|_| Some(format!("changed {keys}")));
@@ -208,8 +208,8 @@ impl Connections {
     ) -> Result<Connection> {
         let which = which.into();
         let target = self.target(which);
-        let result = match self.may_change(which).await {
-            Ok(()) => self.drop_unaudited(which).await,
+        let result = match self.changeable(which).await {
+            Ok(connection) => self.drop_unaudited(&connection).await,
             Err(e) => Err(e),
         };
         self.audit(AuditAction::Drop, target, result.as_ref().map(|_| None))
@@ -239,8 +239,8 @@ impl Connections {
     ) -> Result<DiscoveryOutcome> {
         let which = which.into();
         let target = self.target(which);
-        let result = match self.may_change(which).await {
-            Ok(()) => self.discover_unaudited(which).await,
+        let result = match self.changeable(which).await {
+            Ok(connection) => self.discover_unaudited(&connection).await,
             Err(e) => Err(e),
         };
         let detail = result.as_ref().map(|o| {
@@ -292,8 +292,8 @@ impl Connections {
     ) -> Result<PurgeOutcome> {
         let which = which.into();
         let target = self.target(which);
-        let result = match self.may_change(which).await {
-            Ok(()) => self.purge_unaudited(which, schema, table).await,
+        let result = match self.changeable(which).await {
+            Ok(connection) => self.purge_unaudited(&connection, schema, table).await,
             Err(e) => Err(e),
         };
         let scope = match (schema, table) {

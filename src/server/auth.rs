@@ -292,24 +292,26 @@ impl Authenticator {
         self.users.hashes.keys().cloned().collect()
     }
 
-    /// The role of `user`: admin for the users given at start, the stored one otherwise.
+    /// The user `name` added through the API, if there is one (one store read).
+    async fn managed(&self, name: &str) -> Result<Option<crate::store::UserRecord>> {
+        match &self.engine {
+            Some(engine) if !self.is_given_user(name) => engine.store().user(name).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// The role of a token's `user`: admin for the users given at start, the stored one
+    /// otherwise, read on each call so that a change or removal takes effect at once.
     async fn role_of(&self, user: &str) -> Result<Role> {
         if self.is_given_user(user) {
             return Ok(Role::Admin);
         }
-        if let Some(engine) = &self.engine
-            && let Some(found) = engine
-                .store()
-                .users()
-                .await?
-                .into_iter()
-                .find(|u| u.name == user)
-        {
-            return Ok(found.role);
+        match self.managed(user).await? {
+            Some(found) => Ok(found.role),
+            None => Err(unauthenticated(format!(
+                "user '{user}' no longer exists; log in as another user"
+            ))),
         }
-        Err(unauthenticated(format!(
-            "user '{user}' no longer exists; log in as another user"
-        )))
     }
 
     /// How long a token stays valid.
@@ -322,7 +324,7 @@ impl Authenticator {
     pub async fn login(&self, header: Option<&[u8]>) -> Result<String> {
         match credentials(header)? {
             Credentials::Basic { user, password } => {
-                self.check_password(user.clone(), password).await?;
+                self.check_password(&user, password).await?;
                 Ok(self.tokens.issue(&user))
             }
             Credentials::Bearer(token) => self
@@ -351,8 +353,7 @@ impl Authenticator {
                 })
             }
             Credentials::Basic { user, password } => {
-                self.check_password(user.clone(), password).await?;
-                let role = self.role_of(&user).await?;
+                let role = self.check_password(&user, password).await?;
                 Ok(Caller {
                     user,
                     token: None,
@@ -362,20 +363,14 @@ impl Authenticator {
         }
     }
 
-    async fn check_password(&self, user: String, password: String) -> Result<()> {
+    /// Checks `user`'s password and returns their role.
+    async fn check_password(&self, user: &str, password: String) -> Result<Role> {
+        let managed = self.managed(user).await?;
+        let role = managed.as_ref().map_or(Role::Admin, |u| u.role);
+        let stored = managed.map(|u| u.password_hash);
         // Hashing is CPU-heavy by design; keep it off the I/O threads.
         let users = std::sync::Arc::clone(&self.users);
-        let name = user.clone();
-        let stored = match &self.engine {
-            Some(engine) if !self.is_given_user(&user) => engine
-                .store()
-                .users()
-                .await?
-                .into_iter()
-                .find(|u| u.name == user)
-                .map(|u| u.password_hash),
-            _ => None,
-        };
+        let name = user.to_owned();
         let ok = tokio::task::spawn_blocking(move || match stored {
             Some(hash) => verify_hash(&hash, &password),
             None => users.verify(&name, &password),
@@ -383,7 +378,7 @@ impl Authenticator {
         .await
         .unwrap_or(false);
         if ok {
-            Ok(())
+            Ok(role)
         } else {
             Err(unauthenticated(format!(
                 "wrong user name or password for '{user}'"

@@ -127,6 +127,9 @@ impl MetadataStore for Recording {
     async fn users(&self) -> Result<Vec<crate::store::UserRecord>> {
         self.inner.users().await
     }
+    async fn user(&self, name: &str) -> Result<Option<crate::store::UserRecord>> {
+        self.inner.user(name).await
+    }
     async fn put_user(&self, user: &crate::store::UserRecord) -> Result<()> {
         self.inner.put_user(user).await
     }

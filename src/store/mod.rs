@@ -168,6 +168,8 @@ pub trait MetadataStore: Send + Sync + Debug {
     ) -> Result<Connection>;
     /// The server users managed through the API, by name.
     async fn users(&self) -> Result<Vec<UserRecord>>;
+    /// The server user `name`, if one was added.
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
     /// Adds a user, or replaces one of the same name.
     async fn put_user(&self, user: &UserRecord) -> Result<()>;
     /// Deletes a user; returns whether one existed.

@@ -133,6 +133,27 @@ async fn set_refreshed(
     Ok(())
 }
 
+const USER_COLUMNS: &str = "name, role, password_hash, created_at";
+
+/// A row of `users` (its `USER_COLUMNS`).
+fn user_from_row(row: &AnyRow) -> Result<crate::store::UserRecord> {
+    let read = || -> std::result::Result<_, sqlx::Error> {
+        Ok((
+            row.try_get::<String, _>("name")?,
+            row.try_get::<String, _>("role")?,
+            row.try_get::<String, _>("password_hash")?,
+            parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
+        ))
+    };
+    let (name, role, password_hash, created_at) = read().map_err(Error::store("reading users"))?;
+    Ok(crate::store::UserRecord {
+        name,
+        role: crate::audit::Role::parse(&role)?,
+        password_hash,
+        created_at,
+    })
+}
+
 const CONNECTION_COLUMNS: &str = "id, name, source_type, config, created_at, updated_at, owner, visibility, \
      last_tested_at, test_status, test_latency_ms, test_error, server_version";
 
@@ -852,31 +873,24 @@ impl MetadataStore for SqlStore {
     }
 
     async fn users(&self) -> Result<Vec<crate::store::UserRecord>> {
-        let rows =
-            sqlx::query("SELECT name, role, password_hash, created_at FROM users ORDER BY name")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::store("reading users"))?;
-        rows.iter()
-            .map(|row| {
-                let read = || -> std::result::Result<_, sqlx::Error> {
-                    Ok((
-                        row.try_get::<String, _>("name")?,
-                        row.try_get::<String, _>("role")?,
-                        row.try_get::<String, _>("password_hash")?,
-                        parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
-                    ))
-                };
-                let (name, role, password_hash, created_at) =
-                    read().map_err(Error::store("reading users"))?;
-                Ok(crate::store::UserRecord {
-                    name,
-                    role: crate::audit::Role::parse(&role)?,
-                    password_hash,
-                    created_at,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY name"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::store("reading users"))?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<crate::store::UserRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::store(format!("reading user '{name}'")))?;
+        row.as_ref().map(user_from_row).transpose()
     }
 
     async fn put_user(&self, user: &crate::store::UserRecord) -> Result<()> {

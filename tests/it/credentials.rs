@@ -91,9 +91,10 @@ fn write_secret(path: &Path, secret: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-/// Every byte of the store's files, to search for a secret.
-fn store_bytes(b: &Backend) -> Vec<u8> {
-    support::walk(b.data_dir())
+/// Every byte of the store's files (the database and its journal) under `dir`, to search
+/// for a secret.
+fn store_bytes(dir: &Path) -> Vec<u8> {
+    support::walk(dir)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("quarry.db"))
         .flat_map(|p| std::fs::read(p).unwrap_or_default())
@@ -148,7 +149,7 @@ async fn a_password_file_resolves_is_stored_as_its_path_and_is_read_again_at_eac
     let (config, sealed) = stored(&b, "my").await;
     assert_eq!(config["password"], json!({ "file": file }));
     assert_eq!(sealed, 0);
-    assert!(!contains(&store_bytes(&b), "first-secret-pw"));
+    assert!(!contains(&store_bytes(b.data_dir()), "first-secret-pw"));
 
     // Rotation: the server's password changes; until the file follows, a new session fails
     // to log in, and once it does, the next session logs in. Nothing is reopened.
@@ -277,11 +278,7 @@ keyctl revoke "$(keyctl search @s user '{description}')"
     );
 
     // The store holds the reference, not the password.
-    let db: Vec<u8> = support::walk(home.path())
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("quarry.db"))
-        .flat_map(|p| std::fs::read(p).unwrap_or_default())
-        .collect();
+    let db = store_bytes(home.path());
     assert!(contains(&db, &service));
     assert!(!contains(&db, "keyring-secret-pw") && !contains(&db, "keyring-second-pw"));
 }
@@ -332,11 +329,7 @@ fn an_environment_variable_resolves_in_each_new_process_and_a_missing_one_is_nam
     assert!(support::has_row(&out, &["true"]), "{out}");
 
     // The store holds the variable's name only.
-    let db: Vec<u8> = support::walk(home.path())
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("quarry.db"))
-        .flat_map(|p| std::fs::read(p).unwrap_or_default())
-        .collect();
+    let db = store_bytes(home.path());
     assert!(contains(&db, &variable));
     assert!(!contains(&db, "env-secret-pw") && !contains(&db, "env-second-pw"));
 }

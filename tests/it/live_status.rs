@@ -16,17 +16,7 @@ use quarry::connections::health::LinkState;
 use quarry::events::Event;
 
 async fn sum(engine: &quarry::Engine) -> quarry::Result<i64> {
-    let batches = engine
-        .sql("SELECT sum(x) AS s FROM pg.public.t")
-        .await?
-        .collect()
-        .await?;
-    Ok(
-        datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(
-            batches[0].column(0),
-        )
-        .value(0),
-    )
+    crate::support::single_i64(engine, "SELECT sum(x) AS s FROM pg.public.t").await
 }
 
 async fn status_in_information_schema(engine: &quarry::Engine) -> String {

@@ -28,18 +28,7 @@ fn config(db: &PgDatabase, ssh: Value) -> Value {
 }
 
 async fn sum(engine: &quarry::Engine, name: &str) -> quarry::Result<i64> {
-    let batches = engine
-        .sql(&format!("SELECT sum(x) AS s FROM {name}.public.t"))
-        .await?
-        .collect()
-        .await?;
-    let column = batches[0].column(0);
-    Ok(
-        datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(
-            column,
-        )
-        .value(0),
-    )
+    crate::support::single_i64(engine, &format!("SELECT sum(x) AS s FROM {name}.public.t")).await
 }
 
 #[tokio::test]
@@ -295,21 +284,12 @@ async fn a_mysql_connection_goes_through_the_tunnel_too() {
         .unwrap()
         .discovery
         .expect("discovery runs through the tunnel");
-    let batches = fixture
-        .engine
-        .sql(&format!(
-            "SELECT sum(x) AS s FROM my_ssh.{}.t",
-            fixture.name
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let total = datafusion::arrow::array::AsArray::as_primitive::<
-        datafusion::arrow::datatypes::Int64Type,
-    >(batches[0].column(0))
-    .value(0);
+    let total = crate::support::single_i64(
+        &fixture.engine,
+        &format!("SELECT sum(x) AS s FROM my_ssh.{}.t", fixture.name),
+    )
+    .await
+    .unwrap();
     assert_eq!(total, 6);
     let admin = url::Url::parse(&crate::support::mysql_admin_url()).unwrap();
     let port = admin.port().unwrap_or(3306);

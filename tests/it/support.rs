@@ -470,3 +470,14 @@ pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+/// The one Int64 value a query answers (`SELECT sum(x) ...`), or its error.
+pub async fn single_i64(engine: &Engine, sql: &str) -> quarry::Result<i64> {
+    let batches = engine.sql(sql).await?.collect().await?;
+    Ok(
+        datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(
+            batches[0].column(0),
+        )
+        .value(0),
+    )
+}

@@ -2,14 +2,13 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::ApiResult;
 use super::model::ErrorBody;
-
-type ApiResult<T> = std::result::Result<T, ApiError>;
+use crate::audit::AuditRecord;
 
 /// The most rows one call returns.
 const MAX_ROWS: i64 = 10_000;
@@ -22,36 +21,18 @@ pub struct Limit {
     pub limit: Option<String>,
 }
 
-/// One connection operation: who, what, when and the outcome. Never a config or secret.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditRow {
-    /// When (RFC 3339).
-    pub at: String,
-    /// The user who asked (`local` for the embedded shell and library).
-    pub actor: String,
-    /// create, update, test, discover, refresh, purge, rename or drop.
-    pub action: String,
-    /// The connection's id, when it existed.
-    pub connection_id: Option<String>,
-    /// Its name, or what the caller named it.
-    pub connection_name: String,
-    /// ok or failed.
-    pub outcome: String,
-    /// The table, new name, keys changed or error message.
-    pub detail: Option<String>,
-}
-
 /// Read the audit log.
 #[utoipa::path(get, path = "/audit-log", tag = "server", params(Limit),
     responses(
-        (status = 200, description = "The newest rows first", body = [AuditRow]),
+        (status = 200, description = "The newest rows first", body = [AuditRecord]),
         (status = 400, description = "A limit out of range", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn audit_log(
     State(app): State<AppState>,
     Query(limit): Query<Limit>,
-) -> ApiResult<Json<Vec<AuditRow>>> {
+) -> ApiResult<Json<Vec<AuditRecord>>> {
     // Read by hand, so that a bad value gets the API's JSON error, not the framework's.
     let limit = match limit.limit.as_deref() {
         None => 100,
@@ -66,18 +47,5 @@ pub async fn audit_log(
                 ))
             })?,
     };
-    let rows = app.engine.audit_log(limit).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| AuditRow {
-                at: r.at.to_rfc3339(),
-                actor: r.actor,
-                action: r.action,
-                connection_id: r.connection_id.map(|id| id.to_string()),
-                connection_name: r.connection_name,
-                outcome: r.outcome,
-                detail: r.detail,
-            })
-            .collect(),
-    ))
+    Ok(Json(app.engine.audit_log(limit).await?))
 }

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PathParams};
 use super::model::{
     ConfigTest, ConnectionDetails, ConnectionSummary, CreateConnection, Created, DiscoveryOutcome,
@@ -18,8 +18,6 @@ use crate::engine::Engine;
 use crate::id::ConnectionId;
 use crate::source::CommonOptions;
 use crate::table::{CacheEntry, TableRecord, TableRef};
-
-type ApiResult<T> = Result<T, ApiError>;
 
 /// The path of one table of a connection: `/connections/{id}/tables/{schema}/{table}/...`.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]

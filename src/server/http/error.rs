@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 use super::model::{ErrorBody, ErrorDetail};
 use crate::error::{Error, Kind};
 
+/// What a handler returns.
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {

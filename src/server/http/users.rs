@@ -10,14 +10,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PathParams};
 use super::model::ErrorBody;
 use crate::audit::{Actor, Role};
 use crate::error::Error;
 use crate::store::UserRecord;
-
-type ApiResult<T> = std::result::Result<T, ApiError>;
 
 /// A server user.
 #[derive(Debug, Serialize, ToSchema)]
